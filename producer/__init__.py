@@ -1,0 +1,1 @@
+"""The ``qtrain`` command line: candles, training batches, status, backtests, models, demo."""

@@ -1,0 +1,80 @@
+"""Shared fixtures: a fresh migrated PostgreSQL database and a private Redis db per test.
+
+Databases are cloned from a template migrated once per session (fast ``CREATE DATABASE ...
+TEMPLATE``); Redis tests use db numbers 8-15, flushed before use, never 0/1 (the defaults).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.services import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, require
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+def shared_csv(name: str) -> Path:
+    """Path of a file in ``../shared/data``; skips (fails under CI) when the folder is absent."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{path} missing: CI runs with ../shared beside the repo")
+        pytest.skip(f"{path} missing")
+    return path
+
+
+def _admin(statement: str) -> None:
+    conn = psycopg2.connect(ADMIN_URL)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """Name of a migrated template database, created once per test session."""
+    require("PostgreSQL", PG_HOST, PG_PORT)
+    from worker import migrate
+
+    name = f"qtrain_tmpl_{uuid.uuid4().hex[:8]}"
+    migrate.migrate(f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}")
+    yield name
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_template: str) -> Iterator[str]:
+    """URL of a fresh, migrated database of this test's own; dropped afterwards."""
+    from worker import db
+
+    name = f"qtrain_t_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    url = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    yield url
+    db.close_pools()
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A flushed Redis database (8-15) for this test: never the defaults 0 and 1."""
+    require("Redis", REDIS_HOST, REDIS_PORT)
+    import redis
+
+    number = int(os.environ.get("QTRAIN_TEST_REDIS_DB", "8"))
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()

@@ -1,0 +1,120 @@
+"""PostgreSQL connections: one small pool per process and URL, errors translated at the edge."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import pool as pg_pool
+from psycopg2 import sql
+
+from worker.errors import ServiceUnavailable
+
+START_HINT = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+_pools: dict[tuple[int, str], pg_pool.ThreadedConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print or log)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def database_name(url: str) -> str:
+    """The database name in a ``postgresql://`` URL (``qtrain`` in ``.../qtrain``)."""
+    name = urlsplit(url).path.lstrip("/")
+    if not name:
+        raise ServiceUnavailable(f"DATABASE_URL {redact(url)} names no database: add /qtrain")
+    return name
+
+
+def connect(url: str, **kwargs: object) -> psycopg2.extensions.connection:
+    """Open one connection; an unreachable server or database becomes ``ServiceUnavailable``."""
+    try:
+        return psycopg2.connect(url, connect_timeout=5, **kwargs)
+    except psycopg2.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "does not exist" in first:
+            raise ServiceUnavailable(f"PostgreSQL database missing ({first}): run `qtrain db init`") from exc
+        raise ServiceUnavailable(f"cannot reach PostgreSQL at {redact(url)} ({first}); {START_HINT}") from exc
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if missing; True when it was created."""
+    name = database_name(url)
+    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    conn = connect(admin_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            try:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg2.errors.DuplicateDatabase:
+                return False  # created concurrently by another process
+            return True
+    finally:
+        conn.close()
+
+
+def _pool(url: str) -> pg_pool.ThreadedConnectionPool:
+    key = (os.getpid(), url)  # a forked child must never reuse its parent's sockets
+    with _pools_lock:
+        p = _pools.get(key)
+        if p is None:
+            try:
+                p = pg_pool.ThreadedConnectionPool(0, 8, url, connect_timeout=5)
+            except psycopg2.OperationalError:
+                connect(url).close()  # raises the translated, one-line error
+                raise
+            _pools[key] = p
+        return p
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor from this process's pool inside one transaction: commit on success, else rollback.
+
+    A connection the server closed (PostgreSQL restart) is discarded, and the error surfaces as
+    ``ServiceUnavailable`` so that callers may retry.
+    """
+    p = _pool(url)
+    try:
+        conn = p.getconn()
+    except psycopg2.OperationalError as exc:
+        raise ServiceUnavailable(f"cannot reach PostgreSQL at {redact(url)}; {START_HINT}") from exc
+    broken = False
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        broken = True
+        raise ServiceUnavailable(f"lost the PostgreSQL connection: {exc}".strip()) from exc
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    finally:
+        p.putconn(conn, close=broken or bool(conn.closed))
+
+
+def close_pools() -> None:
+    """Close every pooled connection of this process (tests, worker shutdown)."""
+    with _pools_lock:
+        for key, p in list(_pools.items()):
+            if key[0] == os.getpid():
+                p.closeall()
+            del _pools[key]
