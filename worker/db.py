@@ -115,6 +115,6 @@ def close_pools() -> None:
     """Close every pooled connection of this process (tests, worker shutdown)."""
     with _pools_lock:
         for key, p in list(_pools.items()):
-            if key[0] == os.getpid():
+            if key[0] == os.getpid():  # never touch sockets inherited from a parent process
                 p.closeall()
-            del _pools[key]
+                del _pools[key]

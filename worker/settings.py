@@ -21,6 +21,8 @@ DEFAULT_MODELS_DIR = "./models"
 DEFAULT_OLLAMA_TIMEOUT_S = 300.0
 #: Attempts per window (first try included) before it is recorded as failed.
 DEFAULT_MAX_ATTEMPTS = 4
+#: First delay (s) before a window's next attempt; doubles per attempt, with jitter, capped at 300 s.
+DEFAULT_RETRY_BASE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Settings:
     ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
     models_dir: str = DEFAULT_MODELS_DIR
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_base_s: float = DEFAULT_RETRY_BASE_S
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,4 +57,5 @@ class Settings:
             ollama_timeout_s=float(e.get("OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S)),
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(e.get("QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
+            retry_base_s=float(e.get("QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S)),
         )

@@ -1,0 +1,115 @@
+"""Celery tasks, kept thin: decode ids, call the step, record the outcome, maybe start the reducer.
+
+Completion: no chord. Each analyse task, once its window is final, counts the symbol's unfinished
+windows in PostgreSQL and enqueues ``qtrain.reduce_symbol`` when none is left. A chord on the
+Redis backend can fire its callback early when a header task is redelivered (celery issues 4207,
+6358); the PostgreSQL count cannot, because it reads committed window states. Two tasks finishing
+at once may both enqueue the reducer: it is idempotent (advisory lock + one version per batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker import batches, reduce
+from worker.analyze import HEURISTIC, analyze
+from worker.app import (
+    ANALYZE_HARD_LIMIT_S,
+    ANALYZE_SOFT_LIMIT_S,
+    REDUCE_HARD_LIMIT_S,
+    REDUCE_SOFT_LIMIT_S,
+    SETTINGS,
+    app,
+)
+from worker.errors import PermanentError, ServiceUnavailable, TemporaryError
+
+log = logging.getLogger("qtrain.tasks")
+_clients: dict[int, Any] = {}
+
+
+def ollama_client() -> Any:
+    """This process's Ollama client (one httpx connection pool per process, reused)."""
+    from worker.ollama import OllamaClient
+
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients.clear()
+        _clients[pid] = OllamaClient.from_settings(SETTINGS)
+    return _clients[pid]
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter: base * 2^(attempt-1) * U(0.5, 1.5), at most 300 s."""
+    return min(300.0, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def maybe_reduce(batch_id: int, symbol: str) -> bool:
+    """Enqueue the symbol's reducer when none of its windows is pending or running."""
+    if batches.unfinished_count(SETTINGS.database_url, batch_id, symbol) == 0:
+        reduce_symbol.apply_async((batch_id, symbol))
+        return True
+    return False
+
+
+@app.task(
+    name="qtrain.analyze_window",
+    bind=True,
+    max_retries=None,
+    soft_time_limit=ANALYZE_SOFT_LIMIT_S,
+    time_limit=ANALYZE_HARD_LIMIT_S,
+)
+def analyze_window(self: Any, batch_id: int, symbol: str, idx: int) -> dict[str, Any]:
+    """Analyse window ``idx`` of ``symbol`` in ``batch_id``; the result is a tiny status dict."""
+    url = SETTINGS.database_url
+    try:
+        window, final = batches.claim_window(url, batch_id, symbol, idx)
+    except ServiceUnavailable as exc:  # database restarting: try again later, nothing claimed
+        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 2.0)) from exc
+    if window is None:
+        if final is not None:
+            maybe_reduce(batch_id, symbol)  # a redelivery: make sure the reducer was not missed
+        return {"status": final or "missing", "redelivered": final is not None}
+    try:
+        client = None if window.analyst == HEURISTIC else ollama_client()
+        status = analyze(url, window, client)
+    except (TemporaryError, SoftTimeLimitExceeded) as exc:
+        reason = str(exc) or type(exc).__name__
+        if window.attempts < SETTINGS.max_attempts:
+            batches.set_window_status(
+                url, batch_id, symbol, idx, "pending", f"attempt {window.attempts} failed: {reason}"
+            )
+            delay = retry_delay(window.attempts, SETTINGS.retry_base_s)
+            raise self.retry(countdown=delay) from exc
+        status = "failed"
+        batches.set_window_status(
+            url, batch_id, symbol, idx, status, f"gave up after {window.attempts} attempts: {reason}"
+        )
+    except PermanentError as exc:
+        status = "failed"
+        batches.set_window_status(url, batch_id, symbol, idx, status, str(exc))
+    except Exception as exc:  # a bug must not leave the batch stuck: record it, log the traceback
+        log.exception("analyse %s/%s/%s crashed", batch_id, symbol, idx)
+        status = "failed"
+        batches.set_window_status(url, batch_id, symbol, idx, status, f"internal error: {exc!r}")
+    maybe_reduce(batch_id, symbol)
+    return {"status": status}
+
+
+@app.task(
+    name="qtrain.reduce_symbol",
+    bind=True,
+    max_retries=5,
+    soft_time_limit=REDUCE_SOFT_LIMIT_S,
+    time_limit=REDUCE_HARD_LIMIT_S,
+)
+def reduce_symbol(self: Any, batch_id: int, symbol: str) -> dict[str, Any]:
+    """Merge a symbol's finished analyses into a new Q-table version (idempotent per batch)."""
+    try:
+        return reduce.reduce_symbol(SETTINGS, batch_id, symbol)
+    except TemporaryError as exc:
+        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 5.0)) from exc
