@@ -1,0 +1,150 @@
+"""The analyst's prompt: compact, versioned, deterministic; and the cache key of an analysis.
+
+The user message is an indicator summary of the window (price path, returns, volatility, trend,
+first/last/min/max/mean of every feature, a few recent closes), never a dump of rows, so a 48-candle
+window costs a few hundred tokens. Same input -> byte-identical messages. Bump ``PROMPT_VERSION``
+whenever the text changes: it is part of the cache key, so old analyses are not reused for a new
+prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import numpy as np
+
+from model import ACTIONS
+from model.answer import MAX_RULES, REGIMES
+from model.candles import Candles
+from model.features import FEATURES
+from model.rules import MAX_CONDITIONS, OPS
+
+PROMPT_VERSION: int = 1
+N_RECENT_CLOSES = 8
+
+#: Meaning and typical range of each feature, as the model is told.
+FEATURE_INFO: dict[str, str] = {
+    "rsi": "RSI(14, Wilder), 0..100; <30 oversold, >70 overbought",
+    "macd_hist": "MACD(12,26,9) histogram as % of close, about -1..1; >0 bullish momentum",
+    "bb_pct_b": "Bollinger(20,2) %B, about -0.5..1.5; <0 below lower band, >1 above upper band",
+    "bb_width": "Bollinger band width as % of middle band, about 1..15",
+    "atr_pct": "ATR(14) as % of close, about 0.2..3",
+    "volume_z": "volume z-score vs 20-candle mean, about -2..5",
+    "ret_1": "1-candle log return in %, about -3..3",
+    "ret_24": "24-candle log return in %, about -15..15",
+    "volatility": "std of 1-candle log returns over 24 candles in %, about 0.2..3",
+    "ema_gap": "close vs EMA50 in %, about -10..10; >0 above trend",
+    "sma_cross": "SMA10 vs SMA30 in %, about -5..5; >0 short trend above long",
+}
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    """Fixed-precision text of ``x``; ``na`` for NaN/inf (deterministic on every machine)."""
+    if not math.isfinite(x):
+        return "na"
+    text = f"{x:.{digits}f}"
+    return "0" if text.strip("-0.") == "" else text
+
+
+def _price(x: float) -> str:
+    return f"{x:.6g}" if math.isfinite(x) else "na"
+
+
+def _system_message() -> str:
+    features = "\n".join(f"- {name}: {FEATURE_INFO.get(name, 'indicator')}" for name in FEATURES)
+    return (
+        "You are a quantitative crypto analyst. Read the indicator summary of one market window and "
+        "answer with ONE JSON object, no prose, no code fences:\n"
+        f'{{"regime": one of {"|".join(REGIMES)}, "action": one of {"|".join(ACTIONS)} for the next '
+        'candles, "confidence": number 0..1, "rules": list of at most '
+        f"{MAX_RULES} trading rules, "
+        '"summary": one or two sentences}.\n'
+        f'A rule is {{"conditions": 1..{MAX_CONDITIONS} objects {{"feature", "op", "value"}} that must '
+        'ALL hold, "action": BUY|SELL|HOLD, "confidence": 0..1, "rationale": short text}.\n'
+        f"Operators: {' '.join(OPS)}. Values are plain numbers in the feature's own unit.\n"
+        f"Features (use only these names):\n{features}\n"
+        "Write rules that would have been useful in this window and generalise to similar ones."
+    )
+
+
+def _stats(x: np.ndarray) -> str:
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return "na"
+    first, last = finite[0], finite[-1]
+    return (
+        f"first {_fmt(first)} last {_fmt(last)} min {_fmt(finite.min())} "
+        f"max {_fmt(finite.max())} mean {_fmt(finite.mean())}"
+    )
+
+
+def _user_message(candles: Candles, features: Mapping[str, np.ndarray], symbol: str, timeframe: str) -> str:
+    close = np.asarray(candles.close, dtype=np.float64)
+    n = len(close)
+    start = datetime.fromtimestamp(int(candles.ts[0]), tz=UTC).strftime("%Y-%m-%d %H:%M")
+    end = datetime.fromtimestamp(int(candles.ts[-1]), tz=UTC).strftime("%Y-%m-%d %H:%M")
+    logret = np.diff(np.log(close)) * 100.0 if n > 1 else np.zeros(0)
+    total = float(np.log(close[-1] / close[0]) * 100.0)
+    vol = float(logret.std()) if logret.size else float("nan")
+    # Trend: least-squares slope of log close, in % per candle.
+    slope = float(np.polyfit(np.arange(n), np.log(close), 1)[0] * 100.0) if n > 1 else float("nan")
+    high = float(np.max(candles.high))
+    low = float(np.min(candles.low))
+    up = int(np.sum(logret > 0))
+    recent = " ".join(_price(float(c)) for c in close[-N_RECENT_CLOSES:])
+    lines = [
+        f"{symbol} {timeframe}, {n} candles, {start} .. {end} UTC",
+        f"close first {_price(float(close[0]))} last {_price(float(close[-1]))} "
+        f"high {_price(high)} low {_price(low)}",
+        f"return {_fmt(total)}% trend {_fmt(slope, 3)}%/candle volatility {_fmt(vol, 3)}%/candle "
+        f"up candles {up}/{max(n - 1, 0)}",
+        f"last {min(n, N_RECENT_CLOSES)} closes: {recent}",
+        "features (over the window):",
+    ]
+    for name in FEATURES:
+        if name in features:
+            lines.append(f"- {name}: {_stats(np.asarray(features[name], dtype=np.float64))}")
+    return "\n".join(lines)
+
+
+def build_messages(
+    candles_window: Candles, features_window: Mapping[str, np.ndarray], *, symbol: str, timeframe: str
+) -> list[dict[str, str]]:
+    """Chat messages (system + user) asking for an analysis of one window; deterministic text."""
+    if len(candles_window) < 2:
+        raise ValueError(f"candles_window must have at least 2 candles, got {len(candles_window)}")
+    for name, col in features_window.items():
+        if len(col) != len(candles_window):
+            raise ValueError(
+                f"features_window[{name!r}] has {len(col)} rows, candles_window has {len(candles_window)}"
+            )
+    if not symbol:
+        raise ValueError("symbol must be non-empty")
+    return [
+        {"role": "system", "content": _system_message()},
+        {"role": "user", "content": _user_message(candles_window, features_window, symbol, timeframe)},
+    ]
+
+
+def window_content_hash(candles_window: Candles, *, symbol: str, timeframe: str) -> str:
+    """sha256 (hex) of the window's exact ts + OHLCV bytes, symbol and timeframe.
+
+    Features also depend on the warm-up candles before the window; those are fixed by
+    ``(symbol, timeframe, ts)`` as long as stored history is not rewritten.
+    """
+    h = hashlib.sha256()
+    h.update(f"qtrain-window-v1\0{symbol}\0{timeframe}\0{len(candles_window)}\0".encode())
+    h.update(np.ascontiguousarray(candles_window.ts, dtype="<i8").tobytes())
+    for name in ("open", "high", "low", "close", "volume"):
+        h.update(np.ascontiguousarray(getattr(candles_window, name), dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def cache_key(content_hash: str, model: str, prompt_version: int) -> str:
+    """sha256 (hex) identifying one analysis: window content + model + prompt version."""
+    if not content_hash or not model:
+        raise ValueError("content_hash and model must be non-empty")
+    return hashlib.sha256(f"{content_hash}\0{model}\0{int(prompt_version)}".encode()).hexdigest()
