@@ -1,0 +1,316 @@
+"""Technical indicators on numpy arrays: vectorised, causal, TA-Lib compatible after warm-up.
+
+Conventions shared by every method of ``FastIndicators``:
+
+* Causal: the value at ``t`` uses inputs at indices ``<= t`` only. The arithmetic does not depend
+  on the series length either, so a prefix gives bit-identical values to the full series.
+* Warm-up: values that lack enough history are NaN; each docstring gives the warm-up length, i.e.
+  the index of the first value on a series without missing inputs (TA-Lib's "lookback").
+* Missing inputs (NaN or +-inf) are treated as gaps: a window that contains one is NaN, and the
+  recursive filters (EMA, Wilder) restart after a gap with a fresh warm-up and seed, as if the
+  series began there. Nothing raises on NaN input.
+* Recursive filters ``y_t = a*y_{t-1} + (1-a)*x_t`` are evaluated in closed form per block of
+  ``B`` samples (a cumulative sum of ``x_i * a**-i``, with ``B`` chosen so ``a**-B < 1e100``),
+  then each block's end state is carried into the next with a short loop over blocks (not over
+  candles). Rolling sums use per-block cumulative sums of deviations from a reference value of the
+  block, which keeps windowed variances accurate where a global running sum of squares loses digits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+_LOG_RANGE = 230.0  # ln(1e100): a**-B stays far inside the float64 range
+_MAX_FILTER_BLOCK = 2048
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _series(name: str, x: npt.ArrayLike) -> FloatArray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    return arr
+
+
+def _period(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _same_length(**arrays: FloatArray) -> None:
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"inputs differ in length: {lengths}")
+
+
+def _window_ok(x: FloatArray, period: int) -> BoolArray:
+    """True at ``t`` when the ``period`` inputs ending at ``t`` exist and are all finite."""
+    n = len(x)
+    ok = np.zeros(n, dtype=np.bool_)
+    if n >= period:
+        bad = np.concatenate(([0], np.cumsum(~np.isfinite(x), dtype=np.int64)))
+        ok[period - 1 :] = (bad[period:] - bad[:-period]) == 0
+    return ok
+
+
+def _rolling_moments(x: FloatArray, period: int, *, second: bool) -> tuple[FloatArray, FloatArray]:
+    """Mean and sum of squared deviations (M2, if ``second``) of the ``period`` values ending at t.
+
+    Blocks of ``B`` outputs share one reference value (the first finite input the block's windows
+    see, an input at or before every window it serves), so windowed sums are differences of short
+    cumulative sums of small deviations: accurate, vectorised, and identical on any prefix.
+    """
+    n = len(x)
+    mean = np.full(n, np.nan)
+    m2 = np.full(n, np.nan)
+    if n < period:
+        return mean, m2
+    block = 256 if period <= 64 else 4 * period
+    seg_len = block + period - 1
+    nb = -(-n // block)
+    padded = np.full(nb * block + period - 1, np.nan)
+    padded[period - 1 : period - 1 + n] = x
+    segs = sliding_window_view(padded, seg_len)[::block]
+    fin = np.isfinite(segs)
+    ref = segs[np.arange(nb), np.argmax(fin, axis=1)]
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    dev = np.where(fin, segs - ref[:, None], 0.0)
+    cs = np.zeros((nb, seg_len + 1))
+    np.cumsum(dev, axis=1, out=cs[:, 1:])
+    s1 = cs[:, period:] - cs[:, :block]
+    ok = _window_ok(x, period)
+    mean[ok] = (ref[:, None] + s1 / period).reshape(-1)[:n][ok]
+    if second:
+        np.multiply(dev, dev, out=dev)
+        np.cumsum(dev, axis=1, out=cs[:, 1:])
+        s2 = cs[:, period:] - cs[:, :block]
+        dev2 = s2 - s1 * s1 / period
+        # Below the rounding bound of the cumulative sums, the spread is noise: report exactly 0.
+        noise = seg_len * _EPS * cs[:, period:]
+        dev2 = np.where(dev2 > noise, dev2, 0.0)
+        m2[ok] = dev2.reshape(-1)[:n][ok]
+    return mean, m2
+
+
+def _filter_block(a: float) -> int:
+    return max(1, min(_MAX_FILTER_BLOCK, int(_LOG_RANGE / -math.log(a))))
+
+
+def _recursive(x: FloatArray, period: int, alpha: float, seed_pos: int) -> FloatArray:
+    """``y_t = (1-alpha)*y_{t-1} + alpha*x_t`` per run of finite inputs.
+
+    In each run the output starts at run position ``seed_pos`` (>= period-1) with the mean of the
+    ``period`` inputs ending there (TA-Lib's SMA seed); earlier positions are NaN.
+    """
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    idx = np.arange(n)
+    fin = np.isfinite(x)
+    pos = idx - np.maximum.accumulate(np.where(fin, -1, idx)) - 1
+    kind = np.zeros(n, dtype=np.int8)  # 0 no value, 1 seed, 2 running
+    kind[fin & (pos == seed_pos)] = 1
+    kind[fin & (pos > seed_pos)] = 2
+    seeds = np.flatnonzero(kind == 1)
+    if len(seeds) == 0:
+        return out
+    contrib = np.where(kind == 2, alpha * x, 0.0)
+    contrib[seeds] = sliding_window_view(x, period)[seeds - period + 1].mean(axis=1)
+    a = 1.0 - alpha
+    if a <= 0.0:
+        out[kind > 0] = contrib[kind > 0]
+        return out
+    block = _filter_block(a)
+    nb = -(-n // block)
+    c = np.zeros(nb * block)
+    c[:n] = contrib
+    k = np.zeros(nb * block, dtype=np.int8)
+    k[:n] = kind
+    c2, k2 = c.reshape(nb, block), k.reshape(nb, block)
+    j = np.arange(block)
+    up = np.power(a, -j.astype(np.float64))
+    down = np.power(a, j.astype(np.float64))
+    down1 = np.power(a, (j + 1).astype(np.float64))
+    z = np.cumsum(c2 * up, axis=1)
+    last_event = np.maximum.accumulate(np.where(k2 != 2, j, -1), axis=1)
+    z_before = np.zeros_like(z)
+    z_before[:, 1:] = z[:, :-1]
+    base = np.take_along_axis(z_before, np.maximum(last_event, 0), axis=1)
+    y = down * (z - base)
+    cont = last_event < 0  # running values that continue the previous block's state
+    if nb > 1:
+        g = float(down1[-1])
+        end_local = y[:, -1].tolist()
+        end_cont = cont[:, -1].tolist()
+        carry = [math.nan] * nb
+        for b in range(1, nb):
+            carry[b] = end_local[b - 1] + (g * carry[b - 1] if end_cont[b - 1] else 0.0)
+        carried = np.asarray(carry)[:, None]
+        y = np.where(cont, y + down1 * carried, y)
+    y = np.where(k2 > 0, y, np.nan)
+    out[:] = y.reshape(-1)[:n]
+    return out
+
+
+class FastIndicators:
+    """Vectorised, causal indicators with TA-Lib's seeding (see the module docstring)."""
+
+    @staticmethod
+    def sma(x: npt.ArrayLike, period: int) -> FloatArray:
+        """Simple moving average; warm-up ``period - 1`` (TA-Lib ``SMA``)."""
+        arr = _series("x", x)
+        p = _period("period", period)
+        with np.errstate(all="ignore"):
+            return _rolling_moments(arr, p, second=False)[0]
+
+    @staticmethod
+    def rolling_std(x: npt.ArrayLike, period: int, ddof: int = 0) -> FloatArray:
+        """Rolling standard deviation (population for ``ddof=0``, TA-Lib ``STDDEV``); warm-up ``period - 1``.
+
+        A spread below the rounding bound of the window is reported as exactly 0.
+        """
+        arr = _series("x", x)
+        p = _period("period", period)
+        if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer) or not 0 <= ddof < p:
+            raise ValueError(f"ddof must be an integer in [0, period), got {ddof!r}")
+        with np.errstate(all="ignore"):
+            return np.sqrt(_rolling_moments(arr, p, second=True)[1] / (p - ddof))
+
+    @staticmethod
+    def ema(x: npt.ArrayLike, period: int) -> FloatArray:
+        """EMA with ``alpha = 2/(period+1)``; warm-up ``period - 1``, seeded with the SMA of the first
+        ``period`` values (TA-Lib ``EMA``); restarts with a new seed after a missing input."""
+        arr = _series("x", x)
+        p = _period("period", period)
+        with np.errstate(all="ignore"):
+            return _recursive(arr, p, 2.0 / (p + 1), p - 1)
+
+    @staticmethod
+    def wilder(x: npt.ArrayLike, period: int) -> FloatArray:
+        """Wilder smoothing (``alpha = 1/period``); warm-up ``period - 1``, seeded with the SMA of the
+        first ``period`` values, as TA-Lib seeds RSI and ATR."""
+        arr = _series("x", x)
+        p = _period("period", period)
+        with np.errstate(all="ignore"):
+            return _recursive(arr, p, 1.0 / p, p - 1)
+
+    @staticmethod
+    def rsi(close: npt.ArrayLike, period: int = 14) -> FloatArray:
+        """Wilder RSI in 0..100; warm-up ``period`` (TA-Lib ``RSI``: first value from the mean gain
+        and loss of the first ``period`` changes). A window with no change at all gives 50 (TA-Lib: 0)."""
+        c = _series("close", close)
+        p = _period("period", period)
+        with np.errstate(all="ignore"):
+            diff = np.full(len(c), np.nan)
+            diff[1:] = c[1:] - c[:-1]
+            gain = np.where(diff > 0, diff, 0.0)
+            loss = np.where(diff < 0, -diff, 0.0)
+            gain[np.isnan(diff)] = np.nan
+            loss[np.isnan(diff)] = np.nan
+            avg_gain = _recursive(gain, p, 1.0 / p, p - 1)
+            avg_loss = _recursive(loss, p, 1.0 / p, p - 1)
+            total = avg_gain + avg_loss
+            return np.where(total == 0.0, 50.0, 100.0 * avg_gain / total)
+
+    @staticmethod
+    def macd(
+        close: npt.ArrayLike, fast: int = 12, slow: int = 26, signal: int = 9
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """MACD line, signal line and histogram; warm-up ``slow + signal - 2`` for all three.
+
+        TA-Lib ``MACD`` alignment: both EMAs produce their first value at ``slow - 1`` (the fast EMA
+        is seeded with the SMA of the ``fast`` values ending there), the signal EMA is seeded with
+        the SMA of the first ``signal`` MACD values, and the MACD line is NaN until the signal exists.
+        """
+        c = _series("close", close)
+        f = _period("fast", fast)
+        s = _period("slow", slow)
+        g = _period("signal", signal)
+        if f >= s:
+            raise ValueError(f"fast must be < slow, got fast={f}, slow={s}")
+        with np.errstate(all="ignore"):
+            fast_ema = _recursive(c, f, 2.0 / (f + 1), s - 1)
+            slow_ema = _recursive(c, s, 2.0 / (s + 1), s - 1)
+            line = fast_ema - slow_ema
+            sig = _recursive(line, g, 2.0 / (g + 1), g - 1)
+            line = np.where(np.isnan(sig), np.nan, line)
+            return line, sig, line - sig
+
+    @staticmethod
+    def bollinger(
+        close: npt.ArrayLike, period: int = 20, k: float = 2.0
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Bollinger bands ``(upper, middle, lower, pct_b, width)``; warm-up ``period - 1``.
+
+        TA-Lib ``BBANDS`` with an SMA middle and population std (nbdev ``k``). ``pct_b`` is
+        ``(close-lower)/(upper-lower)`` (0.5 when the bands collapse), ``width`` is
+        ``(upper-lower)/middle`` as a fraction.
+        """
+        c = _series("close", close)
+        p = _period("period", period)
+        if not (isinstance(k, int | float | np.floating) and math.isfinite(k) and k > 0):
+            raise ValueError(f"k must be a finite number > 0, got {k!r}")
+        with np.errstate(all="ignore"):
+            middle, m2 = _rolling_moments(c, p, second=True)
+            std = np.sqrt(m2 / p)
+            upper = middle + k * std
+            lower = middle - k * std
+            pct_b = np.where(std == 0.0, 0.5, (c - lower) / (upper - lower))
+            width = (upper - lower) / middle
+            return upper, middle, lower, pct_b, width
+
+    @staticmethod
+    def atr(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, period: int = 14) -> FloatArray:
+        """Wilder ATR; warm-up ``period`` (TA-Lib ``ATR``: true range from index 1, seeded with the
+        mean of the first ``period`` true ranges)."""
+        h, lo, c = _series("high", high), _series("low", low), _series("close", close)
+        _same_length(high=h, low=lo, close=c)
+        p = _period("period", period)
+        with np.errstate(all="ignore"):
+            tr = np.full(len(c), np.nan)
+            prev = c[:-1]
+            tr[1:] = np.maximum(np.maximum(h[1:] - lo[1:], np.abs(h[1:] - prev)), np.abs(lo[1:] - prev))
+            return _recursive(tr, p, 1.0 / p, p - 1)
+
+    @staticmethod
+    def volume_zscore(volume: npt.ArrayLike, period: int = 20) -> FloatArray:
+        """``(volume - SMA)/std`` over the ``period`` candles ending at t (population std, current
+        candle included); warm-up ``period - 1``; 0 where the window is flat."""
+        v = _series("volume", volume)
+        p = _period("period", period, minimum=2)
+        with np.errstate(all="ignore"):
+            mean, m2 = _rolling_moments(v, p, second=True)
+            std = np.sqrt(m2 / p)
+            return np.where(std == 0.0, 0.0, (v - mean) / std)
+
+    @staticmethod
+    def log_returns(close: npt.ArrayLike, periods: int = 1) -> FloatArray:
+        """``ln(close_t / close_{t-periods})`` as a fraction; warm-up ``periods``; NaN for
+        non-positive prices."""
+        c = _series("close", close)
+        p = _period("periods", periods)
+        out = np.full(len(c), np.nan)
+        if len(c) > p:
+            with np.errstate(all="ignore"):
+                out[p:] = np.log(c[p:] / c[:-p])
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    @staticmethod
+    def rolling_volatility(close: npt.ArrayLike, period: int = 24) -> FloatArray:
+        """Population std of the last ``period`` one-candle log returns (a fraction); warm-up
+        ``period`` (TA-Lib ``STDDEV`` of the log returns)."""
+        c = _series("close", close)
+        p = _period("period", period, minimum=2)
+        with np.errstate(all="ignore"):
+            rets = FastIndicators.log_returns(c, 1)
+            return np.sqrt(_rolling_moments(rets, p, second=True)[1] / p)
