@@ -1,5 +1,106 @@
-"""``qtrain demo``: the whole path on one machine in one command."""
+"""``qtrain demo``: the whole path on one machine in one command.
 
-from producer.notbuilt import not_built
+Database, candles (synthetic for two symbols, or ``--csv FILE --symbol S``), local workers when
+none is running, a batch trained with Ollama when it answers (else the heuristic analyst, saying
+so), and the summary. Running it again is cheap: every window is then a cache hit.
+"""
 
-COMMANDS = [not_built("demo", "issue 4", "Run the whole pipeline on one machine.")]
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from model.synthetic import make_candles
+from producer import enqueue, train_cmd
+from producer.workers import running_workers, start_workers
+from worker import batches, db, migrate
+from worker.candles_store import insert_candles
+from worker.errors import QtrainError
+from worker.settings import Settings
+
+DEMO_SYMBOLS = {"BTC-USDT": (1, 30_000.0), "ETH-USDT": (2, 2_000.0)}
+
+
+def load_demo_candles(settings: Settings, n: int) -> list[str]:
+    """Insert seeded synthetic candles for the demo symbols (idempotent); returns the symbols."""
+    with db.transaction(settings.database_url) as cur:
+        for symbol, (seed, price) in DEMO_SYMBOLS.items():
+            c = make_candles(n, seed=seed, price=price, symbol=symbol)
+            insert_candles(
+                cur, symbol, "1h", c.ts, c.open, c.high, c.low, c.close, c.volume,
+                taker_buy_volume=c.taker_buy_volume,
+            )  # fmt: skip
+    return list(DEMO_SYMBOLS)
+
+
+def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
+    """``auto``: Ollama when every host answers and has the model, else heuristic; (analyst, why)."""
+    if wanted != "auto":
+        return wanted, f"--analyst {wanted}"
+    try:
+        enqueue.check_ollama(settings, settings.ollama_model)
+    except QtrainError as exc:
+        return "heuristic", f"Ollama not usable ({exc}); using the built-in heuristic analyst"
+    return "ollama", f"Ollama answers at {', '.join(settings.ollama_hosts)} with {settings.ollama_model}"
+
+
+@click.command()
+@click.option("--workers", "n_workers", default=2, show_default=True, help="Worker processes to start.")
+@click.option("--concurrency", default=2, show_default=True, help="Pool processes per worker.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Import this CSV.")
+@click.option("--symbol", default=None, help="Symbol of --csv, e.g. BTC-USDT.")
+@click.option("--candles", "n_candles", default=1500, show_default=True, help="Synthetic candles per symbol.")
+@click.option("--epochs", default=3, show_default=True)
+@click.option(
+    "--analyst", type=click.Choice(["auto", "ollama", "heuristic"]), default="auto", show_default=True
+)
+@click.option("--timeout", default=900.0, show_default=True, help="Give up waiting after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
+def demo(**kw: Any) -> None:
+    """Run the whole pipeline on this machine: db init, candles, workers, training, summary."""
+    settings = Settings.from_env()
+    say = (lambda *_: None) if kw["as_json"] else click.echo
+    migrate.migrate(settings.database_url)
+    say(f"database ready: {db.redact(settings.database_url)}")
+    if kw["csv_path"]:
+        if not kw["symbol"]:
+            raise click.UsageError("--csv needs --symbol, e.g. --symbol BTC-USDT")
+        from producer.candles_cmd import import_file
+
+        report = import_file(settings, kw["csv_path"], kw["symbol"], "1h")
+        symbols = [report.symbol]
+        say(f"imported {kw['csv_path']}: {report.inserted} new candles")
+    else:
+        symbols = load_demo_candles(settings, kw["n_candles"])
+        say(f"synthetic candles: {kw['n_candles']} hourly candles for {', '.join(symbols)}")
+    enqueue.check_broker(settings)
+    analyst, why = choose_analyst(settings, kw["analyst"])
+    say(f"analyst: {analyst} ({why})")
+    started = None
+    if running_workers(settings.broker_url) == 0:
+        say(f"starting {kw['n_workers']} worker process(es) x {kw['concurrency']} slots")
+        started = start_workers(kw["n_workers"], concurrency=kw["concurrency"], prefix="demo")
+    else:
+        say("using the Celery workers already running")
+    try:
+        req = enqueue.TrainRequest(symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42)
+        created = enqueue.create(settings, req)
+        batch_id = created["batch_id"]
+        enqueue.enqueue(
+            settings, batch_id, batches.unfinished_windows(settings.database_url, batch_id), req.symbols
+        )
+        say(f"batch {batch_id}: {created['windows']} windows enqueued")
+        final = train_cmd.wait(settings, batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
+    finally:
+        if started is not None:
+            started.stop()
+    if kw["as_json"]:
+        click.echo(json.dumps(final))
+        return
+    train_cmd.print_summary(final)
+    say(f"Q-tables written to {settings.models_dir}/fast_model_<SYMBOL>.npz; next: qtrain status {batch_id}")
+
+
+COMMANDS = [demo]

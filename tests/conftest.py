@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2
@@ -53,16 +53,28 @@ def pg_template() -> Iterator[str]:
 
 
 @pytest.fixture
-def database_url(pg_template: str) -> Iterator[str]:
-    """URL of a fresh, migrated database of this test's own; dropped afterwards."""
+def database_factory(pg_template: str) -> Iterator[Callable[[], str]]:
+    """Call it for the URL of another fresh, migrated database; all are dropped afterwards."""
     from worker import db
 
-    name = f"qtrain_t_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    url = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    yield url
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"qtrain_t_{uuid.uuid4().hex[:10]}"
+        _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+        names.append(name)
+        return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+    yield make
     db.close_pools()
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for name in names:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(database_factory: Callable[[], str]) -> str:
+    """URL of a fresh, migrated database of this test's own; dropped afterwards."""
+    return database_factory()
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from model.features import compute_features
 
 from model.candles import timeframe_seconds
+from model.features import compute_features
 from model.qlearning import FastQLearning
 from model.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
 from model.states import StateSpace
@@ -149,14 +149,21 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str, A
             "n_analysed_windows": inputs["n_windows"],
             "analyst": spec.analyst,
             "model": spec.model,
-            "train_stats": _jsonable(stats),
+            "train_stats": {k: v for k, v in _jsonable(stats).items() if k != "seconds"},
         }
-        blob = fresh.to_bytes(metadata)
+        blob = fresh.to_bytes(metadata)  # no wall-clock values inside: same batch -> same bytes
         digest = hashlib.sha256(blob).hexdigest()
         cur.execute(
             "INSERT INTO btc.agent_state (symbol, version, batch_id, npz, sha256, metadata)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
-            (symbol, version, batch_id, blob, digest, json.dumps(metadata)),
+            (
+                symbol,
+                version,
+                batch_id,
+                blob,
+                digest,
+                json.dumps({**metadata, "train_seconds": stats.seconds}),
+            ),
         )
         batches.mark_batch_done_if_complete(cur, batch_id)
     write_model_file(settings.models_dir, symbol, blob, {**metadata, "file_sha256": digest})
