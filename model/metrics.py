@@ -156,7 +156,8 @@ def compute_metrics(
     ratio = eq[-1] / eq[0] if eq[0] > 0 else math.nan
     m["total_return_pct"] = (ratio - 1.0) * 100.0
     years = (ts[-1] - ts[0]) / YEAR_SECONDS_CAGR
-    m["cagr_pct"] = (ratio ** (1.0 / years) - 1.0) * 100.0 if years > 0 else math.nan
+    with np.errstate(over="ignore"):  # a huge gain over a few hours annualises to inf
+        m["cagr_pct"] = float((np.float64(ratio) ** (1.0 / years) - 1.0) * 100.0) if years > 0 else math.nan
 
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(eq[:-1] > 0, eq[1:] / eq[:-1] - 1.0, 0.0)
