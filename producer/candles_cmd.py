@@ -1,15 +1,186 @@
-"""``qtrain candles import|fetch|list``."""
+"""``qtrain candles import|fetch|list``: bring candles into PostgreSQL and show what is stored."""
 
-from producer.notbuilt import not_built_group
+from __future__ import annotations
 
-candles = not_built_group(
-    "candles",
-    {
-        "import": "Import a CSV of candles.",
-        "fetch": "Fetch candles with ccxt.",
-        "list": "List stored candles.",
-    },
-    "issue 3",
-    "Import, fetch and list candles.",
+import json
+import time
+from datetime import UTC, datetime
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from producer import importer
+from producer.fetch import DEFAULT_EXCHANGE, DEFAULT_LIMIT, fetch_symbol, make_exchange
+from worker import candles_store, db
+from worker.errors import BadInput
+from worker.settings import Settings
+from worker.symbols import normalize_symbol
+
+_CONFLICT_HELP = (
+    "How duplicate timestamps with different values are resolved. Default most-complete: keep the row "
+    "with the most non-NULL optional fields (ties: first in file); in CryptoDataDownload exports that is "
+    "the exact millisecond row rather than its rounded float-second copy. first/last: by file position; "
+    "max-volume: larger volume; reject: refuse the file."
 )
+
+
+@click.group(name="candles")
+def candles() -> None:
+    """Import, fetch and list candles."""
+
+
+@candles.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--symbol", required=True, help="Symbol such as BTC-USDT (btc/usdt, BTCUSDT accepted).")
+@click.option("--timeframe", default="1h", show_default=True, help="Candle length (1m 5m 15m 30m 1h 4h 1d).")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(importer.CONFLICT_POLICIES),
+    default=importer.DEFAULT_ON_CONFLICT,
+    show_default=True,
+    help=_CONFLICT_HELP,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def import_cmd(file: str, symbol: str, timeframe: str, on_conflict: str, as_json: bool) -> None:
+    """Import a CSV export (CryptoDataDownload, Binance kline, or timestamp,open,high,low,close,volume).
+
+    The whole file is one transaction; a file that cannot be read writes nothing (exit 2). Rows are
+    validated and each defect counted; outliers are kept and flagged.
+    """
+    settings = Settings.from_env()
+    t0 = time.perf_counter()
+    parsed = importer.parse_candles(
+        importer.read_file(file), symbol=symbol, timeframe=timeframe, on_conflict=on_conflict, source=file
+    )
+    report = parsed.report
+    t1 = time.perf_counter()
+    flags = np.where(parsed.outlier, importer.OUTLIER_FLAG, None)
+    with db.transaction(settings.database_url) as cur:
+        res = candles_store.insert_candles_report(
+            cur,
+            report.symbol,
+            timeframe,
+            parsed.ts,
+            parsed.open,
+            parsed.high,
+            parsed.low,
+            parsed.close,
+            parsed.volume,
+            quote_volume=parsed.quote_volume,
+            trades=parsed.trades,
+            taker_buy_volume=parsed.taker_buy_volume,
+            flag=flags,
+        )
+    report.inserted = res.inserted
+    report.already_present = res.already_present
+    report.already_present_differing = res.already_present_differing
+    report.seconds_parse = round(t1 - t0, 4)
+    report.seconds_insert = round(time.perf_counter() - t1, 4)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"import {file} -> {report.symbol} {timeframe}", show_header=True)
+    table.add_column("what")
+    table.add_column("count / how", overflow="fold")
+    for what, value in importer.summary_rows(report):
+        table.add_row(what, value)
+    table.add_row("time", f"parse {report.seconds_parse:.2f} s, insert {report.seconds_insert:.2f} s")
+    Console().print(table)
+
+
+def _epoch(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"{flag} {text!r} is not a date: use YYYY-MM-DD or ISO 8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
+
+
+@candles.command(name="fetch")
+@click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--since", required=True, help="First candle (YYYY-MM-DD or ISO 8601, UTC).")
+@click.option("--until", default=None, help="Stop before this time (default: now).")
+@click.option("--exchange", "exchange_id", default=DEFAULT_EXCHANGE, show_default=True, help="A ccxt id.")
+@click.option("--limit", default=DEFAULT_LIMIT, show_default=True, help="Candles per request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--api-url", envvar="QTRAIN_EXCHANGE_API_URL", default=None, hidden=True)
+def fetch_cmd(
+    symbols: str,
+    timeframe: str,
+    since: str,
+    until: str | None,
+    exchange_id: str,
+    limit: int,
+    as_json: bool,
+    api_url: str | None,
+) -> None:
+    """Fetch closed candles through ccxt, resuming after the newest stored candle."""
+    settings = Settings.from_env()
+    names = [normalize_symbol(s) for s in symbols.split(",") if s.strip()]
+    if not names:
+        raise BadInput("--symbols is empty: give e.g. BTC-USDT,ETH-USDT")
+    start, stop = _epoch(since, "--since"), _epoch(until, "--until")
+    if start is None:  # pragma: no cover - click makes --since required
+        raise BadInput("--since is required")
+    exchange = make_exchange(exchange_id, api_url=api_url)
+    results = [
+        fetch_symbol(exchange, settings.database_url, s, timeframe, since=start, until=stop, limit=limit)
+        for s in names
+    ]
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results]))
+        return
+    table = Table(title=f"fetch {exchange_id} {timeframe}")
+    for col in ("symbol", "from", "requests", "retries", "received", "inserted", "present", "open skipped"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r.symbol,
+            _when(r.start) + (" (resumed)" if r.resumed else ""),
+            str(r.requests),
+            str(r.retries),
+            str(r.received),
+            str(r.inserted),
+            str(r.already_present),
+            str(r.open_candle_skipped),
+        )
+    Console().print(table)
+
+
+def _when(ts: int | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@candles.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (epoch seconds).")
+def list_cmd(as_json: bool) -> None:
+    """Per symbol and timeframe: first, last, count, gaps (runs of missing candles), flagged."""
+    rows = candles_store.list_candles(Settings.from_env().database_url)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="candles")
+    for col in ("symbol", "timeframe", "first", "last", "count", "gaps", "longest gap", "flagged"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["symbol"],
+            r["timeframe"],
+            _when(r["first"]),
+            _when(r["last"]),
+            str(r["count"]),
+            str(r["gaps"]),
+            str(r["longest_gap"]),
+            str(r["flagged"]),
+        )
+    Console().print(table)
+
+
 COMMANDS = [candles]
