@@ -356,17 +356,16 @@ def _parse(data: bytes, *, source: str) -> tuple[FastQLearning, dict[str, Any]]:
     fix = "re-export it with `qtrain models export` or re-train the symbol"
     if not data.startswith(b"PK\x03\x04"):
         raise ValueError(f"{source} is not a Q-table .npz (no zip header): {fix}")
+    need = {"q", "visits", "meta"}
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = set(npz.files)
-            need = {"q", "visits", "meta"}
-            if not need <= names:
-                raise ValueError(f"{source} lacks arrays {sorted(need - names)}: not a qtrain Q-table; {fix}")
-            q, visits, raw = npz["q"], npz["visits"], npz["meta"]
-    except ValueError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError from a truncated or corrupt file
+            arrays = {name: npz[name] for name in need & names}
+    except Exception as exc:  # BadZipFile, OSError, EOFError (truncated), ValueError (object arrays)
         raise ValueError(f"{source} is not a readable .npz ({type(exc).__name__}: {exc}): {fix}") from None
+    if not need <= names:
+        raise ValueError(f"{source} lacks arrays {sorted(need - names)}: not a qtrain Q-table; {fix}")
+    q, visits, raw = arrays["q"], arrays["visits"], arrays["meta"]
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ValueError(
             f"{source}: array 'meta' must be uint8 JSON bytes, got {raw.dtype} {raw.shape}; {fix}"
