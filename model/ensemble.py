@@ -9,7 +9,8 @@ NaN) and ``w`` their weights::
 
 BUY if ``score >= buy_threshold`` and ``confidence >= min_confidence``, SELL if ``score <=
 sell_threshold`` and ``confidence >= min_confidence``, else HOLD. Both numbers are ratios of
-weighted sums, so scaling all weights by a constant changes no decision.
+weighted sums, so scaling all weights by a constant changes no decision (both are rounded to
+``DECIMALS`` places first, so float rounding of the weights cannot flip a decision at a threshold).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from numpy.typing import NDArray
 from model import BUY, HOLD, SELL
 
 COMPONENTS: tuple[str, ...] = ("technical", "orderbook", "flow", "qlearning", "llm")
+DECIMALS = 12
+"""Score and confidence are rounded to this many decimals before the thresholds are applied."""
 DEFAULT_WEIGHTS: dict[str, float] = {
     "technical": 0.35,
     "orderbook": 0.30,
@@ -113,7 +116,10 @@ class FastTradingModel:
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(has, num / np.where(has, den, 1.0), np.nan)
             conf = np.where(agree > 0, np.abs(num) / np.where(agree > 0, agree, 1.0), 0.0)
-        conf = np.minimum(conf, 1.0)  # rounding can push a unanimous vote a hair above 1
+        # Round away the last bits of float noise, so 0.35 * 0.2 / 0.35 is exactly 0.2 at a threshold
+        # and scaling the weights cannot flip a decision; then a unanimous vote is exactly 1.
+        score = np.asarray(np.round(score, DECIMALS), dtype=np.float64)
+        conf = np.minimum(np.round(conf, DECIMALS), 1.0)
         sure = has & (conf >= self.min_confidence)
         action = np.full(n, HOLD, dtype=np.int64)
         action[sure & (score >= self.buy_threshold)] = BUY

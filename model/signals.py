@@ -142,14 +142,15 @@ def technical_score(features: Mapping[str, NDArray[np.floating[Any]]]) -> NDArra
                 f"feature {name!r} must be 1-D with {n if n >= 0 else 'the same'} rows, got {x.shape}"
             )
         n = x.shape[0]
-        if name == "rsi":
-            parts.append(np.clip((50.0 - x) / 20.0, -1.0, 1.0))
-        elif name == "bb_pct_b":
-            parts.append(np.clip(1.0 - 2.0 * x, -1.0, 1.0))
-        elif name == "macd_hist":
-            parts.append(np.tanh(x / 0.2))
-        else:
-            parts.append(np.tanh(x / 2.0))
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values saturate at +-1
+            if name == "rsi":
+                parts.append(np.clip((50.0 - x) / 20.0, -1.0, 1.0))
+            elif name == "bb_pct_b":
+                parts.append(np.clip(1.0 - 2.0 * x, -1.0, 1.0))
+            elif name == "macd_hist":
+                parts.append(np.tanh(x / 0.2))
+            else:
+                parts.append(np.tanh(x / 2.0))
     if not parts:
         raise ValueError(f"features has none of {list(TECHNICAL_PARTS)}: compute the indicators first")
     stack = np.vstack(parts)
