@@ -55,6 +55,7 @@ class FakeKucoin:
 
     candles: dict[str, list[list[str]]] = field(default_factory=dict)  # symbol -> oldest-first rows
     page_cap: int = 1500
+    now: float | None = None  # the exchange's clock: no candle opened after it exists yet
     fail_429: int = 0
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -97,7 +98,8 @@ class FakeKucoin:
                     return 400, {"code": "400100", "msg": "Unsupported trading pair."}
                 lo = int(query.get("startAt", 0))
                 hi = int(query.get("endAt", 2**62)) or 2**62
-                sel = [r for r in rows if lo <= int(r[0]) < hi]
+                last = 2**62 if self.now is None else self.now
+                sel = [r for r in rows if lo <= int(r[0]) < hi and int(r[0]) <= last]
                 return 200, {"code": "200000", "data": list(reversed(sel))[: self.page_cap]}
             self.unexpected.append(path)
             return 404, {"code": "404000", "msg": "Not Found"}
