@@ -204,22 +204,50 @@ def _extract_object(text: str, repairs: Counter[str]) -> dict[str, Any]:
         obj = None
     if isinstance(obj, dict):
         return obj
-    decoder = json.JSONDecoder()
+    # Prose around the object: try each top-level {...} span in turn (never one nested inside
+    # another, so a truncated answer cannot pass off one of its rules as the answer).
     start = s.find("{")
     tries = 0
     while start != -1 and tries < _MAX_OBJECT_TRIES:
         tries += 1
+        end = _balanced_end(s, start)
+        if end is None:
+            raise AnswerError(f"answer is truncated JSON ({len(text)} chars, an object never closes)")
         try:
-            obj, _ = decoder.raw_decode(s, start)
+            obj = json.loads(s[start:end])
         except (ValueError, RecursionError):
             obj = None
         if isinstance(obj, dict):
             repairs["prose_stripped"] += 1
             return obj
-        start = s.find("{", start + 1)
+        start = s.find("{", end)
     if "{" in s:
-        raise AnswerError(f"answer is truncated or invalid JSON ({len(text)} chars)")
+        raise AnswerError(f"answer is invalid JSON ({len(text)} chars)")
     raise AnswerError(f"answer is not JSON ({len(text)} chars)")
+
+
+def _balanced_end(s: str, start: int) -> int | None:
+    """Index just past the brace closing the one at ``start`` (strings respected), None if none."""
+    depth = 0
+    in_string = escaped = False
+    for i in range(start, len(s)):
+        ch = s[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
 
 
 def _enum(value: Any, allowed: tuple[str, ...], repairs: Counter[str]) -> str | None:

@@ -439,6 +439,31 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     state: _State
 
+    def server_bind(self) -> None:
+        self.conns: set[socket.socket] = set()
+        self.conns_lock = threading.Lock()
+        super().server_bind()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.conns_lock:
+            self.conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.conns_lock:
+            self.conns.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Close every open (keep-alive) connection, as a stopped Ollama would."""
+        with self.conns_lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class FakeOllama:
     """The fake server in a background thread of this process (context manager)."""
@@ -495,6 +520,7 @@ class FakeOllama:
             self.state.lock.notify_all()
         self._server.shutdown()
         self._server.server_close()
+        self._server.drop_connections()
         if self._thread is not None:
             self._thread.join(5)
         self._server = None

@@ -246,7 +246,8 @@ class OllamaClient:
                 body = self._send("POST", host, "/api/chat", json=payload)
             except TemporaryError as exc:
                 if attempt + 1 >= attempts:
-                    raise type(exc)(f"{exc} [gave up after {attempts} attempts]") from exc
+                    plural = "s" if attempts > 1 else ""
+                    raise type(exc)(f"{exc} [gave up after {attempts} attempt{plural}]") from exc
                 self._sleep(self.backoff_s(attempt + 1))
                 continue
             return _chat_result(body, host, attempt + 1)

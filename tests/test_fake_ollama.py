@@ -1,0 +1,252 @@
+"""The client and parser against the fake Ollama server over real loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from model.answer import AnswerError, parse_answer
+from tests.fake_ollama import BUSY_ERROR, FakeOllama, FakeOllamaProcess, default_answer
+from worker.errors import ModelNotFound, OllamaBusy, OllamaServerError, OllamaTimeout, ServiceUnavailable
+from worker.ollama import OllamaBadRequest, OllamaClient
+
+MODEL = "qwen2.5-coder:7b"
+MSGS = [{"role": "system", "content": "sys"}, {"role": "user", "content": "BTC-USDT window 1"}]
+PROMPT = "sys\nBTC-USDT window 1"
+
+
+def client_for(fake: FakeOllama | FakeOllamaProcess, **kw: Any) -> OllamaClient:
+    kw.setdefault("sleep", lambda s: None)
+    kw.setdefault("timeout_s", 5.0)
+    return OllamaClient([fake.url], kw.pop("model", MODEL), **kw)
+
+
+@pytest.fixture
+def fake() -> Any:
+    with FakeOllama() as f:
+        yield f
+
+
+def test_default_answer_is_valid_and_deterministic(fake: FakeOllama) -> None:
+    with client_for(fake) as c:
+        r1, r2 = c.chat(MSGS), c.chat(MSGS)
+        other = c.chat([{"role": "user", "content": "ETH-USDT window 9"}])
+    assert r1.text == r2.text == json.dumps(default_answer(PROMPT))
+    assert other.text != r1.text
+    a = parse_answer(r1.text)
+    assert a.repairs == {} and len(a.rules) == 3
+    assert r1.prompt_tokens and r1.completion_tokens and r1.total_duration_ms is not None
+    assert r1.host == fake.url and r1.attempts == 1
+    s = fake.stats()
+    assert s["calls"] == {"/api/chat": 3} and s["llm_calls"] == 3 and s["busy"] == 0
+
+
+CONTENT_MODES = [
+    ("null_fields", {"null_field": 3}),
+    ("string_numbers", {"string_number": 5}),
+    ("code_fence", {"code_fence": 1}),
+    ("prose", {"prose_stripped": 1}),
+    ("enum_case", {"enum_case": 3}),
+    ("out_of_range", {"clamped": 2}),
+    ("unknown_feature", {"unknown_feature_dropped": 1, "rule_dropped": 1}),
+]
+
+
+@pytest.mark.parametrize(("mode", "repairs"), CONTENT_MODES, ids=[m for m, _ in CONTENT_MODES])
+def test_content_faults_are_repaired(fake: FakeOllama, mode: str, repairs: dict[str, int]) -> None:
+    fake.configure(faults=[{"mode": mode}])
+    with client_for(fake) as c:
+        a = parse_answer(c.chat(MSGS).text)
+    for key, n in repairs.items():
+        assert a.repairs.get(key, 0) >= n, (key, a.repairs)
+    assert 0 <= a.confidence <= 1
+    assert fake.stats()["faults_applied"] == {mode: 1}
+
+
+@pytest.mark.parametrize("mode", ["truncated", "not_json"])
+def test_unreadable_content_raises_answer_error(fake: FakeOllama, mode: str) -> None:
+    fake.configure(faults=[{"mode": mode}])
+    with client_for(fake) as c:
+        text = c.chat(MSGS).text
+    with pytest.raises(AnswerError):
+        parse_answer(text)
+
+
+@pytest.mark.parametrize(
+    ("mode", "exc", "requests"),
+    [
+        ("http_500", OllamaServerError, 3),
+        ("http_503", OllamaBusy, 3),
+        ("close", ServiceUnavailable, 3),
+        ("http_404", ModelNotFound, 1),
+        ("http_400", OllamaBadRequest, 1),
+    ],
+)
+def test_http_faults_map_to_errors(fake: FakeOllama, mode: str, exc: type[Exception], requests: int) -> None:
+    fake.configure(faults=[{"mode": mode}])
+    with client_for(fake, max_retries=2) as c, pytest.raises(exc, match=fake.url):
+        c.chat(MSGS)
+    assert fake.stats()["llm_calls"] == requests
+
+
+def test_transient_fault_then_success(fake: FakeOllama) -> None:
+    fake.configure(faults=[{"mode": "http_503", "times": 2}])
+    with client_for(fake, max_retries=3) as c:
+        res = c.chat(MSGS)
+    assert res.attempts == 3 and parse_answer(res.text).repairs == {}
+    assert fake.stats()["busy"] == 2
+
+
+def test_fault_by_call_index_and_match(fake: FakeOllama) -> None:
+    fake.configure(
+        faults=[{"mode": "code_fence", "calls": [2]}, {"mode": "prose", "match": "ETH-USDT"}],
+    )
+    eth = [{"role": "user", "content": "ETH-USDT window"}]
+    with client_for(fake) as c:
+        texts = [c.chat(MSGS).text, c.chat(MSGS).text, c.chat(eth).text, c.chat(MSGS).text]
+    assert texts[0].startswith("{") and texts[3].startswith("{")
+    assert texts[1].startswith("```json") and texts[2].startswith("Here is")
+
+
+def test_hang_past_timeout(fake: FakeOllama) -> None:
+    fake.configure(faults=[{"mode": "hang"}], hang_s=3.0)
+    with client_for(fake, timeout_s=0.3, max_retries=1) as c, pytest.raises(OllamaTimeout, match="0.3"):
+        c.chat(MSGS)
+    assert fake.stats()["llm_calls"] == 2
+
+
+def test_connection_refused_after_stop() -> None:
+    fake = FakeOllama().start()
+    url = fake.url
+    with client_for(fake, max_retries=1) as c:
+        c.chat(MSGS)
+        fake.stop()
+        with pytest.raises(ServiceUnavailable, match=url):
+            c.chat(MSGS)
+        with pytest.raises(ServiceUnavailable, match=url):
+            c.preflight()
+        fake.start()  # same port again
+        try:
+            assert fake.url == url and c.chat(MSGS).attempts == 1
+        finally:
+            fake.stop()
+
+
+def test_unknown_model_is_404(fake: FakeOllama) -> None:
+    with client_for(fake, model="llama3:8b") as c:
+        with pytest.raises(ModelNotFound, match="ollama pull llama3:8b"):
+            c.preflight()
+        with pytest.raises(ModelNotFound):
+            c.chat(MSGS)
+    resp = httpx.post(f"{fake.url}/api/chat", json={"model": "llama3:8b", "messages": [], "stream": False})
+    assert resp.status_code == 404 and resp.json() == {
+        "error": 'model "llama3:8b" not found, try pulling it first'
+    }
+
+
+def test_preflight_ok(fake: FakeOllama) -> None:
+    with client_for(fake) as c:
+        assert c.preflight() == {fake.url: "0.6.2"}
+
+
+def _concurrent_chats(c: OllamaClient, n: int) -> list[Any]:
+    out: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            out[i] = c.chat(MSGS)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_parallel_slots_and_queue() -> None:
+    with FakeOllama(latency_s=0.2, num_parallel=2, max_queue=10) as fake, client_for(fake) as c:
+        out = _concurrent_chats(c, 6)
+        assert all(not isinstance(r, Exception) for r in out)
+        s = fake.stats()
+        assert s["max_in_flight"] == 2 and s["busy"] == 0 and s["max_pending"] >= 3
+        # Six 0.2 s calls on two slots: the slots were busy about 1.2 s in total.
+        assert 1.1 <= s["slot_seconds"] <= 2.0
+
+
+def test_busy_past_the_queue() -> None:
+    with FakeOllama(latency_s=0.3, num_parallel=1, max_queue=1) as fake, client_for(fake, max_retries=0) as c:
+        out = _concurrent_chats(c, 5)
+        busy = [r for r in out if isinstance(r, OllamaBusy)]
+        ok = [r for r in out if not isinstance(r, Exception)]
+        s = fake.stats()
+        assert len(busy) == s["busy"] >= 1 and len(ok) >= 2 and len(busy) + len(ok) == 5
+        assert s["max_in_flight"] == 1
+        resp = httpx.post(f"{fake.url}/api/chat", json={"model": MODEL, "messages": [], "stream": False})
+        assert resp.status_code == 200  # idle again
+
+
+def test_busy_body_is_ollamas() -> None:
+    with FakeOllama(faults=[{"mode": "http_503"}]) as fake:
+        resp = httpx.post(f"{fake.url}/api/chat", json={"model": MODEL, "messages": MSGS, "stream": False})
+    assert resp.status_code == 503 and resp.json() == {"error": BUSY_ERROR}
+
+
+def test_response_shapes(fake: FakeOllama) -> None:
+    chat = httpx.post(f"{fake.url}/api/chat", json={"model": MODEL, "messages": MSGS, "stream": False}).json()
+    assert set(chat) == {
+        "model", "created_at", "message", "done_reason", "done", "total_duration", "load_duration",
+        "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
+    }  # fmt: skip
+    assert chat["message"]["role"] == "assistant" and chat["done"] is True
+    gen = httpx.post(
+        f"{fake.url}/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False}
+    ).json()
+    assert isinstance(gen["response"], str) and gen["done"] is True and "context" in gen
+    stream = httpx.post(f"{fake.url}/api/chat", json={"model": MODEL, "messages": MSGS})
+    lines = [json.loads(x) for x in stream.text.splitlines()]
+    assert [x["done"] for x in lines] == [False, True]
+    assert "".join(x["message"]["content"] for x in lines) == chat["message"]["content"]
+    tags = httpx.get(f"{fake.url}/api/tags").json()
+    assert tags["models"][0]["name"] == MODEL and "details" in tags["models"][0]
+    assert httpx.get(f"{fake.url}/api/version").json() == {"version": "0.6.2"}
+    assert fake.stats()["calls"] == {"/api/chat": 2, "/api/generate": 1, "/api/tags": 1, "/api/version": 1}
+
+
+def test_http_control_endpoints(fake: FakeOllama) -> None:
+    r = httpx.post(f"{fake.url}/_fake/config", json={"faults": [{"mode": "code_fence"}], "latency_s": 0.01})
+    assert r.status_code == 200 and r.json()["latency_s"] == 0.01
+    with client_for(fake) as c:
+        assert c.chat(MSGS).text.startswith("```")
+    assert httpx.get(f"{fake.url}/_fake/stats").json()["llm_calls"] == 1
+    assert httpx.post(f"{fake.url}/_fake/config", json={"faults": [{"mode": "bogus"}]}).status_code == 400
+    assert httpx.post(f"{fake.url}/_fake/config", json={"colour": 1}).status_code == 400
+    httpx.post(f"{fake.url}/_fake/reset", json={})
+    s = fake.stats()
+    assert s["llm_calls"] == 0 and s["calls_total"] == 0 and s["faults_applied"] == {}
+
+
+def test_subprocess_server() -> None:
+    with FakeOllamaProcess(
+        "--latency", "0.01", "--faults", json.dumps([{"mode": "prose", "calls": [1]}])
+    ) as proc:
+        with client_for(proc) as c:
+            assert c.preflight() == {proc.url: "0.6.2"}
+            first, second = c.chat(MSGS), c.chat(MSGS)
+        assert parse_answer(first.text).repairs == {"prose_stripped": 1}
+        assert parse_answer(second.text).repairs == {}
+        s = proc.stats()
+        assert s["llm_calls"] == 2 and s["calls"]["/api/chat"] == 2
+        proc.configure(faults=[{"mode": "http_500"}])
+        with client_for(proc, max_retries=0) as c, pytest.raises(OllamaServerError):
+            c.chat(MSGS)
+        proc.reset()
+        assert proc.stats()["calls_total"] == 0
+        pid_proc = proc.proc
+    assert pid_proc is not None and pid_proc.returncode is not None
