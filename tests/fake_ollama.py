@@ -33,6 +33,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -176,7 +177,9 @@ class _State:
         self.calls: dict[str, int] = {}
         self.llm_calls = 0
         self.max_in_flight = 0
+        self.max_concurrent = 0
         self.max_pending = 0
+        self.last_request: dict[str, Any] = {}
         self.busy = 0
         self.faults_applied: dict[str, int] = {}
         self.slot_seconds = 0.0
@@ -187,6 +190,8 @@ class _State:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
+            span = (self.last_end or 0.0) - (self.first_start or 0.0)
+            utilisation = self.slot_seconds / (self.num_parallel * span) if span > 0 else None
             return {
                 "calls_total": self.calls_total,
                 "calls": dict(self.calls),
@@ -195,6 +200,9 @@ class _State:
                 "pending": self.waiting,
                 "max_in_flight": self.max_in_flight,
                 "max_pending": self.max_pending,
+                "max_concurrent": self.max_concurrent,
+                "slot_utilisation": utilisation,
+                "last_request": copy.deepcopy(self.last_request),
                 "busy": self.busy,
                 "faults_applied": dict(self.faults_applied),
                 "slot_seconds": self.slot_seconds,
@@ -352,9 +360,11 @@ class _Handler(BaseHTTPRequestHandler):
             known = model in st.models or (":" not in model and f"{model}:latest" in st.models)
             full = st.running + st.waiting >= st.num_parallel + st.max_queue
             admit = known and not full and mode not in ("close", "http_400", "http_404", "http_503")
+            st.last_request = {k: v for k, v in req.items() if k not in ("messages", "prompt")}
             if admit:  # reserve a place in the queue under the same lock as the capacity check
                 st.waiting += 1
                 st.max_pending = max(st.max_pending, st.waiting)
+                st.max_concurrent = max(st.max_concurrent, st.waiting + st.running)
             elif known and mode not in ("close", "http_400", "http_404") and (full or mode == "http_503"):
                 st.busy += 1
         if mode == "close":
@@ -399,7 +409,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"error": "llama runner process has terminated: exit status 2"})
             return
         if mode == "hang":
-            return  # the client gave up long ago; the connection is dropped when the thread ends
+            self.close_connection = True  # no answer, ever: the connection is dropped
+            return
         content = render_answer(mode, prompt)
         elapsed_ns = int((t1 - t0) * 1e9) + 1
         prompt_tokens = max(1, len(prompt) // 4)
@@ -526,7 +537,8 @@ class FakeOllama:
         self._server = None
 
     def stats(self) -> dict[str, Any]:
-        """Counters: calls_total, calls per path, llm_calls, max_in_flight, busy, faults_applied..."""
+        """Counters: calls_total, calls per path, llm_calls, max_in_flight (slots), max_concurrent
+        (slots + queue), busy (503s), faults_applied, slot_seconds, slot_utilisation, last_request."""
         return self.state.stats()
 
     def reset(self) -> None:
@@ -550,7 +562,7 @@ class FakeOllamaProcess:
 
     def __init__(self, *args: str, cwd: str | None = None) -> None:
         self._args = list(args)
-        self._cwd = cwd
+        self._cwd = cwd or str(Path(__file__).resolve().parents[1])
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 

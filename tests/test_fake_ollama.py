@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model.answer import AnswerError, parse_answer
+from model.answer import ANSWER_SCHEMA, AnswerError, parse_answer
 from tests.fake_ollama import BUSY_ERROR, FakeOllama, FakeOllamaProcess, default_answer
 from worker.errors import ModelNotFound, OllamaBusy, OllamaServerError, OllamaTimeout, ServiceUnavailable
 from worker.ollama import OllamaBadRequest, OllamaClient
@@ -119,6 +119,23 @@ def test_hang_past_timeout(fake: FakeOllama) -> None:
     assert fake.stats()["llm_calls"] == 2
 
 
+def test_hang_shorter_than_timeout_drops_the_connection(fake: FakeOllama) -> None:
+    fake.configure(faults=[{"mode": "hang", "times": 1}], hang_s=0.2)
+    with (
+        client_for(fake, timeout_s=5.0, max_retries=0) as c,
+        pytest.raises(ServiceUnavailable, match=fake.url),
+    ):
+        c.chat(MSGS)
+
+
+def test_not_an_ollama_server(fake: FakeOllama) -> None:
+    with (
+        OllamaClient([fake.url + "/nope"], MODEL) as c,
+        pytest.raises(OllamaBadRequest, match="Ollama server"),
+    ):
+        c.preflight()
+
+
 def test_connection_refused_after_stop() -> None:
     fake = FakeOllama().start()
     url = fake.url
@@ -176,8 +193,17 @@ def test_parallel_slots_and_queue() -> None:
         assert all(not isinstance(r, Exception) for r in out)
         s = fake.stats()
         assert s["max_in_flight"] == 2 and s["busy"] == 0 and s["max_pending"] >= 3
-        # Six 0.2 s calls on two slots: the slots were busy about 1.2 s in total.
+        assert s["max_concurrent"] >= 5
+        # Six 0.2 s calls on two slots: the slots were busy about 1.2 s in total, nearly all the time.
         assert 1.1 <= s["slot_seconds"] <= 2.0
+        assert 0.8 <= s["slot_utilisation"] <= 1.0
+        assert s["last_request"] == {
+            "model": MODEL,
+            "format": ANSWER_SCHEMA,
+            "stream": False,
+            "options": {"temperature": 0.0, "seed": 42},
+            "keep_alive": "30m",
+        }
 
 
 def test_busy_past_the_queue() -> None:

@@ -293,3 +293,9 @@ def test_zero_retries_one_attempt() -> None:
     with pytest.raises(OllamaBusy, match=r"after 1 attempt\]"):
         client.chat(MSGS)
     assert len(rec.requests) == 1 and sleeps == []
+
+
+def test_404_on_a_preflight_path_is_not_model_not_found() -> None:
+    client, _, _ = make([httpx.Response(404, text="404 page not found")])
+    with pytest.raises(OllamaBadRequest, match="is this an Ollama server"):
+        client.version()

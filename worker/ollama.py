@@ -171,6 +171,8 @@ class OllamaClient:
                     f"ollama {host}{path}: answered 200 with a body that is not JSON"
                 ) from exc
         detail = _error_text(resp)
+        if status == 404 and path not in ("/api/chat", "/api/generate"):
+            raise OllamaBadRequest(f"ollama {host}{path}: HTTP 404 ({detail}): is this an Ollama server?")
         if status == 404:
             raise ModelNotFound(
                 f"model {self.model} is not pulled on {host}: run ollama pull {self.model} ({detail})"
@@ -213,9 +215,7 @@ class OllamaClient:
             try:
                 versions[h] = self.version(h)
                 present = self.has_model(h)
-            except ModelNotFound:
-                raise
-            except (TemporaryError, PermanentError) as exc:
+            except TemporaryError as exc:
                 raise ServiceUnavailable(f"ollama {h} is not reachable: {exc}") from exc
             if not present:
                 raise ModelNotFound(f"model {self.model} is not pulled on {h}: run ollama pull {self.model}")
