@@ -51,52 +51,114 @@ def _same_length(**arrays: FloatArray) -> None:
         raise ValueError(f"inputs differ in length: {lengths}")
 
 
-def _window_ok(x: FloatArray, period: int) -> BoolArray:
+def _window_ok(x: FloatArray, period: int, all_finite: bool) -> BoolArray:
     """True at ``t`` when the ``period`` inputs ending at ``t`` exist and are all finite."""
     n = len(x)
     ok = np.zeros(n, dtype=np.bool_)
-    if n >= period:
+    if all_finite:
+        ok[period - 1 :] = True
+    elif n >= period:
         bad = np.concatenate(([0], np.cumsum(~np.isfinite(x), dtype=np.int64)))
         ok[period - 1 :] = (bad[period:] - bad[:-period]) == 0
     return ok
 
 
-def _rolling_moments(x: FloatArray, period: int, *, second: bool) -> tuple[FloatArray, FloatArray]:
-    """Mean and sum of squared deviations (M2, if ``second``) of the ``period`` values ending at t.
+def _rolling_mean(x: FloatArray, period: int) -> FloatArray:
+    """Mean of the ``period`` values ending at ``t``.
 
     Blocks of ``B`` outputs share one reference value (the first finite input the block's windows
     see, an input at or before every window it serves), so windowed sums are differences of short
     cumulative sums of small deviations: accurate, vectorised, and identical on any prefix.
     """
     n = len(x)
-    mean = np.full(n, np.nan)
-    m2 = np.full(n, np.nan)
     if n < period:
-        return mean, m2
+        return np.full(n, np.nan)
+    all_finite = bool(np.isfinite(x).all())
     block = 256 if period <= 64 else 4 * period
     seg_len = block + period - 1
     nb = -(-n // block)
     padded = np.full(nb * block + period - 1, np.nan)
     padded[period - 1 : period - 1 + n] = x
     segs = sliding_window_view(padded, seg_len)[::block]
-    fin = np.isfinite(segs)
-    ref = segs[np.arange(nb), np.argmax(fin, axis=1)]
-    ref = np.where(np.isfinite(ref), ref, 0.0)
-    dev = np.where(fin, segs - ref[:, None], 0.0)
+    if all_finite:  # only the padding is missing: the first row starts with it
+        ref = segs[:, 0].copy()
+        ref[0] = x[0]
+    else:
+        fin = np.isfinite(segs)
+        ref = segs[np.arange(nb), np.argmax(fin, axis=1)]
+        ref[~np.isfinite(ref)] = 0.0
+    dev = segs - ref[:, None]
+    if all_finite:
+        dev[0, : period - 1] = 0.0
+        dev[-1, ~np.isfinite(dev[-1])] = 0.0
+    else:
+        dev[~np.isfinite(dev)] = 0.0
     cs = np.zeros((nb, seg_len + 1))
     np.cumsum(dev, axis=1, out=cs[:, 1:])
     s1 = cs[:, period:] - cs[:, :block]
-    ok = _window_ok(x, period)
-    mean[ok] = (ref[:, None] + s1 / period).reshape(-1)[:n][ok]
-    if second:
-        np.multiply(dev, dev, out=dev)
-        np.cumsum(dev, axis=1, out=cs[:, 1:])
-        s2 = cs[:, period:] - cs[:, :block]
-        dev2 = s2 - s1 * s1 / period
-        # Below the rounding bound of the cumulative sums, the spread is noise: report exactly 0.
-        noise = seg_len * _EPS * cs[:, period:]
-        dev2 = np.where(dev2 > noise, dev2, 0.0)
-        m2[ok] = dev2.reshape(-1)[:n][ok]
+    mean = (ref[:, None] + s1 / period).reshape(-1)[:n]
+    mean[~_window_ok(x, period, all_finite)] = np.nan
+    return mean
+
+
+def _rolling_moments(x: FloatArray, period: int) -> tuple[FloatArray, FloatArray]:
+    """Mean and sum of squared deviations (M2) of the ``period`` values ending at ``t``.
+
+    Stable pairwise merging (Chan et al.): statistics of every run of ``2**l`` values are merged
+    from two runs of ``2**(l-1)``, then each window combines the runs of its length's binary
+    digits. M2 is a sum of non-negative terms, so a flat window gives exactly 0; the error does not
+    grow with the price level the way a running sum of squares does.
+    """
+    n = len(x)
+    mean = np.full(n, np.nan)
+    m2 = np.full(n, np.nan)
+    if n < period:
+        return mean, m2
+    levels: dict[int, tuple[FloatArray, FloatArray | None]] = {}
+    m_l: FloatArray = x
+    q_l: FloatArray | None = None  # None: all zeros (single values)
+    size = 1
+    while True:
+        if period & size:
+            levels[size] = (m_l, q_l)
+        if size * 2 > period:
+            break
+        d = m_l[size:] - m_l[:-size]
+        sq = d * d
+        sq *= size / 2.0
+        if q_l is not None:
+            sq += q_l[:-size]
+            sq += q_l[size:]
+        d *= 0.5
+        d += m_l[:-size]
+        m_l, q_l = d, sq
+        size *= 2
+    count = n - period + 1
+    offset = 0
+    acc_m = acc_q = np.zeros(0)
+    for size in sorted(levels, reverse=True):
+        mb, qb = levels[size]
+        mb = mb[offset : offset + count]
+        if offset == 0:
+            acc_m = mb.copy()
+            acc_q = np.zeros(count) if qb is None else qb[:count].copy()
+        else:
+            total = offset + size
+            d = mb - acc_m
+            sq = d * d
+            sq *= offset * size / total
+            acc_q += sq
+            if qb is not None:
+                acc_q += qb[offset : offset + count]
+            d *= size / total
+            acc_m += d
+        offset += size
+    mean[period - 1 :] = acc_m
+    m2[period - 1 :] = acc_q
+    if not np.isfinite(x).all():
+        bad = ~_window_ok(x, period, False)
+        mean[bad] = np.nan
+        m2[bad] = np.nan
     return mean, m2
 
 
@@ -108,55 +170,72 @@ def _recursive(x: FloatArray, period: int, alpha: float, seed_pos: int) -> Float
     """``y_t = (1-alpha)*y_{t-1} + alpha*x_t`` per run of finite inputs.
 
     In each run the output starts at run position ``seed_pos`` (>= period-1) with the mean of the
-    ``period`` inputs ending there (TA-Lib's SMA seed); earlier positions are NaN.
+    ``period`` inputs ending there (TA-Lib's SMA seed); earlier positions are NaN. Blocks with no
+    seed or gap (nearly all) take a fast path; the others are solved from their last event on.
     """
     n = len(x)
     out = np.full(n, np.nan)
-    if n == 0:
+    if n <= seed_pos:
         return out
-    idx = np.arange(n)
+    kind = np.full(n, 2, dtype=np.int8)  # 0 no value, 1 seed, 2 running
     fin = np.isfinite(x)
-    pos = idx - np.maximum.accumulate(np.where(fin, -1, idx)) - 1
-    kind = np.zeros(n, dtype=np.int8)  # 0 no value, 1 seed, 2 running
-    kind[fin & (pos == seed_pos)] = 1
-    kind[fin & (pos > seed_pos)] = 2
-    seeds = np.flatnonzero(kind == 1)
+    if fin.all():
+        kind[:seed_pos] = 0
+        kind[seed_pos] = 1
+    else:
+        idx = np.arange(n)
+        pos = idx - np.maximum.accumulate(np.where(fin, -1, idx)) - 1
+        kind[pos < seed_pos] = 0
+        kind[pos == seed_pos] = 1
+    events = np.flatnonzero(kind != 2)
+    seeds = events[kind[events] == 1]
     if len(seeds) == 0:
         return out
-    contrib = np.where(kind == 2, alpha * x, 0.0)
-    contrib[seeds] = sliding_window_view(x, period)[seeds - period + 1].mean(axis=1)
     a = 1.0 - alpha
+    contrib = alpha * x
+    contrib[events] = 0.0
+    contrib[seeds] = sliding_window_view(x, period)[seeds - period + 1].mean(axis=1)
     if a <= 0.0:
         out[kind > 0] = contrib[kind > 0]
         return out
     block = _filter_block(a)
     nb = -(-n // block)
-    c = np.zeros(nb * block)
-    c[:n] = contrib
     k = np.zeros(nb * block, dtype=np.int8)
     k[:n] = kind
-    c2, k2 = c.reshape(nb, block), k.reshape(nb, block)
-    j = np.arange(block)
-    up = np.power(a, -j.astype(np.float64))
-    down = np.power(a, j.astype(np.float64))
-    down1 = np.power(a, (j + 1).astype(np.float64))
-    z = np.cumsum(c2 * up, axis=1)
-    last_event = np.maximum.accumulate(np.where(k2 != 2, j, -1), axis=1)
-    z_before = np.zeros_like(z)
-    z_before[:, 1:] = z[:, :-1]
-    base = np.take_along_axis(z_before, np.maximum(last_event, 0), axis=1)
-    y = down * (z - base)
-    cont = last_event < 0  # running values that continue the previous block's state
-    if nb > 1:
-        g = float(down1[-1])
-        end_local = y[:, -1].tolist()
-        end_cont = cont[:, -1].tolist()
-        carry = [math.nan] * nb
-        for b in range(1, nb):
-            carry[b] = end_local[b - 1] + (g * carry[b - 1] if end_cont[b - 1] else 0.0)
-        carried = np.asarray(carry)[:, None]
-        y = np.where(cont, y + down1 * carried, y)
-    y = np.where(k2 > 0, y, np.nan)
+    z = np.zeros(nb * block)
+    z[:n] = contrib
+    z2, k2 = z.reshape(nb, block), k.reshape(nb, block)
+    jf = np.arange(block, dtype=np.float64)
+    down = np.power(a, jf)
+    down1 = np.power(a, jf + 1.0)
+    z2 *= np.power(a, -jf)
+    np.cumsum(z2, axis=1, out=z2)
+    # Rows with an event (seed, gap, warm-up or padding): restart the sum at the last event.
+    ev_rows = np.unique(np.concatenate((events // block, [nb - 1])))
+    zs, ks = z2[ev_rows], k2[ev_rows]
+    last = np.maximum.accumulate(np.where(ks != 2, np.arange(block), -1), axis=1)
+    before = np.zeros_like(zs)
+    before[:, 1:] = zs[:, :-1]
+    ys = down * (zs - np.take_along_axis(before, np.maximum(last, 0), axis=1))
+    cont_s = last < 0  # values continuing the previous block's state
+    y = z2
+    y *= down
+    y[ev_rows] = ys
+    end_local = y[:, -1].tolist()
+    end_cont = np.ones(nb, dtype=np.bool_)
+    end_cont[ev_rows] = cont_s[:, -1]
+    cont_end = end_cont.tolist()
+    g = float(down1[-1])
+    carry = [math.nan] * nb
+    for b in range(1, nb):
+        carry[b] = end_local[b - 1] + (g * carry[b - 1] if cont_end[b - 1] else 0.0)
+    carried = np.asarray(carry)
+    carried_ev = carried[ev_rows]
+    carried[ev_rows] = 0.0
+    y += carried[:, None] * down1
+    ys = np.where(cont_s, ys + carried_ev[:, None] * down1, ys)
+    ys[ks == 0] = np.nan
+    y[ev_rows] = ys
     out[:] = y.reshape(-1)[:n]
     return out
 
@@ -170,7 +249,7 @@ class FastIndicators:
         arr = _series("x", x)
         p = _period("period", period)
         with np.errstate(all="ignore"):
-            return _rolling_moments(arr, p, second=False)[0]
+            return _rolling_mean(arr, p)
 
     @staticmethod
     def rolling_std(x: npt.ArrayLike, period: int, ddof: int = 0) -> FloatArray:
@@ -183,7 +262,7 @@ class FastIndicators:
         if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer) or not 0 <= ddof < p:
             raise ValueError(f"ddof must be an integer in [0, period), got {ddof!r}")
         with np.errstate(all="ignore"):
-            return np.sqrt(_rolling_moments(arr, p, second=True)[1] / (p - ddof))
+            return np.sqrt(_rolling_moments(arr, p)[1] / (p - ddof))
 
     @staticmethod
     def ema(x: npt.ArrayLike, period: int) -> FloatArray:
@@ -212,10 +291,8 @@ class FastIndicators:
         with np.errstate(all="ignore"):
             diff = np.full(len(c), np.nan)
             diff[1:] = c[1:] - c[:-1]
-            gain = np.where(diff > 0, diff, 0.0)
-            loss = np.where(diff < 0, -diff, 0.0)
-            gain[np.isnan(diff)] = np.nan
-            loss[np.isnan(diff)] = np.nan
+            gain = np.maximum(diff, 0.0)  # NaN stays NaN
+            loss = np.maximum(-diff, 0.0)
             avg_gain = _recursive(gain, p, 1.0 / p, p - 1)
             avg_loss = _recursive(loss, p, 1.0 / p, p - 1)
             total = avg_gain + avg_loss
@@ -260,7 +337,7 @@ class FastIndicators:
         if not (isinstance(k, int | float | np.floating) and math.isfinite(k) and k > 0):
             raise ValueError(f"k must be a finite number > 0, got {k!r}")
         with np.errstate(all="ignore"):
-            middle, m2 = _rolling_moments(c, p, second=True)
+            middle, m2 = _rolling_moments(c, p)
             std = np.sqrt(m2 / p)
             upper = middle + k * std
             lower = middle - k * std
@@ -288,7 +365,7 @@ class FastIndicators:
         v = _series("volume", volume)
         p = _period("period", period, minimum=2)
         with np.errstate(all="ignore"):
-            mean, m2 = _rolling_moments(v, p, second=True)
+            mean, m2 = _rolling_moments(v, p)
             std = np.sqrt(m2 / p)
             return np.where(std == 0.0, 0.0, (v - mean) / std)
 
@@ -313,4 +390,4 @@ class FastIndicators:
         p = _period("period", period, minimum=2)
         with np.errstate(all="ignore"):
             rets = FastIndicators.log_returns(c, 1)
-            return np.sqrt(_rolling_moments(rets, p, second=True)[1] / p)
+            return np.sqrt(_rolling_moments(rets, p)[1] / p)
