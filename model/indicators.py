@@ -12,8 +12,10 @@ Conventions shared by every method of ``FastIndicators``:
 * Recursive filters ``y_t = a*y_{t-1} + (1-a)*x_t`` are evaluated in closed form per block of
   ``B`` samples (a cumulative sum of ``x_i * a**-i``, with ``B`` chosen so ``a**-B < 1e100``),
   then each block's end state is carried into the next with a short loop over blocks (not over
-  candles). Rolling sums use per-block cumulative sums of deviations from a reference value of the
-  block, which keeps windowed variances accurate where a global running sum of squares loses digits.
+  candles). Rolling means use per-block cumulative sums of deviations from a reference value of the
+  block; rolling variances merge the statistics of runs of ``2**l`` values pairwise (Chan et al.),
+  which stays accurate where a running sum of squares (TA-Lib's) loses digits at high price levels.
+* Inputs are converted to float64 1-D arrays; a bad argument raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -51,14 +53,22 @@ def _same_length(**arrays: FloatArray) -> None:
         raise ValueError(f"inputs differ in length: {lengths}")
 
 
-def _window_ok(x: FloatArray, period: int, all_finite: bool) -> BoolArray:
+def _leading_gap(fin: BoolArray) -> int:
+    """Length of the leading run of missing inputs when nothing else is missing, else -1."""
+    lead = int(np.argmax(fin)) if fin.any() else len(fin)
+    return lead if bool(fin[lead:].all()) else -1
+
+
+def _window_ok(x: FloatArray, period: int) -> BoolArray:
     """True at ``t`` when the ``period`` inputs ending at ``t`` exist and are all finite."""
     n = len(x)
     ok = np.zeros(n, dtype=np.bool_)
-    if all_finite:
-        ok[period - 1 :] = True
+    fin = np.isfinite(x)
+    lead = _leading_gap(fin)
+    if lead >= 0:
+        ok[lead + period - 1 :] = True
     elif n >= period:
-        bad = np.concatenate(([0], np.cumsum(~np.isfinite(x), dtype=np.int64)))
+        bad = np.concatenate(([0], np.cumsum(~fin, dtype=np.int64)))
         ok[period - 1 :] = (bad[period:] - bad[:-period]) == 0
     return ok
 
@@ -97,7 +107,10 @@ def _rolling_mean(x: FloatArray, period: int) -> FloatArray:
     np.cumsum(dev, axis=1, out=cs[:, 1:])
     s1 = cs[:, period:] - cs[:, :block]
     mean = (ref[:, None] + s1 / period).reshape(-1)[:n]
-    mean[~_window_ok(x, period, all_finite)] = np.nan
+    if not all_finite:
+        mean[~_window_ok(x, period)] = np.nan
+    else:
+        mean[: period - 1] = np.nan
     return mean
 
 
@@ -156,7 +169,7 @@ def _rolling_moments(x: FloatArray, period: int) -> tuple[FloatArray, FloatArray
     mean[period - 1 :] = acc_m
     m2[period - 1 :] = acc_q
     if not np.isfinite(x).all():
-        bad = ~_window_ok(x, period, False)
+        bad = ~_window_ok(x, period)
         mean[bad] = np.nan
         m2[bad] = np.nan
     return mean, m2
@@ -179,9 +192,11 @@ def _recursive(x: FloatArray, period: int, alpha: float, seed_pos: int) -> Float
         return out
     kind = np.full(n, 2, dtype=np.int8)  # 0 no value, 1 seed, 2 running
     fin = np.isfinite(x)
-    if fin.all():
-        kind[:seed_pos] = 0
-        kind[seed_pos] = 1
+    lead = _leading_gap(fin)
+    if lead >= 0:  # the usual case: no gap, or only a leading one
+        kind[: lead + seed_pos] = 0
+        if lead + seed_pos < n:
+            kind[lead + seed_pos] = 1
     else:
         idx = np.arange(n)
         pos = idx - np.maximum.accumulate(np.where(fin, -1, idx)) - 1
