@@ -349,7 +349,9 @@ class FastIndicators:
         """
         c = _series("close", close)
         p = _period("period", period)
-        if not (isinstance(k, int | float | np.floating) and math.isfinite(k) and k > 0):
+        if isinstance(k, bool) or not (
+            isinstance(k, int | float | np.floating) and math.isfinite(k) and k > 0
+        ):
             raise ValueError(f"k must be a finite number > 0, got {k!r}")
         with np.errstate(all="ignore"):
             middle, m2 = _rolling_moments(c, p)
