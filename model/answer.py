@@ -9,7 +9,11 @@ Defaults for missing or invalid top-level fields are the *safe* ones, i.e. an an
 the analysis count for nothing: ``regime="range"``, ``action=HOLD``, ``confidence=0.0``,
 ``rules=()``, ``summary=""``; each counts as ``defaulted`` (plus ``missing_field`` /
 ``null_field`` / ``unknown_enum``). A rule without a usable confidence takes the answer's
-confidence. An answer with none of the fields at all is an ``AnswerError``.
+confidence. A confidence of ``"70%"`` or a number in (1, 100] is read as a percentage (0.7);
+other values outside 0..1 are clamped. A rule with any unusable condition (unknown feature or
+operator, non-numeric value) is dropped whole: dropping one condition of an AND would loosen it.
+An answer with none of the fields at all, a truncated one, or one that is not JSON is an
+``AnswerError``.
 
 Repair counters (keys of ``Analysis.repairs``): code_fence, prose_stripped, key_case,
 extra_key_ignored, missing_field, null_field, defaulted, string_number, percent_confidence,

@@ -276,3 +276,18 @@ def test_subprocess_server() -> None:
         assert proc.stats()["calls_total"] == 0
         pid_proc = proc.proc
     assert pid_proc is not None and pid_proc.returncode is not None
+
+
+def test_round_trip_is_fast(fake: FakeOllama) -> None:
+    """The fake adds ~1 ms per call, not the 40 ms of Nagle + delayed ACK on keep-alive."""
+    import statistics
+    import time
+
+    with client_for(fake) as c:
+        c.chat(MSGS)
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            c.chat(MSGS)
+            times.append(time.perf_counter() - t0)
+    assert statistics.median(times) < 0.02, statistics.median(times)
