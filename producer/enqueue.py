@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model.features import WARMUP
-
 from model.candles import timeframe_seconds
+from model.features import WARMUP
 from model.prompt import PROMPT_VERSION, window_content_hash
 from model.windows import plan_windows
 from worker import batches, db

@@ -14,10 +14,14 @@ from rich.table import Table
 from producer import enqueue
 from producer.options import parse_date, parse_symbols
 from worker import batches
-from worker.errors import BadInput
+from worker.errors import BadInput, QtrainError
 from worker.settings import Settings
 
 POLL_S = 0.5
+
+
+class BatchFailed(QtrainError):
+    """Raised when a batch being waited for ends in state ``failed``."""
 
 
 @click.command()
@@ -101,6 +105,8 @@ def wait(
                 progress.update(tasks[sym], completed=fin if s["total"] else 1, detail=detail)
             if st["state"] == "done":
                 return st
+            if st["state"] == "failed":
+                raise BatchFailed(f"batch {batch_id} failed: {st['error']}")
             if deadline is not None and time.monotonic() > deadline:
                 raise BadInput(
                     f"batch {batch_id} not done after {timeout:.0f} s; it goes on: `qtrain status {batch_id}`"

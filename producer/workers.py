@@ -40,12 +40,14 @@ class LocalWorkers:
         self.stop()
 
 
-def worker_command(*, name: str, concurrency: int, queues: str = "analyze,reduce") -> list[str]:
+def worker_command(
+    *, name: str, concurrency: int, queues: str = "analyze,reduce", loglevel: str = "WARNING"
+) -> list[str]:
     """The ``celery -A worker worker`` command line qtrain recommends, for one worker process."""
     return [
         sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
         "-c", str(concurrency), "-n", f"{name}@%h", "--prefetch-multiplier", "1",
-        "--without-gossip", "--without-mingle", "-E", "--loglevel", "WARNING",
+        "--without-gossip", "--without-mingle", "-E", "--loglevel", loglevel,
     ]  # fmt: skip
 
 
@@ -57,6 +59,7 @@ def start_workers(
     log_dir: Path | None = None,
     prefix: str = "qtrain",
     ready_timeout: float = 60.0,
+    loglevel: str = "WARNING",
 ) -> LocalWorkers:
     """Start ``n`` worker processes and wait until each answers a ping (never a blind sleep)."""
     from celery import Celery
@@ -72,7 +75,7 @@ def start_workers(
         out = log.open("wb")
         workers.procs.append(
             subprocess.Popen(
-                worker_command(name=name, concurrency=concurrency),
+                worker_command(name=name, concurrency=concurrency, loglevel=loglevel),
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -63,6 +63,8 @@ def database_factory(pg_template: str) -> Iterator[Callable[[], str]]:
         name = f"qtrain_t_{uuid.uuid4().hex[:10]}"
         _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
         names.append(name)
+        # per-database settings are not copied from a template: set what `db init` sets
+        _admin(f'ALTER DATABASE "{name}" SET search_path TO btc, public')
         return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
 
     yield make

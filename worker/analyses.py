@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from model import ACTIONS
 from model.answer import Analysis
 from model.rules import Rule, rule_from_json, rule_to_json
 from worker import batches, db
@@ -118,7 +119,7 @@ def batch_analyses(url: str, batch_id: int, symbol: str) -> list[dict[str, Any]]
             for aid, conds, action, conf, rationale in cur.fetchall():
                 rules[int(aid)].append(
                     rule_from_json(
-                        {"conditions": conds, "action": int(action), "confidence": conf,
+                        {"conditions": conds, "action": ACTIONS[int(action)], "confidence": conf,
                          "rationale": rationale or ""}
                     )
                 )  # fmt: skip

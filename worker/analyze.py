@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from model.features import WARMUP, compute_features
-
 from model.answer import Analysis, AnswerError, parse_answer
 from model.candles import Candles, timeframe_seconds
+from model.features import WARMUP, compute_features
 from model.heuristic import heuristic_analysis
 from model.prompt import build_messages, cache_key, window_content_hash
 from worker import analyses

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_ready
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.settings import Settings
 
@@ -37,12 +37,15 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_track_started=True,
-    task_queues=(Queue("analyze"), Queue("reduce")),
+    task_queues=(
+        Queue("analyze", Exchange("analyze"), routing_key="analyze"),
+        Queue("reduce", Exchange("reduce"), routing_key="reduce"),
+    ),
     task_default_queue="analyze",
     task_routes={
-        "qtrain.analyze_window": {"queue": "analyze"},
-        "qtrain.reduce_symbol": {"queue": "reduce"},
-        "qtrain.retrain": {"queue": "reduce"},
+        "qtrain.analyze_window": {"queue": "analyze", "routing_key": "analyze"},
+        "qtrain.reduce_symbol": {"queue": "reduce", "routing_key": "reduce"},
+        "qtrain.retrain": {"queue": "reduce", "routing_key": "reduce"},
     },
     # The three places Celery reads the Redis visibility timeout (broker, result backend, and the
     # top-level key the Redis result backend consults for chords/unacked restores).

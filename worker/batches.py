@@ -220,6 +220,15 @@ def mark_batch_done_if_complete(cur: Any, batch_id: int) -> bool:
     return cur.fetchone() is not None
 
 
+def fail_batch(url: str, batch_id: int, error: str) -> None:
+    """Record that the batch cannot finish (a reducer failed): state ``failed`` with the reason."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "UPDATE btc.batches SET state = 'failed', error = %s, finished_at = now() WHERE id = %s",
+            (error[:2000], batch_id),
+        )
+
+
 def batch_status(url: str, batch_id: int) -> dict[str, Any] | None:
     """Progress of a batch from PostgreSQL: per symbol counts by status, reducer state, ETA."""
     loaded = load_batch(url, batch_id)
@@ -234,11 +243,11 @@ def batch_status(url: str, batch_id: int) -> dict[str, Any] | None:
         )
         counts = cur.fetchall()
         cur.execute(
-            "SELECT created_at, finished_at, extract(epoch FROM now() - created_at) FROM btc.batches"
+            "SELECT created_at, finished_at, extract(epoch FROM now() - created_at), error FROM btc.batches"
             " WHERE id = %s",
             (batch_id,),
         )
-        created_at, finished_at, elapsed = cur.fetchone()
+        created_at, finished_at, elapsed, error = cur.fetchone()
         cur.execute(
             "SELECT coalesce(sum(a.prompt_tokens + a.completion_tokens), 0),"
             " coalesce(sum(a.total_duration_ms), 0) / 1000.0, count(*) FROM btc.windows w"
@@ -271,6 +280,7 @@ def batch_status(url: str, batch_id: int) -> dict[str, Any] | None:
     return {
         "batch_id": batch_id,
         "state": state,
+        "error": error,
         "created_at": created_at.isoformat(),
         "finished_at": finished_at.isoformat() if finished_at else None,
         "analyst": spec.analyst,

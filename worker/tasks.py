@@ -112,4 +112,11 @@ def reduce_symbol(self: Any, batch_id: int, symbol: str) -> dict[str, Any]:
     try:
         return reduce.reduce_symbol(SETTINGS, batch_id, symbol)
     except TemporaryError as exc:
-        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 5.0)) from exc
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 5.0)) from exc
+        batches.fail_batch(SETTINGS.database_url, batch_id, f"reducer {symbol}: {exc}")
+        raise
+    except Exception as exc:  # recorded, so that `--wait` and `status` stop waiting for it
+        log.exception("reduce %s/%s crashed", batch_id, symbol)
+        batches.fail_batch(SETTINGS.database_url, batch_id, f"reducer {symbol} failed: {exc!r}")
+        raise

@@ -1,0 +1,79 @@
+"""Helpers for the pipeline tests: candles in a test database, the CLI as a subprocess, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from model.synthetic import make_candles
+from worker import db
+from worker.candles_store import insert_candles
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = {"BTC-USDT": (11, 30_000.0), "ETH-USDT": (12, 2_000.0)}
+
+
+def seed_candles(database_url: str, n: int = 360, symbols: dict[str, tuple[int, float]] = SYMBOLS) -> None:
+    """Insert ``n`` seeded synthetic hourly candles per symbol."""
+    with db.transaction(database_url) as cur:
+        for symbol, (seed, price) in symbols.items():
+            c = make_candles(n, seed=seed, price=price, symbol=symbol)
+            insert_candles(
+                cur, symbol, "1h", c.ts, c.open, c.high, c.low, c.close, c.volume,
+                taker_buy_volume=c.taker_buy_volume,
+            )  # fmt: skip
+
+
+def pipeline_env(database_url: str, redis_url: str, ollama_url: str, models_dir: Path) -> dict[str, str]:
+    """Environment of the CLI and worker processes of one test: its own database and Redis dbs."""
+    base = redis_url.rsplit("/", 1)[0]
+    number = int(redis_url.rsplit("/", 1)[1])
+    return {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": f"{base}/{number}",
+        "CELERY_RESULT_BACKEND": f"{base}/{number + 1}",
+        "OLLAMA_HOST": ollama_url,
+        "OLLAMA_TIMEOUT": "2",
+        "QTRAIN_MODELS_DIR": str(models_dir),
+        "QTRAIN_RETRY_BASE_S": "0.1",
+        "QTRAIN_MAX_ATTEMPTS": "3",
+    }
+
+
+def qtrain(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m producer ARGS`` with ``env`` on top of this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ROOT),
+    )
+
+
+def train_json(env: dict[str, str], *extra: str, symbols: str = "BTC-USDT,ETH-USDT") -> dict[str, Any]:
+    """``qtrain train ... --wait --json`` and its final status (fails the test on a non-zero exit)."""
+    proc = qtrain(
+        env, "train", "--symbols", symbols, "--epochs", "2", "--seed", "7", "--wait", "--timeout", "180",
+        "--json", *extra,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one read-only query on its own connection."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
