@@ -106,8 +106,11 @@ class FastTradingModel:
         num = np.zeros(n)
         den = np.zeros(n)
         agree = np.zeros(n)
-        for name, s in scores.items():
-            ok = ~np.isnan(s)
+        for name, raw in scores.items():
+            ok = ~np.isnan(raw)
+            # scores below the rounding resolution count as 0: w * 5e-324 underflows differently
+            # for different weight scales and would make the agreement ratio scale-dependent
+            s = np.where(np.abs(raw) < 10.0**-DECIMALS, 0.0, raw)
             w = self.weights[name]
             num += np.where(ok, w * np.where(ok, s, 0.0), 0.0)
             den += np.where(ok, w, 0.0)
