@@ -79,4 +79,5 @@ def shaping_matrix(
     s = np.where(np.isfinite(sigma), sigma, np.nan)
     fill = np.nanmedian(s) if np.isfinite(s).any() else 0.0
     s = np.where(np.isfinite(s), s, fill)
-    return kappa * s[:, None] * (r + mean_conf * share)
+    out: np.ndarray = kappa * s[:, None] * (r + mean_conf * share)
+    return out
