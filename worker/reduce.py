@@ -14,35 +14,43 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from model.candles import timeframe_seconds
-from model.features import compute_features
 from model.qlearning import FastQLearning
-from model.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
+from model.shaping import DEFAULT_KAPPA
 from model.states import StateSpace
-from model.windows import next_is_contiguous
+from model.training import AnalysedWindow, training_data
 from worker import analyses, batches, db
 from worker.candles_store import load_candles
 from worker.errors import BadInput
 from worker.settings import Settings
+
+log = logging.getLogger("qtrain.reduce")
 
 DEFAULT_HOLDOUT = 0.2
 DEFAULTS = {"alpha": 0.1, "gamma": 0.95, "epsilon_start": 1.0, "epsilon_end": 0.05, "fee": 0.001}
 
 
 def model_path(models_dir: str, symbol: str) -> Path:
-    """Where the current Q-table of ``symbol`` is written: ``models/fast_model_{SYMBOL}.npz``."""
+    """Where the Q-table the trader runs is written: ``models/fast_model_{SYMBOL}.npz`` (the promoted
+    version, see ``worker.promotion``)."""
     return Path(models_dir) / f"fast_model_{symbol}.npz"
 
 
-def write_model_file(models_dir: str, symbol: str, blob: bytes, metadata: dict[str, Any]) -> Path:
-    """Write the .npz and its JSON sidecar atomically (temp file + rename)."""
-    path = model_path(models_dir, symbol)
+def version_model_path(models_dir: str, symbol: str, version: int) -> Path:
+    """Where each new version is written: ``models/versions/fast_model_{SYMBOL}_v{N}.npz``."""
+    return Path(models_dir) / "versions" / f"fast_model_{symbol}_v{version}.npz"
+
+
+def write_model_file(
+    models_dir: str, symbol: str, blob: bytes, metadata: dict[str, Any], *, path: Path | None = None
+) -> Path:
+    """Write the .npz (default ``model_path``) and its JSON sidecar atomically (temp file + rename)."""
+    path = model_path(models_dir, symbol) if path is None else path
     path.parent.mkdir(parents=True, exist_ok=True)
     for target, data in ((path, blob), (path.with_suffix(".json"), json.dumps(metadata, indent=2).encode())):
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -60,30 +68,23 @@ def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, sym
     n_train = max(2, int(round(len(candles) * (1.0 - holdout))))
     train = candles.slice(0, n_train)
     step = timeframe_seconds(spec.timeframe)
-    feats = compute_features(train)
     space = StateSpace.default()
-    states = space.encode(feats).astype(np.int64)
-    returns = np.zeros(n_train)
-    returns[:-1] = np.log(train.close[1:] / train.close[:-1])
-    states[~next_is_contiguous(train.ts, step=step)] = -1  # no reward across a gap or at the end
-    windows = []
-    for a in analyses.batch_analyses(settings.database_url, batch_id, symbol):
-        lo = int(np.searchsorted(train.ts, a["start_ts"], side="left"))
-        hi = int(np.searchsorted(train.ts, a["end_ts"], side="right"))
-        if hi > lo:
-            windows.append(WindowAnalysis(lo, hi, a["action"], a["confidence"], a["rules"]))
+    analysed = [
+        AnalysedWindow(a["start_ts"], a["end_ts"], a["action"], a["confidence"], a["rules"])
+        for a in analyses.batch_analyses(settings.database_url, batch_id, symbol)
+    ]
     kappa = float(spec.params.get("kappa", DEFAULT_KAPPA))
-    shaping = shaping_matrix(feats, feats["volatility"] / 100.0, windows, kappa=kappa)
+    data = training_data(train, analysed, space=space, kappa=kappa)
     return {
-        "states": states,
-        "returns": returns,
-        "shaping": shaping,
+        "states": data.states,
+        "returns": data.returns,
+        "shaping": data.shaping,
         "space": space,
         "n_train": n_train,
         "train_until": int(train.ts[-1]) + step,
         "range_until": int(candles.ts[-1]) + step,
         "range_since": int(candles.ts[0]),
-        "n_windows": len(windows),
+        "n_windows": data.n_windows,
     }
 
 
@@ -166,8 +167,28 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str, A
             ),
         )
         batches.mark_batch_done_if_complete(cur, batch_id)
-    write_model_file(settings.models_dir, symbol, blob, {**metadata, "file_sha256": digest})
-    return {"symbol": symbol, "version": version, "created": True, "sha256": digest}
+    vpath = version_model_path(settings.models_dir, symbol, version)
+    write_model_file(settings.models_dir, symbol, blob, {**metadata, "file_sha256": digest}, path=vpath)
+    promotion = _promote(settings, symbol, version)
+    return {"symbol": symbol, "version": version, "created": True, "sha256": digest, "promotion": promotion}
+
+
+def _promote(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
+    """Run the promotion gate on the committed version; a failure is logged and recorded, never raised."""
+    from worker import promotion  # imported here: promotion imports this module
+
+    try:
+        return promotion.evaluate_and_promote(settings, symbol, version)
+    except Exception as exc:  # the version is committed: report the gate's failure, keep the version
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("promotion gate failed for %s version %s", symbol, version)
+        for step in (lambda: promotion.record_failure(settings, symbol, version, error),
+                     lambda: promotion.sync_model_file(settings, symbol)):  # fmt: skip
+            try:
+                step()
+            except Exception:
+                log.exception("after the failed gate of %s version %s", symbol, version)
+        return {"version": version, "promoted": False, "error": error}
 
 
 def _jsonable(stats: Any) -> Any:

@@ -1,0 +1,342 @@
+"""Evaluation glue: load a Q-table version and candles, build each policy's positions, backtest them
+on the same range, record the runs in ``btc.backtests``.
+
+Policies compared (all causal, all start flat at the first candle of the range):
+
+* ``qtable``: the version's greedy policy (``model.policies.qtable_policy``) on its own state space.
+* ``ensemble``: ``FastTradingModel`` with the technical score, the flow score (taker-buy share, or
+  the CLV proxy when no taker volume is stored) and the Q-table's ``q_score``. There is no
+  order-book history, so that component is left out and the weights renormalised (the notes say
+  so). ``q_score`` depends on the position, so the decision is computed for flat and for long and
+  the position scan picks the right one at each candle.
+* ``buy_and_hold``, ``random`` (seeded), and ``heuristic_rules``: the rules ``model.heuristic``
+  writes from the candles BEFORE the range (the version's training part), fired on the range.
+
+Features need ``WARMUP`` candles of history: the range's candles are loaded with that much history
+before them; decisions are taken on the range only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model import BUY, SELL
+from model.backtest import BacktestResult, run_backtest
+from model.candles import Candles, timeframe_seconds
+from model.ensemble import DEFAULT_WEIGHTS, FastTradingModel
+from model.features import WARMUP, compute_features
+from model.heuristic import heuristic_analysis
+from model.metrics import json_safe
+from model.policies import (
+    buy_and_hold,
+    compose_position_maps,
+    qtable_policy,
+    random_policy,
+    rules_policy,
+)
+from model.qlearning import FastQLearning
+from model.rules import Rule, fired
+from model.signals import FLOW_CLV_PROXY, flow_score_from_candles, technical_score
+from model.states import StateSpace
+from worker import db
+from worker.candles_store import load_candles
+from worker.errors import BadInput
+
+DEFAULT_SEED = 42
+"""Seed of the random baseline (recorded with each run)."""
+POLICIES = ("qtable", "ensemble", "buy_and_hold", "heuristic_rules", "random")
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One row of ``btc.agent_state``, its table loaded (``allow_pickle=False``)."""
+
+    symbol: str
+    version: int
+    batch_id: int | None
+    created_at: datetime
+    sha256: str
+    promoted: bool
+    npz: bytes
+    metadata: dict[str, Any]
+    learner: FastQLearning
+
+    @property
+    def space(self) -> StateSpace:
+        """The state space the table was trained on."""
+        return StateSpace.from_json(self.metadata["state_space"])
+
+    @property
+    def timeframe(self) -> str:
+        """The candle timeframe of the table."""
+        return str(self.metadata.get("timeframe", "1h"))
+
+    def holdout(self) -> tuple[int, int] | None:
+        """The held-out tail ``[train_until, holdout_until)`` (epoch s), or None when there is none."""
+        lo, hi = self.metadata.get("train_until"), self.metadata.get("holdout_until")
+        if lo is None or hi is None or int(hi) <= int(lo):
+            return None
+        return int(lo), int(hi)
+
+
+def no_version(symbol: str, version: int) -> str:
+    """The one-line error for a missing version."""
+    return f"{symbol} has no version {version}: `qtrain models list --symbol {symbol}` shows them"
+
+
+_VERSION_COLS = "symbol, version, batch_id, created_at, sha256, promoted, npz, metadata"
+
+
+def _stored(row: Any) -> StoredVersion:
+    blob = bytes(row[6])
+    learner, _ = FastQLearning.from_bytes(blob)
+    meta = row[7] if isinstance(row[7], dict) else json.loads(row[7])
+    return StoredVersion(
+        row[0], int(row[1]), row[2], row[3], row[4], bool(row[5]), blob, meta, learner
+    )  # fmt: skip
+
+
+def load_version(
+    url: str, symbol: str, version: int | None = None, *, prefer_promoted: bool = False
+) -> StoredVersion:
+    """Version ``version`` of ``symbol``; by default the latest (or the promoted one first)."""
+    with db.transaction(url) as cur:
+        if version is not None:
+            cur.execute(
+                f"SELECT {_VERSION_COLS} FROM btc.agent_state WHERE symbol = %s AND version = %s",
+                (symbol, version),
+            )
+        else:
+            order = "promoted DESC, version DESC" if prefer_promoted else "version DESC"
+            cur.execute(
+                f"SELECT {_VERSION_COLS} FROM btc.agent_state WHERE symbol = %s ORDER BY {order} LIMIT 1",
+                (symbol,),
+            )
+        row = cur.fetchone()
+    if row is None:
+        if version is None:
+            raise BadInput(
+                f"no Q-table version for {symbol}: train one with `qtrain train`; `qtrain models list` shows"
+                " what exists"
+            )
+        raise BadInput(no_version(symbol, version))
+    return _stored(row)
+
+
+def promoted_version(cur: Any, symbol: str) -> StoredVersion | None:
+    """The promoted version of ``symbol`` read through the caller's cursor, or None."""
+    cur.execute(f"SELECT {_VERSION_COLS} FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
+    row = cur.fetchone()
+    return None if row is None else _stored(row)
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def load_range(
+    url: str, symbol: str, timeframe: str, since: int | None, until: int | None
+) -> tuple[Candles, int]:
+    """Candles of ``[since, until)`` with up to ``WARMUP`` candles of history before them, and the
+    index of the range's first candle in what is returned."""
+    step = timeframe_seconds(timeframe)
+    lo = None if since is None else since - WARMUP * step
+    ctx = load_candles(url, symbol, timeframe, since=lo, until=until)
+    start = 0 if since is None else int(np.searchsorted(ctx.ts, since, side="left"))
+    if len(ctx) - start < 2:
+        span = f"[{_day(since) if since else 'start'}, {_day(until) if until else 'end'})"
+        raise BadInput(
+            f"fewer than 2 {timeframe} candles for {symbol} in {span}: run `qtrain candles import` or"
+            " `qtrain candles fetch`, or pick another --since/--until"
+        )
+    return ctx, start
+
+
+def heuristic_rules(train: Candles) -> tuple[Rule, ...]:
+    """The heuristic analyst's rules written from ``train`` (its features' quantiles)."""
+    return heuristic_analysis(compute_features(train)).rules
+
+
+def ensemble_note(flow_source: str) -> str:
+    """How the ensemble was assembled in a backtest (what is missing, how weights were renormalised)."""
+    used = {k: DEFAULT_WEIGHTS[k] for k in ("technical", "flow", "qlearning")}
+    total = sum(used.values())
+    weights = ", ".join(f"{k} {v / total:.2f}" for k, v in used.items())
+    flow = "CLV proxy (no taker-buy volume stored)" if flow_source == FLOW_CLV_PROXY else "taker-buy share"
+    return (
+        "ensemble: no order-book history, orderbook left out; weights renormalised to"
+        f" {weights}; flow from {flow}"
+    )
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Target positions of each policy on the range, and what the reader should know about them."""
+
+    positions: dict[str, NDArray[np.int8]]
+    notes: tuple[str, ...] = ()
+    series: dict[str, NDArray[Any]] = field(default_factory=dict)
+
+
+def policy_positions(
+    ctx: Candles,
+    *,
+    start: int,
+    learner: FastQLearning,
+    space: StateSpace,
+    rules: tuple[Rule, ...] | None,
+    seed: int = DEFAULT_SEED,
+) -> PolicySet:
+    """Every policy's positions on ``ctx[start:]``, decided from data up to each candle only."""
+    feats = compute_features(ctx)
+    m = space.encode(feats)
+    n = len(ctx) - start
+    tech = technical_score(feats)
+    flow = flow_score_from_candles(ctx)
+    model = FastTradingModel()
+    acts = {
+        pos: model.decide_many(technical=tech, flow=flow.score, qlearning=learner.q_score(m, pos)).action
+        for pos in (0, 1)
+    }
+    positions: dict[str, NDArray[np.int8]] = {
+        "qtable": qtable_policy(learner.q, m[start:]),
+        "ensemble": compose_position_maps(acts[0][start:] == BUY, acts[1][start:] != SELL),
+        "buy_and_hold": buy_and_hold(n),
+        "random": random_policy(n, seed=seed),
+    }
+    notes = [ensemble_note(flow.source)]
+    fired_rules = np.zeros((0, len(ctx)), dtype=bool)
+    if rules:
+        fired_rules = fired(list(rules), feats)
+        positions["heuristic_rules"] = rules_policy(
+            fired_rules[:, start:],
+            np.array([r.action for r in rules]),
+            np.array([r.confidence for r in rules]),
+        )
+    else:
+        notes.append("heuristic_rules: no training candles before the range to write rules from; left out")
+    series = {
+        "market_state": m,
+        "ensemble_action_flat": acts[0],
+        "ensemble_action_long": acts[1],
+        "fired_rules": fired_rules,
+    }
+    ordered = {k: positions[k] for k in POLICIES if k in positions}
+    return PolicySet(positions=ordered, notes=tuple(notes), series=series)
+
+
+def run_policies(
+    test: Candles, positions: dict[str, NDArray[np.int8]], *, fee: float, slippage_bps: float
+) -> dict[str, BacktestResult]:
+    """``run_backtest`` of each policy on ``test`` with the same fee and slippage."""
+    try:
+        return {
+            name: run_backtest(test, pos, fee=fee, slippage_bps=slippage_bps)
+            for name, pos in positions.items()
+        }
+    except ValueError as exc:
+        raise BadInput(f"backtest: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The policies backtested on one range of one symbol."""
+
+    symbol: str
+    version: int | None
+    since: int
+    until: int
+    candles: Candles
+    results: dict[str, BacktestResult]
+    notes: tuple[str, ...]
+    params: dict[str, Any]
+
+    def metrics(self) -> dict[str, dict[str, float | None]]:
+        """Policy -> its metrics, NaN/inf as None (JSON-ready)."""
+        return {name: json_safe(r.metrics) for name, r in self.results.items()}
+
+
+def compare(
+    url: str,
+    symbol: str,
+    *,
+    version: int | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    fee: float = 0.001,
+    slippage_bps: float = 0.0,
+    seed: int = DEFAULT_SEED,
+) -> Comparison:
+    """Backtest a version and the baselines on its held-out tail, or on ``[since, until)`` if given."""
+    v = load_version(url, symbol, version)
+    notes: list[str] = []
+    if since is None and until is None:
+        tail = v.holdout()
+        if tail is None:
+            raise BadInput(
+                f"{symbol} version {v.version} has no held-out tail (trained with --holdout 0): give"
+                " --since/--until"
+            )
+        since, until = tail
+        source = "holdout"
+        notes.append(f"range: the held-out tail of version {v.version} (not seen in training)")
+    else:
+        source = "flags"
+        t0, t1 = v.metadata.get("train_since"), v.metadata.get("train_until")
+        lo = since if since is not None else -(2**62)
+        hi = until if until is not None else 2**62
+        if t0 is not None and t1 is not None and lo < int(t1) and hi > int(t0):
+            notes.append(
+                f"warning: the range overlaps version {v.version}'s training data [{_day(int(t0))},"
+                f" {_day(int(t1))}): those results are in-sample"
+            )
+    ctx, start = load_range(url, symbol, v.timeframe, since, until)
+    test = ctx.slice(start, len(ctx))
+    rules_until = min(int(v.metadata.get("train_until", test.ts[0])), int(test.ts[0]))
+    train = load_candles(url, symbol, v.timeframe, since=v.metadata.get("train_since"), until=rules_until)
+    rules = heuristic_rules(train) if len(train) > WARMUP else None
+    pset = policy_positions(ctx, start=start, learner=v.learner, space=v.space, rules=rules, seed=seed)
+    results = run_policies(test, pset.positions, fee=fee, slippage_bps=slippage_bps)
+    step = timeframe_seconds(v.timeframe)
+    params = {"fee": fee, "slippage_bps": slippage_bps, "seed": seed, "range": source}
+    return Comparison(
+        symbol=symbol,
+        version=v.version,
+        since=int(test.ts[0]),
+        until=int(test.ts[-1]) + step,
+        candles=test,
+        results=results,
+        notes=tuple(notes) + pset.notes,
+        params=params,
+    )
+
+
+def insert_backtest(
+    cur: Any, symbol: str, version: int | None, since: int, until: int, policy: str, kind: str,
+    params: dict[str, Any], metrics: dict[str, float],
+) -> int:  # fmt: skip
+    """Insert one ``btc.backtests`` row through the caller's cursor; its id."""
+    cur.execute(
+        "INSERT INTO btc.backtests (symbol, version, since, until, policy, kind, params, metrics)"
+        " VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s) RETURNING id",
+        (symbol, version, since, until, policy, kind, json.dumps(params), json.dumps(json_safe(metrics))),
+    )
+    return int(cur.fetchone()[0])
+
+
+def record(
+    url: str, c: Comparison, *, kind: str = "manual", extra: dict[str, Any] | None = None
+) -> list[int]:
+    """One ``btc.backtests`` row per policy of ``c``; their ids."""
+    params = {**c.params, **(extra or {})}
+    with db.transaction(url) as cur:
+        return [
+            insert_backtest(cur, c.symbol, c.version, c.since, c.until, name, kind, params, r.metrics)
+            for name, r in c.results.items()
+        ]
