@@ -1,0 +1,56 @@
+"""``qtrain train`` preflight: each problem is one line and exit 2, and nothing is enqueued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fake_ollama import FakeOllama
+from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fake():
+    with FakeOllama(models=("llama3:8b",)) as server:
+        yield server
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_preflight_failures(database_url: str, redis_url: str, fake: FakeOllama, tmp_path: Path) -> None:
+    env = pipeline_env(database_url, redis_url, fake.url, tmp_path)
+    seed_candles(database_url, n=100)
+    # the model is not pulled on the Ollama host
+    _one_line_error(qtrain(env, "train", "--symbols", "BTC-USDT"), "ollama pull qwen2.5-coder:7b")
+    # Ollama not reachable at all
+    dead = {**env, "OLLAMA_HOST": "http://127.0.0.1:9"}
+    _one_line_error(qtrain(dead, "train", "--symbols", "BTC-USDT"), "127.0.0.1:9")
+    # no candles for a symbol / in the range
+    _one_line_error(
+        qtrain(env, "train", "--symbols", "SOL-USDT", "--analyst", "heuristic"), "SOL-USDT", "import"
+    )
+    _one_line_error(
+        qtrain(env, "train", "--symbols", "BTC-USDT", "--analyst", "heuristic", "--since", "2030-01-01"),
+        "no 1h candles",
+    )
+    # broker down
+    broker_down = {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:9/0"}
+    _one_line_error(qtrain(broker_down, "train", "--symbols", "BTC-USDT", "--analyst", "heuristic"), "broker")
+    # database without the schema, and a bad date
+    _one_line_error(
+        qtrain(env, "train", "--symbols", "BTC-USDT", "--analyst", "heuristic", "--since", "yesterday"),
+        "--since",
+    )
+    _one_line_error(qtrain(env, "train", "--symbols", "BTC/USDT;DROP TABLE", "--analyst", "heuristic"))
+    _one_line_error(qtrain(env, "status", "999"), "999")
+    _one_line_error(qtrain(env, "resume", "999"), "999")
+    assert query(database_url, "SELECT count(*) FROM batches")[0][0] == 0
