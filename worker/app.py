@@ -8,10 +8,13 @@ each process keeps its own PostgreSQL pool and httpx client. Recommended start::
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
 from celery.signals import worker_ready
 from kombu import Exchange, Queue
 
+from worker import schedule
 from worker.settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -25,7 +28,12 @@ REDUCE_HARD_LIMIT_S = REDUCE_SOFT_LIMIT_S + 120
 #: finish well before it, or they run twice: 4x the longest task, at least 2 hours.
 VISIBILITY_TIMEOUT_S = int(max(7200, 4 * max(ANALYZE_HARD_LIMIT_S, REDUCE_HARD_LIMIT_S)))
 
-app = Celery("qtrain", broker=SETTINGS.broker_url, backend=SETTINGS.result_backend, include=["worker.tasks"])
+app = Celery(
+    "qtrain",
+    broker=SETTINGS.broker_url,
+    backend=SETTINGS.result_backend,
+    include=["worker.tasks", "worker.retrain_task"],
+)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",
@@ -57,6 +65,8 @@ app.conf.update(
     worker_hijack_root_logger=False,
     timezone="UTC",
 )
+
+app.conf.beat_schedule = schedule.beat_schedule_from_env(os.environ)
 
 
 @worker_ready.connect
