@@ -1,0 +1,33 @@
+# qtrain image: the `qtrain` CLI, the Celery worker/reducer, beat and Flower (one image, many roles).
+# Build: docker compose build   (or: docker build -t qtrain .)
+# No secret is baked in: every password comes from the environment at run time (see .env.example).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Dependencies come from the project's own metadata (pyproject.toml); every runtime dependency
+# (numpy, psycopg2-binary, celery, flower, ccxt, ...) ships manylinux wheels, so no compiler.
+COPY pyproject.toml README.md /tmp/qtrain-src/
+COPY model /tmp/qtrain-src/model
+COPY worker /tmp/qtrain-src/worker
+COPY producer /tmp/qtrain-src/producer
+RUN pip install /tmp/qtrain-src \
+    && rm -rf /tmp/qtrain-src \
+    && qtrain --version
+
+# A fixed, unprivileged user. /data holds what the named volumes mount over (Q-table exports,
+# Flower's state, beat's schedule); Docker seeds a new named volume with this ownership.
+RUN groupadd --system --gid 10001 qtrain \
+    && useradd --system --uid 10001 --gid qtrain --home-dir /home/qtrain --create-home qtrain \
+    && mkdir -p /data/models \
+    && chown -R qtrain:qtrain /data
+USER qtrain
+WORKDIR /home/qtrain
+
+ENV QTRAIN_MODELS_DIR=/data/models
+
+# The CLI is the default command; compose overrides it per role (celery -A worker worker|beat|flower).
+CMD ["qtrain", "--help"]
