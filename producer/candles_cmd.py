@@ -13,6 +13,7 @@ from rich.table import Table
 
 from producer import importer
 from producer.fetch import DEFAULT_EXCHANGE, DEFAULT_LIMIT, fetch_symbol, make_exchange
+from producer.options import parse_date
 from worker import candles_store, db
 from worker.errors import BadInput
 from worker.settings import Settings
@@ -31,25 +32,15 @@ def candles() -> None:
     """Import, fetch and list candles."""
 
 
-@candles.command(name="import")
-@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--symbol", required=True, help="Symbol such as BTC-USDT (btc/usdt, BTCUSDT accepted).")
-@click.option("--timeframe", default="1h", show_default=True, help="Candle length (1m 5m 15m 30m 1h 4h 1d).")
-@click.option(
-    "--on-conflict",
-    type=click.Choice(importer.CONFLICT_POLICIES),
-    default=importer.DEFAULT_ON_CONFLICT,
-    show_default=True,
-    help=_CONFLICT_HELP,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def import_cmd(file: str, symbol: str, timeframe: str, on_conflict: str, as_json: bool) -> None:
-    """Import a CSV export (CryptoDataDownload, Binance kline, or timestamp,open,high,low,close,volume).
-
-    The whole file is one transaction; a file that cannot be read writes nothing (exit 2). Rows are
-    validated and each defect counted; outliers are kept and flagged.
-    """
-    settings = Settings.from_env()
+def import_file(
+    settings: Settings,
+    file: str,
+    symbol: str,
+    timeframe: str = "1h",
+    *,
+    on_conflict: str = importer.DEFAULT_ON_CONFLICT,
+) -> importer.ImportReport:
+    """Parse ``file`` and insert its candles in one transaction; the report says what was done."""
     t0 = time.perf_counter()
     parsed = importer.parse_candles(
         importer.read_file(file), symbol=symbol, timeframe=timeframe, on_conflict=on_conflict, source=file
@@ -78,6 +69,28 @@ def import_cmd(file: str, symbol: str, timeframe: str, on_conflict: str, as_json
     report.already_present_differing = res.already_present_differing
     report.seconds_parse = round(t1 - t0, 4)
     report.seconds_insert = round(time.perf_counter() - t1, 4)
+    return report
+
+
+@candles.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--symbol", required=True, help="Symbol such as BTC-USDT (btc/usdt, BTCUSDT accepted).")
+@click.option("--timeframe", default="1h", show_default=True, help="Candle length (1m 5m 15m 30m 1h 4h 1d).")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(importer.CONFLICT_POLICIES),
+    default=importer.DEFAULT_ON_CONFLICT,
+    show_default=True,
+    help=_CONFLICT_HELP,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def import_cmd(file: str, symbol: str, timeframe: str, on_conflict: str, as_json: bool) -> None:
+    """Import a CSV export (CryptoDataDownload, Binance kline, or timestamp,open,high,low,close,volume).
+
+    The whole file is one transaction; a file that cannot be read writes nothing (exit 2). Rows are
+    validated and each defect counted; outliers are kept and flagged.
+    """
+    report = import_file(Settings.from_env(), file, symbol, timeframe, on_conflict=on_conflict)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -88,18 +101,6 @@ def import_cmd(file: str, symbol: str, timeframe: str, on_conflict: str, as_json
         table.add_row(what, value)
     table.add_row("time", f"parse {report.seconds_parse:.2f} s, insert {report.seconds_insert:.2f} s")
     Console().print(table)
-
-
-def _epoch(text: str | None, flag: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise BadInput(f"{flag} {text!r} is not a date: use YYYY-MM-DD or ISO 8601") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
 
 
 @candles.command(name="fetch")
@@ -126,7 +127,7 @@ def fetch_cmd(
     names = [normalize_symbol(s) for s in symbols.split(",") if s.strip()]
     if not names:
         raise BadInput("--symbols is empty: give e.g. BTC-USDT,ETH-USDT")
-    start, stop = _epoch(since, "--since"), _epoch(until, "--until")
+    start, stop = parse_date(since, flag="--since"), parse_date(until, flag="--until")
     if start is None:  # pragma: no cover - click makes --since required
         raise BadInput("--since is required")
     exchange = make_exchange(exchange_id, api_url=api_url)
