@@ -379,6 +379,37 @@ def test_docker_compose_config_accepts_the_file_with_env_example() -> None:
     assert str(ex["WORKER_CONCURRENCY"]) in cfg["services"]["worker"]["command"]
 
 
+def test_interpolated_environments_are_accepted_by_the_app(tmp_path: Path) -> None:
+    """The values compose hands the containers parse with the app's own readers."""
+    from celery.schedules import crontab
+
+    from worker.promotion import PromotionConfig
+    from worker.schedule import RetrainConfig, beat_schedule
+    from worker.settings import Settings
+
+    proc = _config(COMPOSE, env_file=ENV_EXAMPLE)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    for name in ("worker", "reducer", "beat", "flower", "migrate", "cli"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        settings = Settings.from_env(env)
+        assert settings.ollama_hosts == ("http://ollama:11434",)
+        assert settings.broker_url.startswith("redis://:") and settings.models_dir == "/data/models"
+        PromotionConfig.from_env(env)
+    beat_env = {k: str(v) for k, v in services["beat"]["environment"].items()}
+    config = RetrainConfig.from_env(beat_env)
+    assert config is not None and config.symbols == ("BTC-USDT", "ETH-USDT") and config.model is None
+    (entry,) = beat_schedule(config).values()
+    assert isinstance(entry["schedule"], crontab) and entry["options"]["queue"] == "reduce"
+    # Without a schedule in .env, beat runs idle instead of failing.
+    env_file = tmp_path / "env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace('QTRAIN_RETRAIN_CRON="15 */6 * * *"', ""))
+    proc = _config(COMPOSE, env_file=env_file)
+    assert proc.returncode == 0, proc.stderr
+    beat_env = {k: str(v) for k, v in yaml.safe_load(proc.stdout)["services"]["beat"]["environment"].items()}
+    assert RetrainConfig.from_env(beat_env) is None
+
+
 def test_docker_compose_config_accepts_the_gpu_override() -> None:
     proc = _config(COMPOSE, GPU_OVERRIDE, env_file=ENV_EXAMPLE)
     assert proc.returncode == 0, proc.stderr
@@ -557,3 +588,39 @@ def test_dockerfile_checker_catches_broken_files(old: str, new: str, expect: str
     assert old in text
     problems = check_dockerfile(text.replace(old, new))
     assert any(expect in p for p in problems), problems
+
+
+@pytest.mark.slow
+def test_the_files_the_dockerfile_copies_build_a_complete_wheel(tmp_path: Path) -> None:
+    """``pip install`` of exactly what the Dockerfile copies ships the migrations and ``qtrain``.
+
+    Slow and needs the package index (pip fetches the build backend, as ``docker build`` does).
+    """
+    import sys
+    import zipfile
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                path = ROOT / src
+                if path.is_dir():
+                    shutil.copytree(path, ctx / src, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(path, ctx / src)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(ctx)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("qtrain-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n for n in names if n.startswith("worker/migrations/") and n.endswith(".sql")}
+    assert shipped == {f"worker/migrations/{p.name}" for p in (ROOT / "worker" / "migrations").glob("*.sql")}
+    for package in SOURCES:
+        assert f"{package}/__init__.py" in names
+    (ep,) = [n for n in names if n.endswith("entry_points.txt")]
+    assert "qtrain = producer.cli:main" in zipfile.ZipFile(wheel).read(ep).decode()
