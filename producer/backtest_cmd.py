@@ -1,8 +1,279 @@
-"""``qtrain backtest`` and ``qtrain check-lookahead``."""
+"""``qtrain backtest`` and ``qtrain check-lookahead``: evaluate Q-tables before anyone trusts them."""
 
-from producer.notbuilt import not_built
+from __future__ import annotations
 
-COMMANDS = [
-    not_built("backtest", "issue 5", "Backtest a Q-table against baselines."),
-    not_built("check-lookahead", "issue 5", "Check features and decisions for look-ahead."),
-]
+import json
+import math
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from model.candles import Candles
+from model.features import compute_features
+from model.lookahead import check_lookahead, default_cut_points
+from model.metrics import METRIC_NAMES, json_safe
+from model.qlearning import FastQLearning
+from model.states import StateSpace
+from producer.options import parse_date
+from producer.report import render_report
+from worker import evaluate, walk_forward
+from worker.candles_store import load_candles
+from worker.errors import BadInput
+from worker.settings import Settings
+from worker.symbols import normalize_symbol
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, int):
+        return str(v)
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _metric_table(title: str, columns: Mapping[str, Mapping[str, float | None]]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for metric in METRIC_NAMES:
+        table.add_row(metric, *(_fmt(columns[c].get(metric)) for c in columns))
+    return table
+
+
+def _check_costs(fee: float, slippage_bps: float) -> None:
+    if not 0.0 <= fee < 0.1:
+        raise BadInput(f"--fee must be in [0, 0.1) (0.001 = 0.1% per side), got {fee}")
+    if not 0.0 <= slippage_bps < 1000.0:
+        raise BadInput(f"--slippage-bps must be in [0, 1000), got {slippage_bps}")
+
+
+def _write_report(path: str, c: evaluate.Comparison) -> None:
+    html = render_report(
+        c.results["qtable"],
+        title=f"qtrain backtest: {c.symbol} Q-table v{c.version}",
+        candles=c.candles,
+        bh_equity=c.results["buy_and_hold"].equity,
+        metrics_table={k: r.metrics for k, r in c.results.items()},
+        notes=c.notes,
+    )
+    try:
+        Path(path).write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--report {path}: cannot write ({exc.strerror})") from None
+
+
+@click.command()
+@click.option("--symbol", required=True, help="e.g. BTC-USDT.")
+@click.option("--version", "version", type=int, default=None, help="Q-table version (default: the latest).")
+@click.option("--since", default=None, help="Range start (default: the version's held-out tail).")
+@click.option("--until", default=None, help="Range end, exclusive.")
+@click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side (0.001 = 0.1%).")
+@click.option("--slippage-bps", default=0.0, show_default=True, type=float, help="Worsens every fill.")
+@click.option("--seed", default=evaluate.DEFAULT_SEED, show_default=True, type=int, help="Random baseline.")
+@click.option("--walk-forward", is_flag=True, help="Retrain on each fold's past, test on the next segment.")
+@click.option("--folds", default=4, show_default=True, type=int, help="With --walk-forward.")
+@click.option("--epochs", default=None, type=int, help="With --walk-forward (default: the version's).")
+@click.option("--report", "report", default=None, help="Write a self-contained HTML report to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (snake_case, NaN -> null).")
+def backtest(**kw: Any) -> None:
+    """Compare the Q-table, the ensemble and baselines on the same range (fees, no look-ahead)."""
+    settings = Settings.from_env()
+    symbol = normalize_symbol(kw["symbol"])
+    _check_costs(kw["fee"], kw["slippage_bps"])
+    since = parse_date(kw["since"], flag="--since")
+    until = parse_date(kw["until"], flag="--until")
+    if since is not None and until is not None and until <= since:
+        raise BadInput("--until must be after --since")
+    costs = {"fee": kw["fee"], "slippage_bps": kw["slippage_bps"], "seed": kw["seed"]}
+    if kw["walk_forward"]:
+        if kw["report"]:
+            raise BadInput("--report is for a single backtest, not --walk-forward")
+        wf = walk_forward.walk_forward(
+            settings.database_url, symbol, folds=kw["folds"], version=kw["version"], since=since,
+            until=until, epochs=kw["epochs"], **costs,
+        )  # fmt: skip
+        ids = walk_forward.record(settings.database_url, wf)
+        _print_walk_forward(wf, ids, as_json=kw["as_json"])
+        return
+    c = evaluate.compare(
+        settings.database_url, symbol, version=kw["version"], since=since, until=until, **costs
+    )
+    ids = evaluate.record(settings.database_url, c, kind="manual")
+    if kw["report"]:
+        _write_report(kw["report"], c)
+    if kw["as_json"]:
+        out = {
+            "symbol": c.symbol, "version": c.version, "since": c.since, "until": c.until,
+            "n_candles": len(c.candles), **c.params, "policies": c.metrics(), "notes": list(c.notes),
+            "backtest_ids": ids, "report": kw["report"],
+        }  # fmt: skip
+        click.echo(json.dumps(out))
+        return
+    console = Console()
+    title = (
+        f"{c.symbol} Q-table v{c.version}: {_day(c.since)} – {_day(c.until)} UTC, {len(c.candles)} candles,"
+        f" fee {kw['fee']:g}/side, slippage {kw['slippage_bps']:g} bps"
+    )
+    console.print(_metric_table(title, c.metrics()))
+    for note in c.notes:
+        console.print(f"- {note}")
+    if kw["report"]:
+        console.print(f"report: {kw['report']}")
+
+
+def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json: bool) -> None:
+    agg = wf.aggregate()
+    if as_json:
+        folds = [
+            {
+                "fold": f.fold,
+                "train_since": f.train_since,
+                "train_until": f.train_until,
+                "test_since": f.test_since,
+                "test_until": f.test_until,
+                "n_windows": f.n_windows,
+                "policies": {k: json_safe(r.metrics) for k, r in f.results.items()},
+            }  # fmt: skip
+            for f in wf.folds
+        ]
+        out = {"symbol": wf.symbol, "version": wf.version, **wf.params, "folds": folds, "aggregate": agg,
+               "notes": list(wf.notes), "backtest_ids": ids}  # fmt: skip
+        click.echo(json.dumps(out))
+        return
+    console = Console()
+    policies = list(wf.folds[0].results)
+    table = Table(
+        title=f"{wf.symbol} walk-forward, {len(wf.folds)} folds: total_return_pct / sharpe per policy"
+    )
+    for col in ("fold", "train", "test", "windows"):
+        table.add_column(col)
+    for p in policies:
+        table.add_column(p, justify="right")
+    for f in wf.folds:
+        cells = [
+            f"{_fmt(f.results[p].metrics['total_return_pct'])} / {_fmt(f.results[p].metrics['sharpe'])}"
+            for p in policies
+        ]
+        table.add_row(
+            str(f.fold), f"{_day(f.train_since)} – {_day(f.train_until)}",
+            f"{_day(f.test_since)} – {_day(f.test_until)}", str(f.n_windows), *cells,
+        )  # fmt: skip
+    for stat in ("mean", "median"):
+        table.add_row(
+            stat, "", "", "",
+            *(f"{_fmt(agg[p]['total_return_pct'][stat])} / {_fmt(agg[p]['sharpe'][stat])}" for p in policies),
+        )  # fmt: skip
+    table.add_row("compounded", "", "", "", *(_fmt(agg[p]["compounded_return_pct"]) for p in policies))
+    console.print(table)
+    for note in wf.notes:
+        console.print(f"- {note}")
+
+
+def lookahead_series(
+    candles: Candles, learner: FastQLearning | None, space: StateSpace
+) -> dict[str, np.ndarray]:
+    """The series ``check-lookahead`` checks: every feature, the market state, the Q-table's
+    positions and the ensemble's decisions, computed by the same code as the backtest."""
+    feats = compute_features(candles)
+    out = {f"feature:{k}": v for k, v in feats.items()}
+    out["market_state"] = space.encode(feats)
+    if learner is not None:
+        pset = evaluate.policy_positions(candles, start=0, learner=learner, space=space, rules=None)
+        out["qtable_position"] = pset.positions["qtable"]
+        out["ensemble_action_flat"] = pset.series["ensemble_action_flat"]
+        out["ensemble_action_long"] = pset.series["ensemble_action_long"]
+        out["ensemble_position"] = pset.positions["ensemble"]
+    return out
+
+
+SERIES = lookahead_series
+"""What ``check-lookahead`` computes; tests replace it (``monkeypatch``) to inject a leaky series."""
+
+
+@click.command(name="check-lookahead")
+@click.option("--symbol", required=True, help="e.g. BTC-USDT.")
+@click.option("--version", "version", type=int, default=None, help="Q-table version (default: the latest).")
+@click.option("--timeframe", default=None, help="Default: the version's, else 1h.")
+@click.option("--since", default=None, help="First candle checked (default: all stored).")
+@click.option("--until", default=None, help="End of the checked range, exclusive.")
+@click.option("--cuts", default=20, show_default=True, type=int, help="Truncated histories compared.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check_lookahead_cmd(**kw: Any) -> None:
+    """Recompute features, states and decisions on truncated histories; exit 1 if a past value changed."""
+    settings = Settings.from_env()
+    symbol = normalize_symbol(kw["symbol"])
+    if kw["cuts"] < 1:
+        raise BadInput(f"--cuts must be >= 1, got {kw['cuts']}")
+    learner: FastQLearning | None = None
+    space = StateSpace.default()
+    timeframe = kw["timeframe"] or "1h"
+    note = ""
+    try:
+        v = evaluate.load_version(settings.database_url, symbol, kw["version"])
+        learner, space, timeframe = v.learner, v.space, kw["timeframe"] or v.timeframe
+        note = f"Q-table version {v.version}"
+    except BadInput:
+        if kw["version"] is not None:
+            raise
+        note = "no Q-table version: features, market states only"
+    candles = load_candles(
+        settings.database_url, symbol, timeframe,
+        since=parse_date(kw["since"], flag="--since"), until=parse_date(kw["until"], flag="--until"),
+    )  # fmt: skip
+    if len(candles) < 3:
+        raise BadInput(
+            f"fewer than 3 {timeframe} candles for {symbol}: run `qtrain candles import` or"
+            " `qtrain candles fetch`"
+        )
+    cuts = default_cut_points(len(candles), n_cuts=kw["cuts"], min_len=2)
+    report = check_lookahead(candles, lambda c: SERIES(c, learner, space), cut_points=cuts)
+    issues = {i.name: i for i in report.issues}
+    if kw["as_json"]:
+        found = [
+            {"name": i.name, "first_bad_index": i.first_bad_index, "n_bad": i.n_bad, "first_cut": i.first_cut,
+             "first_bad_ts": int(candles.ts[i.first_bad_index])}
+            for i in report.issues
+        ]  # fmt: skip
+        out = {
+            "symbol": symbol, "timeframe": timeframe, "n_candles": len(candles), "note": note,
+            "cuts": list(report.cut_points), "ok": report.ok, "checked": list(report.names), "issues": found,
+        }  # fmt: skip
+        click.echo(json.dumps(out))
+    else:
+        table = Table(title=f"look-ahead check: {symbol} {timeframe}, {len(candles)} candles, "
+                      f"{len(report.cut_points)} cuts ({note})")  # fmt: skip
+        for col in ("series", "result", "first bad index", "first bad candle", "values changed"):
+            table.add_column(col)
+        for name in report.names:
+            i = issues.get(name)
+            if i is None:
+                table.add_row(name, "ok", "", "", "")
+            else:
+                table.add_row(name, "LEAK", str(i.first_bad_index), _day(int(candles.ts[i.first_bad_index])),
+                              str(i.n_bad))  # fmt: skip
+        Console().print(table)
+    if not report.ok:
+        first = report.issues[0]
+        click.echo(
+            f"look-ahead found in {', '.join(report.bad_names())}: {first.name} changed at index"
+            f" {first.first_bad_index} when later candles were removed",
+            err=True,
+        )
+        sys.exit(1)
+
+
+COMMANDS = [backtest, check_lookahead_cmd]

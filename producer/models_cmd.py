@@ -1,11 +1,191 @@
-"""``qtrain models list|export|promote|rollback``."""
+"""``qtrain models list|export|promote|rollback``: Q-table versions, their holdout results, overrides."""
 
-from producer.notbuilt import not_built_group
+from __future__ import annotations
 
-models = not_built_group(
-    "models",
-    {"list": "List Q-table versions.", "export": "Export a Q-table."},
-    "issue 4",
-    "Q-table versions.",
+import getpass
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from model.qlearning import FastQLearning
+from worker import db, evaluate, promotion
+from worker.errors import BadInput, QtrainError
+from worker.settings import Settings
+from worker.symbols import normalize_symbol
+
+HOLDOUT_METRICS = ("total_return_pct", "max_drawdown_pct")
+
+
+def list_versions(url: str, symbol: str | None, metric: str) -> list[dict[str, Any]]:
+    """Every version (of ``symbol``, or all) with its latest holdout metrics and promotion state."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "SELECT a.symbol, a.version, a.batch_id, a.created_at, a.promoted, a.promoted_at, a.promoted_by,"
+            " a.sha256, q.metrics, b.metrics FROM btc.agent_state a"
+            " LEFT JOIN LATERAL (SELECT metrics FROM btc.backtests t WHERE t.symbol = a.symbol"
+            "  AND t.version = a.version AND t.kind = 'holdout' AND t.policy = 'qtable'"
+            "  ORDER BY t.id DESC LIMIT 1) q ON true"
+            " LEFT JOIN LATERAL (SELECT metrics FROM btc.backtests t WHERE t.symbol = a.symbol"
+            "  AND t.version = a.version AND t.kind = 'holdout' AND t.policy = 'buy_and_hold'"
+            "  ORDER BY t.id DESC LIMIT 1) b ON true"
+            " WHERE (%s::text IS NULL OR a.symbol = %s) ORDER BY a.symbol, a.version",
+            (symbol, symbol),
+        )
+        rows = cur.fetchall()
+    out = []
+    for sym, ver, batch, created, promoted, p_at, p_by, sha, qm, bm in rows:
+        holdout = None
+        if qm is not None:
+            holdout = {"metric": metric, "value": qm.get(metric), **{k: qm.get(k) for k in HOLDOUT_METRICS},
+                       "buy_and_hold_value": (bm or {}).get(metric),
+                       "buy_and_hold_return_pct": qm.get("buy_and_hold_return_pct")}  # fmt: skip
+        out.append({
+            "symbol": sym, "version": int(ver), "batch_id": batch, "created_at": created.isoformat(),
+            "promoted": bool(promoted), "promoted_at": p_at.isoformat() if p_at else None,
+            "promoted_by": p_by, "sha256": sha, "holdout": holdout,
+        })  # fmt: skip
+    return out
+
+
+@click.group(name="models")
+def models() -> None:
+    """Q-table versions: list, export, promote, roll back."""
+
+
+def _sym(value: str | None) -> str | None:
+    return None if value is None else normalize_symbol(value)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+@models.command(name="list")
+@click.option("--symbol", default=None, help="Only this symbol.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_cmd(symbol: str | None, as_json: bool) -> None:
+    """Versions with their held-out backtest (criterion, return, drawdown, buy-and-hold); * = promoted."""
+    settings = Settings.from_env()
+    metric = promotion.PromotionConfig.from_env().metric
+    rows = list_versions(settings.database_url, _sym(symbol), metric)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no Q-table versions yet: `qtrain train --symbols ...` creates them")
+        return
+    table = Table(title=f"Q-table versions (holdout criterion: {metric})")
+    for col in ("symbol", "version", "promoted", "created", "batch", metric, "bh " + metric, "return %",
+                "max dd %", "bh return %"):  # fmt: skip
+        table.add_column(col, justify="right" if col not in ("symbol", "created") else "left")
+    for r in rows:
+        h = r["holdout"] or {}
+        mark = "*" if r["promoted"] else ""
+        if r["promoted"] and r["promoted_by"]:
+            mark = f"* ({r['promoted_by']})"
+        table.add_row(
+            r["symbol"], str(r["version"]), mark, r["created_at"][:16].replace("T", " "), _fmt(r["batch_id"]),
+            _fmt(h.get("value")), _fmt(h.get("buy_and_hold_value")), _fmt(h.get("total_return_pct")),
+            _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
+        )  # fmt: skip
+    Console().print(table)
+
+
+def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:
+    """Write a version's .npz and .json sidecar to ``out``; the sha256 is checked before and after."""
+    v = evaluate.load_version(settings.database_url, symbol, version, prefer_promoted=True)
+    if hashlib.sha256(v.npz).hexdigest() != v.sha256:
+        raise QtrainError(
+            f"{symbol} version {v.version}: stored table does not match its sha256; not exported"
+        )
+    path = Path(out)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    meta = {**v.metadata, "file_sha256": v.sha256, "promoted": v.promoted}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, data in ((path, v.npz), (path.with_suffix(".json"), json.dumps(meta, indent=2).encode())):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise BadInput(f"--out {out}: cannot write ({exc.strerror})") from None
+    written = hashlib.sha256(path.read_bytes()).hexdigest()
+    if written != v.sha256:
+        raise QtrainError(f"{path}: written file's sha256 {written[:12]} differs from the stored one")
+    FastQLearning.load(path)  # loads with allow_pickle=False: the file is usable as written
+    return {
+        "symbol": symbol,
+        "version": v.version,
+        "promoted": v.promoted,
+        "path": str(path),
+        "sha256": written,
+    }
+
+
+@models.command(name="export")
+@click.option("--symbol", required=True, help="e.g. BTC-USDT.")
+@click.option(
+    "--version", "version", type=int, default=None, help="Default: the promoted one, else the latest."
 )
+@click.option("--out", required=True, help="Path of the .npz to write (a .json sidecar goes beside it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def export_cmd(symbol: str, version: int | None, out: str, as_json: bool) -> None:
+    """Write a Q-table version from PostgreSQL to a file, checking its sha256."""
+    res = export_version(Settings.from_env(), normalize_symbol(symbol), version, out)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(f"{res['symbol']} v{res['version']} -> {res['path']} (sha256 {res['sha256']} verified)")
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _echo_switch(res: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    prev = f" (was v{res['previous']})" if res["previous"] is not None else ""
+    click.echo(f"{res['symbol']}: v{res['version']} promoted by {res['by']}{prev}; {res['model_file']}")
+
+
+@models.command(name="promote")
+@click.option("--symbol", required=True, help="e.g. BTC-USDT.")
+@click.option("--version", "version", type=int, required=True, help="Version to promote.")
+@click.option("--by", default=None, help="Who decided (default: the login name).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def promote_cmd(symbol: str, version: int, by: str | None, as_json: bool) -> None:
+    """Promote a version by hand (overrides the gate); recorded with who and when."""
+    res = promotion.set_promoted(Settings.from_env(), normalize_symbol(symbol), version, by=_who(by))
+    _echo_switch(res, as_json)
+
+
+@models.command(name="rollback")
+@click.option("--symbol", required=True, help="e.g. BTC-USDT.")
+@click.option("--to", "to", type=int, default=None, help="Version to go back to (default: the previous one).")
+@click.option("--by", default=None, help="Who decided (default: the login name).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def rollback_cmd(symbol: str, to: int | None, by: str | None, as_json: bool) -> None:
+    """Promote the previously promoted version again (or --to N); recorded with who and when."""
+    res = promotion.set_promoted(
+        Settings.from_env(), normalize_symbol(symbol), to, by=_who(by), rollback=True
+    )
+    _echo_switch(res, as_json)
+
+
 COMMANDS = [models]

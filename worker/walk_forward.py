@@ -1,0 +1,230 @@
+"""Walk-forward backtest: retrain on each fold's past only, test on the segment that follows.
+
+The range is cut into ``folds + 1`` consecutive segments of (nearly) equal candle counts. Fold k
+trains a fresh Q-table (``model.training.train_qtable``, the reducer's recipe, from zeros: a warm
+start from a stored version would carry knowledge of later data) on segments ``0..k`` with the
+analyses ALREADY CACHED in ``btc.ollama_analyses`` whose windows end before segment k+1 starts (no
+LLM call, no Celery), writes the heuristic rules from the same past, and backtests every policy
+of ``worker.evaluate`` on segment k+1. The state space is the fixed default one (it is not fitted
+to data, so it cannot leak). Aggregate: mean and median of each metric over folds, and the
+compounded return of the folds in sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model import ACTIONS
+from model.backtest import BacktestResult
+from model.candles import Candles, timeframe_seconds
+from model.features import WARMUP
+from model.metrics import METRIC_NAMES, json_safe
+from model.rules import rule_from_json
+from model.states import StateSpace
+from model.training import AnalysedWindow, train_qtable
+from worker import db, evaluate
+from worker.candles_store import load_candles
+from worker.errors import BadInput
+from worker.reduce import DEFAULTS
+
+DEFAULT_EPOCHS = 5
+
+
+def cached_analyses(
+    url: str, symbol: str, timeframe: str, *, until: int, model: str | None = None
+) -> list[AnalysedWindow]:
+    """Stored analyses of ``symbol`` whose window ends before ``until`` (one per window: the newest),
+    in window order, with their rules; only those of ``model`` when given."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (start_ts, end_ts) id, extract(epoch FROM start_ts)::bigint,"
+            " extract(epoch FROM end_ts)::bigint, action, confidence FROM btc.ollama_analyses"
+            " WHERE symbol = %s AND timeframe = %s AND end_ts < to_timestamp(%s)"
+            " AND (%s::text IS NULL OR model = %s) ORDER BY start_ts, end_ts, id DESC",
+            (symbol, timeframe, until, model, model),
+        )
+        rows = cur.fetchall()
+        ids = [int(r[0]) for r in rows]
+        rules: dict[int, list[Any]] = {i: [] for i in ids}
+        if ids:
+            cur.execute(
+                "SELECT analysis_id, conditions, action, confidence, rationale FROM btc.ollama_trading_rules"
+                " WHERE analysis_id = ANY(%s) ORDER BY analysis_id, idx",
+                (ids,),
+            )
+            for aid, conds, action, conf, rationale in cur.fetchall():
+                body = {
+                    "conditions": conds if not isinstance(conds, str) else json.loads(conds),
+                    "action": ACTIONS[int(action)],
+                    "confidence": conf,
+                    "rationale": rationale or "",
+                }
+                rules[int(aid)].append(rule_from_json(body))
+    return [
+        AnalysedWindow(
+            int(r[1]),
+            int(r[2]),
+            int(r[3]) if r[3] is not None else 0,
+            float(r[4]) if r[4] is not None else 0.0,
+            tuple(rules[int(r[0])]),
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: its training and test spans (epoch s, end exclusive) and the policies' results."""
+
+    fold: int
+    train_since: int
+    train_until: int
+    test_since: int
+    test_until: int
+    n_windows: int
+    results: dict[str, BacktestResult]
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """All folds of one walk-forward run and what was used."""
+
+    symbol: str
+    version: int | None
+    folds: tuple[Fold, ...]
+    notes: tuple[str, ...]
+    params: dict[str, Any]
+
+    def aggregate(self) -> dict[str, dict[str, Any]]:
+        """Per policy: mean and median of each metric over folds, and the compounded return %."""
+        out: dict[str, dict[str, Any]] = {}
+        for policy in self.folds[0].results:
+            rows = [f.results[policy].metrics for f in self.folds if policy in f.results]
+            agg: dict[str, Any] = {}
+            for name in METRIC_NAMES:
+                x = np.array([r[name] for r in rows], dtype=np.float64)
+                x = x[np.isfinite(x)]
+                agg[name] = json_safe(
+                    {
+                        "mean": float(x.mean()) if x.size else np.nan,
+                        "median": float(np.median(x)) if x.size else np.nan,
+                    }
+                )
+            growth = np.prod([1.0 + r["total_return_pct"] / 100.0 for r in rows])
+            agg["compounded_return_pct"] = float((growth - 1.0) * 100.0)
+            out[policy] = agg
+        return out
+
+
+def _segments(n: int, folds: int) -> np.ndarray:
+    if folds < 1:
+        raise BadInput(f"--folds must be >= 1, got {folds}")
+    bounds = np.linspace(0, n, folds + 2).round().astype(np.int64)
+    if np.min(np.diff(bounds)) < max(2, WARMUP // 2):
+        raise BadInput(
+            f"--folds {folds} cuts {n} candles into segments of fewer than {max(2, WARMUP // 2)}:"
+            " use fewer folds or a longer --since/--until range"
+        )
+    return bounds
+
+
+def walk_forward(
+    url: str,
+    symbol: str,
+    *,
+    folds: int,
+    version: int | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    fee: float = 0.001,
+    slippage_bps: float = 0.0,
+    seed: int = evaluate.DEFAULT_SEED,
+    epochs: int | None = None,
+) -> WalkForward:
+    """Run the walk-forward of the module docstring; the range defaults to the version's whole
+    range, else all stored candles. Hyper-parameters, epochs, seed and analyst model come from
+    the version when there is one, else the reducer's defaults."""
+    v = None
+    try:
+        v = evaluate.load_version(url, symbol, version)
+    except BadInput:
+        if version is not None:
+            raise
+    meta = v.metadata if v is not None else {}
+    timeframe = v.timeframe if v is not None else "1h"
+    if since is None and until is None and v is not None:
+        since, until = meta.get("train_since"), meta.get("holdout_until")
+    candles = load_candles(url, symbol, timeframe, since=since, until=until)
+    if len(candles) == 0:
+        raise BadInput(
+            f"no {timeframe} candles for {symbol} in the range: run `qtrain candles import` or"
+            " `qtrain candles fetch`"
+        )
+    bounds = _segments(len(candles), folds)
+    given = meta.get("hyper_parameters", {})
+    hp = {k: float(given.get(k, d)) for k, d in DEFAULTS.items()}
+    n_epochs = int(epochs if epochs is not None else given.get("epochs", DEFAULT_EPOCHS))
+    train_seed = int(given.get("seed", 0))
+    model = meta.get("model")
+    step = timeframe_seconds(timeframe)
+    analyses = cached_analyses(url, symbol, timeframe, until=int(candles.ts[-1]) + step, model=model)
+    space = StateSpace.default()
+    out: list[Fold] = []
+    notes: list[str] = []
+    for k in range(folds):
+        a, b = int(bounds[k + 1]), int(bounds[k + 2])
+        train: Candles = candles.slice(0, a)
+        test_since = int(candles.ts[a])
+        past = [w for w in analyses if w.end_ts < test_since]
+        learner, _, data = train_qtable(
+            train,
+            past,
+            space=space,
+            epochs=n_epochs,
+            seed=train_seed,
+            **hp,
+        )
+        lo = max(0, a - WARMUP)
+        ctx = candles.slice(lo, b)
+        rules = evaluate.heuristic_rules(train) if len(train) > WARMUP else None
+        pset = evaluate.policy_positions(
+            ctx, start=a - lo, learner=learner, space=space, rules=rules, seed=seed
+        )
+        test = ctx.slice(a - lo, len(ctx))
+        results = evaluate.run_policies(test, pset.positions, fee=fee, slippage_bps=slippage_bps)
+        out.append(Fold(k, int(candles.ts[0]), test_since, test_since, int(candles.ts[b - 1]) + step,
+                        data.n_windows, results))  # fmt: skip
+        notes.extend(n for n in pset.notes if n not in notes)
+    params = {
+        "fee": fee, "slippage_bps": slippage_bps, "seed": seed, "folds": folds, "epochs": n_epochs,
+        "train_seed": train_seed, "analyses_model": model, "analyses_available": len(analyses),
+    }  # fmt: skip
+    return WalkForward(symbol, v.version if v is not None else None, tuple(out), tuple(notes), params)
+
+
+def record(url: str, wf: WalkForward) -> list[int]:
+    """One ``btc.backtests`` row (kind ``walk_forward``) per fold and policy; their ids."""
+    ids = []
+    with db.transaction(url) as cur:
+        for f in wf.folds:
+            params = {**wf.params, "fold": f.fold, "train_since": f.train_since, "train_until": f.train_until,
+                      "n_windows": f.n_windows}  # fmt: skip
+            for policy, r in f.results.items():
+                ids.append(
+                    evaluate.insert_backtest(
+                        cur,
+                        wf.symbol,
+                        wf.version,
+                        f.test_since,
+                        f.test_until,
+                        policy,
+                        "walk_forward",
+                        params,
+                        r.metrics,
+                    )  # fmt: skip
+                )
+    return ids
