@@ -46,7 +46,7 @@ def _day(ts: int) -> str:
 
 def _metric_table(title: str, columns: Mapping[str, Mapping[str, float | None]]) -> Table:
     table = Table(title=title)
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for name in columns:
         table.add_column(name, justify="right")
     for metric in METRIC_NAMES:

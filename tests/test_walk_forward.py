@@ -1,0 +1,104 @@
+"""Walk-forward: K folds, each trained on its past only, from cached analyses, with no LLM call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from producer.cli import cli
+from tests.evaluation_support import heuristic_batch, heuristic_version, settings_for
+from tests.pipeline_support import query, seed_candles
+from worker import walk_forward
+from worker.evaluate import POLICIES
+
+SYMBOL = "BTC-USDT"
+
+
+@pytest.fixture
+def env(database_url, tmp_path, monkeypatch):
+    seed_candles(database_url, n=480, symbols={SYMBOL: (11, 30_000.0)})
+    heuristic_version(settings_for(database_url, tmp_path), SYMBOL, epochs=2)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("QTRAIN_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens: any LLM call would fail
+
+    def no_llm(*a, **k):
+        raise AssertionError("walk-forward must not call the LLM")
+
+    import worker.ollama
+
+    monkeypatch.setattr(worker.ollama.OllamaClient, "chat", no_llm)
+    return database_url
+
+
+def test_k_folds_from_cached_analyses(env):
+    res = CliRunner().invoke(
+        cli, ["backtest", "--symbol", SYMBOL, "--walk-forward", "--folds", "3", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    folds = out["folds"]
+    assert [f["fold"] for f in folds] == [0, 1, 2]
+    for a, b in zip(folds, folds[1:], strict=False):
+        assert a["test_until"] == b["test_since"] and a["train_until"] < b["train_until"]
+    for f in folds:
+        assert f["train_until"] == f["test_since"] and set(f["policies"]) == set(POLICIES)
+    windows = [f["n_windows"] for f in folds]
+    assert windows[0] > 0 and windows == sorted(windows)  # more of the cached analyses as the past grows
+    assert out["analyses_available"] > 0 and out["analyses_model"] == "heuristic"
+    agg = out["aggregate"]["qtable"]
+    returns = [f["policies"]["qtable"]["total_return_pct"] for f in folds]
+    assert agg["total_return_pct"]["mean"] == pytest.approx(sum(returns) / 3)
+    growth = 1.0
+    for r in returns:
+        growth *= 1 + r / 100
+    assert agg["compounded_return_pct"] == pytest.approx((growth - 1) * 100)
+    rows = query(
+        env, "SELECT count(*), count(DISTINCT params->>'fold') FROM backtests WHERE kind = 'walk_forward'"
+    )
+    assert rows == [(3 * len(POLICIES), 3)]
+
+
+def test_table_output(env):
+    res = CliRunner().invoke(
+        cli, ["backtest", "--symbol", SYMBOL, "--walk-forward", "--folds", "2"], env={"COLUMNS": "250"}
+    )
+    assert res.exit_code == 0, res.output
+    assert "compounded" in res.output and "median" in res.output
+
+
+def test_analyses_are_only_those_that_end_before_the_test(env):
+    t = query(
+        env,
+        "SELECT extract(epoch FROM min(end_ts))::bigint, extract(epoch FROM max(end_ts))::bigint"
+        " FROM ollama_analyses",
+    )
+    lo, hi = t[0]
+    mid = (lo + hi) // 2
+    got = walk_forward.cached_analyses(env, SYMBOL, "1h", until=mid)
+    assert got and all(w.end_ts < mid for w in got)
+    assert len(walk_forward.cached_analyses(env, SYMBOL, "1h", until=hi + 1)) > len(got)
+    assert walk_forward.cached_analyses(env, SYMBOL, "1h", until=hi + 1, model="qwen") == []
+
+
+def test_a_fold_does_not_see_its_future(env):
+    """Fold 0 of 3 over 480 candles is [0,120) -> [120,240); so is fold 0 of 1 over the first 240 candles.
+    Removing candles 240..480 (and the analyses about them) must change nothing in that fold."""
+    ts = query(env, "SELECT extract(epoch FROM min(ts))::bigint FROM candles")[0][0]
+    full = walk_forward.walk_forward(env, SYMBOL, folds=3, since=ts, until=ts + 480 * 3600)
+    part = walk_forward.walk_forward(env, SYMBOL, folds=1, since=ts, until=ts + 240 * 3600)
+    f, p = full.folds[0], part.folds[0]
+    assert (f.test_since, f.test_until, f.n_windows) == (p.test_since, p.test_until, p.n_windows)
+    for policy in POLICIES:
+        assert f.results[policy].metrics == p.results[policy].metrics, policy
+        assert (f.results[policy].position == p.results[policy].position).all(), policy
+
+
+def test_no_version_uses_defaults(database_url, tmp_path):
+    seed_candles(database_url, n=300, symbols={"ETH-USDT": (12, 2_000.0)})
+    heuristic_batch(settings_for(database_url, tmp_path), "ETH-USDT")  # analyses but no reduced version
+    wf = walk_forward.walk_forward(database_url, "ETH-USDT", folds=2)
+    assert wf.version is None and len(wf.folds) == 2 and wf.params["epochs"] == walk_forward.DEFAULT_EPOCHS
+    assert wf.folds[1].n_windows > 0
