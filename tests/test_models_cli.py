@@ -1,0 +1,135 @@
+"""``qtrain models``: list with holdout metrics, promote/rollback with who/when, export with sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from model.qlearning import FastQLearning
+from producer.cli import cli
+from tests.evaluation_support import (
+    MOMENTUM_SPACE,
+    insert_candles_of,
+    insert_version,
+    momentum_table,
+    settings_for,
+    zigzag_candles,
+)
+from tests.pipeline_support import query
+from worker import promotion
+from worker.reduce import model_path
+
+SYMBOL = "ZIG-USDT"
+
+
+@pytest.fixture
+def env(database_url, tmp_path, monkeypatch):
+    c = zigzag_candles(600, symbol=SYMBOL)
+    insert_candles_of(database_url, c)
+    span = {"train_since": int(c.ts[0]), "train_until": int(c.ts[400]), "holdout_until": int(c.ts[-1]) + 3600}
+    settings = settings_for(database_url, tmp_path / "models")
+    for kind in ("flat", "contrarian", "momentum"):  # v1 promoted, v2 refused, v3 promoted
+        v = insert_version(database_url, SYMBOL, momentum_table(kind), MOMENTUM_SPACE, **span)
+        promotion.evaluate_and_promote(settings, SYMBOL, v, config=promotion.PromotionConfig())
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("QTRAIN_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("COLUMNS", "220")
+    return settings
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _promoted(url):
+    return [r[0] for r in query(url, "SELECT version FROM agent_state WHERE promoted")]
+
+
+def test_list_shows_versions_metrics_and_promoted(env):
+    res = run("models", "list", "--symbol", SYMBOL, "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [(r["version"], r["promoted"]) for r in rows] == [(1, False), (2, False), (3, True)]
+    h = rows[2]["holdout"]
+    assert h["metric"] == "sharpe" and h["value"] > 1 and h["buy_and_hold_value"] < 0
+    assert h["total_return_pct"] > 0 and h["max_drawdown_pct"] >= 0 and h["buy_and_hold_return_pct"] < 0
+    assert rows[2]["promoted_by"] == "gate"
+    table = run("models", "list")
+    assert table.exit_code == 0 and "ZIG-USDT" in table.output and "* (gate)" in table.output
+
+
+def test_promote_rollback_export_round_trip(env, tmp_path):
+    url = env.database_url
+    res = run("models", "promote", "--symbol", SYMBOL, "--version", "2", "--by", "alice", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["previous"] == 3 and _promoted(url) == [2]
+    blob2 = bytes(query(url, "SELECT npz FROM agent_state WHERE version = 2")[0][0])
+    assert model_path(env.models_dir, SYMBOL).read_bytes() == blob2
+    sidecar = json.loads(model_path(env.models_dir, SYMBOL).with_suffix(".json").read_text())
+    assert sidecar["version"] == 2 and sidecar["promoted"] is True
+    assert query(url, "SELECT promoted_by FROM agent_state WHERE version = 2") == [("alice",)]
+
+    assert run("models", "rollback", "--symbol", SYMBOL, "--by", "bob").exit_code == 0
+    assert _promoted(url) == [3]  # back to the one promoted before v2
+    assert run("models", "rollback", "--symbol", SYMBOL).exit_code == 0
+    assert _promoted(url) == [1]  # and before that, v1 (the gate's first promotion)
+    assert run("models", "rollback", "--symbol", SYMBOL, "--to", "3").exit_code == 0
+    assert _promoted(url) == [3]
+    log = query(url, "SELECT version, kind, by FROM promotions ORDER BY id")
+    assert log[-4:][0] == (2, "manual", "alice") and log[-3][1:] == ("rollback", "bob")
+
+    out = tmp_path / "export" / "table.npz"
+    res = run("models", "export", "--symbol", SYMBOL, "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    stored = query(url, "SELECT sha256 FROM agent_state WHERE version = 3")[0][0]
+    assert got["version"] == 3 and got["promoted"] and got["sha256"] == stored
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == stored
+    learner, meta = FastQLearning.load(out)
+    assert meta["symbol"] == SYMBOL and (learner.q == momentum_table("momentum").q).all()
+    assert json.loads(out.with_suffix(".json").read_text())["file_sha256"] == stored
+    res = run("models", "export", "--symbol", SYMBOL, "--version", "2", "--out", str(out))
+    assert res.exit_code == 0 and "v2" in res.output and "verified" in res.output
+
+
+def test_tampered_table_is_not_exported(env, tmp_path):
+    query_commit(env.database_url, "UPDATE agent_state SET sha256 = repeat('0', 64) WHERE version = 3")
+    res = run("models", "export", "--symbol", SYMBOL, "--out", str(tmp_path / "x.npz"))
+    assert res.exit_code == 2 and "sha256" in res.output and not (tmp_path / "x.npz").exists()
+
+
+def query_commit(url, sql):
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["promote", "--symbol", SYMBOL, "--version", "9"], "qtrain models list"),
+        (["rollback", "--symbol", "DOGE-USDT"], "no previously promoted version"),
+        (["rollback", "--symbol", SYMBOL, "--to", "42"], "no version 42"),
+        (["export", "--symbol", "DOGE-USDT", "--out", "/tmp/never.npz"], "qtrain models list"),
+        (["export", "--symbol", SYMBOL, "--version", "7", "--out", "/tmp/never.npz"], "no version 7"),
+        (["export", "--symbol", SYMBOL, "--out", "/proc/nope/x.npz"], "--out"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(env, args, needle):
+    res = run("models", *args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_list_when_empty(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    res = run("models", "list")
+    assert res.exit_code == 0 and "no Q-table versions" in res.output
+    assert json.loads(run("models", "list", "--json").output) == []
