@@ -47,14 +47,22 @@ def find_cached(url: str, cache_key: str) -> int | None:
 
 
 def save_and_finish(
-    url: str, rec: AnalysisRecord, analysis: Analysis, *, batch_id: int, symbol: str, idx: int
+    url: str,
+    rec: AnalysisRecord,
+    analysis: Analysis,
+    *,
+    batch_id: int,
+    symbol: str,
+    idx: int,
+    durable: bool = True,
 ) -> tuple[int, bool]:
     """Store analysis + rules and mark the window done, in one transaction; idempotent.
 
     Returns (analysis id, created). When another task stored the same key first, nothing is
-    written but the window still points at the stored analysis (status ``cached``).
+    written but the window still points at the stored analysis (status ``cached``). ``durable``:
+    wait for the WAL flush (LLM answers cost GPU time; a heuristic analysis is cheap to redo).
     """
-    with db.transaction(url) as cur:
+    with db.transaction(url, durable=durable) as cur:
         cur.execute(
             "INSERT INTO btc.ollama_analyses (cache_key, content_hash, symbol, timeframe, start_ts,"
             " end_ts, model, prompt_version, analyst, regime, action, confidence, summary, raw_text,"
@@ -93,8 +101,8 @@ def save_and_finish(
 
 
 def mark_cached(url: str, analysis_id: int, *, batch_id: int, symbol: str, idx: int) -> None:
-    """Point a window at an analysis that was already stored (a cache hit)."""
-    with db.transaction(url) as cur:
+    """Point a window at an analysis that was already stored (a cache hit); cheap to redo."""
+    with db.transaction(url, durable=False) as cur:
         batches.finish_window(cur, batch_id, symbol, idx, "cached", analysis_id=analysis_id)
 
 

@@ -84,6 +84,6 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
         host=chat.host if chat else None,
     )
     _, created = analyses.save_and_finish(
-        database_url, rec, analysis, batch_id=w.batch_id, symbol=w.symbol, idx=w.idx
+        database_url, rec, analysis, batch_id=w.batch_id, symbol=w.symbol, idx=w.idx, durable=chat is not None
     )
     return "done" if created else "cached"

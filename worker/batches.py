@@ -143,8 +143,9 @@ def claim_window(url: str, batch_id: int, symbol: str, idx: int) -> tuple[Window
     """Mark a pending/running window running and count the attempt; (window, None) when claimed.
 
     A window already final is not claimed: returns (None, its status). (None, None): no such window.
+    Not durable (see ``db.transaction``): a lost claim only means the window runs again.
     """
-    with db.transaction(url) as cur:
+    with db.transaction(url, durable=False) as cur:
         cur.execute(
             "UPDATE btc.windows w SET status = 'running', attempts = attempts + 1, updated_at = now()"
             " FROM btc.batches b WHERE b.id = w.batch_id AND w.batch_id = %s AND w.symbol = %s"
@@ -176,7 +177,7 @@ def finish_window(
 
 def set_window_status(url: str, batch_id: int, symbol: str, idx: int, status: str, error: str) -> None:
     """Record a failure (``failed``) or a pending retry (``pending``) with its one-line reason."""
-    with db.transaction(url) as cur:
+    with db.transaction(url, durable=False) as cur:
         finish_window(cur, batch_id, symbol, idx, status, error=error[:2000])
 
 

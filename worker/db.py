@@ -115,9 +115,13 @@ def _pool(url: str) -> _Pool:
 
 
 @contextmanager
-def transaction(url: str) -> Iterator[psycopg2.extensions.cursor]:
+def transaction(url: str, *, durable: bool = True) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor from this process's pool inside one transaction: commit on success, else rollback.
 
+    ``durable=False`` commits without waiting for the WAL flush (``synchronous_commit = off``):
+    0.4 ms instead of ~4 ms here. A PostgreSQL crash may then lose the last fraction of a second
+    of such commits, never corrupt anything; use it only for writes that are cheap to redo (a
+    window's claim or status: the task is idempotent and ``qtrain resume`` re-runs it).
     A connection the server closed (PostgreSQL restart) is discarded, and the error surfaces as
     ``ServiceUnavailable`` so that callers may retry.
     """
@@ -126,6 +130,8 @@ def transaction(url: str) -> Iterator[psycopg2.extensions.cursor]:
     broken = False
     try:
         with conn.cursor() as cur:
+            if not durable:
+                cur.execute("SET LOCAL synchronous_commit TO OFF")
             yield cur
         conn.commit()
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:

@@ -120,3 +120,9 @@ def reduce_symbol(self: Any, batch_id: int, symbol: str) -> dict[str, Any]:
         log.exception("reduce %s/%s crashed", batch_id, symbol)
         batches.fail_batch(SETTINGS.database_url, batch_id, f"reducer {symbol} failed: {exc!r}")
         raise
+
+
+@app.task(name="qtrain.ping")
+def ping() -> str:
+    """A no-op health check (``celery -A worker call qtrain.ping``); also the benchmark baseline."""
+    return "pong"
