@@ -39,7 +39,7 @@ def pipeline_env(database_url: str, redis_url: str, ollama_url: str, models_dir:
         "CELERY_BROKER_URL": f"{base}/{number}",
         "CELERY_RESULT_BACKEND": f"{base}/{number + 1}",
         "OLLAMA_HOST": ollama_url,
-        "OLLAMA_TIMEOUT": "2",
+        "OLLAMA_TIMEOUT": "5",
         "QTRAIN_MODELS_DIR": str(models_dir),
         "QTRAIN_RETRY_BASE_S": "0.1",
         "QTRAIN_MAX_ATTEMPTS": "3",
