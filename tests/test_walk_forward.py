@@ -102,3 +102,28 @@ def test_no_version_uses_defaults(database_url, tmp_path):
     wf = walk_forward.walk_forward(database_url, "ETH-USDT", folds=2)
     assert wf.version is None and len(wf.folds) == 2 and wf.params["epochs"] == walk_forward.DEFAULT_EPOCHS
     assert wf.folds[1].n_windows > 0
+
+
+def test_walk_forward_trains_with_the_reducers_recipe(env):
+    """``model.training.train_qtable`` on a version's training candles and its batch's analyses gives
+    the reducer's table byte for byte (no warm start on a first version)."""
+    from model.qlearning import FastQLearning
+    from model.states import StateSpace
+    from model.training import AnalysedWindow, train_qtable
+    from worker.analyses import batch_analyses
+    from worker.candles_store import load_candles
+
+    blob, meta, batch_id = query(env, "SELECT npz, metadata, batch_id FROM agent_state")[0]
+    stored, _ = FastQLearning.from_bytes(bytes(blob))
+    train = load_candles(env, SYMBOL, "1h", since=meta["train_since"], until=meta["train_until"])
+    analysed = [
+        AnalysedWindow(a["start_ts"], a["end_ts"], a["action"], a["confidence"], a["rules"])
+        for a in batch_analyses(env, batch_id, SYMBOL)
+    ]
+    hp = {k: v for k, v in meta["hyper_parameters"].items() if k not in ("epochs", "seed")}
+    learner, _, data = train_qtable(
+        train, analysed, space=StateSpace.default(), epochs=meta["hyper_parameters"]["epochs"],
+        seed=meta["hyper_parameters"]["seed"], **hp,
+    )  # fmt: skip
+    assert data.n_windows == meta["n_analysed_windows"] > 0
+    assert learner.q.tobytes() == stored.q.tobytes() and learner.visits.tobytes() == stored.visits.tobytes()
