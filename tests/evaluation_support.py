@@ -20,6 +20,7 @@ from producer import enqueue
 from worker import batches, db
 from worker.analyze import analyze
 from worker.candles_store import insert_candles
+from worker.errors import PermanentError
 from worker.reduce import reduce_symbol
 from worker.settings import Settings
 
@@ -36,7 +37,10 @@ def heuristic_batch(settings: Settings, symbol: str, *, epochs: int = 1, seed: i
     for sym, idx in batches.unfinished_windows(settings.database_url, batch_id):
         window, _ = batches.claim_window(settings.database_url, batch_id, sym, idx)
         assert window is not None
-        analyze(settings.database_url, window, None)
+        try:
+            analyze(settings.database_url, window, None)
+        except PermanentError as exc:  # recorded failed, as the Celery task does
+            batches.set_window_status(settings.database_url, batch_id, sym, idx, "failed", str(exc))
     return batch_id
 
 
