@@ -91,7 +91,13 @@ def create(settings: Settings, req: TrainRequest) -> dict[str, Any]:
     rows: list[tuple[str, int, int, int, str]] = []
     skipped: dict[str, int] = {}
     for symbol in req.symbols:
-        candles = load_candles(settings.database_url, symbol, req.timeframe, since=req.since, until=req.until)
+        # history before --since too: a window's hash covers its indicator warm-up, as the worker sees it
+        history_since = None if req.since is None else req.since - WARMUP * step
+        full = load_candles(
+            settings.database_url, symbol, req.timeframe, since=history_since, until=req.until
+        )
+        first = 0 if req.since is None else int(full.ts.searchsorted(req.since, side="left"))
+        candles = full.slice(first, len(full))
         if len(candles) == 0:
             raise BadInput(
                 f"no {req.timeframe} candles for {symbol} in the range: run `qtrain candles import` or"
@@ -102,8 +108,8 @@ def create(settings: Settings, req: TrainRequest) -> dict[str, Any]:
         for k, start in enumerate(plan.starts.tolist()):
             start_ts = int(candles.ts[start])
             end_ts = int(candles.ts[start + req.window - 1])
-            lo = int(candles.ts.searchsorted(start_ts - WARMUP * step, side="left"))
-            ctx = candles.slice(lo, start + req.window)
+            lo = int(full.ts.searchsorted(start_ts - WARMUP * step, side="left"))
+            ctx = full.slice(lo, first + start + req.window)
             digest = window_content_hash(ctx, symbol=symbol, timeframe=req.timeframe)
             rows.append((symbol, k, start_ts, end_ts, digest))
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)

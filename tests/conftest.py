@@ -1,7 +1,7 @@
 """Shared fixtures: a fresh migrated PostgreSQL database and a private Redis db per test.
 
 Databases are cloned from a template migrated once per session (fast ``CREATE DATABASE ...
-TEMPLATE``); Redis tests use db numbers 8-15, flushed before use, never 0/1 (the defaults).
+TEMPLATE``); Redis tests use a db pair of their session (8/9, 10/11 or 12/13), never 0/1 (the defaults).
 """
 
 from __future__ import annotations
@@ -79,16 +79,45 @@ def database_url(database_factory: Callable[[], str]) -> str:
     return database_factory()
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A flushed Redis database (8-15) for this test: never the defaults 0 and 1."""
+REDIS_LOCK_DB = 7
+REDIS_TEST_DBS = (8, 10, 12)  # broker db N, result backend db N + 1 (14/15 are the benchmarks')
+
+
+@pytest.fixture(scope="session")
+def redis_base() -> Iterator[int]:
+    """A Redis db pair of this test session's own, claimed with a lock key in db 7.
+
+    Two test runs on one machine (two checkouts, CI beside a developer) would otherwise share
+    the broker and run each other's tasks.
+    """
     require("Redis", REDIS_HOST, REDIS_PORT)
     import redis
 
-    number = int(os.environ.get("QTRAIN_TEST_REDIS_DB", "8"))
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    locks = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_LOCK_DB)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    for number in REDIS_TEST_DBS:
+        if locks.set(f"qtrain-test-lock:{number}", token, nx=True, ex=3 * 3600):
+            break
+    else:
+        pytest.fail(f"Redis test dbs {REDIS_TEST_DBS} all locked by other runs (keys in db {REDIS_LOCK_DB})")
+    yield number
+    if locks.get(f"qtrain-test-lock:{number}") == token.encode():
+        locks.delete(f"qtrain-test-lock:{number}")
+    locks.close()
+
+
+@pytest.fixture
+def redis_url(redis_base: int) -> Iterator[str]:
+    """A flushed Redis database (broker; the next number is the result backend) for this test."""
+    import redis
+
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_base}"
+    clients = [
+        redis.Redis.from_url(f"redis://{REDIS_HOST}:{REDIS_PORT}/{n}") for n in (redis_base, redis_base + 1)
+    ]
+    for c in clients:
+        c.flushdb()
     yield url
-    client.flushdb()
-    client.close()
+    for c in clients:
+        c.flushdb()
+        c.close()
