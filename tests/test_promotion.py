@@ -17,7 +17,7 @@ from tests.evaluation_support import (
     zigzag_candles,
 )
 from tests.pipeline_support import query, seed_candles
-from worker import promotion
+from worker import promotion, reduce
 from worker.errors import BadInput
 from worker.reduce import model_path, version_model_path
 
@@ -140,3 +140,23 @@ def test_only_one_promoted_version_per_symbol(zig):
 
     with pytest.raises(psycopg2.errors.UniqueViolation):
         query(settings.database_url, "UPDATE agent_state SET promoted = true WHERE version = %s", (b,))
+
+
+def test_a_second_reduce_run_finishes_a_gate_that_a_crash_skipped(database_url, tmp_path, monkeypatch):
+    seed_candles(database_url, n=360, symbols={"BTC-USDT": (11, 30_000.0)})
+    settings = settings_for(database_url, tmp_path)
+
+    def crash(*a, **k):
+        raise RuntimeError("worker died before the gate")
+
+    monkeypatch.setattr(promotion, "evaluate_and_promote", crash)
+    first = heuristic_version(settings, "BTC-USDT")
+    assert first["created"] and query(database_url, "SELECT count(*) FROM backtests")[0][0] == 0
+    monkeypatch.undo()
+    batch_id = query(database_url, "SELECT batch_id FROM agent_state")[0][0]
+    again = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")
+    assert not again["created"] and again["promotion"]["version"] == 1
+    assert query(database_url, "SELECT DISTINCT kind FROM backtests") == [("holdout",)]
+    third = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")
+    assert "promotion" not in third  # gate done once: nothing more to do
+    assert query(database_url, "SELECT count(*) FROM agent_state")[0][0] == 1

@@ -111,10 +111,24 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str, A
     with db.transaction(url) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.reduce:{symbol}",))
         cur.execute(
+            "SELECT a.version, EXISTS (SELECT 1 FROM btc.backtests t WHERE t.symbol = a.symbol"
+            " AND t.version = a.version AND t.kind = 'holdout') FROM btc.agent_state a"
+            " WHERE a.symbol = %s AND a.batch_id = %s",
+            (symbol, batch_id),
+        )
+        row = cur.fetchone()
+    if row is not None:  # a second run: the version exists; finish the gate if a crash skipped it
+        out: dict[str, Any] = {"symbol": symbol, "version": int(row[0]), "created": False}
+        if not row[1]:
+            out["promotion"] = _promote(settings, symbol, int(row[0]))
+        return out
+    with db.transaction(url) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.reduce:{symbol}",))
+        cur.execute(
             "SELECT version FROM btc.agent_state WHERE symbol = %s AND batch_id = %s", (symbol, batch_id)
         )
         row = cur.fetchone()
-        if row is not None:
+        if row is not None:  # created meanwhile by a concurrent run, which also runs the gate
             return {"symbol": symbol, "version": int(row[0]), "created": False}
         cur.execute(
             "SELECT count(*) FROM btc.windows WHERE batch_id = %s AND symbol = %s"
