@@ -211,7 +211,12 @@ def reduced_symbols(url: str, batch_id: int) -> dict[str, int]:
 
 
 def mark_batch_done_if_complete(cur: Any, batch_id: int) -> bool:
-    """Set the batch ``done`` once every symbol has its reduced version; True if it is done."""
+    """Set the batch ``done`` once every symbol has its reduced version; True if it is done.
+
+    Reducers of different symbols commit concurrently (different symbol locks): the batch lock
+    makes the second one wait for the first's commit, so its count sees both versions.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.batch:{batch_id}",))
     cur.execute(
         "UPDATE btc.batches b SET state = 'done', finished_at = now() WHERE b.id = %s"
         " AND b.state <> 'done' AND (SELECT count(DISTINCT symbol) FROM btc.agent_state a"
