@@ -7,33 +7,15 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from pathlib import Path
-
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from producer import importer  # noqa: E402
-from worker import candles_store, db, migrate  # noqa: E402
+from worker import candles_store, db  # noqa: E402
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "Binance_BTCUSDT_1h.csv"
-
-
-def _fresh_db() -> str:
-    url = f"postgresql://postgres@127.0.0.1:5432/qtrain_bench_{uuid.uuid4().hex[:8]}"
-    migrate.migrate(url)
-    return url
-
-
-def _drop(url: str) -> None:
-    db.close_pools()
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{db.database_name(url)}" WITH (FORCE)')
-    conn.close()
 
 
 def main() -> None:
@@ -46,16 +28,16 @@ def main() -> None:
     cols = (parsed.ts, parsed.open, parsed.high, parsed.low, parsed.close, parsed.volume)
     optional = {"quote_volume": parsed.quote_volume, "trades": parsed.trades}
 
-    url = _fresh_db()
+    url = fresh_db("qtrain_bench")
     try:
         t1 = time.perf_counter()
         with db.transaction(url) as cur:
             inserted = candles_store.insert_candles(cur, "BTC-USDT", "1h", *cols, **optional)
         t_bulk = time.perf_counter() - t1
     finally:
-        _drop(url)
+        drop_db(url)
 
-    url = _fresh_db()
+    url = fresh_db("qtrain_bench")
     try:
         t2 = time.perf_counter()
         with db.transaction(url) as cur:
@@ -67,7 +49,7 @@ def main() -> None:
                 )
         t_loop = time.perf_counter() - t2
     finally:
-        _drop(url)
+        drop_db(url)
 
     n = parsed.report.rows_read
     print(f"file: {path.name}, rows read {n}, candles {inserted}")

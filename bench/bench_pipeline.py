@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +27,9 @@ import psycopg2  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from producer.workers import start_workers  # noqa: E402
 from tests.pipeline_support import seed_candles  # noqa: E402
-from worker import migrate  # noqa: E402
 
 BROKER = "redis://127.0.0.1:6379/14"
 BACKEND = "redis://127.0.0.1:6379/15"
@@ -80,9 +79,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=2)
     args = ap.parse_args()
-    name = f"qtrain_bench_{uuid.uuid4().hex[:8]}"
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    migrate.migrate(url)
+    url = fresh_db("qtrain_bench_pipeline")
+    name = url.rsplit("/", 1)[1]
     seed_candles(url, n=args.windows + 47, symbols={"BTC-USDT": (1, 30_000.0)})
     env = {
         "DATABASE_URL": url,
@@ -99,10 +97,7 @@ def main() -> None:
             bare_s = bare_celery(args.windows)
             batch_s, span_s, n = qtrain_batch(env, args.windows)
     finally:
-        conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-        conn.autocommit = True
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+        drop_db(url)
     table = Table(title=f"{args.workers} worker(s) x {args.concurrency} processes, {n} windows")
     for col in ("what", "tasks", "seconds", "tasks/s", "ms per task", "ratio"):
         table.add_column(col, justify="right" if col != "what" else "left")

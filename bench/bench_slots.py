@@ -20,22 +20,19 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from producer.workers import start_workers  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from tests.pipeline_support import qtrain, seed_candles  # noqa: E402
-from worker import db, migrate  # noqa: E402
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, BACKEND_DB = 14, 15
 
@@ -60,21 +57,6 @@ def cases(parallel: int) -> list[Case]:
         Case("2x slots, long queue", 2, parallel, 512),
         Case("2x slots, queue 1", 2, parallel, 1),
     ]
-
-
-def _fresh_db() -> str:
-    url = f"postgresql://postgres@127.0.0.1:5432/qtrain_bench_slots_{uuid.uuid4().hex[:8]}"
-    migrate.migrate(url)
-    return url
-
-
-def _drop(url: str) -> None:
-    db.close_pools()
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{db.database_name(url)}" WITH (FORCE)')
-    conn.close()
 
 
 def _flush_redis() -> None:
@@ -141,7 +123,7 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=6, help="candles between windows (window 48)")
     ap.add_argument("--retry-base", type=float, default=1.0, help="QTRAIN_RETRY_BASE_S of the workers")
     args = ap.parse_args()
-    url = _fresh_db()
+    url = fresh_db("qtrain_bench_slots")
     out: list[str] = []
     try:
         seed_candles(url, n=args.candles)
@@ -154,7 +136,7 @@ def main() -> None:
                 out.append(row(case, args.parallel, args.latency, res))
                 print(out[-1], file=sys.stderr, flush=True)
     finally:
-        _drop(url)
+        drop_db(url)
         _flush_redis()
     ideal = args.parallel / args.latency
     print(

@@ -27,6 +27,22 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def require_chromium() -> str:
+    """Path of a headless-capable Chromium; fails under CI (which installs it), else skips."""
+    import shutil
+
+    for name in CHROMIUM:
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("chromium is missing: CI installs the Debian package 'chromium'")
+    pytest.skip("chromium is not installed")
+
+
 def require(service: str, host: str, port: int) -> None:
     """Fail (CI) or skip (elsewhere) unless ``service`` answers on ``host:port``."""
     if _reachable(host, port):

@@ -5,9 +5,7 @@ Needs the Debian package ``chromium``: skipped without it, a failure under ``CI=
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,19 +15,9 @@ import pytest
 from producer.workers import start_workers
 from tests.flower_support import TASKS_COLUMNS, Flower, qtrain_tasks, run_flower, wait_for
 from tests.pipeline_support import pipeline_env, seed_candles, train_json
+from tests.services import require_chromium
 
 pytestmark = pytest.mark.integration
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-
-
-def _chromium() -> str:
-    for name in CHROMIUM:
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("chromium is missing: CI installs the Debian package 'chromium'")
-    pytest.skip("chromium is not installed")
 
 
 def _browse(
@@ -47,7 +35,7 @@ def _browse(
 
 def test_flower_tasks_page_shows_qtrain_tasks(database_url: str, redis_url: str, tmp_path: Path) -> None:
     image = pytest.importorskip("PIL.Image")
-    exe = _chromium()
+    exe = require_chromium()
     seed_candles(database_url, n=120)
     env = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "models")
     with run_flower(env, tmp_path, f"--tasks_columns={TASKS_COLUMNS}") as flower:

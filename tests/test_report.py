@@ -6,9 +6,7 @@ and Pillow (installed with backtesting.py's bokeh) to read the screenshot.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,18 +17,7 @@ from model.backtest import run_backtest
 from model.policies import buy_and_hold, sma_crossover
 from model.synthetic import make_candles
 from producer.report import downsample, render_report
-
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-
-
-def _chromium() -> str:
-    for name in CHROMIUM:
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("chromium is missing: CI installs the Debian package 'chromium'")
-    pytest.skip("chromium is not installed")
+from tests.services import require_chromium
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +58,7 @@ def test_downsample_keeps_extremes_and_bounds():
 
 def test_report_renders_in_headless_chromium(report_html, tmp_path: Path):
     image = pytest.importorskip("PIL.Image")
-    exe = _chromium()
+    exe = require_chromium()
     page = tmp_path / "report.html"
     page.write_text(report_html, encoding="utf-8")
     png = tmp_path / "shot.png"

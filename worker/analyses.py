@@ -106,6 +106,26 @@ def mark_cached(url: str, analysis_id: int, *, batch_id: int, symbol: str, idx: 
         batches.finish_window(cur, batch_id, symbol, idx, "cached", analysis_id=analysis_id)
 
 
+def rules_of(cur: Any, analysis_ids: list[int]) -> dict[int, tuple[Rule, ...]]:
+    """The stored rules of each analysis id, in rule order (ids without rules map to ``()``)."""
+    found: dict[int, list[Rule]] = {i: [] for i in analysis_ids}
+    if analysis_ids:
+        cur.execute(
+            "SELECT analysis_id, conditions, action, confidence, rationale FROM btc.ollama_trading_rules"
+            " WHERE analysis_id = ANY(%s) ORDER BY analysis_id, idx",
+            (list(analysis_ids),),
+        )
+        for aid, conds, action, conf, rationale in cur.fetchall():
+            body = {
+                "conditions": conds if not isinstance(conds, str) else json.loads(conds),
+                "action": ACTIONS[int(action)],
+                "confidence": conf,
+                "rationale": rationale or "",
+            }
+            found[int(aid)].append(rule_from_json(body))
+    return {k: tuple(v) for k, v in found.items()}
+
+
 def batch_analyses(url: str, batch_id: int, symbol: str) -> list[dict[str, Any]]:
     """The analyses of a symbol's finished windows, in window order, with their rules parsed."""
     with db.transaction(url) as cur:
@@ -116,21 +136,7 @@ def batch_analyses(url: str, batch_id: int, symbol: str) -> list[dict[str, Any]]
             (batch_id, symbol),
         )
         rows = cur.fetchall()
-        ids = sorted({int(r[3]) for r in rows})
-        rules: dict[int, list[Rule]] = {i: [] for i in ids}
-        if ids:
-            cur.execute(
-                "SELECT analysis_id, conditions, action, confidence, rationale"
-                " FROM btc.ollama_trading_rules WHERE analysis_id = ANY(%s) ORDER BY analysis_id, idx",
-                (ids,),
-            )
-            for aid, conds, action, conf, rationale in cur.fetchall():
-                rules[int(aid)].append(
-                    rule_from_json(
-                        {"conditions": conds, "action": ACTIONS[int(action)], "confidence": conf,
-                         "rationale": rationale or ""}
-                    )
-                )  # fmt: skip
+        rules = rules_of(cur, sorted({int(r[3]) for r in rows}))
     return [
         {
             "idx": int(r[0]),
@@ -139,7 +145,7 @@ def batch_analyses(url: str, batch_id: int, symbol: str) -> list[dict[str, Any]]
             "analysis_id": int(r[3]),
             "action": int(r[4]) if r[4] is not None else 0,
             "confidence": float(r[5]) if r[5] is not None else 0.0,
-            "rules": tuple(rules[int(r[3])]),
+            "rules": rules[int(r[3])],
         }
         for r in rows
     ]

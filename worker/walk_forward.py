@@ -12,21 +12,18 @@ compounded return of the folds in sequence.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from model import ACTIONS
 from model.backtest import BacktestResult
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
 from model.metrics import METRIC_NAMES, json_safe
-from model.rules import rule_from_json
 from model.states import StateSpace
 from model.training import AnalysedWindow, train_qtable
-from worker import db, evaluate
+from worker import analyses, db, evaluate
 from worker.candles_store import load_candles
 from worker.errors import BadInput
 from worker.reduce import DEFAULTS
@@ -48,29 +45,14 @@ def cached_analyses(
             (symbol, timeframe, until, model, model),
         )
         rows = cur.fetchall()
-        ids = [int(r[0]) for r in rows]
-        rules: dict[int, list[Any]] = {i: [] for i in ids}
-        if ids:
-            cur.execute(
-                "SELECT analysis_id, conditions, action, confidence, rationale FROM btc.ollama_trading_rules"
-                " WHERE analysis_id = ANY(%s) ORDER BY analysis_id, idx",
-                (ids,),
-            )
-            for aid, conds, action, conf, rationale in cur.fetchall():
-                body = {
-                    "conditions": conds if not isinstance(conds, str) else json.loads(conds),
-                    "action": ACTIONS[int(action)],
-                    "confidence": conf,
-                    "rationale": rationale or "",
-                }
-                rules[int(aid)].append(rule_from_json(body))
+        rules = analyses.rules_of(cur, [int(r[0]) for r in rows])
     return [
         AnalysedWindow(
             int(r[1]),
             int(r[2]),
             int(r[3]) if r[3] is not None else 0,
             float(r[4]) if r[4] is not None else 0.0,
-            tuple(rules[int(r[0])]),
+            rules[int(r[0])],
         )  # fmt: skip
         for r in rows
     ]
