@@ -100,7 +100,34 @@ def demo(**kw: Any) -> None:
         click.echo(json.dumps(final))
         return
     train_cmd.print_summary(final)
-    say(f"Q-tables written to {settings.models_dir}/fast_model_<SYMBOL>.npz; next: qtrain status {batch_id}")
+    print_gate(settings, final)
+    say(f"Q-tables in {settings.models_dir}/ (fast_model_<SYMBOL>.npz = the promoted one)")
+    say(f"next: qtrain backtest --symbol {symbols[0]} --report report.html   |   qtrain models list")
+
+
+def print_gate(settings: Settings, final: dict[str, Any]) -> None:
+    """One line per symbol: the new version against buy-and-hold on its held-out tail, promoted or not."""
+    from producer.models_cmd import list_versions
+    from worker.promotion import PromotionConfig
+
+    metric = PromotionConfig.from_env().metric
+    for symbol, s in final["symbols"].items():
+        rows = [
+            r for r in list_versions(settings.database_url, symbol, metric) if r["version"] == s["q_version"]
+        ]
+        if not rows or rows[0]["holdout"] is None:
+            continue
+        h = rows[0]["holdout"]
+        verdict = "promoted" if rows[0]["promoted"] else "not promoted"
+        click.echo(
+            f"{symbol} v{s['q_version']} on its held-out tail: {metric} {_num(h['value'])} vs buy-and-hold"
+            f" {_num(h['buy_and_hold_value'])}, return {_num(h['total_return_pct'])}% vs"
+            f" {_num(h['buy_and_hold_return_pct'])}% -> {verdict}"
+        )
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 COMMANDS = [demo]
