@@ -216,7 +216,8 @@ class OllamaClient:
                 versions[h] = self.version(h)
                 present = self.has_model(h)
             except TemporaryError as exc:
-                raise ServiceUnavailable(f"ollama {h} is not reachable: {exc}") from exc
+                # the message already names the host; add what to do
+                raise ServiceUnavailable(f"{exc}; is `ollama serve` running there (OLLAMA_HOST)?") from exc
             if not present:
                 raise ModelNotFound(f"model {self.model} is not pulled on {h}: run ollama pull {self.model}")
         return versions
