@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,8 +33,9 @@ class _Pool:
         with self.lock:
             while self.idle:
                 conn = self.idle.pop()
-                if not conn.closed:
+                if not conn.closed and not _server_hung_up(conn):
                     return conn
+                conn.close()
         return connect(self.url)
 
     def put(self, conn: psycopg2.extensions.connection, *, discard: bool) -> None:
@@ -51,6 +53,18 @@ class _Pool:
             for conn in self.idle:
                 conn.close()
             self.idle.clear()
+
+
+def _server_hung_up(conn: psycopg2.extensions.connection) -> bool:
+    """True when an idle connection has something to read: the server closed it (restart,
+    ``pg_terminate_backend``, idle timeout) and sent its FATAL notice or EOF. Without this check
+    the next transaction on it fails, which costs a task its work (an LLM answer) and an attempt.
+    A zero-timeout poll, no round trip. qtrain never LISTENs, so nothing else arrives unasked; at
+    worst a needless reconnect.
+    """
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 _pools: dict[tuple[int, str], _Pool] = {}

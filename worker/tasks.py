@@ -64,12 +64,21 @@ def maybe_reduce(batch_id: int, symbol: str) -> bool:
     time_limit=ANALYZE_HARD_LIMIT_S,
 )
 def analyze_window(self: Any, batch_id: int, symbol: str, idx: int) -> dict[str, Any]:
-    """Analyse window ``idx`` of ``symbol`` in ``batch_id``; the result is a tiny status dict."""
-    url = SETTINGS.database_url
+    """Analyse window ``idx`` of ``symbol`` in ``batch_id``; the result is a tiny status dict.
+
+    PostgreSQL unreachable (a restart) while claiming or recording the outcome: the task is retried
+    later. The window is then still ``pending`` or ``running``, both claimable, so it is never left
+    behind by a task that gave up; and a window already final only gets its reducer check redone.
+    """
     try:
-        window, final = batches.claim_window(url, batch_id, symbol, idx)
-    except ServiceUnavailable as exc:  # database restarting: try again later, nothing claimed
+        return _analyze_window(self, batch_id, symbol, idx)
+    except ServiceUnavailable as exc:
         raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 2.0)) from exc
+
+
+def _analyze_window(self: Any, batch_id: int, symbol: str, idx: int) -> dict[str, Any]:
+    url = SETTINGS.database_url
+    window, final = batches.claim_window(url, batch_id, symbol, idx)
     if window is None:
         if final is not None:
             maybe_reduce(batch_id, symbol)  # a redelivery: make sure the reducer was not missed

@@ -1,0 +1,183 @@
+"""Failure injection against the real pipeline: killed pool children, a killed worker, lost connections.
+
+Real Redis, PostgreSQL and ``celery worker`` processes; the fake Ollama answers after 1.5 s so
+that calls are in flight when the fault is injected. Each test waits for the batch by polling
+PostgreSQL with a deadline, then checks the promises: the batch is ``done``, every window is
+final, each distinct window content was analysed exactly once, and every symbol has its
+Q-table version. (Redis flushed mid-batch is ``test_pipeline::test_resume_after_broker_loss``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer.workers import LocalWorkers, start_workers
+from tests.chaos_support import (
+    alive,
+    allow_connections,
+    assert_batch_complete,
+    child_pids,
+    sigkill,
+    start_batch,
+    terminate_backends,
+    wait_batch_finished,
+    wait_until,
+    window_counts,
+)
+from tests.fake_ollama import FakeOllama
+from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
+from worker import db
+
+pytestmark = pytest.mark.integration
+
+LATENCY_S = 1.5
+SYMBOLS = ("BTC-USDT", "ETH-USDT")
+N_CANDLES = 150  # (150 - 48) // 24 + 1 = 5 windows per symbol
+FINISH_TIMEOUT_S = 60.0
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOllama]:
+    with FakeOllama(latency_s=LATENCY_S, num_parallel=4) as server:
+        yield server
+
+
+@pytest.fixture
+def env(database_url: str, redis_url: str, fake: FakeOllama, tmp_path: Path) -> dict[str, str]:
+    seed_candles(database_url, n=N_CANDLES)
+    return pipeline_env(database_url, redis_url, fake.url, tmp_path / "models")
+
+
+def _worker(env: dict[str, str], tmp_path: Path, prefix: str = "chaos") -> LocalWorkers:
+    return start_workers(1, concurrency=2, env=env, log_dir=tmp_path, prefix=prefix, loglevel="INFO")
+
+
+def _in_flight(fake: FakeOllama, n: int) -> bool:
+    return int(fake.stats()["in_flight"]) >= n
+
+
+def test_sigkilled_pool_child_has_its_task_requeued(env, database_url, fake, tmp_path) -> None:
+    with _worker(env, tmp_path) as workers:
+        main = workers.procs[0].pid
+        children = wait_until(lambda: len(child_pids(main)) == 2 and child_pids(main), timeout=10,
+                              what="two prefork pool children")  # fmt: skip
+        batch_id = start_batch(env, ",".join(SYMBOLS))
+        # one worker, two children, one task each: two calls in flight means each child is in one
+        wait_until(lambda: _in_flight(fake, 2), timeout=30, what="both pool children in an LLM call")
+        victim = children[0]
+        sigkill(victim)
+        wait_until(lambda: not alive(victim), timeout=10, what="the killed child to be gone")
+        assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
+        replacement = set(child_pids(main)) - set(children)
+        log = workers.logs[0].read_text(errors="replace")
+    rows = assert_batch_complete(database_url, batch_id, SYMBOLS)
+    assert not [r for r in rows if r[2] == "failed"], rows
+    rerun = [r for r in rows if r[3] >= 2]
+    assert rerun, "the killed child's window must have been claimed again (attempts >= 2)"
+    assert fake.stats()["llm_calls"] >= len(rows) + 1  # the killed call was made again
+    assert replacement, "the pool replaces its killed child"
+    assert "WorkerLostError" in log or "SIGKILL" in log, log[-2000:]
+
+
+def test_sigkilled_worker_is_recovered_by_resume_with_a_new_worker(
+    env, database_url, redis_url, fake, tmp_path
+) -> None:
+    first = _worker(env, tmp_path, prefix="doomed")
+    try:
+        main = first.procs[0]
+        children = wait_until(lambda: len(child_pids(main.pid)) == 2 and child_pids(main.pid), timeout=10,
+                              what="two prefork pool children")  # fmt: skip
+        batch_id = start_batch(env, ",".join(SYMBOLS))
+
+        def mid_batch() -> bool:
+            counts = window_counts(database_url, batch_id)
+            return counts.get("done", 0) + counts.get("cached", 0) >= 2 and _in_flight(fake, 2)
+
+        wait_until(mid_batch, timeout=30, what="two windows done and two calls in flight")
+        for pid in (main.pid, *children):  # the main process first: it could fork a replacement
+            sigkill(pid)
+        main.wait(10)
+        wait_until(lambda: not any(alive(p) for p in children), timeout=10, what="the children to die")
+    finally:
+        first.stop(5)
+    running = query(
+        database_url,
+        "SELECT symbol, idx FROM windows WHERE batch_id = %s AND status = 'running'",
+        (batch_id,),
+    )
+    assert running, "the worker died in the middle of LLM calls: their windows stay 'running'"
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    try:  # their messages are unacknowledged: Redis would hand them out only after the visibility timeout
+        assert broker.hlen("unacked") >= 1
+    finally:
+        broker.close()
+    with _worker(env, tmp_path, prefix="rescuer"):
+        out = qtrain(env, "resume", str(batch_id), "--json")
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
+    rows = assert_batch_complete(database_url, batch_id, SYMBOLS)
+    assert not [r for r in rows if r[2] == "failed"], rows
+    by_key = {(r[0], r[1]): r for r in rows}
+    for symbol, idx in running:  # re-run from 'running', not left behind
+        assert by_key[(symbol, idx)][2] in ("done", "cached") and by_key[(symbol, idx)][3] >= 2
+
+
+def test_terminated_database_connections_do_not_stop_the_batch(env, database_url, fake, tmp_path) -> None:
+    ended = 0
+    with _worker(env, tmp_path) as workers:
+        batch_id = start_batch(env, ",".join(SYMBOLS))
+        for _ in range(3):  # while both children wait for Ollama: their pooled connections sit idle
+            wait_until(lambda: _in_flight(fake, 2), timeout=30, what="two LLM calls in flight")
+            calls = fake.stats()["llm_calls"]
+            ended += terminate_backends(database_url)
+            wait_until(lambda calls=calls: fake.stats()["llm_calls"] >= calls + 2, timeout=30,
+                       what="two more LLM calls after the connections were terminated")  # fmt: skip
+        assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
+        log = workers.logs[0].read_text(errors="replace")
+    assert ended >= 3, "every injection must have ended at least one worker connection"
+    rows = assert_batch_complete(database_url, batch_id, SYMBOLS)
+    failed = [r for r in rows if r[2] == "failed"]
+    assert not failed, f"a lost connection must not fail a window: {failed}\n{log[-3000:]}"
+    # A connection the server closed while it sat in the pool is dropped before use: no answer
+    # is thrown away (6 would be without that check; 1 of slack for a termination that lands
+    # inside a running transaction, which must fail and retry).
+    redone = fake.stats()["llm_calls"] - len(rows)
+    assert redone <= 1, f"{redone} LLM answers lost to stale pooled connections\n{log[-3000:]}"
+
+
+REFUSED = "not currently accepting connections"
+
+
+def test_database_outage_mid_batch_leaves_no_window_stuck(env, database_url, fake, tmp_path) -> None:
+    with _worker(env, tmp_path) as workers:
+        batch_id = start_batch(env, ",".join(SYMBOLS))
+        wait_until(lambda: _in_flight(fake, 2), timeout=30, what="both pool children in an LLM call")
+        allow_connections(database_url, False)  # like a PostgreSQL restart, for this database only
+        try:
+            terminate_backends(database_url)
+            # both answers come back while the database is away: recording them must fail, twice
+            wait_until(lambda: workers.logs[0].read_text(errors="replace").count(REFUSED) >= 2, timeout=30,
+                       what="both tasks to meet the outage")  # fmt: skip
+        finally:
+            allow_connections(database_url, True)
+        assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
+        log = workers.logs[0].read_text(errors="replace")
+    rows = assert_batch_complete(database_url, batch_id, SYMBOLS)
+    assert not [r for r in rows if r[2] == "failed"], f"{rows}\n{log[-3000:]}"
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_before_use(database_url) -> None:
+    with db.transaction(database_url) as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (old_pid,) = cur.fetchone()
+    assert terminate_backends(database_url) >= 1  # the idle pooled connection among them
+    wait_until(lambda: not query(database_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (old_pid,)),
+               timeout=10, what="the terminated backend to go away")  # fmt: skip
+    with db.transaction(database_url) as cur:  # no ServiceUnavailable: the dead one was dropped
+        cur.execute("SELECT pg_backend_pid()")
+        (new_pid,) = cur.fetchone()
+    assert new_pid != old_pid
