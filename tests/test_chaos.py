@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from producer import enqueue
 from producer.workers import LocalWorkers, start_workers
 from tests.chaos_support import (
     alive,
@@ -30,7 +31,9 @@ from tests.chaos_support import (
 )
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
-from worker import db
+from worker import batches, db
+from worker.analyze import analyze
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +184,29 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(database_u
         cur.execute("SELECT pg_backend_pid()")
         (new_pid,) = cur.fetchone()
     assert new_pid != old_pid
+
+
+def test_a_slower_duplicate_that_fails_does_not_undo_a_finished_window(database_url) -> None:
+    """Acks late and ``qtrain resume`` may run one window twice at once; the loser's failure is moot."""
+    seed_candles(database_url, n=N_CANDLES)
+    settings = Settings(database_url=database_url)
+    req = enqueue.TrainRequest(symbols=("BTC-USDT",), analyst="heuristic", seed=1, epochs=1)
+    batch_id = enqueue.create(settings, req)["batch_id"]
+    first, _ = batches.claim_window(database_url, batch_id, "BTC-USDT", 0)
+    second, _ = batches.claim_window(database_url, batch_id, "BTC-USDT", 0)  # the duplicate
+    assert first is not None and second is not None and second.attempts == 2
+    assert analyze(database_url, first, None) == "done"
+    for status in ("pending", "failed"):  # what the duplicate records after a timeout / its last attempt
+        batches.set_window_status(database_url, batch_id, "BTC-USDT", 0, status, "attempt 2 failed: timeout")
+        row = query(
+            database_url,
+            "SELECT status, error, analysis_id IS NOT NULL FROM windows WHERE batch_id = %s AND idx = 0",
+            (batch_id,),
+        )
+        assert row == [("done", None, True)], status
+    # not a window that is still open: a failure there is recorded as before
+    batches.claim_window(database_url, batch_id, "BTC-USDT", 1)
+    batches.set_window_status(database_url, batch_id, "BTC-USDT", 1, "failed", "gave up after 3 attempts")
+    assert query(database_url, "SELECT status FROM windows WHERE batch_id = %s AND idx = 1", (batch_id,)) == [
+        ("failed",)
+    ]

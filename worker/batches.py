@@ -176,9 +176,17 @@ def finish_window(
 
 
 def set_window_status(url: str, batch_id: int, symbol: str, idx: int, status: str, error: str) -> None:
-    """Record a failure (``failed``) or a pending retry (``pending``) with its one-line reason."""
+    """Record a failure (``failed``) or a pending retry (``pending``) with its one-line reason.
+
+    A window another copy of the task already analysed (``done``/``cached``: acks late and
+    ``qtrain resume`` may run a window twice) keeps its analysis: the slower copy's failure is moot.
+    """
     with db.transaction(url, durable=False) as cur:
-        finish_window(cur, batch_id, symbol, idx, status, error=error[:2000])
+        cur.execute(
+            "UPDATE btc.windows SET status = %s, analysis_id = NULL, error = %s, updated_at = now()"
+            " WHERE batch_id = %s AND symbol = %s AND idx = %s AND status NOT IN ('done', 'cached')",
+            (status, error[:2000], batch_id, symbol, idx),
+        )
 
 
 def unfinished_count(url: str, batch_id: int, symbol: str) -> int:
