@@ -4,7 +4,11 @@ Real Redis, PostgreSQL and ``celery worker`` processes; the fake Ollama answers 
 that calls are in flight when the fault is injected. Each test waits for the batch by polling
 PostgreSQL with a deadline, then checks the promises: the batch is ``done``, every window is
 final, each distinct window content was analysed exactly once, and every symbol has its
-Q-table version. (Redis flushed mid-batch is ``test_pipeline::test_resume_after_broker_loss``.)
+Q-table version. Faults: a SIGKILLed pool child (acks late + reject on worker lost requeue its
+task), a SIGKILLed worker (``qtrain resume`` with a new worker), terminated PostgreSQL connections
+(the pool drops them before use), a database refusing connections for a while (tasks retry, no
+window stays ``running``), and a duplicate task that fails after its twin finished the window.
+(Redis flushed mid-batch is ``test_pipeline::test_resume_after_broker_loss``.)
 """
 
 from __future__ import annotations
