@@ -7,6 +7,7 @@ TEMPLATE``); Redis tests use a db pair of their session (8/9, 10/11 or 12/13), n
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,6 +84,20 @@ REDIS_LOCK_DB = 7
 REDIS_TEST_DBS = (8, 10, 12)  # broker db N, result backend db N + 1 (14/15 are the benchmarks')
 
 
+def _owner_is_dead(value: bytes | None) -> bool:
+    """True when a lock value names a process of this host that no longer runs."""
+    try:
+        host, pid, _ = (value or b"").decode().split(":")
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
 @pytest.fixture(scope="session")
 def redis_base() -> Iterator[int]:
     """A Redis db pair of this test session's own, claimed with a lock key in db 7.
@@ -94,9 +109,13 @@ def redis_base() -> Iterator[int]:
     import redis
 
     locks = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_LOCK_DB)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     for number in REDIS_TEST_DBS:
-        if locks.set(f"qtrain-test-lock:{number}", token, nx=True, ex=3 * 3600):
+        key = f"qtrain-test-lock:{number}"
+        if locks.set(key, token, nx=True, ex=3 * 3600):
+            break
+        if _owner_is_dead(locks.get(key)):  # a killed run left its lock: take it over
+            locks.set(key, token, ex=3 * 3600)
             break
     else:
         pytest.fail(f"Redis test dbs {REDIS_TEST_DBS} all locked by other runs (keys in db {REDIS_LOCK_DB})")
