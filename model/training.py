@@ -85,8 +85,10 @@ def train_qtable(
     epsilon_start: float = 1.0,
     epsilon_end: float = 0.05,
     fee: float = 0.001,
+    initial: FastQLearning | None = None,
 ) -> tuple[FastQLearning, TrainStats, TrainingData]:
-    """A Q-table trained from zeros on ``train`` shaped by ``analysed`` (the reducer's recipe)."""
+    """A Q-table trained on ``train`` shaped by ``analysed`` (the reducer's recipe): from zeros, or
+    continuing from ``initial``'s values and visit counts (a warm start; ``initial`` is not changed)."""
     data = training_data(train, analysed, space=space, kappa=kappa)
     learner = FastQLearning(
         space.n_states,
@@ -97,5 +99,8 @@ def train_qtable(
         epsilon_end=epsilon_end,
         fee=fee,
     )
+    if initial is not None:
+        learner.q[...] = initial.q
+        learner.visits[...] = initial.visits
     stats = learner.train(data.states, data.returns, epochs=epochs, shaping=data.shaping)
     return learner, stats, data

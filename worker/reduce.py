@@ -23,7 +23,7 @@ from model.candles import timeframe_seconds
 from model.qlearning import FastQLearning
 from model.shaping import DEFAULT_KAPPA
 from model.states import StateSpace
-from model.training import AnalysedWindow, training_data
+from model.training import AnalysedWindow, train_qtable
 from worker import analyses, batches, db
 from worker.candles_store import load_candles
 from worker.errors import BadInput
@@ -60,7 +60,7 @@ def write_model_file(
 
 
 def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, symbol: str) -> dict[str, Any]:
-    """Market states, next-candle returns and the shaping matrix of the batch's training range."""
+    """The batch's training candles (its range minus the holdout tail) and analysed windows."""
     candles = load_candles(settings.database_url, symbol, spec.timeframe, since=spec.since, until=spec.until)
     if len(candles) < 3:
         raise BadInput(f"{symbol}: fewer than 3 candles in the batch's range; import or fetch candles")
@@ -68,23 +68,17 @@ def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, sym
     n_train = max(2, int(round(len(candles) * (1.0 - holdout))))
     train = candles.slice(0, n_train)
     step = timeframe_seconds(spec.timeframe)
-    space = StateSpace.default()
     analysed = [
         AnalysedWindow(a["start_ts"], a["end_ts"], a["action"], a["confidence"], a["rules"])
         for a in analyses.batch_analyses(settings.database_url, batch_id, symbol)
     ]
-    kappa = float(spec.params.get("kappa", DEFAULT_KAPPA))
-    data = training_data(train, analysed, space=space, kappa=kappa)
     return {
-        "states": data.states,
-        "returns": data.returns,
-        "shaping": data.shaping,
-        "space": space,
+        "train": train,
+        "analysed": analysed,
         "n_train": n_train,
         "train_until": int(train.ts[-1]) + step,
         "range_until": int(candles.ts[-1]) + step,
         "range_since": int(candles.ts[0]),
-        "n_windows": data.n_windows,
     }
 
 
@@ -138,16 +132,14 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str, A
         if int(cur.fetchone()[0]) > 0:
             return {"symbol": symbol, "version": None, "created": False, "waiting": True}
         inputs = train_inputs(settings, batch_id, spec, symbol)
-        space: StateSpace = inputs["space"]
+        space = StateSpace.default()
         prev_version, learner = _previous(cur, symbol, space)
         hp = {k: float(spec.params.get(k, v)) for k, v in DEFAULTS.items()}
-        fresh = FastQLearning(space.n_states, seed=spec.seed, **hp)
-        if learner is not None:
-            fresh.q[...] = learner.q
-            fresh.visits[...] = learner.visits
-        stats = fresh.train(
-            inputs["states"], inputs["returns"], epochs=spec.epochs, shaping=inputs["shaping"]
-        )
+        kappa = float(spec.params.get("kappa", DEFAULT_KAPPA))
+        fresh, stats, data = train_qtable(
+            inputs["train"], inputs["analysed"], space=space, epochs=spec.epochs, seed=spec.seed,
+            kappa=kappa, initial=learner, **hp,
+        )  # fmt: skip
         version = prev_version + 1
         metadata = {
             "symbol": symbol,
@@ -161,7 +153,7 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str, A
             "train_until": inputs["train_until"],
             "holdout_until": inputs["range_until"],
             "n_train_candles": inputs["n_train"],
-            "n_analysed_windows": inputs["n_windows"],
+            "n_analysed_windows": data.n_windows,
             "analyst": spec.analyst,
             "model": spec.model,
             "train_stats": {k: v for k, v in _jsonable(stats).items() if k != "seconds"},
