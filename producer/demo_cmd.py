@@ -23,15 +23,20 @@ from worker.settings import Settings
 DEMO_SYMBOLS = {"BTC-USDT": (1, 30_000.0), "ETH-USDT": (2, 2_000.0)}
 
 
-def load_demo_candles(settings: Settings, n: int) -> list[str]:
-    """Insert seeded synthetic candles for the demo symbols (idempotent); returns the symbols."""
-    with db.transaction(settings.database_url) as cur:
-        for symbol, (seed, price) in DEMO_SYMBOLS.items():
+def insert_synthetic(database_url: str, n: int, symbols: dict[str, tuple[int, float]]) -> None:
+    """Insert ``n`` seeded synthetic hourly candles per ``symbol -> (seed, start price)`` (idempotent)."""
+    with db.transaction(database_url) as cur:
+        for symbol, (seed, price) in symbols.items():
             c = make_candles(n, seed=seed, price=price, symbol=symbol)
             insert_candles(
                 cur, symbol, "1h", c.ts, c.open, c.high, c.low, c.close, c.volume,
                 taker_buy_volume=c.taker_buy_volume,
             )  # fmt: skip
+
+
+def load_demo_candles(settings: Settings, n: int) -> list[str]:
+    """Insert seeded synthetic candles for the demo symbols; returns the symbols."""
+    insert_synthetic(settings.database_url, n, DEMO_SYMBOLS)
     return list(DEMO_SYMBOLS)
 
 

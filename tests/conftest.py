@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tests.services import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, require
+from tests.sql import execute
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
@@ -32,13 +32,7 @@ def shared_csv(name: str) -> Path:
 
 
 def _admin(statement: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
+    execute(ADMIN_URL, statement)
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
-from model.synthetic import make_candles
-from worker import db
-from worker.candles_store import insert_candles
+from producer.demo_cmd import insert_synthetic
+from tests.sql import query  # noqa: F401 - re-exported for the tests that import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = {"BTC-USDT": (11, 30_000.0), "ETH-USDT": (12, 2_000.0)}
@@ -21,13 +18,7 @@ SYMBOLS = {"BTC-USDT": (11, 30_000.0), "ETH-USDT": (12, 2_000.0)}
 
 def seed_candles(database_url: str, n: int = 360, symbols: dict[str, tuple[int, float]] = SYMBOLS) -> None:
     """Insert ``n`` seeded synthetic hourly candles per symbol."""
-    with db.transaction(database_url) as cur:
-        for symbol, (seed, price) in symbols.items():
-            c = make_candles(n, seed=seed, price=price, symbol=symbol)
-            insert_candles(
-                cur, symbol, "1h", c.ts, c.open, c.high, c.low, c.close, c.volume,
-                taker_buy_volume=c.taker_buy_volume,
-            )  # fmt: skip
+    insert_synthetic(database_url, n, symbols)
 
 
 def pipeline_env(database_url: str, redis_url: str, ollama_url: str, models_dir: Path) -> dict[str, str]:
@@ -66,14 +57,3 @@ def train_json(env: dict[str, str], *extra: str, symbols: str = "BTC-USDT,ETH-US
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one read-only query on its own connection."""
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()

@@ -8,7 +8,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import psycopg2
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv
+from tests.sql import execute, query
 from worker import candles_store
 from worker.errors import BadInput
 
@@ -27,16 +27,6 @@ NOW = T0 + 400 * 86400
 def _run(args: list[str]) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, args)
     return result.exit_code, result.stdout, result.stderr
-
-
-def _sql(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def _independent_facts(path: Path) -> dict[str, int]:
@@ -69,7 +59,7 @@ def test_shared_file_one_candle_per_hour_and_reimport_inserts_nothing(
     code, out, err = _run(["candles", "import", str(path), "--symbol", symbol, "--json"])
     assert code == 0, err
     report = json.loads(out)
-    (count, distinct), *_ = _sql(
+    (count, distinct), *_ = query(
         database_url, "SELECT count(*), count(DISTINCT ts) FROM btc.candles WHERE symbol = %s", (symbol,)
     )
     assert count == distinct == facts["hours"]
@@ -83,14 +73,14 @@ def test_shared_file_one_candle_per_hour_and_reimport_inserts_nothing(
     assert report["outliers_flagged"] >= 1
     assert report["accounted"] is True
     # the 2017-08-17 04:00 bad tick (high ~4x the price) is kept and flagged, not dropped
-    flagged = _sql(
+    flagged = query(
         database_url,
         "SELECT extract(epoch FROM ts)::bigint FROM btc.candles WHERE symbol = %s AND flag = %s",
         (symbol, importer.OUTLIER_FLAG),
     )
     assert (1502942400,) in flagged
     # the exact millisecond row wins over its rounded float-second copy (tradecount kept)
-    (trades,), *_ = _sql(
+    (trades,), *_ = query(
         database_url,
         "SELECT trades FROM btc.candles WHERE symbol = %s AND ts = to_timestamp(1596322800)",
         (symbol,),
@@ -201,22 +191,12 @@ def test_conflict_policies(policy: str, expected_close: float) -> None:
 
 
 def test_missing_schema_says_run_db_init(database_url: str, tmp_path: Path, monkeypatch) -> None:
-    _sql_exec(database_url, "DROP SCHEMA btc CASCADE")
+    execute(database_url, "DROP SCHEMA btc CASCADE")
     f = tmp_path / "c.csv"
     f.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(_plain_rows(3)) + "\n")
     monkeypatch.setenv("DATABASE_URL", database_url)
     code, out, err = _run(["candles", "import", str(f), "--symbol", "BTC-USDT"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "qtrain db init" in err
-
-
-def _sql_exec(url: str, statement: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def test_load_candles_window(database_url: str, tmp_path: Path, monkeypatch) -> None:
