@@ -15,6 +15,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from model import policy_set
 from model.candles import Candles
 from model.features import compute_features
 from model.lookahead import check_lookahead, default_cut_points
@@ -83,7 +84,7 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
 @click.option("--until", default=None, help="Range end, exclusive.")
 @click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side (0.001 = 0.1%).")
 @click.option("--slippage-bps", default=0.0, show_default=True, type=float, help="Worsens every fill.")
-@click.option("--seed", default=evaluate.DEFAULT_SEED, show_default=True, type=int, help="Random baseline.")
+@click.option("--seed", default=policy_set.DEFAULT_SEED, show_default=True, type=int, help="Random baseline.")
 @click.option("--walk-forward", is_flag=True, help="Retrain on each fold's past, test on the next segment.")
 @click.option("--folds", default=4, show_default=True, type=int, help="With --walk-forward.")
 @click.option("--epochs", default=None, type=int, help="With --walk-forward (default: the version's).")
@@ -192,7 +193,7 @@ def lookahead_series(
     out = {f"feature:{k}": v for k, v in feats.items()}
     out["market_state"] = space.encode(feats)
     if learner is not None:
-        pset = evaluate.policy_positions(candles, start=0, learner=learner, space=space, rules=None)
+        pset = policy_set.policy_positions(candles, start=0, learner=learner, space=space, rules=None)
         out["qtable_position"] = pset.positions["qtable"]
         out["ensemble_action_flat"] = pset.series["ensemble_action_flat"]
         out["ensemble_action_long"] = pset.series["ensemble_action_long"]

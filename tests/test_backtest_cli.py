@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from model.metrics import METRIC_NAMES
+from model.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_version, settings_for
 from tests.pipeline_support import query, seed_candles
-from worker.evaluate import POLICIES
 
 SYMBOL = "BTC-USDT"
 

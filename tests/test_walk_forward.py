@@ -7,11 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from model.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_batch, heuristic_version, settings_for
 from tests.pipeline_support import query, seed_candles
 from worker import walk_forward
-from worker.evaluate import POLICIES
 
 SYMBOL = "BTC-USDT"
 

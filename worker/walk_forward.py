@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from model import policy_set
 from model.backtest import BacktestResult
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
@@ -124,7 +125,7 @@ def walk_forward(
     until: int | None = None,
     fee: float = 0.001,
     slippage_bps: float = 0.0,
-    seed: int = evaluate.DEFAULT_SEED,
+    seed: int = policy_set.DEFAULT_SEED,
     epochs: int | None = None,
 ) -> WalkForward:
     """Run the walk-forward of the module docstring; the range defaults to the version's whole
@@ -172,8 +173,8 @@ def walk_forward(
         )
         lo = max(0, a - WARMUP)
         ctx = candles.slice(lo, b)
-        rules = evaluate.heuristic_rules(train) if len(train) > WARMUP else None
-        pset = evaluate.policy_positions(
+        rules = policy_set.heuristic_rules(train) if len(train) > WARMUP else None
+        pset = policy_set.policy_positions(
             ctx, start=a - lo, learner=learner, space=space, rules=rules, seed=seed
         )
         test = ctx.slice(a - lo, len(ctx))
