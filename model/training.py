@@ -1,16 +1,25 @@
-"""Q-learning inputs and training from candles and analysed windows: shared by the reducer and the
-walk-forward backtest, so both train the same way.
+"""Q-learning inputs and THE training entry point, shared by the reducer, the walk-forward and the
+scoreboard (``model.scoreboard``), so all of them train the same way.
 
 Market states come from the features of ``train`` (``StateSpace.encode``); the return of step t is
 ``log(close[t+1] / close[t])``; a step whose next candle is not contiguous (a gap, or the last
 candle) gets state -1 (no reward across a gap). Analysed windows are mapped to the candles they
 cover by timestamp and turned into the reward bonus of ``model.shaping``.
+
+Recipes: ``RECIPES`` maps a recipe name to a frozen dataclass holding every training parameter
+with its default; it is the one home for training defaults. ``train_qtable(..., recipe=NAME,
+**overrides)`` trains with ``dataclasses.replace(RECIPES[NAME], **overrides)``; an override the
+recipe does not have is a ``ValueError`` naming it. ``recipe_metadata`` gives what to store in the
+table's metadata. ``"qlearning"`` is the original epsilon-greedy learner (``FastQLearning.train``):
+same inputs, same table, byte for byte.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,12 +46,66 @@ class AnalysedWindow:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What ``FastQLearning.train`` consumes, and how many analysed windows touched the candles."""
+    """What a recipe consumes, and how many analysed windows touched the candles."""
 
     states: NDArray[np.int64]
     returns: NDArray[np.float64]
     shaping: NDArray[np.float64]
     n_windows: int
+
+
+@dataclass(frozen=True)
+class QLearningRecipe:
+    """The original learner: epsilon-greedy tabular Q-learning along the one training trajectory
+    (``FastQLearning.train``), ``epochs`` passes, exploration falling linearly per epoch; the
+    result depends on ``seed``. ``fee`` is the turnover cost in the reward."""
+
+    name: ClassVar[str] = "qlearning"
+    alpha: float = 0.1
+    gamma: float = 0.95
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    fee: float = 0.001
+    kappa: float = DEFAULT_KAPPA
+    epochs: int = 5
+
+
+Recipe = QLearningRecipe
+"""Any recipe dataclass of ``RECIPES``."""
+
+RECIPES: dict[str, Recipe] = {QLearningRecipe.name: QLearningRecipe()}
+"""Recipe name -> its parameters with their defaults (the one home for training defaults)."""
+
+DEFAULT_RECIPE = "qlearning"
+"""Name of the recipe the reducer, the walk-forward and ``qtrain evaluate`` use by default."""
+
+
+def get_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
+    """The recipe named ``recipe`` (or given) with ``overrides`` applied; ValueError names a bad one."""
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}: use one of {', '.join(sorted(RECIPES))}")
+        base = RECIPES[recipe]
+    elif isinstance(recipe, tuple(type(r) for r in RECIPES.values())):
+        base = recipe
+    else:
+        raise ValueError(f"recipe must be a recipe name or one of RECIPES' dataclasses, got {recipe!r}")
+    if not overrides:
+        return base
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"recipe {base.name!r} has no parameter {', '.join(unknown)}: its parameters are "
+            f"{', '.join(sorted(fields))}"
+        )
+    return dataclasses.replace(base, **overrides)
+
+
+def recipe_metadata(recipe: str | Recipe, **overrides: Any) -> dict[str, Any]:
+    """``{"name": ..., "params": {...}}`` of the recipe (with overrides), to store in the metadata."""
+    r = get_recipe(recipe, **overrides)
+    return {"name": r.name, "params": dataclasses.asdict(r)}
 
 
 def training_data(
@@ -77,30 +140,30 @@ def train_qtable(
     analysed: Sequence[AnalysedWindow],
     *,
     space: StateSpace,
-    epochs: int,
-    seed: int,
-    kappa: float = DEFAULT_KAPPA,
-    alpha: float = 0.1,
-    gamma: float = 0.95,
-    epsilon_start: float = 1.0,
-    epsilon_end: float = 0.05,
-    fee: float = 0.001,
+    recipe: str | Recipe = DEFAULT_RECIPE,
+    epochs: int | None = None,
+    seed: int = 0,
     initial: FastQLearning | None = None,
+    **overrides: Any,
 ) -> tuple[FastQLearning, TrainStats, TrainingData]:
-    """A Q-table trained on ``train`` shaped by ``analysed`` (the reducer's recipe): from zeros, or
-    continuing from ``initial``'s values and visit counts (a warm start; ``initial`` is not changed)."""
-    data = training_data(train, analysed, space=space, kappa=kappa)
+    """A Q-table trained on ``train`` shaped by ``analysed`` with ``recipe`` (plus ``overrides`` of
+    its parameters; ``epochs`` None -> the recipe's): from zeros, or continuing from ``initial``'s
+    values and visit counts (a warm start; ``initial`` is not changed)."""
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    r = get_recipe(recipe, **overrides)
+    data = training_data(train, analysed, space=space, kappa=r.kappa)
     learner = FastQLearning(
         space.n_states,
         seed=seed,
-        alpha=alpha,
-        gamma=gamma,
-        epsilon_start=epsilon_start,
-        epsilon_end=epsilon_end,
-        fee=fee,
+        alpha=r.alpha,
+        gamma=r.gamma,
+        epsilon_start=r.epsilon_start,
+        epsilon_end=r.epsilon_end,
+        fee=r.fee,
     )
     if initial is not None:
         learner.q[...] = initial.q
         learner.visits[...] = initial.visits
-    stats = learner.train(data.states, data.returns, epochs=epochs, shaping=data.shaping)
+    stats = learner.train(data.states, data.returns, epochs=r.epochs, shaping=data.shaping)
     return learner, stats, data
