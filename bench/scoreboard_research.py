@@ -1,0 +1,104 @@
+"""The walk-forward scoreboard on the shared BTC/ETH hourly CSVs, without PostgreSQL or workers:
+what ``qtrain evaluate --symbols BTC-USDT,ETH-USDT --analyst heuristic --json`` computes, so the
+numbers of the README and of issue 10 can be reproduced from the files alone.
+
+    python bench/scoreboard_research.py [--recipe NAME]... [--symbols BTC,ETH] [--json] [--first-half]
+
+The CSVs are read through the project's importer parser (duplicates resolved, bad rows dropped);
+they are never copied into the repository. ``--first-half`` scores only the older half of each
+symbol's folds (the split used to choose parameters; the report uses all folds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.candles import Candles  # noqa: E402
+from model.folds import rolling_folds  # noqa: E402
+from model.scoreboard import evaluate_fold, fold_record, heuristic_analyses, summarise  # noqa: E402
+from model.training import DEFAULT_RECIPE, RECIPES  # noqa: E402
+from producer.importer import parse_candles, read_file  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+NOW = 2_000_000_000.0  # fixed "now" for the importer's future-timestamp check: same output every run
+
+
+def load(symbol: str) -> Candles:
+    """Candles of ``symbol`` (e.g. ``BTC``) from ``../shared/data/Binance_{symbol}USDT_1h.csv``."""
+    p = parse_candles(read_file(DATA / f"Binance_{symbol}USDT_1h.csv"), symbol=f"{symbol}-USDT", now=NOW)
+    return Candles(p.ts, p.open, p.high, p.low, p.close, p.volume, symbol=f"{symbol}-USDT", timeframe="1h")
+
+
+def scoreboard(
+    symbols: list[str],
+    recipes: list[str],
+    *,
+    first_half: bool = False,
+    random_seeds: int = 50,
+    window: int = 48,
+    stride: int = 24,
+    fee: float = 0.001,
+) -> dict:
+    """``{"folds": [...], "summary": {...}}`` as ``qtrain evaluate --json`` prints it."""
+    records = []
+    for sym in symbols:
+        candles = load(sym)
+        folds = rolling_folds(candles.ts, timeframe="1h")
+        if first_half:
+            folds = folds[: len(folds) // 2]
+        cache: dict = {}
+        for fold in folds:
+            analysed = heuristic_analyses(
+                candles,
+                since_ts=fold.train_since,
+                until_ts=fold.train_until,
+                window=window,
+                stride=stride,
+                cache=cache,
+            )
+            pol = evaluate_fold(candles, fold, analysed, recipes=recipes, random_seeds=random_seeds, fee=fee)
+            records.append(fold_record(candles.symbol, fold, pol))
+    return {"folds": records, "summary": summarise(records)}
+
+
+def print_summary(summary: dict, n_folds: int) -> None:
+    """The summary as an aligned text table."""
+    print(f"{'policy':<24}{'median Sharpe':>14}{'> random med':>14}{'> B&H':>8}{'trades/fold':>13}")
+    for name, s in summary.items():
+        med = "-" if s["median_sharpe"] is None else f"{s['median_sharpe']:+.2f}"
+        print(
+            f"{name:<24}{med:>14}{s['beats_random_median']:>9}/{s['folds']:<4}"
+            f"{s['beats_buy_and_hold']:>4}/{s['folds']:<3}{s['trades_per_fold']:>13.1f}"
+        )
+
+
+def main() -> None:
+    """Parse the options, run the scoreboard, print it."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--symbols", default="BTC,ETH")
+    ap.add_argument("--recipe", action="append", default=None, help=f"one of {sorted(RECIPES)}")
+    ap.add_argument("--first-half", action="store_true")
+    ap.add_argument("--random-seeds", type=int, default=50)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    recipes = a.recipe or [DEFAULT_RECIPE] + sorted(r for r in RECIPES if r != DEFAULT_RECIPE)
+    t0 = time.perf_counter()
+    out = scoreboard(a.symbols.split(","), recipes, first_half=a.first_half, random_seeds=a.random_seeds)
+    if a.json:
+        print(json.dumps(out, sort_keys=True))
+        return
+    print_summary(out["summary"], len(out["folds"]))
+    print(f"{len(out['folds'])} folds in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

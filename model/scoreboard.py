@@ -1,0 +1,214 @@
+"""The walk-forward scoreboard core: per fold, train each recipe on the fold's training part only,
+backtest every policy on its test range, and summarise over folds. Pure (no DB, no I/O).
+
+Policies (names in the output):
+
+* ``qtable``: the Q-table of ``DEFAULT_RECIPE``; ``qtable:<recipe>`` for each other recipe asked.
+* ``rules``: the heuristic analyst's rules written from the fold's training part, net vote.
+* ``buy_and_hold``: long from the first test candle on.
+* ``random``: the MEDIAN of each metric over ``random_seeds`` seeded random policies (p_trade
+  0.05, seeds ``seed .. seed + random_seeds - 1``), plus ``sharpe_p90`` (90th percentile Sharpe).
+* ``flat``: never in the market (Sharpe 0).
+
+Every policy starts flat at the test range's first candle and is backtested on the test candles
+only (``model.backtest.run_backtest``, decisions at close t filled at open t+1, ``fee`` per side).
+Features and market states of the test range are computed on the fold's candles from its training
+start on, so indicators are warmed up on past data only; the training sees nothing of the test
+range (analyses are kept only when their window ends before the test range starts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from model.backtest import run_backtest
+from model.candles import Candles, timeframe_seconds
+from model.features import WARMUP, compute_features
+from model.folds import Fold
+from model.heuristic import heuristic_analysis
+from model.metrics import json_safe
+from model.policies import buy_and_hold, qtable_policy, random_policy, rules_policy
+from model.policy_set import heuristic_rules
+from model.qlearning import FastQLearning
+from model.rules import fired
+from model.states import StateSpace
+from model.training import DEFAULT_RECIPE, AnalysedWindow, train_qtable
+from model.windows import plan_windows
+
+RANDOM_P_TRADE = 0.05
+SUMMARY_KEYS = ("median_sharpe", "beats_random_median", "beats_buy_and_hold", "folds", "trades_per_fold")
+
+AnalysisCache = dict[tuple[str, str, int, int], AnalysedWindow]
+"""``(symbol, timeframe, start_ts, end_ts)`` -> analysis; share one across folds of one series."""
+
+
+def policy_name(recipe: str) -> str:
+    """Scoreboard name of a recipe's Q-table: ``qtable`` for the default, else ``qtable:<recipe>``."""
+    return "qtable" if recipe == DEFAULT_RECIPE else f"qtable:{recipe}"
+
+
+def heuristic_analyses(
+    candles: Candles,
+    *,
+    until_ts: int,
+    since_ts: int | None = None,
+    window: int = 48,
+    stride: int = 24,
+    cache: AnalysisCache | None = None,
+) -> list[AnalysedWindow]:
+    """The heuristic analyst's analyses of the windows a batch over ``[since_ts, until_ts)`` would
+    make (``model.windows.plan_windows`` from the first candle of the range, gaps skipped), each
+    computed as the worker does: features of the window plus ``WARMUP`` candles of history before
+    it, then ``model.heuristic.heuristic_analysis`` of the window's rows. Only windows that end
+    before ``until_ts``. ``cache`` (optional) memoises windows across calls on the same series."""
+    step = timeframe_seconds(candles.timeframe)
+    ts = np.asarray(candles.ts, dtype=np.int64)
+    first = 0 if since_ts is None else int(np.searchsorted(ts, since_ts, side="left"))
+    last = int(np.searchsorted(ts, until_ts, side="left"))
+    if last - first < window:
+        return []
+    plan = plan_windows(ts[first:last], size=window, stride=stride, step=step)
+    out: list[AnalysedWindow] = []
+    for s in (plan.starts + first).tolist():
+        start_ts, end_ts = int(ts[s]), int(ts[s + window - 1])
+        key = (candles.symbol, candles.timeframe, start_ts, end_ts)
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            lo = int(np.searchsorted(ts, start_ts - WARMUP * step, side="left"))
+            feats = compute_features(candles.slice(lo, s + window))
+            a = heuristic_analysis({k: v[s - lo :] for k, v in feats.items()})
+            hit = AnalysedWindow(start_ts, end_ts, a.action, a.confidence, a.rules)
+            if cache is not None:
+                cache[key] = hit
+        out.append(hit)
+    return out
+
+
+def fold_tables(
+    candles: Candles,
+    fold: Fold,
+    analysed: Sequence[AnalysedWindow],
+    *,
+    recipes: Sequence[str] = (DEFAULT_RECIPE,),
+    space: StateSpace | None = None,
+    seed: int = 0,
+) -> dict[str, FastQLearning]:
+    """Each recipe's Q-table trained on the fold's training candles and the analyses among
+    ``analysed`` whose window ends before the test range (recipe name -> table)."""
+    space = StateSpace.default() if space is None else space
+    train = candles.slice(fold.train_lo, fold.train_hi)
+    past = [w for w in analysed if w.end_ts < fold.test_since]
+    return {r: train_qtable(train, past, space=space, recipe=r, seed=seed)[0] for r in recipes}
+
+
+def _median_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in rows[0]:
+        x = np.array([r[name] for r in rows], dtype=np.float64)
+        x = x[~np.isnan(x)]
+        out[name] = float(np.median(x)) if x.size else math.nan
+    return out
+
+
+def evaluate_fold(
+    candles: Candles,
+    fold: Fold,
+    analysed: Sequence[AnalysedWindow],
+    *,
+    recipes: Sequence[str] = (DEFAULT_RECIPE,),
+    random_seeds: int = 50,
+    fee: float = 0.001,
+    seed: int = 0,
+    space: StateSpace | None = None,
+) -> dict[str, dict[str, float | None]]:
+    """Policy name -> JSON-safe metrics (``model.metrics``; NaN/inf -> None) of every policy of the
+    module docstring on ``fold``'s test range. ``analysed``: any analyses (heuristic or cached LLM
+    ones) of the series; only those ending before the test range are used. ``seed`` seeds the
+    recipes that use one and the first random policy."""
+    if random_seeds < 1:
+        raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
+    space = StateSpace.default() if space is None else space
+    tables = fold_tables(candles, fold, analysed, recipes=recipes, space=space, seed=seed)
+    ctx = candles.slice(fold.train_lo, fold.test_hi)
+    start = fold.test_lo - fold.train_lo
+    feats = compute_features(ctx)
+    m = space.encode(feats)[start:]
+    test = candles.slice(fold.test_lo, fold.test_hi)
+    n = len(test)
+    positions: dict[str, np.ndarray] = {policy_name(r): qtable_policy(t.q, m) for r, t in tables.items()}
+    rules = heuristic_rules(candles.slice(fold.train_lo, fold.train_hi))
+    if rules:
+        f = fired(list(rules), feats)[:, start:]
+        acts = np.array([r.action for r in rules])
+        conf = np.array([r.confidence for r in rules])
+        positions["rules"] = rules_policy(f, acts, conf)
+    else:
+        positions["rules"] = np.zeros(n, dtype=np.int8)
+    positions["buy_and_hold"] = buy_and_hold(n)
+    positions["flat"] = np.zeros(n, dtype=np.int8)
+    out: dict[str, dict[str, float | None]] = {
+        name: json_safe(run_backtest(test, pos, fee=fee).metrics) for name, pos in positions.items()
+    }
+    rand = [
+        run_backtest(test, random_policy(n, seed=seed + k, p_trade=RANDOM_P_TRADE), fee=fee).metrics
+        for k in range(random_seeds)
+    ]
+    med = _median_metrics(rand)
+    med["sharpe_p90"] = float(np.quantile([r["sharpe"] for r in rand], 0.9))
+    out["random"] = json_safe(med)
+    return out
+
+
+def iso(ts: int) -> str:
+    """Epoch seconds as ISO 8601 UTC (``2021-06-10T00:00:00Z``)."""
+    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fold_record(symbol: str, fold: Fold, policies: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One entry of the scoreboard's ``folds`` list (timestamps ISO 8601 UTC)."""
+    return {
+        "symbol": symbol,
+        "train_since": iso(fold.train_since),
+        "train_until": iso(fold.train_until),
+        "test_since": iso(fold.test_since),
+        "test_until": iso(fold.test_until),
+        "policies": {k: dict(v) for k, v in policies.items()},
+    }
+
+
+def summarise(folds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Per policy over ``folds`` (entries of ``fold_record``): median Sharpe, the number of folds
+    where its Sharpe is above the random policies' median Sharpe and above buy-and-hold's (strictly),
+    the number of folds it ran in, and its mean number of closed trades per fold."""
+    names: list[str] = []
+    for f in folds:
+        names.extend(k for k in f["policies"] if k not in names)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for name in names:
+        sharpes, trades, beats_r, beats_bh = [], [], 0, 0
+        for f in folds:
+            p = f["policies"]
+            if name not in p:
+                continue
+            s = p[name].get("sharpe")
+            sharpes.append(math.nan if s is None else float(s))
+            trades.append(float(p[name].get("n_trades") or 0))
+            r = p.get("random", {}).get("sharpe")
+            b = p.get("buy_and_hold", {}).get("sharpe")
+            beats_r += int(s is not None and r is not None and s > r)
+            beats_bh += int(s is not None and b is not None and s > b)
+        arr = np.array(sharpes)
+        arr = arr[~np.isnan(arr)]
+        out[name] = {
+            "median_sharpe": float(np.median(arr)) if arr.size else None,
+            "beats_random_median": beats_r,
+            "beats_buy_and_hold": beats_bh,
+            "folds": len(sharpes),
+            "trades_per_fold": float(np.mean(trades)) if trades else None,
+        }
+    return out
