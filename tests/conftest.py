@@ -2,6 +2,11 @@
 
 Databases are cloned from a template migrated once per session (fast ``CREATE DATABASE ...
 TEMPLATE``); Redis tests use a db pair of their session (8/9, 10/11 or 12/13), never 0/1 (the defaults).
+
+Hermetic: before anything is imported, every qtrain/Celery/Ollama variable of the shell
+(``DATABASE_URL``, ``CELERY_*``, ``OLLAMA_*``, ``QTRAIN_*``) is removed from this process's
+environment, and processes the tests start get an environment built from scratch
+(``tests.services.child_env``). Servers: the defaults, or ``--pg HOST:PORT --redis HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,38 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, require
-from tests.sql import execute
+from tests import services
+
+# Before any test module imports worker.app (which reads the environment once): Celery lets
+# CELERY_BROKER_URL override the broker a test passes to Celery(broker=...), so an exported
+# .env made every worker-ping probe of the tests ask the user's broker and time out.
+SCRUBBED = services.scrub_environment()
+
+from tests.services import require  # noqa: E402
+from tests.sql import execute  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--pg`` / ``--redis``: servers other than the defaults (scripts/test passes embedded ones)."""
+    group = parser.getgroup("qtrain services")
+    group.addoption("--pg", metavar="HOST:PORT", help="PostgreSQL of the tests [127.0.0.1:5432]")
+    group.addoption("--redis", metavar="HOST:PORT", help="Redis of the tests [127.0.0.1:6379]")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Apply ``--pg`` / ``--redis`` before any fixture builds a URL."""
+    services.use_addresses(config.getoption("--pg"), config.getoption("--redis"))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which servers the tests use and which shell variables they ignore."""
+    lines = [f"qtrain services: PostgreSQL {services.PG_HOST}:{services.PG_PORT},"
+             f" Redis {services.REDIS_HOST}:{services.REDIS_PORT}"]  # fmt: skip
+    if SCRUBBED:
+        lines.append(f"qtrain: ignoring the shell's {', '.join(SCRUBBED)} (tests build their own)")
+    return lines
 
 
 def shared_csv(name: str) -> Path:
@@ -32,17 +64,17 @@ def shared_csv(name: str) -> Path:
 
 
 def _admin(statement: str) -> None:
-    execute(ADMIN_URL, statement)
+    execute(services.pg_url("postgres"), statement)
 
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """Name of a migrated template database, created once per test session."""
-    require("PostgreSQL", PG_HOST, PG_PORT)
+    require("PostgreSQL", services.PG_HOST, services.PG_PORT)
     from worker import migrate
 
     name = f"qtrain_tmpl_{uuid.uuid4().hex[:8]}"
-    migrate.migrate(f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}")
+    migrate.migrate(services.pg_url(name))
     yield name
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -60,7 +92,7 @@ def database_factory(pg_template: str) -> Iterator[Callable[[], str]]:
         names.append(name)
         # per-database settings are not copied from a template: set what `db init` sets
         _admin(f'ALTER DATABASE "{name}" SET search_path TO btc, public')
-        return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        return services.pg_url(name)
 
     yield make
     db.close_pools()
@@ -99,10 +131,10 @@ def redis_base() -> Iterator[int]:
     Two test runs on one machine (two checkouts, CI beside a developer) would otherwise share
     the broker and run each other's tasks.
     """
-    require("Redis", REDIS_HOST, REDIS_PORT)
+    require("Redis", services.REDIS_HOST, services.REDIS_PORT)
     import redis
 
-    locks = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_LOCK_DB)
+    locks = redis.Redis.from_url(services.redis_url(REDIS_LOCK_DB))
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     for number in REDIS_TEST_DBS:
         key = f"qtrain-test-lock:{number}"
@@ -124,10 +156,8 @@ def redis_url(redis_base: int) -> Iterator[str]:
     """A flushed Redis database (broker; the next number is the result backend) for this test."""
     import redis
 
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_base}"
-    clients = [
-        redis.Redis.from_url(f"redis://{REDIS_HOST}:{REDIS_PORT}/{n}") for n in (redis_base, redis_base + 1)
-    ]
+    url = services.redis_url(redis_base)
+    clients = [redis.Redis.from_url(services.redis_url(n)) for n in (redis_base, redis_base + 1)]
     for c in clients:
         c.flushdb()
     yield url

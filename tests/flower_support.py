@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 
 from tests.pipeline_support import ROOT
+from tests.services import child_env
 
 USER, PASSWORD = "qtrain", "s3cret-pass"
 #: Columns of Flower's /tasks page that docs/FLOWER.md recommends: ``args`` shows (batch, symbol, window).
@@ -64,7 +64,7 @@ def run_flower(env: dict[str, str], log_dir: Path, *extra: str, timeout: float =
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT)
+            cmd, env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT)
         )
     flower = Flower(f"http://127.0.0.1:{port}", port, (USER, PASSWORD), log, proc)
     try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from producer.demo_cmd import insert_synthetic
+from tests.services import child_env
 from tests.sql import query  # noqa: F401 - re-exported for the tests that import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,11 @@ def seed_candles(database_url: str, n: int = 360, symbols: dict[str, tuple[int, 
 
 
 def pipeline_env(database_url: str, redis_url: str, ollama_url: str, models_dir: Path) -> dict[str, str]:
-    """Environment of the CLI and worker processes of one test: its own database and Redis dbs."""
+    """Every qtrain setting of one test's CLI and worker processes: its own database, Redis dbs, models.
+
+    Complete on purpose: with ``child_env`` nothing else reaches those processes, so the shell's
+    DATABASE_URL, CELERY_*, OLLAMA_* or QTRAIN_* cannot change what a test exercises.
+    """
     base = redis_url.rsplit("/", 1)[0]
     number = int(redis_url.rsplit("/", 1)[1])
     return {
@@ -38,10 +42,10 @@ def pipeline_env(database_url: str, redis_url: str, ollama_url: str, models_dir:
 
 
 def qtrain(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m producer ARGS`` with ``env`` on top of this process's environment."""
+    """Run ``python -m producer ARGS`` with ``env`` on top of the OS basics (nothing else of the shell)."""
     return subprocess.run(
         [sys.executable, "-m", "producer", *args],
-        env={**os.environ, **env},
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

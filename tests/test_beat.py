@@ -7,7 +7,6 @@ The integration tests use real PostgreSQL, Redis and Celery processes, the loopb
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -25,7 +24,8 @@ from model.synthetic import make_candles
 from producer.workers import start_workers
 from tests.fake_exchange import FakeKucoin, serve
 from tests.pipeline_support import ROOT, pipeline_env, query, seed_candles
-from worker import db, schedule
+from tests.services import child_env
+from worker import db, retrain, schedule
 from worker.candles_store import insert_candles
 from worker.errors import BadInput
 from worker.settings import Settings
@@ -96,7 +96,7 @@ def test_bad_settings_are_one_clear_line(extra: dict[str, str], needle: str, cap
 
 
 def test_bad_cron_at_process_start_prints_one_line() -> None:
-    env = {**os.environ, **BASE_ENV, "QTRAIN_RETRAIN_CRON": "0 25 * * *"}
+    env = child_env({**BASE_ENV, "QTRAIN_RETRAIN_CRON": "0 25 * * *"})
     proc = subprocess.run(
         [sys.executable, "-c", "import worker.app as a; print(len(a.app.conf.beat_schedule))"],
         env=env, capture_output=True, text=True, timeout=60, cwd=str(ROOT),
@@ -185,7 +185,7 @@ def test_retrain_direct_lock_tick_in_flight_and_new_windows(database_url: str) -
 
     def run() -> None:
         barrier.wait()
-        results.append(schedule.retrain(settings_, config, now=now, enqueue=enqueue))
+        results.append(retrain.retrain(settings_, config, now=now, enqueue=enqueue))
 
     threads = [threading.Thread(target=run) for _ in range(4)]
     for t in threads:
@@ -201,13 +201,13 @@ def test_retrain_direct_lock_tick_in_flight_and_new_windows(database_url: str) -
     assert sent == [(first_id, 22)]  # 11 windows of 48 every 24 in 300 candles, per symbol
 
     # Same tick again: duplicate. Next tick: the windows are in flight (never run here): nothing new.
-    assert schedule.retrain(settings_, config, now=now, enqueue=enqueue)["status"] == "duplicate"
+    assert retrain.retrain(settings_, config, now=now, enqueue=enqueue)["status"] == "duplicate"
     later = now + timedelta(hours=1)
-    assert schedule.retrain(settings_, config, now=later, enqueue=enqueue)["status"] == "nothing_new"
+    assert retrain.retrain(settings_, config, now=later, enqueue=enqueue)["status"] == "nothing_new"
 
     # 48 more BTC candles: the next tick enqueues exactly the 2 new BTC windows.
     _add_candles(database_url, "BTC-USDT", 400, seed=5, price=30_000.0, keep=348)
-    res = schedule.retrain(settings_, config, now=later + timedelta(hours=1), enqueue=enqueue)
+    res = retrain.retrain(settings_, config, now=later + timedelta(hours=1), enqueue=enqueue)
     assert res["status"] == "created" and res["per_symbol"] == {"BTC-USDT": 2}
     rows = _windows(database_url)
     keys = [(s, t) for _, s, t in rows]
@@ -224,7 +224,7 @@ def test_retrain_survives_a_failing_exchange(database_url: str) -> None:
     config = schedule.RetrainConfig(
         symbols=("BTC-USDT",), every_s=60, analyst="heuristic", api_url="http://127.0.0.1:9"
     )
-    res = schedule.retrain(Settings(database_url=database_url), config, enqueue=lambda *a: len(a[2]))
+    res = retrain.retrain(Settings(database_url=database_url), config, enqueue=lambda *a: len(a[2]))
     assert res["status"] == "created" and res["windows"] == 4
     assert str(res["fetched"]["BTC-USDT"]).startswith("error: ")
 
@@ -274,7 +274,7 @@ def test_beat_makes_one_batch_per_tick_with_new_data(
             beat = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
                  "-s", str(tmp_path / "beat-schedule"), "--pidfile", str(tmp_path / "beat.pid")],
-                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
             )  # fmt: skip
         procs = ((beat, beat_log), *zip(workers.procs, workers.logs, strict=True))
         try:
