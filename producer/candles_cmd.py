@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from producer import importer
-from producer.fetch import DEFAULT_EXCHANGE, DEFAULT_LIMIT, fetch_symbol, make_exchange
+from producer import import_dir, importer, readers
 from producer.options import parse_date
 from worker import candles_store, db
 from worker.errors import BadInput
+from worker.fetch import DEFAULT_EXCHANGE, DEFAULT_LIMIT, fetch_symbol, make_exchange
 from worker.settings import Settings
 from worker.symbols import normalize_symbol
 
@@ -35,35 +37,65 @@ def candles() -> None:
 def import_file(
     settings: Settings,
     file: str,
-    symbol: str,
-    timeframe: str = "1h",
+    symbol: str | None = None,
+    timeframe: str | None = None,
     *,
     on_conflict: str = importer.DEFAULT_ON_CONFLICT,
+    fmt: str | None = None,
 ) -> importer.ImportReport:
     """Parse ``file`` and insert its candles in one transaction; the report says what was done."""
+    with db.transaction(settings.database_url) as cur:
+        return _import_into(cur, file, symbol, timeframe, on_conflict, fmt)
+
+
+def import_directory(
+    settings: Settings,
+    directory: str,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    *,
+    on_conflict: str = importer.DEFAULT_ON_CONFLICT,
+    fmt: str | None = None,
+) -> import_dir.DirectoryImport:
+    """Import every candle file under ``directory`` in ONE transaction (a bad file writes nothing)."""
+    plan = import_dir.plan(directory, symbol, timeframe)
+    with db.transaction(settings.database_url) as cur:
+        for f in plan.files:
+            plan.reports.append(_import_into(cur, str(f.path), f.symbol, f.timeframe, on_conflict, fmt))
+    return plan
+
+
+def _import_into(
+    cur: Any, file: str, symbol: str | None, timeframe: str | None, on_conflict: str, fmt: str | None
+) -> importer.ImportReport:
+    """Parse one file and insert it through ``cur`` (the caller's transaction)."""
     t0 = time.perf_counter()
     parsed = importer.parse_candles(
-        importer.read_file(file), symbol=symbol, timeframe=timeframe, on_conflict=on_conflict, source=file
+        importer.read_file(file),
+        symbol=symbol,
+        timeframe=timeframe,
+        on_conflict=on_conflict,
+        source=file,
+        fmt=fmt,
     )
     report = parsed.report
     t1 = time.perf_counter()
     flags = np.where(parsed.outlier, importer.OUTLIER_FLAG, None)
-    with db.transaction(settings.database_url) as cur:
-        res = candles_store.insert_candles_report(
-            cur,
-            report.symbol,
-            timeframe,
-            parsed.ts,
-            parsed.open,
-            parsed.high,
-            parsed.low,
-            parsed.close,
-            parsed.volume,
-            quote_volume=parsed.quote_volume,
-            trades=parsed.trades,
-            taker_buy_volume=parsed.taker_buy_volume,
-            flag=flags,
-        )
+    res = candles_store.insert_candles_report(
+        cur,
+        report.symbol,
+        report.timeframe,
+        parsed.ts,
+        parsed.open,
+        parsed.high,
+        parsed.low,
+        parsed.close,
+        parsed.volume,
+        quote_volume=parsed.quote_volume,
+        trades=parsed.trades,
+        taker_buy_volume=parsed.taker_buy_volume,
+        flag=flags,
+    )
     report.inserted = res.inserted
     report.already_present = res.already_present
     report.already_present_differing = res.already_present_differing
@@ -73,9 +105,26 @@ def import_file(
 
 
 @candles.command(name="import")
-@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--symbol", required=True, help="Symbol such as BTC-USDT (btc/usdt, BTCUSDT accepted).")
-@click.option("--timeframe", default="1h", show_default=True, help="Candle length (1m 5m 15m 30m 1h 4h 1d).")
+@click.argument("path", type=click.Path(dir_okay=True, path_type=str))
+@click.option(
+    "--symbol",
+    default=None,
+    help="Symbol such as BTC-USDT (btc/usdt, BTCUSDT accepted). Default: from the file name or content. "
+    "For a directory: only files of this symbol (and files whose name says none).",
+)
+@click.option(
+    "--timeframe",
+    default=None,
+    help="Candle length (1m 5m 15m 30m 1h 4h 1d). Default: from the file name, else the timestamps' "
+    "spacing, else 1h. For a directory: only files of this timeframe.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(readers.FORMATS),
+    default=None,
+    help="Skip detection and read as this format.",
+)
 @click.option(
     "--on-conflict",
     type=click.Choice(importer.CONFLICT_POLICIES),
@@ -84,17 +133,29 @@ def import_file(
     help=_CONFLICT_HELP,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def import_cmd(file: str, symbol: str, timeframe: str, on_conflict: str, as_json: bool) -> None:
-    """Import a CSV export (CryptoDataDownload, Binance kline, or timestamp,open,high,low,close,volume).
+def import_cmd(
+    path: str, symbol: str | None, timeframe: str | None, fmt: str | None, on_conflict: str, as_json: bool
+) -> None:
+    """Import a candle file or a directory of them, the format detected from content and name.
 
-    The whole file is one transaction; a file that cannot be read writes nothing (exit 2). Rows are
-    validated and each defect counted; outliers are kept and flagged.
+    Reads CryptoDataDownload CSVs (both layouts), Binance bulk klines (.csv or .zip), freqtrade
+    .feather/.json and timestamp,open,high,low,close[,volume] CSVs. One transaction: a file that
+    cannot be read writes nothing (exit 2). Rows are validated and each defect counted; outliers
+    are kept and flagged; a file without volume is stored with volume NULL.
     """
-    report = import_file(Settings.from_env(), file, symbol, timeframe, on_conflict=on_conflict)
+    settings = Settings.from_env()
+    if Path(path).is_dir():
+        result = import_directory(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
+        if as_json:
+            click.echo(json.dumps(result.to_dict()))
+        else:
+            Console().print(import_dir.summary_table(result))
+        return
+    report = import_file(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
-    table = Table(title=f"import {file} -> {report.symbol} {timeframe}", show_header=True)
+    table = Table(title=f"import {path} -> {report.symbol} {report.timeframe}", show_header=True)
     table.add_column("what")
     table.add_column("count / how", overflow="fold")
     for what, value in importer.summary_rows(report):

@@ -1,23 +1,25 @@
-"""Parse candle CSV exports into numpy arrays plus a report of every defect found (pure: bytes in).
+"""Parse candle files into numpy arrays plus a report of every defect found (pure: bytes in).
 
-Formats, detected from the first line:
-
-- CryptoDataDownload (``unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT,tradecount``,
-  optionally preceded by a ``https://www.CryptoDataDownload.com`` line);
-- Binance kline CSV (12 columns, no header or Binance's ``open_time,...`` header; open time in
-  ms or us; column 10 is the taker buy base volume);
-- plain ``timestamp,open,high,low,close,volume`` (ISO 8601, naive = UTC, or epoch s/ms/us),
-  optionally with ``quote_volume``, ``trades``, ``taker_buy_volume`` columns.
+``parse_candles`` runs named steps: open the source (unpack a zip or gz), pick its reader by content
+and name (``producer.readers``: CryptoDataDownload both layouts, Binance bulk klines, freqtrade
+feather/json, plain CSV), settle symbol and timeframe (``--symbol``/``--timeframe``, else the file
+name, else the content), validate every row, resolve duplicates, count gaps, flag outliers.
 
 Policies (every row read ends up in exactly one bucket: a candle, a resolved duplicate, or a
 rejection with its reason; nothing is invented):
 
 - Timestamp units are detected per row by magnitude (< 1e11 seconds, < 1e14 ms, else us), so a
-  file mixing ms and float seconds is read correctly; fractional seconds are rejected.
+  file mixing ms and float seconds is read correctly; fractional seconds are rejected. Text dates
+  may be ISO 8601 or CryptoDataDownload's 12-hour ``2019-12-02 03-AM``, mixed in one file (UTC).
 - Rows are rejected with a reason for: wrong field count, missing/unparseable timestamp, NULL or
   empty or non-numeric required field, non-positive price, negative volume, high/low not bounding
   open/close, timestamp not aligned to the timeframe, timestamp before 2009 or in the future.
   NULL/empty *optional* fields (trades, quote volume, taker volume) are stored as NULL and counted.
+- A file without a volume column imports with volume NULL (never 0: that would be a real quiet
+  hour); the report says so, and training refuses such a symbol naming the column
+  (``worker.candles_store.count_missing_volume``) since the state uses ``volume_z``.
+- Timeframe when neither given nor named by the file: the most common spacing of the timestamps
+  if it is a known timeframe, else 1h; the report says where symbol and timeframe came from.
 - Duplicate timestamps are resolved by ``on_conflict`` (see ``CONFLICT_POLICIES``); identical
   copies and conflicting ones are counted separately.
 - Gaps stay gaps: counted, with the longest run of missing candles.
@@ -30,8 +32,6 @@ rejection with its reason; nothing is invented):
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.candles import timeframe_seconds
+from model.candles import TIMEFRAME_SECONDS, timeframe_seconds
+from producer import readers
+from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
+from producer.readers.names import NameHint, identify
 from worker.errors import BadInput
 from worker.symbols import normalize_symbol
 
@@ -51,6 +54,7 @@ from worker.symbols import normalize_symbol
 #: larger volume, ties to the first. ``reject``: refuse the whole file (nothing written).
 CONFLICT_POLICIES: tuple[str, ...] = ("most-complete", "first", "last", "max-volume", "reject")
 DEFAULT_ON_CONFLICT = "most-complete"
+DEFAULT_TIMEFRAME = "1h"
 
 OUTLIER_RANGE_FACTOR = 20.0
 OUTLIER_NEIGHBOURS = 12
@@ -58,24 +62,8 @@ OUTLIER_FLAG = "outlier_range"
 #: Earliest plausible candle (the Bitcoin genesis block, 2009-01-03 UTC): catches unit mistakes.
 MIN_TS = 1230940800
 MAX_FILE_BYTES = 2 * 1024**3
-_NULLS = frozenset({"", "null", "none", "nan", "n/a", "na"})
 _EXAMPLES = 5
-
-BINANCE_HEADER = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-)
-_TS_NAMES = ("timestamp", "time", "date", "datetime", "open_time")
+NO_VOLUME = "not in file: stored NULL (training on this symbol is refused)"
 
 
 @dataclass
@@ -87,6 +75,10 @@ class ImportReport:
     symbol: str
     timeframe: str
     on_conflict: str
+    symbol_from: str = ""
+    timeframe_from: str = ""
+    candle_type: str = ""
+    volume_missing: bool = False
     rows_read: int = 0
     blank_lines: int = 0
     order: str = ""
@@ -134,7 +126,7 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class ParsedCandles:
-    """Validated, de-duplicated candles, oldest first; NaN marks a NULL optional value."""
+    """Validated, de-duplicated candles, oldest first; NaN marks a NULL volume or optional value."""
 
     ts: np.ndarray
     open: np.ndarray
@@ -154,7 +146,7 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
     p = Path(path)
     try:
         if p.is_dir():
-            raise BadInput(f"{p}: is a directory, not a CSV file")
+            raise BadInput(f"{p}: is a directory, not a candle file")
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
             raise BadInput(f"{p}: {size} bytes is too large to import (limit {MAX_FILE_BYTES})")
@@ -167,304 +159,175 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
         raise BadInput(f"{p}: cannot read ({exc.strerror or exc})") from None
 
 
-def decode(data: bytes, source: str) -> str:
-    """UTF-8 text of ``data`` (BOM dropped); BadInput for empty, binary or non-UTF-8 input."""
-    if not data.strip():
-        raise BadInput(f"{source}: file is empty")
-    if b"\x00" in data[:65536]:
-        raise BadInput(f"{source}: binary file (NUL bytes), expected a CSV text file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        bad = data[exc.start : exc.start + 1].hex()
-        raise BadInput(
-            f"{source}: not UTF-8 text (byte 0x{bad} at offset {exc.start}); re-save as UTF-8"
-        ) from None
-
-
-@dataclass(frozen=True)
-class _Layout:
-    fmt: str
-    ncols: int
-    ts: int
-    cols: dict[str, int]  # open, high, low, close, volume, [quote_volume, trades, taker_buy_volume, symbol]
-    header_lines: int
-
-
-def _detect(lines: list[str], source: str, symbol: str) -> _Layout:
-    first = lines[0]
-    skip = 0
-    if "cryptodatadownload" in first.lower() or first.lower().startswith("http"):
-        skip = 1
-        if len(lines) < 2:
-            raise BadInput(f"{source}: CryptoDataDownload banner but no header line")
-        first = lines[1]
-    header = next(csv.reader([first]))
-    names = [h.strip().lower() for h in header]
-    if "unix" in names or "unix timestamp" in names:
-        return _cdd_layout(names, source, symbol, skip)
-    if names[: len(BINANCE_HEADER)] == list(BINANCE_HEADER) or (len(names) == 12 and _numeric(names[0])):
-        if len(names) != 12:
-            raise BadInput(f"{source}: Binance kline CSV needs 12 columns, header has {len(names)}")
-        cols = {"open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "quote_volume": 7, "trades": 8}
-        cols["taker_buy_volume"] = 9
-        return _Layout("binance-kline", 12, 0, cols, skip + (0 if _numeric(names[0]) else 1))
-    ts_col = next((names.index(n) for n in _TS_NAMES if n in names), None)
-    if ts_col is not None:
-        cols = {}
-        missing = [c for c in ("open", "high", "low", "close", "volume") if c not in names]
-        if missing:
-            raise BadInput(
-                f"{source}: missing column(s) {', '.join(missing)} in header {first.strip()[:80]!r}"
-            )
-        for c in ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume"):
-            if c in names:
-                cols[c] = names.index(c)
-        return _Layout("plain", len(names), ts_col, cols, skip + 1)
-    if _numeric(names[0]):
-        raise BadInput(
-            f"{source}: no header and {len(names)} columns: expected a Binance kline CSV (12 columns) "
-            "or a header timestamp,open,high,low,close,volume"
-        )
-    raise BadInput(
-        f"{source}: unrecognised header {first.strip()[:80]!r}: expected CryptoDataDownload "
-        "(unix,date,symbol,open,...), Binance kline (12 columns) or timestamp,open,high,low,close,volume"
-    )
-
-
-def _cdd_layout(names: list[str], source: str, symbol: str, skip: int) -> _Layout:
-    missing = [c for c in ("open", "high", "low", "close") if c not in names]
-    vols = [i for i, n in enumerate(names) if n.startswith("volume")]
-    if not vols:
-        missing.append("Volume <base>")
-    if missing:
-        raise BadInput(f"{source}: missing column(s) {', '.join(missing)} in CryptoDataDownload header")
-    base, quote = symbol.split("-")
-    by_ccy = {names[i].split(" ", 1)[-1].strip().upper(): i for i in vols}
-    cols = {c: names.index(c) for c in ("open", "high", "low", "close")}
-    if base in by_ccy:
-        cols["volume"] = by_ccy[base]
-    elif len(vols) == 2 and quote in by_ccy:
-        cols["volume"] = next(i for i in vols if i != by_ccy[quote])
-    elif len(vols) == 1 and quote not in by_ccy:
-        cols["volume"] = vols[0]
-    else:
-        raise BadInput(
-            f"{source}: no 'Volume {base}' column for symbol {symbol} (columns: {', '.join(names)})"
-        )
-    if quote in by_ccy:
-        cols["quote_volume"] = by_ccy[quote]
-    if "tradecount" in names:
-        cols["trades"] = names.index("tradecount")
-    if "symbol" in names:
-        cols["symbol"] = names.index("symbol")
-    ts = names.index("unix") if "unix" in names else names.index("unix timestamp")
-    return _Layout("cryptodatadownload", len(names), ts, cols, skip + 1)
-
-
-def _numeric(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _floats(cells: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, is_null, is_bad) of a column of text cells; NULL-like cells give NaN."""
-    try:
-        values = np.array(cells, dtype=np.float64)
-        null = np.isnan(values)
-        bad = np.isinf(values)
-        return values, null, bad
-    except ValueError:
-        pass
-    n = len(cells)
-    values = np.full(n, np.nan)
-    null = np.zeros(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    for i, cell in enumerate(cells):
-        c = cell.strip()
-        if c.lower() in _NULLS:
-            null[i] = True
-            continue
-        try:
-            v = float(c)
-        except ValueError:
-            bad[i] = True
-            continue
-        if math.isnan(v):
-            null[i] = True
-        elif math.isinf(v):
-            bad[i] = True
-        else:
-            values[i] = v
-    return values, null, bad
-
-
-_UNITS = ((1e14, 1_000_000.0, "us"), (1e11, 1000.0, "ms"), (0.0, 1.0, "s"))
-
-
-def _timestamps(cells: list[str], allow_iso: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(epoch seconds as float, unit code per row, reason per bad row or '') from text cells."""
-    raw, null, bad = _floats(cells)
-    n = len(cells)
-    seconds = np.full(n, np.nan)
-    unit = np.full(n, "", dtype=object)
-    for lo, div, name in _UNITS:
-        sel = ~null & ~bad & (np.abs(raw) >= lo) & (unit == "")
-        seconds[sel] = raw[sel] / div
-        unit[sel] = name
-    reasons = [""] * n
-    for i in np.flatnonzero(null | bad):
-        cell = cells[i].strip()
-        if cell.lower() in _NULLS:
-            reasons[i] = "timestamp missing"
-            continue
-        if allow_iso:
-            try:
-                dt = datetime.fromisoformat(cell)
-            except ValueError:
-                reasons[i] = "timestamp unparseable"
-                continue
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            seconds[i] = dt.timestamp()
-            unit[i] = "iso8601"
-        else:
-            reasons[i] = "timestamp unparseable"
-    return seconds, unit, reasons
-
-
 def parse_candles(
     data: bytes,
     *,
-    symbol: str,
-    timeframe: str = "1h",
+    symbol: str | None = None,
+    timeframe: str | None = None,
     on_conflict: str = DEFAULT_ON_CONFLICT,
     source: str = "<input>",
     now: float | None = None,
+    fmt: str | None = None,
+    name: str | None = None,
 ) -> ParsedCandles:
-    """Parse and validate a CSV export (any supported format) into candles and an ``ImportReport``.
+    """Parse and validate a candle file (any supported format) into candles and an ``ImportReport``.
 
-    BadInput when the file as a whole cannot be used (unreadable, unknown format, no valid row,
-    a conflicting duplicate under ``on_conflict='reject'``); row-level defects are counted instead.
+    ``symbol``/``timeframe`` override what the file name (``name``, default: ``source``'s) says;
+    ``fmt`` overrides detection. BadInput when the file as a whole cannot be used (unreadable,
+    unknown format, no valid row, a conflicting duplicate under ``on_conflict='reject'``);
+    row-level defects are counted instead.
     """
-    symbol = normalize_symbol(symbol)
-    try:
-        step = timeframe_seconds(timeframe)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
     if on_conflict not in CONFLICT_POLICIES:
         raise BadInput(f"unknown --on-conflict {on_conflict!r}: use one of {', '.join(CONFLICT_POLICIES)}")
-    text = decode(data, source)
-    lines = text.splitlines()
-    nonblank = [ln for ln in lines if ln.strip()]
-    layout = _detect(nonblank, source, symbol)
-    report = ImportReport(source, layout.fmt, symbol, timeframe, on_conflict)
+    given = normalize_symbol(symbol) if symbol else None
+    outer = name or Path(source).name
+    src = readers.open_source(data, outer, source)
+    reader = readers.detect(src, fmt)
+    hint = identify(src.name)
+    if hint.symbol is None and hint.timeframe is None:
+        hint = identify(outer)
+    check_market(hint, given, source)
+    cols = reader.read(src, given or hint.symbol)
+    sym, sym_from = settle_symbol(given, hint, cols, source)
+    tf, tf_from = settle_timeframe(timeframe, hint, cols, source)
+    report = ImportReport(source, cols.fmt, sym, tf, on_conflict, sym_from, tf_from, hint.candle_type)
+    report.rows_read, report.blank_lines = len(cols), cols.blank_lines
+    report.volume_missing = "volume" not in cols.values
+    reason = validate(cols, report, timeframe_seconds(tf), now)
+    if cols.symbol_cells is not None:
+        _check_symbols(cols.symbol_cells, reason, sym, sym_from, source)
+    valid = tally_rejections(cols, reason, report)
+    return _assemble(cols, valid, report, on_conflict, source)
 
-    # Split rows; remember the file line number of each for messages.
-    rows: list[list[str]] = []
-    line_no: list[int] = []
-    header_left = layout.header_lines
-    for no, row in enumerate(csv.reader(lines), start=1):
-        if not row or all(not c.strip() for c in row):
-            report.blank_lines += 1 if header_left == 0 else 0
+
+def check_market(hint: NameHint, given: str | None, source: str) -> None:
+    """Refuse freqtrade funding-rate files, and futures/mark/index files without ``--symbol``."""
+    if hint.not_prices:
+        raise BadInput(
+            f"{source}: a freqtrade {hint.candle_type} file holds no price candles: nothing to import"
+        )
+    if hint.other_market and given is None:
+        raise BadInput(
+            f"{source}: freqtrade {hint.candle_type} candles are not {hint.symbol}'s spot candles: "
+            "give --symbol to store them under a name of your choice"
+        )
+
+
+def settle_symbol(given: str | None, hint: NameHint, cols: Columns, source: str) -> tuple[str, str]:
+    """(symbol, where it came from): ``--symbol``, else the file name, else the file's content."""
+    if given:
+        return given, "--symbol"
+    if hint.symbol:
+        return hint.symbol, "file name"
+    if cols.content_symbol:
+        return cols.content_symbol, "file content"
+    raise BadInput(f"{source}: the file name does not say the symbol: give --symbol (e.g. BTC-USDT)")
+
+
+def settle_timeframe(given: str | None, hint: NameHint, cols: Columns, source: str) -> tuple[str, str]:
+    """(timeframe, where it came from): ``--timeframe``, file name, the timestamps' spacing, or 1h."""
+    if given:
+        tf, origin = given, "--timeframe"
+    elif hint.timeframe:
+        tf, origin = hint.timeframe, "file name"
+    else:
+        spaced = infer_timeframe(cols.ts)
+        tf, origin = (spaced, "spacing") if spaced else (DEFAULT_TIMEFRAME, "default")
+    if tf not in TIMEFRAME_SECONDS:
+        known = ", ".join(TIMEFRAME_SECONDS)
+        raise BadInput(f"{source}: unknown timeframe {tf!r} (from {origin}): use one of {known}")
+    return tf, origin
+
+
+def infer_timeframe(ts: np.ndarray) -> str | None:
+    """The known timeframe that is the spacing of most distinct timestamps, or None when unclear.
+
+    Clear means: at least 3 distinct times, the most common step is a known timeframe, it is at
+    least half of all steps and at least 90% of the steps are whole multiples of it (gaps allowed).
+    """
+    t = np.unique(ts[np.isfinite(ts)])
+    if len(t) < 3:
+        return None
+    d = np.diff(t)
+    steps, counts = np.unique(d, return_counts=True)
+    mode = steps[np.argmax(counts)]
+    if counts.max() * 2 < len(d) or np.count_nonzero(d % mode == 0) < 0.9 * len(d):
+        return None
+    return next((k for k, v in TIMEFRAME_SECONDS.items() if v == mode), None)
+
+
+def validate(cols: Columns, report: ImportReport, step: int, now: float | None) -> np.ndarray:
+    """Reason per row ('' = valid), the first defect found winning; counts NULL optional cells."""
+    reason = cols.reason.copy()
+    n = len(cols)
+    required = [*PRICE_FIELDS, *(["volume"] if "volume" in cols.values else [])]
+    for name in required:
+        v = cols.values[name]
+        _set(reason, np.isnan(v) & ~cols.bad[name], f"NULL or empty {name}")
+        _set(reason, cols.bad[name], f"not a number in {name}")
+    for name in OPTIONAL_FIELDS:
+        if name not in cols.values:
             continue
-        if header_left:
-            header_left -= 1
-            continue
-        rows.append(row)
-        line_no.append(no)
-    n = len(rows)
-    report.rows_read = n
-    if n == 0:
-        raise BadInput(f"{source}: header but no data rows")
-
-    reason = np.full(n, "", dtype=object)
-    width_ok = np.array([len(r) == layout.ncols for r in rows], dtype=bool)
-    for i in np.flatnonzero(~width_ok):
-        reason[i] = f"wrong number of fields (expected {layout.ncols})"
-    good_rows = [r if ok else [""] * layout.ncols for r, ok in zip(rows, width_ok, strict=True)]
-
-    def column(idx: int) -> list[str]:
-        return [r[idx] for r in good_rows]
-
-    ts_s, unit, ts_reasons = _timestamps(column(layout.ts), allow_iso=layout.fmt == "plain")
-    _set(reason, np.array([bool(r) for r in ts_reasons]), ts_reasons)
-
-    values: dict[str, np.ndarray] = {}
-    for name in ("open", "high", "low", "close", "volume"):
-        v, null, bad = _floats(column(layout.cols[name]))
-        values[name] = v
-        _set(reason, null, f"NULL or empty {name}")
+        v, bad = cols.values[name], cols.bad[name]
+        null = np.isnan(v) & ~bad
         _set(reason, bad, f"not a number in {name}")
-    for name in ("quote_volume", "trades", "taker_buy_volume"):
-        if name not in layout.cols:
-            values[name] = np.full(n, np.nan)
-            continue
-        v, null, bad = _floats(column(layout.cols[name]))
-        values[name] = v
-        _set(reason, bad, f"not a number in {name}")
-        _set(reason, ~null & ~bad & (v < 0), f"negative {name}")
-        if name == "trades":
-            _set(reason, ~null & ~bad & (v != np.floor(v)), "trades not a whole number")
+        with np.errstate(invalid="ignore"):
+            _set(reason, ~null & ~bad & (v < 0), f"negative {name}")
+            if name == "trades":
+                _set(reason, ~null & ~bad & (v != np.floor(v)), "trades not a whole number")
         counted = null & (reason == "")
         if counted.any():
             report.null_optional[name] = int(counted.sum())
-
-    o, h, lo, c, vol = (values[k] for k in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c = (cols.values[k] for k in PRICE_FIELDS)
+    vol = cols.values.get("volume", np.full(n, np.nan))
+    ts = cols.ts
     with np.errstate(invalid="ignore"):
         _set(reason, (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "price <= 0")
         _set(reason, vol < 0, "negative volume")
         _set(reason, (h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "high/low do not bound open/close")
-        _set(reason, ts_s != np.floor(ts_s), "timestamp has a fraction of a second")
-        whole = np.where(np.isfinite(ts_s), ts_s, 0).astype(np.int64)
-        _set(reason, whole % step != 0, f"timestamp not aligned to {timeframe}")
+        _set(reason, ts != np.floor(ts), "timestamp has a fraction of a second")
+        whole = np.where(np.isfinite(ts), ts, 0).astype(np.int64)
+        _set(reason, whole % step != 0, f"timestamp not aligned to {report.timeframe}")
         limit = (time_now() if now is None else now) + step
-        _set(
-            reason, (ts_s < MIN_TS) | (ts_s > limit), "timestamp out of range (before 2009 or in the future)"
-        )
-    if "symbol" in layout.cols:
-        _check_symbols(column(layout.cols["symbol"]), reason, symbol, source)
+        _set(reason, (ts < MIN_TS) | (ts > limit), "timestamp out of range (before 2009 or in the future)")
+    return reason
 
+
+def tally_rejections(cols: Columns, reason: np.ndarray, report: ImportReport) -> np.ndarray:
+    """Count rejections by reason with a few examples; the mask of valid rows (BadInput if none)."""
     valid = reason == ""
     for r in np.unique(reason[~valid]):
         report.rejected[str(r)] = int((reason == r).sum())
     for i in np.flatnonzero(~valid)[:_EXAMPLES]:
-        report.rejected_examples.append(f"line {line_no[i]}: {reason[i]}")
+        report.rejected_examples.append(f"{cols.row_word} {cols.row_no[i]}: {reason[i]}")
     if not valid.any():
         first = report.rejected_examples[0] if report.rejected_examples else "?"
-        raise BadInput(f"{source}: no valid candle rows ({n} rejected; first: {first})")
-    for u in np.unique(unit[valid]):
-        report.ts_units[str(u)] = int((unit[valid] == u).sum())
+        raise BadInput(f"{report.source}: no valid candle rows ({len(cols)} rejected; first: {first})")
+    for u in np.unique(cols.ts_unit[valid]):
+        report.ts_units[str(u)] = int((cols.ts_unit[valid] == u).sum())
+    return valid
 
+
+def _assemble(
+    cols: Columns, valid: np.ndarray, report: ImportReport, on_conflict: str, source: str
+) -> ParsedCandles:
+    """Keep one row per timestamp, oldest first; fill gaps, outliers and the counts of the report."""
     idx = np.flatnonzero(valid)
-    ts = whole[idx]
+    ts = cols.ts[idx].astype(np.int64)
     report.order = _order(ts)
-    cols = {k: v[idx] for k, v in values.items()}
-    keep = _resolve_duplicates(ts, idx, cols, on_conflict, report, source)
+    n = len(cols)
+    fields = (*PRICE_FIELDS, "volume", *OPTIONAL_FIELDS)
+    values = {k: cols.values.get(k, np.full(n, np.nan))[idx] for k in fields}
+    keep = _resolve_duplicates(ts, idx, values, on_conflict, report, source)
     ts = ts[keep]
-    cols = {k: v[keep] for k, v in cols.items()}
+    values = {k: v[keep] for k, v in values.items()}
     report.candles = len(ts)
     report.first_ts, report.last_ts = int(ts[0]), int(ts[-1])
-    _gaps(ts, step, report)
-    outlier = outliers(cols["high"], cols["low"], cols["close"])
+    _gaps(ts, timeframe_seconds(report.timeframe), report)
+    outlier = outliers(values["high"], values["low"], values["close"])
     report.outliers_flagged = int(outlier.sum())
     report.outlier_examples = [int(t) for t in ts[outlier][:_EXAMPLES]]
-    return ParsedCandles(
-        ts=ts,
-        open=cols["open"],
-        high=cols["high"],
-        low=cols["low"],
-        close=cols["close"],
-        volume=cols["volume"],
-        quote_volume=cols["quote_volume"],
-        trades=cols["trades"],
-        taker_buy_volume=cols["taker_buy_volume"],
-        outlier=outlier,
-        report=report,
-    )
+    return ParsedCandles(ts=ts, outlier=outlier, report=report, **values)
 
 
 def time_now() -> float:
@@ -482,7 +345,8 @@ def _set(reason: np.ndarray, mask: np.ndarray, why: str | list[str]) -> None:
         reason[sel] = why
 
 
-def _check_symbols(cells: list[str], reason: np.ndarray, symbol: str, source: str) -> None:
+def _check_symbols(cells: list[str], reason: np.ndarray, symbol: str, origin: str, source: str) -> None:
+    """Reject rows with an invalid ``symbol`` cell; BadInput when a cell names another symbol."""
     cache: dict[str, str | None] = {}
     for i, cell in enumerate(cells):
         if reason[i]:
@@ -496,7 +360,9 @@ def _check_symbols(cells: list[str], reason: np.ndarray, symbol: str, source: st
         if got is None:
             reason[i] = "invalid symbol cell"
         elif got != symbol:
-            raise BadInput(f"{source}: file holds {got} rows but --symbol is {symbol}: check the symbol")
+            raise BadInput(
+                f"{source}: file holds {got} rows but the symbol is {symbol} (from {origin}): check --symbol"
+            )
 
 
 def _order(ts: np.ndarray) -> str:
@@ -592,11 +458,17 @@ def summary_rows(report: ImportReport) -> list[tuple[str, str]]:
         return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
     rows = [
-        ("format", report.format),
+        ("format", report.format + (f" ({report.candle_type})" if report.candle_type else "")),
+        (
+            "symbol, timeframe",
+            f"{report.symbol} (from {report.symbol_from}), {report.timeframe} (from {report.timeframe_from})",
+        ),
         ("rows read", str(report.rows_read)),
         ("order in file", report.order),
         ("timestamp units", ", ".join(f"{k}: {v}" for k, v in sorted(report.ts_units.items()))),
     ]
+    if report.volume_missing:
+        rows.append(("volume", NO_VOLUME))
     for k, v in sorted(report.null_optional.items()):
         rows.append((f"NULL/empty {k} (stored NULL)", str(v)))
     rows.append(("duplicate timestamps", str(report.duplicate_timestamps)))

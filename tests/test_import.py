@@ -137,7 +137,7 @@ def test_binance_kline_us_and_ms_with_taker_volume() -> None:
 
     data = "\n".join([line(T0, 1000), line(T0 + 3600, 1_000_000), line(T0 + 7200, 1000)]) + "\n"
     parsed = importer.parse_candles(data.encode(), symbol="BTCUSDT", now=NOW)
-    assert parsed.report.format == "binance-kline"
+    assert parsed.report.format == "binance"
     assert parsed.ts.tolist() == [T0, T0 + 3600, T0 + 7200]
     assert parsed.taker_buy_volume.tolist() == [60.0] * 3
     assert parsed.trades.tolist() == [42.0] * 3

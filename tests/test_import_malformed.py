@@ -27,7 +27,7 @@ CASES: dict[str, tuple[bytes | None, list[str], str]] = {
     "gzip": (gzip.compress(GOOD.encode()), [], "binary"),
     "latin-1": ((PLAIN + f"{T0},10,12,9,11,5\n# café\n").encode("latin-1"), [], "UTF-8"),
     "unknown header": (b"a,b,c\n1,2,3\n", [], "unrecognised header"),
-    "missing volume column": (b"timestamp,open,high,low,close\n1704067200,1,2,0.5,1\n", [], "missing column"),
+    "missing close column": (b"timestamp,open,high,low,volume\n1704067200,1,2,0.5,1\n", [], "missing column"),
     "cdd missing close": (
         b"unix,date,symbol,open,high,low,Volume BTC,Volume USDT\n1704067200000,x,BTC/USDT,1,2,0.5,3,4\n",
         [],

@@ -73,7 +73,7 @@ def _copy_buffer(
         trades = "\\N" if tr_l[i] != tr_l[i] else str(int(tr_l[i]))
         f = flags[i]
         write(
-            f"{t}\t{cols[0][i]!r}\t{cols[1][i]!r}\t{cols[2][i]!r}\t{cols[3][i]!r}\t{cols[4][i]!r}\t"
+            f"{t}\t{cols[0][i]!r}\t{cols[1][i]!r}\t{cols[2][i]!r}\t{cols[3][i]!r}\t{_cell(cols[4][i])}\t"
             f"{_cell(qv_l[i])}\t{trades}\t{_cell(tb_l[i])}\t{f if f else chr(92) + 'N'}\n"
         )
     out.seek(0)
@@ -96,8 +96,8 @@ def insert_candles_report(
     taker_buy_volume: np.ndarray | None = None,
     flag: np.ndarray | list[str | None] | None = None,
 ) -> InsertResult:
-    """Bulk-insert candles (ts epoch seconds; NaN optional values become NULL) in the caller's
-    transaction; existing ``(symbol, timeframe, ts)`` rows are kept, never overwritten."""
+    """Bulk-insert candles (ts epoch seconds; NaN volume and optional values become NULL) in the
+    caller's transaction; existing ``(symbol, timeframe, ts)`` rows are kept, never overwritten."""
     symbol = normalize_symbol(symbol)
     _check_timeframe(timeframe)
     n = len(ts)
@@ -177,7 +177,8 @@ def load_candles(
 ) -> Candles:
     """Stored candles of ``symbol``/``timeframe`` oldest first, ``since <= ts < until`` (epoch s).
 
-    ``taker_buy_volume`` is None unless every loaded candle has it (never partly invented).
+    ``taker_buy_volume`` is None unless every loaded candle has it (never partly invented); a NULL
+    volume (a source without volume) loads as NaN.
     """
     symbol = normalize_symbol(symbol)
     _check_timeframe(timeframe)
@@ -199,7 +200,7 @@ def load_candles(
             np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty, None, symbol, timeframe
         )
     ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    arr = np.array([r[1:6] for r in rows], dtype=np.float64)
+    arr = np.array([[np.nan if v is None else v for v in r[1:6]] for r in rows], dtype=np.float64)
     tbv_raw = [r[6] for r in rows]
     tbv = None if any(v is None for v in tbv_raw) else np.array(tbv_raw, dtype=np.float64)
     return Candles(
@@ -213,6 +214,34 @@ def load_candles(
         symbol=symbol,
         timeframe=timeframe,
     )
+
+
+def count_missing_volume(
+    database_url: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+) -> int:
+    """Stored candles of ``symbol``/``timeframe`` (``since <= ts < until``) whose volume is NULL.
+
+    Training needs volume (the ``volume_z`` feature): its preflight refuses a symbol where this is > 0.
+    """
+    symbol = normalize_symbol(symbol)
+    _check_timeframe(timeframe)
+    with db.transaction(database_url) as cur:
+        try:
+            cur.execute(
+                "SELECT count(*) FROM btc.candles WHERE symbol = %s AND timeframe = %s AND volume IS NULL"
+                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))",
+                (symbol, timeframe, since, since, until, until),
+            )
+        except psycopg2.errors.UndefinedTable:
+            raise BadInput(NO_SCHEMA) from None
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def list_candles(database_url: str) -> list[dict[str, Any]]:

@@ -1,0 +1,147 @@
+"""Import of a whole directory (e.g. freqtrade's ``user_data/data/binance``): which files, one table.
+
+Every file under the directory (recursively, hidden ones excepted) with a candle-file ending
+(.csv, .zip, .feather, .json, .json.gz, .parquet) is imported; other files are counted as ignored.
+Skipped, with the reason shown: freqtrade trades files, funding-rate / premium-index files, futures /
+mark / index candles (import such a file alone with ``--symbol``), and, when ``--symbol`` or
+``--timeframe`` is given, files whose name names another symbol or timeframe (a file whose name
+names none takes the given values). All files go in one transaction: a file that cannot be read
+stops the import with one line naming it and nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.table import Table
+
+from producer.importer import ImportReport
+from producer.readers.names import identify
+from worker.errors import BadInput
+from worker.symbols import normalize_symbol
+
+ENDINGS = (".csv", ".zip", ".feather", ".json", ".json.gz", ".parquet")
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file to import, with the symbol/timeframe to pass (None: the file name says it)."""
+
+    path: Path
+    symbol: str | None
+    timeframe: str | None
+
+
+@dataclass
+class DirectoryImport:
+    """The files of a directory import, the ones skipped (and why), and the reports once imported."""
+
+    directory: str
+    files: list[PlannedFile] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    reports: list[ImportReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-able dict (``--json``)."""
+        return {
+            "directory": self.directory,
+            "files": [r.to_dict() for r in self.reports],
+            "skipped": [{"file": f, "reason": why} for f, why in self.skipped],
+            "ignored": self.ignored,
+            "inserted": sum(r.inserted or 0 for r in self.reports),
+        }
+
+
+def _skip_reason(path: Path, symbol: str | None, timeframe: str | None) -> str | None:
+    """Why a candle-looking file is not imported, or None."""
+    name = path.name
+    if "-trades." in name:
+        return "freqtrade trades file, not candles"
+    hint = identify(name)
+    if hint.not_prices:
+        return f"freqtrade {hint.candle_type} file: no price candles"
+    if hint.other_market:
+        return f"freqtrade {hint.candle_type} candles: import this file alone with --symbol"
+    if symbol and hint.symbol and hint.symbol != symbol:
+        return f"name says {hint.symbol}, --symbol is {symbol}"
+    if timeframe and hint.timeframe and hint.timeframe != timeframe:
+        return f"name says {hint.timeframe}, --timeframe is {timeframe}"
+    return None
+
+
+def plan(directory: str, symbol: str | None, timeframe: str | None) -> DirectoryImport:
+    """Which files under ``directory`` to import and which to skip; BadInput when none qualifies."""
+    root = Path(directory)
+    given = normalize_symbol(symbol) if symbol else None
+    out = DirectoryImport(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.name.lower().endswith(ENDINGS):
+            out.ignored += 1
+            continue
+        why = _skip_reason(path, given, timeframe)
+        if why:
+            out.skipped.append((str(rel), why))
+            continue
+        hint = identify(path.name)
+        out.files.append(
+            PlannedFile(path, None if hint.symbol else given, None if hint.timeframe else timeframe)
+        )
+    if not out.files:
+        raise BadInput(
+            f"{directory}: directory holds no candle files to import ({', '.join(ENDINGS)}; {len(out.skipped)} skipped,"
+            f" {out.ignored} other files)"
+        )
+    return out
+
+
+def _when(ts: int | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def summary_table(result: DirectoryImport) -> Table:
+    """One row per file imported or skipped, then the totals."""
+    table = Table(title=f"import {result.directory}")
+    heads = ("file", "format", "symbol", "tf", "rows", "candles", "inserted", "present", "rejected")
+    for col in (*heads, "dups", "gaps", "from .. to", "volume"):
+        table.add_column(col, overflow="fold")
+    root = Path(result.directory)
+    for r in result.reports:
+        table.add_row(
+            str(Path(r.source).relative_to(root)),
+            r.format,
+            r.symbol,
+            r.timeframe,
+            str(r.rows_read),
+            str(r.candles),
+            str(r.inserted),
+            str(r.already_present),
+            str(r.rejected_total),
+            str(r.duplicates_identical + r.duplicates_conflicting),
+            str(r.gaps),
+            f"{_when(r.first_ts)} .. {_when(r.last_ts)}",
+            "missing (NULL)" if r.volume_missing else "yes",
+        )
+    for f, why in result.skipped:
+        table.add_row(f, f"skipped: {why}", *[""] * 11)
+    total = sum(r.inserted or 0 for r in result.reports)
+    present = sum(r.already_present or 0 for r in result.reports)
+    table.add_row(
+        f"{len(result.reports)} files",
+        f"{len(result.skipped)} skipped, {result.ignored} other files ignored",
+        "",
+        "",
+        "",
+        "",
+        str(total),
+        str(present),
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
+    return table
