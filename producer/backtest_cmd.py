@@ -24,7 +24,7 @@ from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.options import parse_date
 from producer.report import render_report
-from worker import evaluate, walk_forward
+from worker import evaluate, versions, walk_forward
 from worker.candles_store import load_candles
 from worker.errors import BadInput
 from worker.settings import Settings
@@ -224,7 +224,7 @@ def check_lookahead_cmd(**kw: Any) -> None:
     timeframe = kw["timeframe"] or "1h"
     note = ""
     try:
-        v = evaluate.load_version(settings.database_url, symbol, kw["version"])
+        v = versions.load_version(settings.database_url, symbol, kw["version"])
         learner, space, timeframe = v.learner, v.space, kw["timeframe"] or v.timeframe
         note = f"Q-table version {v.version}"
     except BadInput:

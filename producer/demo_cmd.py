@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from model.synthetic import make_candles
-from producer import enqueue, train_cmd
+from producer import train_cmd
 from producer.workers import running_workers, start_workers
-from worker import batches, db, migrate
+from worker import batches, db, dispatch, migrate
 from worker.candles_store import insert_candles
 from worker.errors import QtrainError
 from worker.settings import Settings
@@ -45,7 +45,7 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
     if wanted != "auto":
         return wanted, f"--analyst {wanted}"
     try:
-        enqueue.check_ollama(settings, settings.ollama_model)
+        dispatch.check_ollama(settings, settings.ollama_model)
     except QtrainError as exc:
         return "heuristic", f"Ollama not usable ({exc}); using the built-in heuristic analyst"
     return "ollama", f"Ollama answers at {', '.join(settings.ollama_hosts)} with {settings.ollama_model}"
@@ -80,7 +80,7 @@ def demo(**kw: Any) -> None:
     else:
         symbols = load_demo_candles(settings, kw["n_candles"])
         say(f"synthetic candles: {kw['n_candles']} hourly candles for {', '.join(symbols)}")
-    enqueue.check_broker(settings)
+    dispatch.check_broker(settings)
     analyst, why = choose_analyst(settings, kw["analyst"])
     say(f"analyst: {analyst} ({why})")
     started = None
@@ -90,19 +90,16 @@ def demo(**kw: Any) -> None:
     else:
         say("using the Celery workers already running")
     try:
-        req = enqueue.TrainRequest(symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42)
-        created = enqueue.create(settings, req)
-        batch_id = created["batch_id"]
-        enqueue.enqueue(
-            settings, batch_id, batches.unfinished_windows(settings.database_url, batch_id), req.symbols
-        )
-        say(f"batch {batch_id}: {created['windows']} windows enqueued")
-        final = train_cmd.wait(settings, batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
+        req = dispatch.TrainRequest(symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42)
+        created = dispatch.create(settings, req)
+        dispatch.enqueue_batch(settings, created.batch_id, req.symbols)
+        say(f"batch {created.batch_id}: {created.windows} windows enqueued")
+        final = train_cmd.wait(settings, created.batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
     finally:
         if started is not None:
             started.stop()
     if kw["as_json"]:
-        click.echo(json.dumps(final))
+        click.echo(json.dumps(final.to_json()))
         return
     train_cmd.print_summary(final)
     print_gate(settings, final)
@@ -110,29 +107,29 @@ def demo(**kw: Any) -> None:
     say(f"next: qtrain backtest --symbol {symbols[0]} --report report.html   |   qtrain models list")
 
 
-def print_gate(settings: Settings, final: dict[str, Any]) -> None:
-    """One line per symbol: the new version against buy-and-hold on its held-out tail, promoted or not."""
+def print_gate(settings: Settings, final: batches.BatchStatus) -> None:
+    """One line per symbol: the new version on its held-out tail against buy-and-hold and the
+    random-policy median (by how much), promoted or not."""
     from producer.models_cmd import list_versions
     from worker.promotion import PromotionConfig
 
-    metric = PromotionConfig.from_env().metric
-    for symbol, s in final["symbols"].items():
-        rows = [
-            r for r in list_versions(settings.database_url, symbol, metric) if r["version"] == s["q_version"]
-        ]
+    cfg = PromotionConfig.from_settings(settings)
+    for symbol, s in final.symbols.items():
+        rows = [r for r in list_versions(settings.database_url, symbol, cfg) if r["version"] == s.q_version]
         if not rows or rows[0]["holdout"] is None:
             continue
         h = rows[0]["holdout"]
         verdict = "promoted" if rows[0]["promoted"] else "not promoted"
         click.echo(
-            f"{symbol} v{s['q_version']} on its held-out tail: {metric} {_num(h['value'])} vs buy-and-hold"
-            f" {_num(h['buy_and_hold_value'])}, return {_num(h['total_return_pct'])}% vs"
-            f" {_num(h['buy_and_hold_return_pct'])}% -> {verdict}"
+            f"{symbol} v{s.q_version} on its held-out tail: {cfg.metric} {_num(h['value'])} vs buy-and-hold"
+            f" {_num(h['buy_and_hold_value'])} ({_num(h['margins']['buy_and_hold'], sign=True)}), vs random"
+            f" median {_num(h['random_median_value'])} ({_num(h['margins']['random_median'], sign=True)});"
+            f" return {_num(h['total_return_pct'])}% vs {_num(h['buy_and_hold_return_pct'])}% -> {verdict}"
         )
 
 
-def _num(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
+def _num(x: Any, *, sign: bool = False) -> str:
+    return "n/a" if x is None else (f"{x:+.2f}" if sign else f"{x:.2f}")
 
 
 COMMANDS = [demo]

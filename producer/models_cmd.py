@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model.qlearning import FastQLearning
-from worker import db, evaluate, promotion
+from worker import db, promotion, versions
 from worker.errors import BadInput, QtrainError
 from worker.settings import Settings
 from worker.symbols import normalize_symbol
@@ -22,33 +21,51 @@ from worker.symbols import normalize_symbol
 HOLDOUT_METRICS = ("total_return_pct", "max_drawdown_pct")
 
 
-def list_versions(url: str, symbol: str | None, metric: str) -> list[dict[str, Any]]:
-    """Every version (of ``symbol``, or all) with its latest holdout metrics and promotion state."""
+def _holdout_runs(cur: Any, symbol: str | None) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    """(symbol, version) -> policy -> metrics of the latest gate run on each version's held-out tail."""
+    cur.execute(
+        "SELECT symbol, version, policy, metrics FROM btc.backtests WHERE kind = 'holdout'"
+        " AND (%s::text IS NULL OR symbol = %s) ORDER BY id",
+        (symbol, symbol),
+    )
+    out: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for sym, ver, policy, metrics in cur.fetchall():
+        out.setdefault((sym, int(ver)), {})[policy] = metrics
+    return out
+
+
+def _holdout(runs: dict[str, dict[str, Any]], cfg: promotion.PromotionConfig) -> dict[str, Any] | None:
+    """A version's held-out numbers: the criterion's value, each bar's and the margin over it."""
+    q = runs.get("qtable")
+    if q is None:
+        return None
+    value = q.get(cfg.metric)
+    bars = {"buy_and_hold": runs.get("buy_and_hold", {}).get(cfg.metric),
+            "random_median": runs.get("random_median", {}).get(cfg.metric)}  # fmt: skip
+    return {
+        "metric": cfg.metric, "value": value, **{k: q.get(k) for k in HOLDOUT_METRICS},
+        "buy_and_hold_value": bars["buy_and_hold"], "random_median_value": bars["random_median"],
+        "margins": {k: cfg.margin_of(value, v) for k, v in bars.items()},
+        "buy_and_hold_return_pct": q.get("buy_and_hold_return_pct"),
+    }  # fmt: skip
+
+
+def list_versions(url: str, symbol: str | None, cfg: promotion.PromotionConfig) -> list[dict[str, Any]]:
+    """Every version (of ``symbol``, or all) with its latest holdout metrics, margins and promotion state."""
     with db.transaction(url) as cur:
         cur.execute(
-            "SELECT a.symbol, a.version, a.batch_id, a.created_at, a.promoted, a.promoted_at, a.promoted_by,"
-            " a.sha256, q.metrics, b.metrics FROM btc.agent_state a"
-            " LEFT JOIN LATERAL (SELECT metrics FROM btc.backtests t WHERE t.symbol = a.symbol"
-            "  AND t.version = a.version AND t.kind = 'holdout' AND t.policy = 'qtable'"
-            "  ORDER BY t.id DESC LIMIT 1) q ON true"
-            " LEFT JOIN LATERAL (SELECT metrics FROM btc.backtests t WHERE t.symbol = a.symbol"
-            "  AND t.version = a.version AND t.kind = 'holdout' AND t.policy = 'buy_and_hold'"
-            "  ORDER BY t.id DESC LIMIT 1) b ON true"
-            " WHERE (%s::text IS NULL OR a.symbol = %s) ORDER BY a.symbol, a.version",
+            "SELECT symbol, version, batch_id, created_at, promoted, promoted_at, promoted_by, sha256"
+            " FROM btc.agent_state WHERE (%s::text IS NULL OR symbol = %s) ORDER BY symbol, version",
             (symbol, symbol),
         )
         rows = cur.fetchall()
+        holdouts = _holdout_runs(cur, symbol)
     out = []
-    for sym, ver, batch, created, promoted, p_at, p_by, sha, qm, bm in rows:
-        holdout = None
-        if qm is not None:
-            holdout = {"metric": metric, "value": qm.get(metric), **{k: qm.get(k) for k in HOLDOUT_METRICS},
-                       "buy_and_hold_value": (bm or {}).get(metric),
-                       "buy_and_hold_return_pct": qm.get("buy_and_hold_return_pct")}  # fmt: skip
+    for sym, ver, batch, created, promoted, p_at, p_by, sha in rows:
         out.append({
             "symbol": sym, "version": int(ver), "batch_id": batch, "created_at": created.isoformat(),
             "promoted": bool(promoted), "promoted_at": p_at.isoformat() if p_at else None,
-            "promoted_by": p_by, "sha256": sha, "holdout": holdout,
+            "promoted_by": p_by, "sha256": sha, "holdout": _holdout(holdouts.get((sym, int(ver)), {}), cfg),
         })  # fmt: skip
     return out
 
@@ -68,14 +85,21 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def _margin(h: dict[str, Any], bar: str) -> str:
+    m = (h.get("margins") or {}).get(bar)
+    return "–" if m is None else f"{m:+.3g}"
+
+
 @models.command(name="list")
 @click.option("--symbol", default=None, help="Only this symbol.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(symbol: str | None, as_json: bool) -> None:
-    """Versions with their held-out backtest (criterion, return, drawdown, buy-and-hold); * = promoted."""
+    """Versions with their held-out backtest: the criterion, its margin over buy-and-hold and over the
+    random-policy median (positive = better), return, drawdown; * = promoted."""
     settings = Settings.from_env()
-    metric = promotion.PromotionConfig.from_env().metric
-    rows = list_versions(settings.database_url, _sym(symbol), metric)
+    cfg = promotion.PromotionConfig.from_settings(settings)
+    metric = cfg.metric
+    rows = list_versions(settings.database_url, _sym(symbol), cfg)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -83,7 +107,7 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
         click.echo("no Q-table versions yet: `qtrain train --symbols ...` creates them")
         return
     table = Table(title=f"Q-table versions (holdout criterion: {metric})")
-    for col in ("symbol", "version", "promoted", "created", "batch", metric, "bh " + metric, "return %",
+    for col in ("symbol", "version", "promoted", "created", "batch", metric, "vs bh", "vs random", "return %",
                 "max dd %", "bh return %"):  # fmt: skip
         table.add_column(col, justify="right" if col not in ("symbol", "created") else "left")
     for r in rows:
@@ -93,7 +117,8 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
             mark = f"* ({r['promoted_by']})"
         table.add_row(
             r["symbol"], str(r["version"]), mark, r["created_at"][:16].replace("T", " "), _fmt(r["batch_id"]),
-            _fmt(h.get("value")), _fmt(h.get("buy_and_hold_value")), _fmt(h.get("total_return_pct")),
+            _fmt(h.get("value")), _margin(h, "buy_and_hold"), _margin(h, "random_median"),
+            _fmt(h.get("total_return_pct")),
             _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
         )  # fmt: skip
     Console().print(table)
@@ -101,7 +126,7 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
 
 def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:
     """Write a version's .npz and .json sidecar to ``out``; the sha256 is checked before and after."""
-    v = evaluate.load_version(settings.database_url, symbol, version, prefer_promoted=True)
+    v = versions.load_version(settings.database_url, symbol, version, prefer_promoted=True)
     if hashlib.sha256(v.npz).hexdigest() != v.sha256:
         raise QtrainError(
             f"{symbol} version {v.version}: stored table does not match its sha256; not exported"
@@ -111,11 +136,7 @@ def export_version(settings: Settings, symbol: str, version: int | None, out: st
         path = path.with_name(path.name + ".npz")
     meta = {**v.metadata, "file_sha256": v.sha256, "promoted": v.promoted}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for target, data in ((path, v.npz), (path.with_suffix(".json"), json.dumps(meta, indent=2).encode())):
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+        versions.write_model_file(path, v.npz, meta)
     except OSError as exc:
         raise BadInput(f"--out {out}: cannot write ({exc.strerror})") from None
     written = hashlib.sha256(path.read_bytes()).hexdigest()

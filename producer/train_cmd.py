@@ -11,11 +11,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer import enqueue
 from producer.options import parse_date, parse_symbols
-from worker import batches
+from worker import batches, dispatch
 from worker.errors import BadInput, QtrainError
-from worker.settings import Settings
+from worker.settings import (
+    DEFAULT_EPOCHS,
+    DEFAULT_HOLDOUT,
+    DEFAULT_STRIDE,
+    DEFAULT_TIMEFRAME,
+    DEFAULT_WINDOW,
+    Settings,
+)
 
 POLL_S = 0.5
 
@@ -26,23 +32,31 @@ class BatchFailed(QtrainError):
 
 @click.command()
 @click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
-@click.option("--epochs", default=5, show_default=True, type=int, help="Q-learning passes in the reducer.")
-@click.option("--timeframe", default="1h", show_default=True)
-@click.option("--window", default=48, show_default=True, type=int, help="Candles per analysed window.")
-@click.option("--stride", default=24, show_default=True, type=int, help="Candles between window starts.")
+@click.option(
+    "--epochs", default=DEFAULT_EPOCHS, show_default=True, type=int, help="Q-learning passes in the reducer."
+)
+@click.option("--timeframe", default=DEFAULT_TIMEFRAME, show_default=True)
+@click.option(
+    "--window", default=DEFAULT_WINDOW, show_default=True, type=int, help="Candles per analysed window."
+)
+@click.option(
+    "--stride", default=DEFAULT_STRIDE, show_default=True, type=int, help="Candles between window starts."
+)
 @click.option("--since", default=None, help="First candle (YYYY-MM-DD or ISO 8601, UTC).")
 @click.option("--until", default=None, help="End of range, exclusive.")
 @click.option("--model", default=None, help="Ollama model (default: OLLAMA_MODEL).")
-@click.option("--analyst", type=click.Choice(enqueue.ANALYSTS), default="ollama", show_default=True)
+@click.option("--analyst", type=click.Choice(dispatch.ANALYSTS), default="ollama", show_default=True)
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
-@click.option("--holdout", default=0.2, show_default=True, type=float, help="Tail share kept for backtests.")
+@click.option(
+    "--holdout", default=DEFAULT_HOLDOUT, show_default=True, type=float, help="Tail share kept for backtests."
+)
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done, then a summary.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(**kw: Any) -> None:
     """Create a training batch, enqueue one analysis per window, print the batch id."""
     settings = Settings.from_env()
-    req = enqueue.TrainRequest(
+    req = dispatch.TrainRequest(
         symbols=parse_symbols(kw["symbols"]),
         timeframe=kw["timeframe"],
         window=kw["window"],
@@ -55,29 +69,29 @@ def train(**kw: Any) -> None:
         seed=kw["seed"],
         holdout=kw["holdout"],
     )
-    created = enqueue.create(settings, req)
-    batch_id = created["batch_id"]
-    todo = batches.unfinished_windows(settings.database_url, batch_id)
-    enqueue.enqueue(settings, batch_id, todo, req.symbols)
+    created = dispatch.create(settings, req)
+    batch_id = created.batch_id
+    dispatch.enqueue_batch(settings, batch_id, req.symbols)
     if not kw["as_json"]:
-        skipped = ", ".join(f"{s}: {n}" for s, n in created["skipped"].items())
-        click.echo(f"batch {batch_id}: {created['windows']} windows enqueued (skipped for gaps: {skipped})")
+        skipped = ", ".join(f"{s}: {n}" for s, n in created.skipped.items())
+        click.echo(f"batch {batch_id}: {created.windows} windows enqueued (skipped for gaps: {skipped})")
     if kw["wait"]:
         final = wait(settings, batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
         if kw["as_json"]:
-            click.echo(json.dumps(final))
+            click.echo(json.dumps(final.to_json()))
         else:
             print_summary(final)
     elif kw["as_json"]:
-        click.echo(json.dumps(created))
+        click.echo(json.dumps(created.to_json()))
     else:
         click.echo(batch_id)
 
 
 def wait(
     settings: Settings, batch_id: int, *, timeout: float | None = None, quiet: bool = False
-) -> dict[str, Any]:
-    """Poll the batch's state in PostgreSQL, with a progress bar per symbol, until it is done."""
+) -> batches.BatchStatus:
+    """Poll the batch's state in PostgreSQL, with a progress bar per symbol, until it is done (its
+    versions written and gated: the model files are then up to date)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     console = Console(stderr=True, quiet=quiet)
     columns = (
@@ -93,20 +107,19 @@ def wait(
             st = batches.batch_status(settings.database_url, batch_id)
             if st is None:
                 raise BadInput(f"batch {batch_id} does not exist")
-            for sym, s in st["symbols"].items():
-                fin = s["done"] + s["cached"] + s["failed"]
+            for sym, s in st.symbols.items():
                 detail = (
-                    f"done {s['done']} cached {s['cached']} failed {s['failed']}"
-                    f" | {st['windows_per_s']:.1f} win/s ETA {_eta(st['eta_s'])}"
-                    f" | reduce {'v' + str(s['q_version']) if s['reduced'] else '…'}"
+                    f"done {s.done} cached {s.cached} failed {s.failed}"
+                    f" | {st.windows_per_s:.1f} win/s ETA {_eta(st.eta_s)}"
+                    f" | reduce {'v' + str(s.q_version) if s.reduced else '…'}"
                 )
                 if sym not in tasks:
-                    tasks[sym] = progress.add_task(sym, total=max(1, s["total"]), detail=detail)
-                progress.update(tasks[sym], completed=fin if s["total"] else 1, detail=detail)
-            if st["state"] == "done":
+                    tasks[sym] = progress.add_task(sym, total=max(1, s.total), detail=detail)
+                progress.update(tasks[sym], completed=s.finished if s.total else 1, detail=detail)
+            if st.state == "done":
                 return st
-            if st["state"] == "failed":
-                raise BatchFailed(f"batch {batch_id} failed: {st['error']}")
+            if st.state == "failed":
+                raise BatchFailed(f"batch {batch_id} failed: {st.error}")
             if deadline is not None and time.monotonic() > deadline:
                 raise BadInput(
                     f"batch {batch_id} not done after {timeout:.0f} s; it goes on: `qtrain status {batch_id}`"
@@ -120,22 +133,18 @@ def _eta(eta: float | None) -> str:
     return f"{eta:.0f}s" if eta < 120 else f"{eta / 60:.1f}m"
 
 
-def print_summary(st: dict[str, Any]) -> None:
+def print_summary(st: batches.BatchStatus) -> None:
     """The human summary of a batch: a row per symbol and the LLM cost."""
-    table = Table(
-        title=f"batch {st['batch_id']} ({st['state']}, analyst {st['analyst']}, model {st['model']})"
-    )
+    table = Table(title=f"batch {st.batch_id} ({st.state}, analyst {st.analyst}, model {st.model})")
     for col in ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "Q-table"):
         table.add_column(col, justify="right" if col != "symbol" else "left")
-    for sym, s in st["symbols"].items():
-        q = f"v{s['q_version']}" if s["reduced"] else "not yet"
-        table.add_row(sym, *(str(s[k]) for k in ("total", "done", "cached", "failed", "skipped")),
-                      str(s["pending"] + s["running"]), q)  # fmt: skip
+    for sym, s in st.symbols.items():
+        q = f"v{s.q_version}" if s.reduced else "not yet"
+        table.add_row(sym, *(str(v) for v in (s.total, s.done, s.cached, s.failed, s.skipped)),
+                      str(s.pending + s.running), q)  # fmt: skip
     console = Console()
     console.print(table)
-    console.print(
-        f"tokens {st['tokens']:,}  LLM seconds {st['llm_seconds']:.1f}  windows/s {st['windows_per_s']:.2f}"
-    )
+    console.print(f"tokens {st.tokens:,}  LLM seconds {st.llm_seconds:.1f}  windows/s {st.windows_per_s:.2f}")
 
 
 @click.command()
@@ -144,7 +153,7 @@ def print_summary(st: dict[str, Any]) -> None:
 def status(batch_id: int | None, as_json: bool) -> None:
     """Per symbol: windows total / done / cached / failed / skipped, reducer state, ETA (default: latest)."""
     settings = Settings.from_env()
-    enqueue.check_database(settings)
+    dispatch.check_database(settings)
     if batch_id is None:
         batch_id = batches.latest_batch_id(settings.database_url)
         if batch_id is None:
@@ -153,11 +162,11 @@ def status(batch_id: int | None, as_json: bool) -> None:
     if st is None:
         raise BadInput(f"batch {batch_id} does not exist")
     if as_json:
-        click.echo(json.dumps(st))
+        click.echo(json.dumps(st.to_json()))
     else:
         print_summary(st)
-        if st["eta_s"]:
-            click.echo(f"ETA {_eta(st['eta_s'])}")
+        if st.eta_s:
+            click.echo(f"ETA {_eta(st.eta_s)}")
 
 
 @click.command()
@@ -165,13 +174,13 @@ def status(batch_id: int | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def resume(batch_id: int, as_json: bool) -> None:
     """Re-enqueue what is not finished (after a broker loss, say); safe any number of times."""
-    out = enqueue.resume(Settings.from_env(), batch_id)
+    out = dispatch.resume(Settings.from_env(), batch_id)
     if as_json:
-        click.echo(json.dumps(out))
+        click.echo(json.dumps(out.to_json()))
     else:
         click.echo(
-            f"batch {batch_id}: re-enqueued {out['requeued_windows']} window(s); reducers pending:"
-            f" {', '.join(out['reducers_pending']) or 'none'}"
+            f"batch {batch_id}: re-enqueued {out.requeued_windows} window(s); reducers pending:"
+            f" {', '.join(out.reducers_pending) or 'none'}"
         )
 
 

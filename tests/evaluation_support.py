@@ -16,12 +16,11 @@ import numpy as np
 from model.candles import Candles
 from model.qlearning import FastQLearning
 from model.states import StateSpace
-from producer import enqueue
-from worker import batches, db
+from worker import batches, db, dispatch
 from worker.analyze import analyze
 from worker.candles_store import insert_candles
+from worker.completion import complete_symbol
 from worker.errors import PermanentError
-from worker.reduce import reduce_symbol
 from worker.settings import Settings
 
 
@@ -32,8 +31,8 @@ def settings_for(database_url: str, models_dir: Path) -> Settings:
 
 def heuristic_batch(settings: Settings, symbol: str, *, epochs: int = 1, seed: int = 7, **kw: Any) -> int:
     """Create a heuristic batch for ``symbol`` and analyse all its windows in-process; its id."""
-    req = enqueue.TrainRequest(symbols=(symbol,), analyst="heuristic", epochs=epochs, seed=seed, **kw)
-    batch_id = int(enqueue.create(settings, req)["batch_id"])
+    req = dispatch.TrainRequest(symbols=(symbol,), analyst="heuristic", epochs=epochs, seed=seed, **kw)
+    batch_id = dispatch.create(settings, req).batch_id
     for sym, idx in batches.unfinished_windows(settings.database_url, batch_id):
         window, _ = batches.claim_window(settings.database_url, batch_id, sym, idx)
         assert window is not None
@@ -45,9 +44,10 @@ def heuristic_batch(settings: Settings, symbol: str, *, epochs: int = 1, seed: i
 
 
 def heuristic_version(settings: Settings, symbol: str, **kw: Any) -> dict[str, Any]:
-    """A new Q-table version of ``symbol`` through the real reducer; the reducer's summary."""
+    """A new Q-table version of ``symbol`` through the real reducer and gate (as the reducer task
+    runs them, without Celery); the summary."""
     batch_id = heuristic_batch(settings, symbol, **kw)
-    return reduce_symbol(settings, batch_id, symbol)
+    return complete_symbol(settings, batch_id, symbol)
 
 
 def insert_candles_of(database_url: str, c: Candles) -> None:

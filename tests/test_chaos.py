@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer import enqueue
 from producer.workers import LocalWorkers, start_workers
 from tests.chaos_support import (
     alive,
@@ -35,7 +34,7 @@ from tests.chaos_support import (
 )
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
-from worker import batches, db
+from worker import batches, db, dispatch
 from worker.analyze import analyze
 from worker.settings import Settings
 
@@ -194,8 +193,8 @@ def test_a_slower_duplicate_that_fails_does_not_undo_a_finished_window(database_
     """Acks late and ``qtrain resume`` may run one window twice at once; the loser's failure is moot."""
     seed_candles(database_url, n=N_CANDLES)
     settings = Settings(database_url=database_url)
-    req = enqueue.TrainRequest(symbols=("BTC-USDT",), analyst="heuristic", seed=1, epochs=1)
-    batch_id = enqueue.create(settings, req)["batch_id"]
+    req = dispatch.TrainRequest(symbols=("BTC-USDT",), analyst="heuristic", seed=1, epochs=1)
+    batch_id = dispatch.create(settings, req).batch_id
     first, _ = batches.claim_window(database_url, batch_id, "BTC-USDT", 0)
     second, _ = batches.claim_window(database_url, batch_id, "BTC-USDT", 0)  # the duplicate
     assert first is not None and second is not None and second.attempts == 2

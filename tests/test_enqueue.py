@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from model.synthetic import DEFAULT_START
-from producer import enqueue
 from tests.pipeline_support import query, seed_candles
-from worker import batches
+from worker import batches, dispatch
 from worker.analyze import analyze
 from worker.settings import Settings
 
@@ -14,10 +13,10 @@ def test_windows_of_a_range_starting_mid_history_analyse_cleanly(database_url: s
     seed_candles(database_url, n=400)
     settings = Settings(database_url=database_url)
     since = DEFAULT_START + 200 * 3600  # history before --since feeds the first windows' warm-up
-    req = enqueue.TrainRequest(symbols=("BTC-USDT",), since=since, analyst="heuristic", seed=1)
-    created = enqueue.create(settings, req)
-    batch_id = created["batch_id"]
-    assert created["windows"] == (200 - 48) // 24 + 1
+    req = dispatch.TrainRequest(symbols=("BTC-USDT",), since=since, analyst="heuristic", seed=1)
+    created = dispatch.create(settings, req)
+    batch_id = created.batch_id
+    assert created.windows == (200 - 48) // 24 + 1
     for symbol, idx in batches.unfinished_windows(database_url, batch_id):
         window, _ = batches.claim_window(database_url, batch_id, symbol, idx)
         assert window is not None and window.start_ts >= since
@@ -29,15 +28,16 @@ def test_windows_of_a_range_starting_mid_history_analyse_cleanly(database_url: s
 def test_identical_content_is_analysed_once(database_url: str) -> None:
     seed_candles(database_url, n=200)
     settings = Settings(database_url=database_url)
-    req = enqueue.TrainRequest(symbols=("ETH-USDT",), analyst="heuristic", seed=1)
-    outcomes = []
+    req = dispatch.TrainRequest(symbols=("ETH-USDT",), analyst="heuristic", seed=1)
+    outcomes: list[list[str]] = []
     for _ in range(2):
-        batch_id = enqueue.create(settings, req)["batch_id"]
+        batch_id = dispatch.create(settings, req).batch_id
+        outcomes.append([])
         for symbol, idx in batches.unfinished_windows(database_url, batch_id):
             window, _ = batches.claim_window(database_url, batch_id, symbol, idx)
-            outcomes.append((batch_id, analyze(database_url, window, None)))
-    first = {o for b, o in outcomes if b == 1}
-    second = {o for b, o in outcomes if b == 2}
-    assert first == {"done"} and second == {"cached"}
-    n_windows = len(outcomes) // 2
-    assert query(database_url, "SELECT count(*) FROM ollama_analyses")[0][0] == n_windows
+            assert window is not None
+            outcomes[-1].append(analyze(database_url, window, None))
+    first, second = outcomes
+    assert len(first) == len(second) > 0
+    assert set(first) == {"done"} and set(second) == {"cached"}
+    assert query(database_url, "SELECT count(*) FROM ollama_analyses")[0][0] == len(first)

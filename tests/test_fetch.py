@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from producer.cli import cli
-from producer.fetch import fetch_symbol, make_exchange
 from tests.fake_exchange import FakeKucoin, serve
+from worker.fetch import fetch_symbol, make_exchange
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
 STEP = 3600

@@ -20,7 +20,7 @@ from tests.evaluation_support import (
 )
 from tests.pipeline_support import query
 from worker import promotion
-from worker.reduce import model_path
+from worker.versions import model_path
 
 SYMBOL = "ZIG-USDT"
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.evaluation_support import (
     MOMENTUM_SPACE,
+    heuristic_batch,
     heuristic_version,
     insert_candles_of,
     insert_version,
@@ -18,8 +19,9 @@ from tests.evaluation_support import (
 )
 from tests.pipeline_support import query, seed_candles
 from worker import promotion, reduce
+from worker.completion import complete_symbol
 from worker.errors import BadInput
-from worker.reduce import model_path, version_model_path
+from worker.versions import model_path, version_model_path
 
 SYMBOL = "ZIG-USDT"
 N = 600
@@ -69,7 +71,7 @@ def test_gate_promotes_better_and_refuses_worse(zig):
     rows = query(
         settings.database_url, "SELECT version, policy FROM backtests WHERE kind = 'holdout' ORDER BY id"
     )
-    assert (good, "incumbent_qtable") in rows and (flat, "qtable") in rows and len(rows) == 2 + 3 + 3
+    assert (good, "incumbent_qtable") in rows and (flat, "random_median") in rows and len(rows) == 3 + 4 + 4
     log = query(
         settings.database_url, "SELECT version, previous_version, by, kind FROM promotions ORDER BY id"
     )
@@ -106,8 +108,14 @@ def test_reducer_runs_the_gate_and_writes_files(database_url, tmp_path):
     settings = settings_for(database_url, tmp_path)
     summary = heuristic_version(settings, "BTC-USDT")
     gate = summary["promotion"]
-    assert gate["version"] == 1 and gate["metric"] == "sharpe" and isinstance(gate["promoted"], bool)
-    assert "error" not in gate
+    assert gate["version"] == 1 and gate["metric"] == "sharpe" and "error" not in gate
+    sharpe = {p: m["sharpe"] for p, m in query(database_url, "SELECT policy, metrics FROM backtests")}
+    assert set(sharpe) == {"qtable", "buy_and_hold", "random_median"}
+    q = sharpe["qtable"]
+    assert gate["promoted"] == (q > sharpe["buy_and_hold"] and q > sharpe["random_median"])
+    assert gate["margins"]["buy_and_hold"] == pytest.approx(sharpe["qtable"] - sharpe["buy_and_hold"])
+    assert gate["margins"]["random_median"] == pytest.approx(sharpe["qtable"] - sharpe["random_median"])
+    assert summary["batch_done"]
     blob = bytes(query(database_url, "SELECT npz FROM agent_state")[0][0])
     assert version_model_path(str(tmp_path), "BTC-USDT", 1).read_bytes() == blob
     # promoted or not, the trader's file holds the only version there is (flagged in the sidecar)
@@ -130,6 +138,7 @@ def test_a_failing_gate_keeps_the_version(database_url, tmp_path, monkeypatch):
     assert query(database_url, "SELECT version, promoted FROM agent_state") == [(1, False)]
     assert query(database_url, "SELECT kind FROM promotions") == [("gate_failed",)]
     assert model_path(str(tmp_path), "BTC-USDT").exists()
+    assert summary["batch_done"]  # a recorded gate failure does not leave the batch running
 
 
 def test_only_one_promoted_version_per_symbol(zig):
@@ -142,21 +151,17 @@ def test_only_one_promoted_version_per_symbol(zig):
         query(settings.database_url, "UPDATE agent_state SET promoted = true WHERE version = %s", (b,))
 
 
-def test_a_second_reduce_run_finishes_a_gate_that_a_crash_skipped(database_url, tmp_path, monkeypatch):
+def test_a_second_reduce_run_finishes_a_gate_that_a_crash_skipped(database_url, tmp_path):
     seed_candles(database_url, n=360, symbols={"BTC-USDT": (11, 30_000.0)})
     settings = settings_for(database_url, tmp_path)
-
-    def crash(*a, **k):
-        raise RuntimeError("worker died before the gate")
-
-    monkeypatch.setattr(promotion, "evaluate_and_promote", crash)
-    first = heuristic_version(settings, "BTC-USDT")
-    assert first["created"] and query(database_url, "SELECT count(*) FROM backtests")[0][0] == 0
-    monkeypatch.undo()
-    batch_id = query(database_url, "SELECT batch_id FROM agent_state")[0][0]
-    again = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")
-    assert not again["created"] and again["promotion"]["version"] == 1
+    batch_id = heuristic_batch(settings, "BTC-USDT")
+    first = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")  # the worker dies right after this
+    assert first.created and not first.gated
+    assert query(database_url, "SELECT count(*) FROM backtests")[0][0] == 0
+    assert query(database_url, "SELECT state FROM batches") == [("running",)]  # not done before its gate
+    again = complete_symbol(settings, batch_id, "BTC-USDT")
+    assert not again["created"] and again["promotion"]["version"] == 1 and again["batch_done"]
     assert query(database_url, "SELECT DISTINCT kind FROM backtests") == [("holdout",)]
-    third = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")
+    third = complete_symbol(settings, batch_id, "BTC-USDT")
     assert "promotion" not in third  # gate done once: nothing more to do
     assert query(database_url, "SELECT count(*) FROM agent_state")[0][0] == 1

@@ -1,20 +1,19 @@
-"""Reducers of two symbols committing at the same moment still finish their batch."""
+"""Reducers (and gates) of two symbols finishing at the same moment still finish their batch."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from producer import enqueue
 from tests.pipeline_support import query, seed_candles
-from worker import batches, reduce
+from worker import batches, completion, dispatch
 from worker.analyze import analyze
 from worker.settings import Settings
 
 
 def _analysed_batch(settings: Settings, seed: int) -> int:
-    req = enqueue.TrainRequest(symbols=("BTC-USDT", "ETH-USDT"), analyst="heuristic", seed=seed, epochs=1)
-    batch_id = enqueue.create(settings, req)["batch_id"]
+    req = dispatch.TrainRequest(symbols=("BTC-USDT", "ETH-USDT"), analyst="heuristic", seed=seed, epochs=1)
+    batch_id = dispatch.create(settings, req).batch_id
     for symbol, idx in batches.unfinished_windows(settings.database_url, batch_id):
         window, _ = batches.claim_window(settings.database_url, batch_id, symbol, idx)
         analyze(settings.database_url, window, None)
@@ -34,7 +33,7 @@ def test_concurrent_reducers_mark_the_batch_done(database_url: str, tmp_path: Pa
         ) -> None:
             try:
                 start.wait()
-                reduce.reduce_symbol(settings, batch_id, symbol)
+                completion.complete_symbol(settings, batch_id, symbol)
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
 

@@ -11,7 +11,8 @@ from model.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_batch, heuristic_version, settings_for
 from tests.pipeline_support import query, seed_candles
-from worker import walk_forward
+from worker import analyses, walk_forward
+from worker.settings import DEFAULT_EPOCHS
 
 SYMBOL = "BTC-USDT"
 
@@ -77,10 +78,10 @@ def test_analyses_are_only_those_that_end_before_the_test(env):
     )
     lo, hi = t[0]
     mid = (lo + hi) // 2
-    got = walk_forward.cached_analyses(env, SYMBOL, "1h", until=mid)
+    got = analyses.cached_analyses(env, SYMBOL, "1h", until=mid)
     assert got and all(w.end_ts < mid for w in got)
-    assert len(walk_forward.cached_analyses(env, SYMBOL, "1h", until=hi + 1)) > len(got)
-    assert walk_forward.cached_analyses(env, SYMBOL, "1h", until=hi + 1, model="qwen") == []
+    assert len(analyses.cached_analyses(env, SYMBOL, "1h", until=hi + 1)) > len(got)
+    assert analyses.cached_analyses(env, SYMBOL, "1h", until=hi + 1, model="qwen") == []
 
 
 def test_a_fold_does_not_see_its_future(env):
@@ -100,7 +101,7 @@ def test_no_version_uses_defaults(database_url, tmp_path):
     seed_candles(database_url, n=300, symbols={"ETH-USDT": (12, 2_000.0)})
     heuristic_batch(settings_for(database_url, tmp_path), "ETH-USDT")  # analyses but no reduced version
     wf = walk_forward.walk_forward(database_url, "ETH-USDT", folds=2)
-    assert wf.version is None and len(wf.folds) == 2 and wf.params["epochs"] == walk_forward.DEFAULT_EPOCHS
+    assert wf.version is None and len(wf.folds) == 2 and wf.params["epochs"] == DEFAULT_EPOCHS
     assert wf.folds[1].n_windows > 0
 
 
@@ -109,17 +110,14 @@ def test_walk_forward_trains_with_the_reducers_recipe(env):
     the reducer's table byte for byte (no warm start on a first version)."""
     from model.qlearning import FastQLearning
     from model.states import StateSpace
-    from model.training import AnalysedWindow, train_qtable
+    from model.training import train_qtable
     from worker.analyses import batch_analyses
     from worker.candles_store import load_candles
 
     blob, meta, batch_id = query(env, "SELECT npz, metadata, batch_id FROM agent_state")[0]
     stored, _ = FastQLearning.from_bytes(bytes(blob))
     train = load_candles(env, SYMBOL, "1h", since=meta["train_since"], until=meta["train_until"])
-    analysed = [
-        AnalysedWindow(a["start_ts"], a["end_ts"], a["action"], a["confidence"], a["rules"])
-        for a in batch_analyses(env, batch_id, SYMBOL)
-    ]
+    analysed = batch_analyses(env, batch_id, SYMBOL)
     hp = {k: v for k, v in meta["hyper_parameters"].items() if k not in ("epochs", "seed")}
     learner, _, data = train_qtable(
         train, analysed, space=StateSpace.default(), epochs=meta["hyper_parameters"]["epochs"],

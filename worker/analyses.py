@@ -14,6 +14,7 @@ from typing import Any
 from model import ACTIONS
 from model.answer import Analysis
 from model.rules import Rule, rule_from_json, rule_to_json
+from model.training import AnalysedWindow
 from worker import batches, db
 
 
@@ -126,26 +127,45 @@ def rules_of(cur: Any, analysis_ids: list[int]) -> dict[int, tuple[Rule, ...]]:
     return {k: tuple(v) for k, v in found.items()}
 
 
-def batch_analyses(url: str, batch_id: int, symbol: str) -> list[dict[str, Any]]:
-    """The analyses of a symbol's finished windows, in window order, with their rules parsed."""
+def batch_analyses(url: str, batch_id: int, symbol: str) -> list[AnalysedWindow]:
+    """The analyses of a symbol's finished windows in a batch, in window order, with their rules."""
     with db.transaction(url) as cur:
         cur.execute(
-            "SELECT w.idx, w.start_ts, w.end_ts, a.id, a.action, a.confidence FROM btc.windows w"
-            " JOIN btc.ollama_analyses a ON a.id = w.analysis_id WHERE w.batch_id = %s"
-            " AND w.symbol = %s AND w.status IN ('done', 'cached') ORDER BY w.idx",
+            "SELECT a.id, extract(epoch FROM w.start_ts)::bigint, extract(epoch FROM w.end_ts)::bigint,"
+            " a.action, a.confidence FROM btc.windows w JOIN btc.ollama_analyses a ON a.id = w.analysis_id"
+            " WHERE w.batch_id = %s AND w.symbol = %s AND w.status IN ('done', 'cached') ORDER BY w.idx",
             (batch_id, symbol),
         )
-        rows = cur.fetchall()
-        rules = rules_of(cur, sorted({int(r[3]) for r in rows}))
+        return _analysed(cur, cur.fetchall())
+
+
+def cached_analyses(
+    url: str, symbol: str, timeframe: str, *, until: int, since: int | None = None, model: str | None = None
+) -> list[AnalysedWindow]:
+    """Stored analyses of ``symbol`` whose window lies in ``[since, until)`` (one per window: the
+    newest), in window order, with their rules; only those of ``model`` when given. No LLM call."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (start_ts, end_ts) id, extract(epoch FROM start_ts)::bigint,"
+            " extract(epoch FROM end_ts)::bigint, action, confidence FROM btc.ollama_analyses"
+            " WHERE symbol = %s AND timeframe = %s AND end_ts < to_timestamp(%s)"
+            " AND (%s::bigint IS NULL OR start_ts >= to_timestamp(%s))"
+            " AND (%s::text IS NULL OR model = %s) ORDER BY start_ts, end_ts, id DESC",
+            (symbol, timeframe, until, since, since, model, model),
+        )
+        return _analysed(cur, cur.fetchall())
+
+
+def _analysed(cur: Any, rows: list[Any]) -> list[AnalysedWindow]:
+    """Rows ``(analysis id, start_ts, end_ts, action, confidence)`` as ``AnalysedWindow``s with rules."""
+    rules = rules_of(cur, sorted({int(r[0]) for r in rows}))
     return [
-        {
-            "idx": int(r[0]),
-            "start_ts": int(r[1].timestamp()),
-            "end_ts": int(r[2].timestamp()),
-            "analysis_id": int(r[3]),
-            "action": int(r[4]) if r[4] is not None else 0,
-            "confidence": float(r[5]) if r[5] is not None else 0.0,
-            "rules": rules[int(r[3])],
-        }
+        AnalysedWindow(
+            int(r[1]),
+            int(r[2]),
+            int(r[3]) if r[3] is not None else 0,
+            float(r[4]) if r[4] is not None else 0.0,
+            rules[int(r[0])],
+        )
         for r in rows
     ]

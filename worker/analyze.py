@@ -7,7 +7,6 @@ Called by the thin Celery task in ``worker.tasks``; raises ``TemporaryError`` (r
 from __future__ import annotations
 
 import json
-from typing import Protocol
 
 from model.answer import Analysis, AnswerError, parse_answer
 from model.candles import Candles, timeframe_seconds
@@ -18,15 +17,9 @@ from worker import analyses
 from worker.batches import Window
 from worker.candles_store import load_candles
 from worker.errors import InvalidModelOutput, PermanentError
-from worker.ollama import ChatResult
+from worker.ollama import ChatClient, ChatResult
 
 HEURISTIC = "heuristic"
-
-
-class ChatClient(Protocol):
-    """The part of ``OllamaClient`` the analyse step uses (a Protocol so tests can stand in)."""
-
-    def chat(self, messages: list[dict[str, str]]) -> ChatResult: ...
 
 
 def window_context(database_url: str, w: Window) -> Candles:

@@ -8,8 +8,6 @@ each process keeps its own PostgreSQL pool and httpx client. Recommended start::
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 from celery.signals import worker_ready
 from kombu import Exchange, Queue
@@ -66,7 +64,7 @@ app.conf.update(
     timezone="UTC",
 )
 
-app.conf.beat_schedule = schedule.beat_schedule_from_env(os.environ)
+app.conf.beat_schedule = schedule.beat_schedule_from_env(SETTINGS.retrain_env)
 
 
 @worker_ready.connect

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +17,11 @@ import psycopg2.extras
 
 from worker import db
 
+STATUSES = ("pending", "running", "done", "cached", "failed")
 FINAL = ("done", "cached", "failed")
 UNFINISHED = ("pending", "running")
+ANALYSED = ("done", "cached")
+"""Final states of a window that has an analysis (``failed`` has none)."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,8 @@ def claim_window(url: str, batch_id: int, symbol: str, idx: int) -> tuple[Window
         cur.execute(
             "UPDATE btc.windows w SET status = 'running', attempts = attempts + 1, updated_at = now()"
             " FROM btc.batches b WHERE b.id = w.batch_id AND w.batch_id = %s AND w.symbol = %s"
-            f" AND w.idx = %s AND w.status IN ('pending', 'running') RETURNING {_WINDOW_COLS}",
-            (batch_id, symbol, idx),
+            f" AND w.idx = %s AND w.status = ANY(%s) RETURNING {_WINDOW_COLS}",
+            (batch_id, symbol, idx, list(UNFINISHED)),
         )
         row = cur.fetchone()
         if row is not None:
@@ -184,54 +187,53 @@ def set_window_status(url: str, batch_id: int, symbol: str, idx: int, status: st
     with db.transaction(url, durable=False) as cur:
         cur.execute(
             "UPDATE btc.windows SET status = %s, analysis_id = NULL, error = %s, updated_at = now()"
-            " WHERE batch_id = %s AND symbol = %s AND idx = %s AND status NOT IN ('done', 'cached')",
-            (status, error[:2000], batch_id, symbol, idx),
+            " WHERE batch_id = %s AND symbol = %s AND idx = %s AND status <> ALL(%s)",
+            (status, error[:2000], batch_id, symbol, idx, list(ANALYSED)),
         )
+
+
+def unfinished_count_in(cur: Any, batch_id: int, symbol: str) -> int:
+    """How many of a symbol's windows in a batch are still pending or running (caller's cursor)."""
+    cur.execute(
+        "SELECT count(*) FROM btc.windows WHERE batch_id = %s AND symbol = %s AND status = ANY(%s)",
+        (batch_id, symbol, list(UNFINISHED)),
+    )
+    return int(cur.fetchone()[0])
 
 
 def unfinished_count(url: str, batch_id: int, symbol: str) -> int:
     """How many of a symbol's windows in a batch are still pending or running."""
     with db.transaction(url) as cur:
-        cur.execute(
-            "SELECT count(*) FROM btc.windows WHERE batch_id = %s AND symbol = %s"
-            " AND status IN ('pending', 'running')",
-            (batch_id, symbol),
-        )
-        return int(cur.fetchone()[0])
+        return unfinished_count_in(cur, batch_id, symbol)
 
 
 def unfinished_windows(url: str, batch_id: int) -> list[tuple[str, int]]:
     """(symbol, idx) of every window of the batch not yet final, in a stable order."""
     with db.transaction(url) as cur:
         cur.execute(
-            "SELECT symbol, idx FROM btc.windows WHERE batch_id = %s"
-            " AND status IN ('pending', 'running') ORDER BY symbol, idx",
-            (batch_id,),
+            "SELECT symbol, idx FROM btc.windows WHERE batch_id = %s AND status = ANY(%s)"
+            " ORDER BY symbol, idx",
+            (batch_id, list(UNFINISHED)),
         )
         return [(r[0], int(r[1])) for r in cur.fetchall()]
 
 
-def reduced_symbols(url: str, batch_id: int) -> dict[str, int]:
-    """Symbol -> Q-table version created by this batch's reducer."""
-    with db.transaction(url) as cur:
-        cur.execute("SELECT symbol, version FROM btc.agent_state WHERE batch_id = %s", (batch_id,))
-        return {r[0]: int(r[1]) for r in cur.fetchall()}
+def mark_batch_done_if_complete(url: str, batch_id: int) -> bool:
+    """Set the batch ``done`` once every symbol has its version AND that version's gate has run;
+    True if it is done.
 
-
-def mark_batch_done_if_complete(cur: Any, batch_id: int) -> bool:
-    """Set the batch ``done`` once every symbol has its reduced version; True if it is done.
-
-    Reducers of different symbols commit concurrently (different symbol locks): the batch lock
-    makes the second one wait for the first's commit, so its count sees both versions.
+    Reducers of different symbols finish concurrently: the batch lock makes the second one wait
+    for the first's commit, so its count sees both gated versions.
     """
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.batch:{batch_id}",))
-    cur.execute(
-        "UPDATE btc.batches b SET state = 'done', finished_at = now() WHERE b.id = %s"
-        " AND b.state <> 'done' AND (SELECT count(DISTINCT symbol) FROM btc.agent_state a"
-        " WHERE a.batch_id = b.id) >= cardinality(b.symbols) RETURNING id",
-        (batch_id,),
-    )
-    return cur.fetchone() is not None
+    with db.transaction(url) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.batch:{batch_id}",))
+        cur.execute(
+            "UPDATE btc.batches b SET state = 'done', finished_at = now() WHERE b.id = %s"
+            " AND b.state <> 'done' AND (SELECT count(DISTINCT symbol) FROM btc.agent_state a"
+            " WHERE a.batch_id = b.id AND a.gated_at IS NOT NULL) >= cardinality(b.symbols) RETURNING id",
+            (batch_id,),
+        )
+        return cur.fetchone() is not None
 
 
 def fail_batch(url: str, batch_id: int, error: str) -> None:
@@ -243,19 +245,99 @@ def fail_batch(url: str, batch_id: int, error: str) -> None:
         )
 
 
-def batch_status(url: str, batch_id: int) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class SymbolStatus:
+    """One symbol of a batch: windows by state, skipped for gaps, and its reducer's version."""
+
+    total: int
+    pending: int
+    running: int
+    done: int
+    cached: int
+    failed: int
+    skipped: int
+    q_version: int | None
+    gated: bool
+
+    @property
+    def finished(self) -> int:
+        """Windows in a final state."""
+        return self.done + self.cached + self.failed
+
+    @property
+    def reduced(self) -> bool:
+        """The reducer made this batch's version and its gate has run."""
+        return self.q_version is not None and self.gated
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """Progress of a batch, all from PostgreSQL: what ``qtrain status`` and ``train --wait`` show."""
+
+    batch_id: int
+    state: str
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    analyst: str
+    model: str
+    epochs: int
+    windows_per_s: float
+    eta_s: float | None
+    tokens: int
+    llm_seconds: float
+    symbols: dict[str, SymbolStatus]
+
+    @property
+    def total(self) -> int:
+        """Windows of the batch."""
+        return sum(v.total for v in self.symbols.values())
+
+    @property
+    def finished(self) -> int:
+        """Windows of the batch in a final state."""
+        return sum(v.finished for v in self.symbols.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of ``qtrain status --json`` (timestamps ISO 8601)."""
+        return {
+            "batch_id": self.batch_id,
+            "state": self.state,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "analyst": self.analyst,
+            "model": self.model,
+            "epochs": self.epochs,
+            "total": self.total,
+            "finished": self.finished,
+            "windows_per_s": self.windows_per_s,
+            "eta_s": self.eta_s,
+            "tokens": self.tokens,
+            "llm_seconds": self.llm_seconds,
+            "symbols": {sym: {**asdict(v), "reduced": v.reduced} for sym, v in self.symbols.items()},
+        }
+
+
+def _symbol_counts(cur: Any, batch_id: int) -> dict[str, dict[str, int]]:
+    cur.execute(
+        "SELECT symbol, status, count(*) FROM btc.windows WHERE batch_id = %s GROUP BY symbol, status",
+        (batch_id,),
+    )
+    out: dict[str, dict[str, int]] = {}
+    for sym, st, n in cur.fetchall():
+        out.setdefault(sym, dict.fromkeys(STATUSES, 0))[st] = int(n)
+    return out
+
+
+def batch_status(url: str, batch_id: int) -> BatchStatus | None:
     """Progress of a batch from PostgreSQL: per symbol counts by status, reducer state, ETA."""
     loaded = load_batch(url, batch_id)
     if loaded is None:
         return None
     spec, state = loaded
     with db.transaction(url) as cur:
-        cur.execute(
-            "SELECT symbol, status, count(*), max(updated_at) FROM btc.windows WHERE batch_id = %s"
-            " GROUP BY symbol, status",
-            (batch_id,),
-        )
-        counts = cur.fetchall()
+        counts = _symbol_counts(cur, batch_id)
         cur.execute(
             "SELECT created_at, finished_at, extract(epoch FROM now() - created_at), error FROM btc.batches"
             " WHERE id = %s",
@@ -264,47 +346,32 @@ def batch_status(url: str, batch_id: int) -> dict[str, Any] | None:
         created_at, finished_at, elapsed, error = cur.fetchone()
         cur.execute(
             "SELECT coalesce(sum(a.prompt_tokens + a.completion_tokens), 0),"
-            " coalesce(sum(a.total_duration_ms), 0) / 1000.0, count(*) FROM btc.windows w"
+            " coalesce(sum(a.total_duration_ms), 0) / 1000.0 FROM btc.windows w"
             " JOIN btc.ollama_analyses a ON a.id = w.analysis_id WHERE w.batch_id = %s"
             " AND w.status = 'done'",
             (batch_id,),
         )
-        tokens, llm_seconds, _ = cur.fetchone()
-    versions = reduced_symbols(url, batch_id)
+        tokens, llm_seconds = cur.fetchone()
+        cur.execute(
+            "SELECT symbol, version, gated_at IS NOT NULL FROM btc.agent_state WHERE batch_id = %s",
+            (batch_id,),
+        )
+        made = {r[0]: (int(r[1]), bool(r[2])) for r in cur.fetchall()}
     skipped = spec.params.get("skipped", {})
-    symbols: dict[str, dict[str, Any]] = {}
+    symbols = {}
     for sym in spec.symbols:
-        by = {s: 0 for s in ("pending", "running", "done", "cached", "failed")}
-        for s, st, n, _ in counts:
-            if s == sym:
-                by[st] = int(n)
-        total = sum(by.values())
-        symbols[sym] = {
-            "total": total,
-            **by,
-            "skipped": int(skipped.get(sym, 0)),
-            "reduced": sym in versions,
-            "q_version": versions.get(sym),
-        }
-    total = sum(v["total"] for v in symbols.values())
-    finished = sum(v["done"] + v["cached"] + v["failed"] for v in symbols.values())
+        by = counts.get(sym, dict.fromkeys(STATUSES, 0))
+        version, gated = made.get(sym, (None, False))
+        symbols[sym] = SymbolStatus(total=sum(by.values()), **by, skipped=int(skipped.get(sym, 0)),
+                                    q_version=version, gated=gated)  # fmt: skip
+    total = sum(v.total for v in symbols.values())
+    finished = sum(v.finished for v in symbols.values())
     elapsed = float(elapsed or 0.0)
     rate = finished / elapsed if elapsed > 0 and finished else 0.0
     eta = 0.0 if finished >= total else ((total - finished) / rate if rate > 0 else None)
-    return {
-        "batch_id": batch_id,
-        "state": state,
-        "error": error,
-        "created_at": created_at.isoformat(),
-        "finished_at": finished_at.isoformat() if finished_at else None,
-        "analyst": spec.analyst,
-        "model": spec.model,
-        "epochs": spec.epochs,
-        "total": total,
-        "finished": finished,
-        "windows_per_s": round(rate, 3),
-        "eta_s": None if eta is None else round(eta, 1),
-        "tokens": int(tokens),
-        "llm_seconds": round(float(llm_seconds), 2),
-        "symbols": symbols,
-    }
+    return BatchStatus(
+        batch_id=batch_id, state=state, error=error, created_at=created_at, finished_at=finished_at,
+        analyst=spec.analyst, model=spec.model, epochs=spec.epochs, windows_per_s=round(rate, 3),
+        eta_s=None if eta is None else round(eta, 1), tokens=int(tokens),
+        llm_seconds=round(float(llm_seconds), 2), symbols=symbols,
+    )  # fmt: skip

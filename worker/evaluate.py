@@ -31,94 +31,9 @@ from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
 from model.metrics import json_safe
 from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
-from model.qlearning import FastQLearning
-from model.states import StateSpace
-from worker import db
+from worker import db, versions
 from worker.candles_store import load_candles
 from worker.errors import BadInput
-
-
-@dataclass(frozen=True)
-class StoredVersion:
-    """One row of ``btc.agent_state``, its table loaded (``allow_pickle=False``)."""
-
-    symbol: str
-    version: int
-    batch_id: int | None
-    created_at: datetime
-    sha256: str
-    promoted: bool
-    npz: bytes
-    metadata: dict[str, Any]
-    learner: FastQLearning
-
-    @property
-    def space(self) -> StateSpace:
-        """The state space the table was trained on."""
-        return StateSpace.from_json(self.metadata["state_space"])
-
-    @property
-    def timeframe(self) -> str:
-        """The candle timeframe of the table."""
-        return str(self.metadata.get("timeframe", "1h"))
-
-    def holdout(self) -> tuple[int, int] | None:
-        """The held-out tail ``[train_until, holdout_until)`` (epoch s), or None when there is none."""
-        lo, hi = self.metadata.get("train_until"), self.metadata.get("holdout_until")
-        if lo is None or hi is None or int(hi) <= int(lo):
-            return None
-        return int(lo), int(hi)
-
-
-def no_version(symbol: str, version: int) -> str:
-    """The one-line error for a missing version."""
-    return f"{symbol} has no version {version}: `qtrain models list --symbol {symbol}` shows them"
-
-
-_VERSION_COLS = "symbol, version, batch_id, created_at, sha256, promoted, npz, metadata"
-
-
-def _stored(row: Any) -> StoredVersion:
-    blob = bytes(row[6])
-    learner, _ = FastQLearning.from_bytes(blob)
-    meta = row[7] if isinstance(row[7], dict) else json.loads(row[7])
-    return StoredVersion(
-        row[0], int(row[1]), row[2], row[3], row[4], bool(row[5]), blob, meta, learner
-    )  # fmt: skip
-
-
-def load_version(
-    url: str, symbol: str, version: int | None = None, *, prefer_promoted: bool = False
-) -> StoredVersion:
-    """Version ``version`` of ``symbol``; by default the latest (or the promoted one first)."""
-    with db.transaction(url) as cur:
-        if version is not None:
-            cur.execute(
-                f"SELECT {_VERSION_COLS} FROM btc.agent_state WHERE symbol = %s AND version = %s",
-                (symbol, version),
-            )
-        else:
-            order = "promoted DESC, version DESC" if prefer_promoted else "version DESC"
-            cur.execute(
-                f"SELECT {_VERSION_COLS} FROM btc.agent_state WHERE symbol = %s ORDER BY {order} LIMIT 1",
-                (symbol,),
-            )
-        row = cur.fetchone()
-    if row is None:
-        if version is None:
-            raise BadInput(
-                f"no Q-table version for {symbol}: train one with `qtrain train`; `qtrain models list` shows"
-                " what exists"
-            )
-        raise BadInput(no_version(symbol, version))
-    return _stored(row)
-
-
-def promoted_version(cur: Any, symbol: str) -> StoredVersion | None:
-    """The promoted version of ``symbol`` read through the caller's cursor, or None."""
-    cur.execute(f"SELECT {_VERSION_COLS} FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
-    row = cur.fetchone()
-    return None if row is None else _stored(row)
 
 
 def _day(ts: int) -> str:
@@ -186,7 +101,7 @@ def compare(
     seed: int = DEFAULT_SEED,
 ) -> Comparison:
     """Backtest a version and the baselines on its held-out tail, or on ``[since, until)`` if given."""
-    v = load_version(url, symbol, version)
+    v = versions.load_version(url, symbol, version)
     notes: list[str] = []
     if since is None and until is None:
         tail = v.holdout()

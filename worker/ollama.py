@@ -55,7 +55,7 @@ class ChatResult:
 
 
 class ChatClient(Protocol):
-    """What the analyse task needs from an LLM client (tests may pass a stub)."""
+    """The part of ``OllamaClient`` the analyse step uses (a Protocol, so tests can stand in)."""
 
     def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult: ...
 

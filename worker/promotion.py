@@ -3,9 +3,11 @@
 ``evaluate_and_promote`` backtests a new version on its held-out tail ``[train_until,
 holdout_until)`` (candles its training never saw), records the runs in ``btc.backtests`` (kind
 ``holdout``), and marks the version ``promoted`` only when, by the configured criterion, it beats
-BOTH buy-and-hold and the currently promoted version backtested on the same tail (the first
-version of a symbol only has to beat buy-and-hold). Criterion, read once from the environment by
-``PromotionConfig.from_env``:
+ALL of: buy-and-hold, the median of ``DEFAULT_RANDOM_SEEDS`` seeded random policies (luck: one
+random run is luck too, its median is the bar a table must clear to claim skill), and the currently
+promoted version backtested on the same tail (the first version of a symbol has none). The result
+records each margin (how much better, in the metric's units, positive = better), so a person sees
+by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig.from_settings``):
 
 * ``QTRAIN_PROMOTION_METRIC`` (default ``sharpe``): any metric of ``model.metrics``; higher is
   better, except ``LOWER_IS_BETTER`` ones (drawdown, volatility, fees).
@@ -26,22 +28,22 @@ sidecar says ``"promoted": false`` (a trader needs a table; nothing vetted exist
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
 from model.features import compute_features
 from model.metrics import METRIC_NAMES, json_safe
 from model.policies import buy_and_hold, qtable_policy
-from worker import db, evaluate
-from worker.errors import BadInput, QtrainError
-from worker.reduce import model_path, write_model_file
+from worker import db, evaluate, versions
+from worker.errors import BadInput, TemporaryError
 from worker.settings import Settings
+
+log = logging.getLogger("qtrain.promotion")
 
 DEFAULT_METRIC = "sharpe"
 DEFAULT_MARGIN = 0.0
@@ -71,15 +73,32 @@ class PromotionConfig:
             raise BadInput(f"QTRAIN_PROMOTION_MARGIN must be a number >= 0, got {self.margin}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PromotionConfig:
-        """Read ``QTRAIN_PROMOTION_METRIC`` and ``QTRAIN_PROMOTION_MARGIN`` (unset: the defaults)."""
-        e = os.environ if env is None else env
-        raw = e.get("QTRAIN_PROMOTION_MARGIN", str(DEFAULT_MARGIN))
+    def from_env(cls, env: Mapping[str, str]) -> PromotionConfig:
+        """Read ``QTRAIN_PROMOTION_METRIC`` and ``QTRAIN_PROMOTION_MARGIN`` of ``env`` (unset: defaults)."""
+        return cls.parse(
+            env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC), env.get("QTRAIN_PROMOTION_MARGIN")
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PromotionConfig:
+        """The criterion of a process's settings (its environment, read once by ``Settings``)."""
+        return cls.parse(settings.promotion_metric, settings.promotion_margin)
+
+    @classmethod
+    def parse(cls, metric: str, margin: str | None) -> PromotionConfig:
+        """Validate the texts of the two settings; BadInput (one line) naming the bad one."""
+        raw = str(DEFAULT_MARGIN) if margin is None else margin
         try:
-            margin = float(raw)
+            value = float(raw)
         except ValueError:
             raise BadInput(f"QTRAIN_PROMOTION_MARGIN must be a number, got {raw!r}") from None
-        return cls(metric=e.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC).strip(), margin=margin)
+        return cls(metric=metric.strip(), margin=value)
+
+    def margin_of(self, new: float | None, old: float | None) -> float | None:
+        """How much better ``new`` is than ``old`` in the metric's units (positive: better; None: unknown)."""
+        if new is None or old is None or math.isnan(new) or math.isnan(old):
+            return None
+        return old - new if self.metric in LOWER_IS_BETTER else new - old
 
     def beats(self, new: float | None, old: float | None) -> bool:
         """True when ``new`` is better than ``old`` by more than the margin (None/NaN never wins)."""
@@ -90,10 +109,6 @@ class PromotionConfig:
         if self.metric in LOWER_IS_BETTER:
             return new < old - self.margin
         return new > old + self.margin
-
-
-def _lock(cur: Any, symbol: str) -> None:
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.reduce:{symbol}",))
 
 
 def _switch(
@@ -117,67 +132,112 @@ def _switch(
     return previous
 
 
-def _tail_metrics(v: evaluate.StoredVersion, ctx: Any, start: int) -> dict[str, float]:
+def _tail_metrics(v: versions.StoredVersion, ctx: Any, start: int) -> dict[str, float]:
     m = v.space.encode(compute_features(ctx))[start:]
     test = ctx.slice(start, len(ctx))
     runs = evaluate.run_policies(test, {"q": qtable_policy(v.learner.q, m)}, fee=FEE, slippage_bps=0.0)
     return runs["q"].metrics
 
 
+def _tail_runs(
+    new: versions.StoredVersion, incumbent: versions.StoredVersion | None, ctx: Any, start: int
+) -> dict[str, dict[str, float]]:
+    """Metrics of the new table, buy-and-hold, the random-policy median and the incumbent on the tail."""
+    test = ctx.slice(start, len(ctx))
+    runs = {
+        "qtable": _tail_metrics(new, ctx, start),
+        "buy_and_hold": evaluate.run_policies(
+            test, {"b": buy_and_hold(len(test))}, fee=FEE, slippage_bps=0.0
+        )["b"].metrics,
+        "random_median": random_policy_metrics(test, seeds=DEFAULT_RANDOM_SEEDS, fee=FEE),
+    }
+    if incumbent is not None and incumbent.version != new.version:
+        runs["incumbent_qtable"] = _tail_metrics(incumbent, ctx, start)
+    return runs
+
+
+_BARS = (("buy_and_hold", "buy-and-hold"), ("random_median", "the random-policy median"))
+
+
+def _decide(cfg: PromotionConfig, runs: dict[str, dict[str, float]], incumbent: int | None) -> dict[str, Any]:
+    """The gate's verdict: the values, the margin over each bar (positive = better), and why."""
+    value = runs["qtable"][cfg.metric]
+    bars = {name: runs[name][cfg.metric] for name, _ in _BARS}
+    labels = dict(_BARS)
+    if "incumbent_qtable" in runs:
+        bars["incumbent"] = runs["incumbent_qtable"][cfg.metric]
+        labels["incumbent"] = f"promoted version {incumbent}"
+    out: dict[str, Any] = json_safe({"value": value, **{k: v for k, v in bars.items() if k != "incumbent"}})
+    out["incumbent_value"] = json_safe({"v": bars["incumbent"]})["v"] if "incumbent" in bars else None
+    out["margins"] = {name: cfg.margin_of(value, bar) for name, bar in bars.items()}
+    losses = [labels[name] for name, bar in bars.items() if not cfg.beats(value, bar)]
+    out["promoted"] = not losses
+    if losses:
+        out["reason"] = f"{cfg.metric} does not beat {' nor '.join(losses)} on the held-out tail"
+    else:
+        out["reason"] = "beats " + ", ".join(labels[name] for name in bars)
+    return out
+
+
 def evaluate_and_promote(
     settings: Settings, symbol: str, version: int, *, config: PromotionConfig | None = None
 ) -> dict[str, Any]:
-    """Backtest ``version`` on its held-out tail, record it, promote it if it wins; a tiny summary."""
-    cfg = config or PromotionConfig.from_env()
+    """Backtest ``version`` on its held-out tail, record it, promote it if it wins, mark it gated;
+    a tiny summary with the margins."""
+    cfg = config or PromotionConfig.from_settings(settings)
     url = settings.database_url
-    new = evaluate.load_version(url, symbol, version)
+    new = versions.load_version(url, symbol, version)
     tail = new.holdout()
     out: dict[str, Any] = {"version": version, "metric": cfg.metric, "promoted": False}
     if tail is None:
         out["reason"] = "no held-out tail (holdout 0): promote by hand with `qtrain models promote`"
-        sync_model_file(settings, symbol)
+        with db.transaction(url) as cur:
+            versions.mark_gated(cur, symbol, version)
+        versions.sync_model_file(settings, symbol)
         return out
     ctx, start = evaluate.load_range(url, symbol, new.timeframe, *tail)
-    test = ctx.slice(start, len(ctx))
-    step_until = tail[1]
+    since = int(ctx.ts[start])
     with db.transaction(url) as cur:
-        _lock(cur, symbol)
-        incumbent = evaluate.promoted_version(cur, symbol)
-        runs = {
-            "qtable": _tail_metrics(new, ctx, start),
-            "buy_and_hold": evaluate.run_policies(
-                test, {"b": buy_and_hold(len(test))}, fee=FEE, slippage_bps=0.0
-            )["b"].metrics,
-        }
-        if incumbent is not None and incumbent.version != version:
-            runs["incumbent_qtable"] = _tail_metrics(incumbent, ctx, start)
-        params = {"fee": FEE, "slippage_bps": 0.0, "metric": cfg.metric, "margin": cfg.margin}
+        versions.lock_symbol(cur, symbol)
+        incumbent = versions.promoted_version(cur, symbol)
+        runs = _tail_runs(new, incumbent, ctx, start)
+        params: dict[str, Any] = {"fee": FEE, "slippage_bps": 0.0, "metric": cfg.metric, "margin": cfg.margin,
+                                  "random_seeds": DEFAULT_RANDOM_SEEDS}  # fmt: skip
         if "incumbent_qtable" in runs and incumbent is not None:
             params["incumbent_version"] = incumbent.version
         for policy, metrics in runs.items():
-            evaluate.insert_backtest(cur, symbol, version, int(test.ts[0]), step_until, policy, "holdout",
-                                     params, metrics)  # fmt: skip
-        value = runs["qtable"][cfg.metric]
-        bh = runs["buy_and_hold"][cfg.metric]
-        inc = runs.get("incumbent_qtable", {}).get(cfg.metric)
-        out.update(json_safe({"value": value, "buy_and_hold": bh}))
+            evaluate.insert_backtest(cur, symbol, version, since, tail[1], policy, "holdout", params, metrics)
         out["incumbent"] = incumbent.version if incumbent is not None else None
-        out["incumbent_value"] = json_safe({"v": inc})["v"] if inc is not None else None
         if incumbent is not None and incumbent.version == version:
-            out["reason"] = "already promoted"
-        elif not cfg.beats(value, bh):
-            out["reason"] = f"{cfg.metric} does not beat buy-and-hold on the held-out tail"
-        elif inc is not None and not cfg.beats(value, inc):
-            out["reason"] = f"{cfg.metric} does not beat promoted version {out['incumbent']}"
+            out.update(promoted=False, reason="already promoted")
         else:
-            _switch(cur, symbol, version, by=GATE, kind=GATE, details={k: out[k] for k in
-                    ("metric", "value", "buy_and_hold", "incumbent", "incumbent_value")})  # fmt: skip
-            out["promoted"] = True
-            out["reason"] = "beats buy-and-hold" + (
-                f" and version {out['incumbent']}" if out["incumbent"] is not None else ""
-            )
-    sync_model_file(settings, symbol)
+            out.update(_decide(cfg, runs, out["incumbent"]))
+        if out["promoted"]:
+            details = {
+                k: out.get(k) for k in ("metric", "value", "buy_and_hold", "random_median", "incumbent")
+            }
+            _switch(cur, symbol, version, by=GATE, kind=GATE, details={**details, "margins": out["margins"]})
+        versions.mark_gated(cur, symbol, version)
+    versions.sync_model_file(settings, symbol)
     return out
+
+
+def gate(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
+    """Run the promotion gate on a committed version; a failure is recorded (the version stays,
+    gated, not promoted), never raised, unless even recording it fails (TemporaryError: retry)."""
+    try:
+        return evaluate_and_promote(settings, symbol, version)
+    except Exception as exc:  # the version is committed: report the gate's failure, keep the version
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("promotion gate failed for %s version %s", symbol, version)
+        try:
+            record_failure(settings, symbol, version, error)
+            versions.sync_model_file(settings, symbol)
+        except Exception as again:
+            raise TemporaryError(
+                f"gate of {symbol} v{version} failed ({error}) and could not be recorded"
+            ) from again
+        return {"version": version, "promoted": False, "error": error}
 
 
 def record_failure(settings: Settings, symbol: str, version: int, error: str) -> None:
@@ -188,6 +248,7 @@ def record_failure(settings: Settings, symbol: str, version: int, error: str) ->
             " VALUES (%s, %s, NULL, %s, 'gate_failed', %s)",
             (symbol, version, GATE, json.dumps({"error": error[:500]})),
         )
+        versions.mark_gated(cur, symbol, version)
 
 
 def rollback_target(cur: Any, symbol: str) -> int | None:
@@ -216,7 +277,7 @@ def set_promoted(
     """A person's override: promote ``version`` (or, with ``rollback`` and no version, the previously
     promoted one), log who and when, rewrite the model file; a summary."""
     with db.transaction(settings.database_url) as cur:
-        _lock(cur, symbol)
+        versions.lock_symbol(cur, symbol)
         if version is None:
             if not rollback:
                 raise BadInput("give --version N")
@@ -231,31 +292,9 @@ def set_promoted(
         )
         row = cur.fetchone()
         if row is None:
-            raise BadInput(evaluate.no_version(symbol, version))
+            raise BadInput(versions.no_version(symbol, version))
         kind = "rollback" if rollback else "manual"
         previous = _switch(cur, symbol, version, by=by, kind=kind, details={})
-    path = sync_model_file(settings, symbol)
+    path = versions.sync_model_file(settings, symbol)
     return {"symbol": symbol, "version": version, "previous": previous, "kind": kind, "by": by,
             "model_file": str(path) if path else None}  # fmt: skip
-
-
-def sync_model_file(settings: Settings, symbol: str) -> Path | None:
-    """Write ``fast_model_{SYMBOL}.npz`` (+ .json) from the promoted version, else the latest one;
-    the sha256 is checked before writing. None when the symbol has no version."""
-    with db.transaction(settings.database_url) as cur:
-        cur.execute(
-            "SELECT version, npz, sha256, metadata, promoted FROM btc.agent_state WHERE symbol = %s"
-            " ORDER BY promoted DESC, version DESC LIMIT 1",
-            (symbol,),
-        )
-        row = cur.fetchone()
-    if row is None:
-        return None
-    version, blob, digest, meta, promoted = int(row[0]), bytes(row[1]), row[2], row[3], bool(row[4])
-    if hashlib.sha256(blob).hexdigest() != digest:
-        raise QtrainError(f"{symbol} version {version}: stored table does not match its sha256; not written")
-    meta = meta if isinstance(meta, dict) else json.loads(meta)
-    path = model_path(settings.models_dir, symbol)
-    write_model_file(settings.models_dir, symbol, blob, {**meta, "file_sha256": digest, "promoted": promoted},
-                     path=path)  # fmt: skip
-    return path

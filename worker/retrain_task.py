@@ -1,9 +1,10 @@
-"""The ``qtrain.retrain`` task that Celery beat sends (see ``worker.schedule`` for what one tick does)."""
+"""The ``qtrain.retrain`` task that Celery beat sends (see ``worker.retrain`` for what one tick does)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from worker import retrain as retrain_tick
 from worker import schedule
 from worker.app import SETTINGS, app
 
@@ -18,4 +19,4 @@ RETRAIN_HARD_LIMIT_S = RETRAIN_SOFT_LIMIT_S + 120
 )
 def retrain(**config: Any) -> dict[str, Any]:
     """Fetch new candles, then enqueue one batch for the windows not yet analysed (once per tick)."""
-    return schedule.retrain(SETTINGS, schedule.RetrainConfig.from_kwargs(config))
+    return retrain_tick.retrain(SETTINGS, schedule.RetrainConfig.from_kwargs(config))

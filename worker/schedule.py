@@ -1,6 +1,7 @@
-"""Scheduled retraining: the Celery beat entry from the environment, and the retrain step.
+"""Scheduled retraining: its configuration, the cron arithmetic and the Celery beat entry.
 
-Environment (read by the beat process; the entry's kwargs carry it to the worker that runs it):
+Environment (read once by ``Settings``, in the beat process; the entry's kwargs carry it to the
+worker that runs it):
 
 - ``QTRAIN_RETRAIN_CRON``: 5 cron fields ``minute hour day-of-month month day-of-week`` (Celery's
   crontab: day-of-week 0 = Sunday; day-of-month and day-of-week must both match), e.g. ``0 3 * * *``.
@@ -14,23 +15,13 @@ Environment (read by the beat process; the entry's kwargs carry it to the worker
   ``QTRAIN_RETRAIN_FETCH`` (1; 0 = use stored candles only), ``QTRAIN_EXCHANGE_API_URL`` (the same
   hidden override ``qtrain candles fetch`` honours).
 
-One tick (``retrain``): under ``pg_try_advisory_xact_lock`` (a second run that finds the lock
-taken skips), skip when a batch with ``params.trigger='beat'`` and the same ``params.tick`` (the
-scheduled time this run belongs to) already exists for these symbols; fetch new candles (a fetch
-failure is logged, the stored candles are used); plan windows over every stored candle of each
-symbol (so window starts stay aligned from tick to tick) and keep only windows NOT yet analysed:
-no analysis under their cache key (content + model + prompt version) in ``btc.ollama_analyses``,
-and not pending/running in an unfinished batch. Nothing new: no batch (logged). Otherwise one batch
-over the new windows is created and enqueued; the normal completion counter runs the reducer
-(warm start from the previous Q-table), over ``[earliest new window - WARMUP candles, newest
-window end)``, whose tail ``holdout`` share is kept for the promotion backtest.
+What one tick does is ``worker.retrain``'s.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,13 +29,7 @@ from typing import Any
 from celery.schedules import crontab
 
 from model.candles import timeframe_seconds
-from model.features import WARMUP
-from model.prompt import PROMPT_VERSION, cache_key, window_content_hash
-from model.windows import plan_windows
-from worker import batches, db
-from worker.candles_store import load_candles
 from worker.errors import BadInput, QtrainError
-from worker.settings import Settings
 
 log = logging.getLogger("qtrain.schedule")
 
@@ -237,196 +222,3 @@ def beat_schedule_from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     except BadInput as exc:
         log.error("qtrain: scheduled retraining is OFF: %s", exc)
         return {}
-
-
-# --------------------------------------------------------------------------- the retrain step
-
-
-@dataclass(frozen=True)
-class PlannedWindow:
-    """A window of a symbol not yet analysed: ``(symbol, start_ts, end_ts, content_hash)``."""
-
-    symbol: str
-    start_ts: int
-    end_ts: int
-    content_hash: str
-
-
-def plan_new_windows(
-    database_url: str, config: RetrainConfig, model: str
-) -> tuple[list[PlannedWindow], dict[str, int]]:
-    """Windows over every stored candle of each symbol, minus those analysed or in flight.
-
-    Returns (new windows oldest first per symbol, at most ``max_windows`` newest per symbol;
-    per-symbol count of windows skipped for crossing a gap).
-    """
-    step = timeframe_seconds(config.timeframe)
-    out: list[PlannedWindow] = []
-    skipped: dict[str, int] = {}
-    for symbol in config.symbols:
-        candles = load_candles(database_url, symbol, config.timeframe)
-        plan = plan_windows(candles.ts, size=config.window, stride=config.stride, step=step)
-        skipped[symbol] = plan.skipped
-        found: list[PlannedWindow] = []
-        for start in plan.starts.tolist():
-            start_ts = int(candles.ts[start])
-            lo = int(candles.ts.searchsorted(start_ts - WARMUP * step, side="left"))
-            ctx = candles.slice(lo, start + config.window)
-            digest = window_content_hash(ctx, symbol=symbol, timeframe=config.timeframe)
-            found.append(PlannedWindow(symbol, start_ts, int(candles.ts[start + config.window - 1]), digest))
-        if not found:
-            continue
-        keys = {cache_key(w.content_hash, model, PROMPT_VERSION): w for w in found}
-        with db.transaction(database_url) as cur:
-            cur.execute("SELECT cache_key FROM btc.ollama_analyses WHERE cache_key = ANY(%s)", (list(keys),))
-            analysed = {keys[r[0]].content_hash for r in cur.fetchall()}
-            cur.execute(
-                "SELECT DISTINCT w.content_hash FROM btc.windows w JOIN btc.batches b ON b.id = w.batch_id"
-                " WHERE b.state = 'running' AND w.symbol = %s AND w.status IN ('pending', 'running')"
-                " AND b.model = %s AND b.prompt_version = %s AND w.content_hash = ANY(%s)",
-                (symbol, model, PROMPT_VERSION, [w.content_hash for w in found]),
-            )
-            in_flight = {r[0] for r in cur.fetchall()}
-        new = [w for w in found if w.content_hash not in analysed and w.content_hash not in in_flight]
-        out.extend(new[-config.max_windows :])
-    return out, skipped
-
-
-def fetch_new_candles(settings: Settings, config: RetrainConfig, *, now: float) -> dict[str, Any]:
-    """Fetch closed candles after the newest stored ones; a failure is logged and reported, not raised."""
-    if not config.fetch:
-        return {"skipped": "QTRAIN_RETRAIN_FETCH=0"}
-    from producer.fetch import fetch_symbol, make_exchange
-
-    report: dict[str, Any] = {}
-    try:
-        exchange = make_exchange(config.exchange, api_url=config.api_url)
-    except QtrainError as exc:
-        log.warning("retrain: cannot use exchange %s (%s); using stored candles", config.exchange, exc)
-        return {"error": str(exc)}
-    since = int(now) - config.backfill_days * 86400
-    for symbol in config.symbols:
-        try:
-            res = fetch_symbol(
-                exchange,
-                settings.database_url,
-                symbol,
-                config.timeframe,
-                since=since,
-                now=now,
-                max_attempts=3,
-            )
-            report[symbol] = res.inserted
-        except Exception as exc:  # network, exchange, anything: the stored candles still serve
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            log.warning(
-                "retrain: fetch %s failed (%s: %s); using stored candles", symbol, type(exc).__name__, first
-            )
-            report[symbol] = f"error: {first}"
-    return report
-
-
-def _lock_key(config: RetrainConfig) -> str:
-    return f"qtrain.retrain:{config.timeframe}:{','.join(sorted(config.symbols))}"
-
-
-def retrain(
-    settings: Settings,
-    config: RetrainConfig,
-    *,
-    now: datetime | None = None,
-    enqueue: Callable[[Settings, int, Sequence[tuple[str, int]], Sequence[str]], int] | None = None,
-    check_ollama: Callable[[Settings, str], None] | None = None,
-) -> dict[str, Any]:
-    """One scheduled retrain tick; returns ``{"status": created|locked|duplicate|nothing_new|..., ...}``.
-
-    ``enqueue`` and ``check_ollama`` default to ``producer.enqueue``'s (tests may inject stand-ins).
-    """
-    if enqueue is None or check_ollama is None:
-        from producer import enqueue as enq
-
-        enqueue = enqueue or enq.enqueue
-        check_ollama = check_ollama or enq.check_ollama
-    now = now or datetime.now(UTC)
-    tick = tick_of(config, now).isoformat()
-    model = "heuristic" if config.analyst == "heuristic" else (config.model or settings.ollama_model)
-    url = settings.database_url
-    base = {"tick": tick, "symbols": list(config.symbols)}
-    key = _lock_key(config)
-    with db.transaction(url) as cur:
-        cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,))
-        if not cur.fetchone()[0]:
-            log.warning("retrain tick %s: another retrain of %s is running; skipped", tick, base["symbols"])
-            return {**base, "status": "locked"}
-        cur.execute(
-            "SELECT id FROM btc.batches WHERE params->>'trigger' = 'beat' AND params->>'tick' = %s"
-            " AND params->>'retrain_key' = %s",
-            (tick, key),
-        )
-        row = cur.fetchone()
-        if row is not None:
-            log.warning("retrain tick %s: batch %s already made for it; skipped", tick, row[0])
-            return {**base, "status": "duplicate", "batch_id": int(row[0])}
-        t0 = time.monotonic()
-        fetched = fetch_new_candles(settings, config, now=now.timestamp())
-        if config.analyst == "ollama":
-            try:
-                check_ollama(settings, model)
-            except QtrainError as exc:
-                log.warning("retrain tick %s: Ollama not ready (%s); no batch, next tick retries", tick, exc)
-                return {**base, "status": "ollama_unavailable", "error": str(exc), "fetched": fetched}
-        new, skipped = plan_new_windows(url, config, model)
-        if not new:
-            log.warning("retrain tick %s: no window left to analyse for %s; no batch", tick, base["symbols"])
-            return {**base, "status": "nothing_new", "fetched": fetched}
-        step = timeframe_seconds(config.timeframe)
-        idx: dict[str, int] = {}
-        rows = []
-        for w in new:
-            k = idx.get(w.symbol, 0)
-            idx[w.symbol] = k + 1
-            rows.append((w.symbol, k, w.start_ts, w.end_ts, w.content_hash))
-        spec = batches.BatchSpec(
-            symbols=tuple(s for s in config.symbols if s in idx),  # only symbols with new windows
-            timeframe=config.timeframe,
-            window_size=config.window,
-            stride=config.stride,
-            since=min(w.start_ts for w in new) - WARMUP * step,
-            until=max(w.end_ts for w in new) + step,
-            epochs=config.epochs,
-            model=model,
-            analyst=config.analyst,
-            prompt_version=PROMPT_VERSION,
-            seed=int(datetime.fromisoformat(tick).timestamp()) % 2**31,
-            params={
-                "skipped": {s: n for s, n in skipped.items() if s in idx},
-                "holdout": 0.2,
-                "trigger": "beat",
-                "tick": tick,
-                "retrain_key": key,
-                "fetched": fetched,
-            },
-        )
-        batch_id = batches.create_batch(url, spec, rows)  # committed before the lock is released
-    try:
-        n = enqueue(settings, batch_id, [(s, k) for s, k, *_ in rows], spec.symbols)
-    except Exception:
-        log.error(
-            "retrain tick %s: batch %s created but not enqueued: run `qtrain resume %s`",
-            tick,
-            batch_id,
-            batch_id,
-        )
-        raise
-    log.warning(
-        "retrain tick %s: batch %s with %s new windows (%s) in %.1f s",
-        tick, batch_id, n, ", ".join(f"{s}: {c}" for s, c in idx.items()), time.monotonic() - t0,
-    )  # fmt: skip
-    return {
-        **base,
-        "status": "created",
-        "batch_id": batch_id,
-        "windows": n,
-        "per_symbol": idx,
-        "fetched": fetched,
-    }

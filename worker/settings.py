@@ -16,6 +16,14 @@ DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 DEFAULT_OLLAMA_MODEL = "qwen2.5-coder:7b"
 DEFAULT_MODELS_DIR = "./models"
+#: Batch defaults, shared by ``qtrain train``, the beat's retrain and the walk-forward: candles
+#: per analysed window, candles between window starts, the tail share of a batch's range kept
+#: out of training for the promotion backtest, and Q-learning passes for recipes that use epochs.
+DEFAULT_TIMEFRAME = "1h"
+DEFAULT_WINDOW = 48
+DEFAULT_STRIDE = 24
+DEFAULT_HOLDOUT = 0.2
+DEFAULT_EPOCHS = 5
 #: Seconds one Ollama call may take before it counts as a timeout (a 7B model on a homelab GPU
 #: answers a window in 5-60 s; 300 s leaves room for a cold model load).
 DEFAULT_OLLAMA_TIMEOUT_S = 300.0
@@ -23,6 +31,10 @@ DEFAULT_OLLAMA_TIMEOUT_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 4
 #: First delay (s) before a window's next attempt; doubles per attempt, with jitter, capped at 300 s.
 DEFAULT_RETRY_BASE_S = 5.0
+
+
+RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
+"""Variables of the beat's scheduled retraining (``worker.schedule``)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,11 @@ class Settings:
     models_dir: str = DEFAULT_MODELS_DIR
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base_s: float = DEFAULT_RETRY_BASE_S
-    extra: Mapping[str, str] = field(default_factory=dict)
+    promotion_metric: str = "sharpe"
+    promotion_margin: str = "0"
+    #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
+    #: checked by ``worker.schedule.RetrainConfig.from_env``).
+    retrain_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +74,7 @@ class Settings:
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(e.get("QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
             retry_base_s=float(e.get("QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S)),
+            promotion_metric=e.get("QTRAIN_PROMOTION_METRIC", "sharpe"),
+            promotion_margin=e.get("QTRAIN_PROMOTION_MARGIN", "0"),
+            retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
         )

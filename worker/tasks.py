@@ -16,7 +16,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker import batches, reduce
+from worker import batches, completion
 from worker.analyze import HEURISTIC, analyze
 from worker.app import (
     ANALYZE_HARD_LIMIT_S,
@@ -117,17 +117,19 @@ def _analyze_window(self: Any, batch_id: int, symbol: str, idx: int) -> dict[str
     time_limit=REDUCE_HARD_LIMIT_S,
 )
 def reduce_symbol(self: Any, batch_id: int, symbol: str) -> dict[str, Any]:
-    """Merge a symbol's finished analyses into a new Q-table version (idempotent per batch)."""
+    """Reduce, gate and export ``symbol``'s version, then maybe mark the batch done (see
+    ``worker.completion`` for the order and why)."""
+    url = SETTINGS.database_url
     try:
-        return reduce.reduce_symbol(SETTINGS, batch_id, symbol)
+        return completion.complete_symbol(SETTINGS, batch_id, symbol)
     except TemporaryError as exc:
         if self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 5.0)) from exc
-        batches.fail_batch(SETTINGS.database_url, batch_id, f"reducer {symbol}: {exc}")
+        batches.fail_batch(url, batch_id, f"reducer {symbol}: {exc}")
         raise
     except Exception as exc:  # recorded, so that `--wait` and `status` stop waiting for it
         log.exception("reduce %s/%s crashed", batch_id, symbol)
-        batches.fail_batch(SETTINGS.database_url, batch_id, f"reducer {symbol} failed: {exc!r}")
+        batches.fail_batch(url, batch_id, f"reducer {symbol} failed: {exc!r}")
         raise
 
 

@@ -24,39 +24,11 @@ from model.features import WARMUP
 from model.metrics import METRIC_NAMES, json_safe
 from model.states import StateSpace
 from model.training import AnalysedWindow, train_qtable
-from worker import analyses, db, evaluate
+from worker import analyses, db, evaluate, versions
 from worker.candles_store import load_candles
 from worker.errors import BadInput
-from worker.reduce import DEFAULTS
-
-DEFAULT_EPOCHS = 5
-
-
-def cached_analyses(
-    url: str, symbol: str, timeframe: str, *, until: int, model: str | None = None
-) -> list[AnalysedWindow]:
-    """Stored analyses of ``symbol`` whose window ends before ``until`` (one per window: the newest),
-    in window order, with their rules; only those of ``model`` when given."""
-    with db.transaction(url) as cur:
-        cur.execute(
-            "SELECT DISTINCT ON (start_ts, end_ts) id, extract(epoch FROM start_ts)::bigint,"
-            " extract(epoch FROM end_ts)::bigint, action, confidence FROM btc.ollama_analyses"
-            " WHERE symbol = %s AND timeframe = %s AND end_ts < to_timestamp(%s)"
-            " AND (%s::text IS NULL OR model = %s) ORDER BY start_ts, end_ts, id DESC",
-            (symbol, timeframe, until, model, model),
-        )
-        rows = cur.fetchall()
-        rules = analyses.rules_of(cur, [int(r[0]) for r in rows])
-    return [
-        AnalysedWindow(
-            int(r[1]),
-            int(r[2]),
-            int(r[3]) if r[3] is not None else 0,
-            float(r[4]) if r[4] is not None else 0.0,
-            rules[int(r[0])],
-        )  # fmt: skip
-        for r in rows
-    ]
+from worker.reduce import HYPER_PARAMETERS
+from worker.settings import DEFAULT_EPOCHS, DEFAULT_TIMEFRAME
 
 
 @dataclass(frozen=True)
@@ -115,6 +87,44 @@ def _segments(n: int, folds: int) -> np.ndarray:
     return bounds
 
 
+def _trained_with(v: versions.StoredVersion | None, epochs: int | None) -> dict[str, Any]:
+    """Training options of the walk-forward: the version's when there is one, else the defaults."""
+    given = v.metadata.get("hyper_parameters", {}) if v is not None else {}
+    return {
+        "overrides": {k: float(given[k]) for k in HYPER_PARAMETERS if k in given},
+        "epochs": int(epochs if epochs is not None else given.get("epochs", DEFAULT_EPOCHS)),
+        "seed": int(given.get("seed", 0)),
+    }
+
+
+def _fold(
+    candles: Candles, k: int, bounds: np.ndarray, windows: list[AnalysedWindow], trained: dict[str, Any], *,
+    fee: float, slippage_bps: float, seed: int,
+) -> tuple[Fold, tuple[str, ...]]:  # fmt: skip
+    """Train on segments ``0..k`` with the analyses that ended before segment k+1; test on it."""
+    a, b = int(bounds[k + 1]), int(bounds[k + 2])
+    train: Candles = candles.slice(0, a)
+    test_since = int(candles.ts[a])
+    past = [w for w in windows if w.end_ts < test_since]
+    space = StateSpace.default()
+    learner, _, data = train_qtable(
+        train, past, space=space, epochs=trained["epochs"], seed=trained["seed"], **trained["overrides"]
+    )
+    lo = max(0, a - WARMUP)
+    ctx = candles.slice(lo, b)
+    rules = policy_set.heuristic_rules(train) if len(train) > WARMUP else None
+    pset = policy_set.policy_positions(
+        ctx, start=a - lo, learner=learner, space=space, rules=rules, seed=seed
+    )
+    test = ctx.slice(a - lo, len(ctx))
+    results = evaluate.run_policies(test, pset.positions, fee=fee, slippage_bps=slippage_bps)
+    step = timeframe_seconds(candles.timeframe)
+    fold = Fold(
+        k, int(candles.ts[0]), test_since, test_since, int(candles.ts[b - 1]) + step, data.n_windows, results
+    )
+    return fold, pset.notes
+
+
 def walk_forward(
     url: str,
     symbol: str,
@@ -133,12 +143,12 @@ def walk_forward(
     the version when there is one, else the reducer's defaults."""
     v = None
     try:
-        v = evaluate.load_version(url, symbol, version)
+        v = versions.load_version(url, symbol, version)
     except BadInput:
         if version is not None:
             raise
     meta = v.metadata if v is not None else {}
-    timeframe = v.timeframe if v is not None else "1h"
+    timeframe = v.timeframe if v is not None else DEFAULT_TIMEFRAME
     if since is None and until is None and v is not None:
         since, until = meta.get("train_since"), meta.get("holdout_until")
     candles = load_candles(url, symbol, timeframe, since=since, until=until)
@@ -148,43 +158,21 @@ def walk_forward(
             " `qtrain candles fetch`"
         )
     bounds = _segments(len(candles), folds)
-    given = meta.get("hyper_parameters", {})
-    hp = {k: float(given.get(k, d)) for k, d in DEFAULTS.items()}
-    n_epochs = int(epochs if epochs is not None else given.get("epochs", DEFAULT_EPOCHS))
-    train_seed = int(given.get("seed", 0))
+    trained = _trained_with(v, epochs)
     model = meta.get("model")
-    step = timeframe_seconds(timeframe)
-    analyses = cached_analyses(url, symbol, timeframe, until=int(candles.ts[-1]) + step, model=model)
-    space = StateSpace.default()
+    until_ts = int(candles.ts[-1]) + timeframe_seconds(timeframe)
+    windows = analyses.cached_analyses(url, symbol, timeframe, until=until_ts, model=model)
     out: list[Fold] = []
     notes: list[str] = []
     for k in range(folds):
-        a, b = int(bounds[k + 1]), int(bounds[k + 2])
-        train: Candles = candles.slice(0, a)
-        test_since = int(candles.ts[a])
-        past = [w for w in analyses if w.end_ts < test_since]
-        learner, _, data = train_qtable(
-            train,
-            past,
-            space=space,
-            epochs=n_epochs,
-            seed=train_seed,
-            **hp,
+        fold, fold_notes = _fold(
+            candles, k, bounds, windows, trained, fee=fee, slippage_bps=slippage_bps, seed=seed
         )
-        lo = max(0, a - WARMUP)
-        ctx = candles.slice(lo, b)
-        rules = policy_set.heuristic_rules(train) if len(train) > WARMUP else None
-        pset = policy_set.policy_positions(
-            ctx, start=a - lo, learner=learner, space=space, rules=rules, seed=seed
-        )
-        test = ctx.slice(a - lo, len(ctx))
-        results = evaluate.run_policies(test, pset.positions, fee=fee, slippage_bps=slippage_bps)
-        out.append(Fold(k, int(candles.ts[0]), test_since, test_since, int(candles.ts[b - 1]) + step,
-                        data.n_windows, results))  # fmt: skip
-        notes.extend(n for n in pset.notes if n not in notes)
+        out.append(fold)
+        notes.extend(n for n in fold_notes if n not in notes)
     params = {
-        "fee": fee, "slippage_bps": slippage_bps, "seed": seed, "folds": folds, "epochs": n_epochs,
-        "train_seed": train_seed, "analyses_model": model, "analyses_available": len(analyses),
+        "fee": fee, "slippage_bps": slippage_bps, "seed": seed, "folds": folds, "epochs": trained["epochs"],
+        "train_seed": trained["seed"], "analyses_model": model, "analyses_available": len(windows),
     }  # fmt: skip
     return WalkForward(symbol, v.version if v is not None else None, tuple(out), tuple(notes), params)
 

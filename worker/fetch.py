@@ -20,7 +20,7 @@ import ccxt
 import numpy as np
 
 from model.candles import timeframe_seconds
-from producer.importer import OUTLIER_FLAG, outliers
+from model.defects import OUTLIER_FLAG, outliers
 from worker import candles_store, db
 from worker.errors import BadInput, ServiceUnavailable
 from worker.symbols import normalize_symbol, to_ccxt

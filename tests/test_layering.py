@@ -1,0 +1,128 @@
+"""The import graph of qtrain's own modules: producer -> worker -> model, never back, and no cycle.
+
+Built from the source with ``ast``, counting every import, including those inside functions (a
+lazy import hides a cycle from Python, not from a reader).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("model", "worker", "producer")
+LAYER = {"model": 0, "worker": 1, "producer": 2}
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of the three packages: dotted name -> file."""
+    return {_module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The project module an imported dotted name lives in (``worker.db.transaction`` -> ``worker.db``)."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> project modules it imports (anywhere in the file)."""
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [f"{base}.{a.name}" for a in node.names] + [base]
+            for t in targets:
+                found = _resolve(t, modules)
+                if found is not None and found != mod:
+                    graph[mod].add(found)
+    # ``from worker import db`` names the submodule, not the package: drop the package edge it adds
+    for deps in graph.values():
+        for dep in list(deps):
+            if modules[dep].name == "__init__.py" and any(d.startswith(dep + ".") for d in deps):
+                deps.discard(dep)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                return [*stack[stack.index(d) :], d]
+            if d not in state and (c := visit(d)) is not None:
+                return c
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (c := visit(m)) is not None:
+            return c
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports that point up the layers (model -> worker, worker -> producer, ...)."""
+    layer = {m: LAYER[m.split(".")[0]] for m in graph}
+    return sorted((m, d) for m, deps in graph.items() for d in deps if layer[d] > layer[m])
+
+
+def test_no_import_cycle_and_no_upward_import() -> None:
+    graph = import_graph(project_modules())
+    assert len(graph) > 40
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
+    assert upward_imports(graph) == []
+
+
+def test_the_checks_catch_what_they_guard_against(tmp_path: Path) -> None:
+    """The checker itself: a lazy cycle and an upward import in a scratch tree are found."""
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "model" / "a.py").write_text("def f():\n    from worker import b\n")
+    (tmp_path / "worker" / "b.py").write_text("from model.a import f\nfrom producer.c import g\n")
+    (tmp_path / "producer" / "c.py").write_text("from worker.b import f as g\n")
+    graph = import_graph(project_modules(tmp_path))
+    assert graph["model.a"] == {"worker.b"} and graph["worker.b"] == {"model.a", "producer.c"}
+    cycle = find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1]
+    assert ("model.a", "worker.b") in upward_imports(graph) and ("worker.b", "producer.c") in upward_imports(
+        graph
+    )
+
+
+@pytest.mark.parametrize("relative", ["from . import db", "from .db import transaction"])
+def test_relative_imports_resolve(tmp_path: Path, relative: str) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (tmp_path / "worker" / "db.py").write_text("")
+    (tmp_path / "worker" / "x.py").write_text(relative + "\n")
+    modules = {"worker": tmp_path / "worker/__init__.py", "worker.db": tmp_path / "worker/db.py",
+               "worker.x": tmp_path / "worker/x.py"}  # fmt: skip
+    assert import_graph(modules)["worker.x"] == {"worker.db"}
