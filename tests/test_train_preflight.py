@@ -54,3 +54,20 @@ def test_preflight_failures(database_url: str, redis_url: str, fake: FakeOllama,
     _one_line_error(qtrain(env, "status", "999"), "999")
     _one_line_error(qtrain(env, "resume", "999"), "999")
     assert query(database_url, "SELECT count(*) FROM batches")[0][0] == 0
+
+
+def test_a_symbol_without_volume_is_refused(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    """Candles imported from a file without volume (stored NULL) cannot train: one line naming volume."""
+    import numpy as np
+
+    from model.synthetic import make_candles
+    from worker import db
+    from worker.candles_store import insert_candles
+
+    c = make_candles(300, seed=3, symbol="NOVOL-USDT")
+    with db.transaction(database_url) as cur:
+        insert_candles(cur, c.symbol, "1h", c.ts, c.open, c.high, c.low, c.close, np.full(len(c), np.nan))
+    env = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path)
+    proc = qtrain(env, "train", "--symbols", "NOVOL-USDT", "--analyst", "heuristic")
+    _one_line_error(proc, "NOVOL-USDT", "no volume", "volume_z")
+    assert query(database_url, "SELECT count(*) FROM batches")[0][0] == 0

@@ -17,7 +17,7 @@ from model.features import WARMUP
 from model.prompt import PROMPT_VERSION, window_content_hash
 from model.windows import plan_windows
 from worker import batches, db, versions
-from worker.candles_store import load_candles
+from worker.candles_store import count_missing_volume, load_candles
 from worker.errors import BadInput, ServiceUnavailable
 from worker.settings import (
     DEFAULT_EPOCHS,
@@ -159,6 +159,15 @@ def _symbol_windows(settings: Settings, req: TrainRequest, symbol: str) -> tuple
         raise BadInput(
             f"no {req.timeframe} candles for {symbol} in the range: run `qtrain candles import` or"
             " `qtrain candles fetch` first"
+        )
+    missing = count_missing_volume(
+        settings.database_url, symbol, req.timeframe, since=history_since, until=req.until
+    )
+    if missing:
+        raise BadInput(
+            f"{symbol}: {missing} candles in the range have no volume (the file had no volume column);"
+            " training needs it (feature volume_z): import a file with volume, or fetch the pair with"
+            " `qtrain candles fetch`"
         )
     return plan(full, first, symbol=symbol, timeframe=req.timeframe, window=req.window, stride=req.stride)
 
