@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from model.candles import Candles, timeframe_seconds
 from model.features import compute_features
+from model.learning import SweepStats, value_iteration
 from model.qlearning import FastQLearning, TrainStats
 from model.rules import Rule
 from model.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
@@ -70,13 +71,28 @@ class QLearningRecipe:
     epochs: int = 5
 
 
-Recipe = QLearningRecipe
+@dataclass(frozen=True)
+class SweepRecipe:
+    """Counterfactual sweeps (``model.learning.value_iteration``): the Q-table of the empirical
+    market solved by value iteration over every (candle, position, action) triple, each state's
+    value shrunk toward a no-edge prior worth ``prior_strength`` candles, trading penalised by
+    ``turnover_cost`` (above the real fee on purpose). Deterministic: ``seed`` and ``epochs`` are
+    not used. See ``model.learning`` for the model and why each part is there."""
+
+    name: ClassVar[str] = "sweep"
+    gamma: float = 0.9
+    turnover_cost: float = 0.003
+    prior_strength: float = 5.0
+    kappa: float = 0.1
+
+
+Recipe = QLearningRecipe | SweepRecipe
 """Any recipe dataclass of ``RECIPES``."""
 
-RECIPES: dict[str, Recipe] = {QLearningRecipe.name: QLearningRecipe()}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (QLearningRecipe(), SweepRecipe())}
 """Recipe name -> its parameters with their defaults (the one home for training defaults)."""
 
-DEFAULT_RECIPE = "qlearning"
+DEFAULT_RECIPE = "sweep"
 """Name of the recipe the reducer, the walk-forward and ``qtrain evaluate`` use by default."""
 
 
@@ -145,14 +161,32 @@ def train_qtable(
     seed: int = 0,
     initial: FastQLearning | None = None,
     **overrides: Any,
-) -> tuple[FastQLearning, TrainStats, TrainingData]:
-    """A Q-table trained on ``train`` shaped by ``analysed`` with ``recipe`` (plus ``overrides`` of
-    its parameters; ``epochs`` None -> the recipe's): from zeros, or continuing from ``initial``'s
-    values and visit counts (a warm start; ``initial`` is not changed)."""
-    if epochs is not None:
-        overrides["epochs"] = epochs
+) -> tuple[FastQLearning, TrainStats | SweepStats, TrainingData]:
+    """A Q-table trained on ``train`` shaped by ``analysed`` with ``recipe`` plus ``overrides`` of
+    its parameters (a parameter the recipe lacks is a ValueError). ``epochs`` (None: the recipe's)
+    and ``initial`` (a warm start from its values and visit counts; not changed) apply to the
+    iterative ``qlearning`` recipe; ``sweep`` solves the batch's data to convergence, so it needs
+    neither and ignores both (its stats say ``warm_start_used: False``)."""
     r = get_recipe(recipe, **overrides)
+    if epochs is not None and isinstance(r, QLearningRecipe):
+        r = dataclasses.replace(r, epochs=epochs)
     data = training_data(train, analysed, space=space, kappa=r.kappa)
+    if isinstance(r, SweepRecipe):
+        q, visits, sweep_stats = value_iteration(
+            data.states,
+            data.returns,
+            data.shaping,
+            n_market=space.n_market_states,
+            gamma=r.gamma,
+            turnover_cost=r.turnover_cost,
+            prior_strength=r.prior_strength,
+        )
+        table = FastQLearning(
+            space.n_states, alpha=1.0, gamma=r.gamma, epsilon_start=0.0, epsilon_end=0.0,
+            fee=r.turnover_cost, seed=seed,
+        )  # fmt: skip
+        table.q, table.visits = q, visits
+        return table, sweep_stats, data
     learner = FastQLearning(
         space.n_states,
         seed=seed,
