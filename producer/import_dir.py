@@ -2,7 +2,8 @@
 
 Every file under the directory (recursively, hidden ones excepted) with a candle-file ending
 (.csv, .zip, .feather, .json, .json.gz, .parquet) is imported; other files are counted as ignored.
-Skipped, with the reason shown: freqtrade trades files, funding-rate / premium-index files, futures /
+Skipped, with the reason shown: .feather/.json/.parquet files not named ``<PAIR>-<timeframe>``
+(e.g. freqtrade's ``pairs.json``), freqtrade trades files, funding-rate / premium-index files, futures /
 mark / index candles (import such a file alone with ``--symbol``), and, when ``--symbol`` or
 ``--timeframe`` is given, files whose name names another symbol or timeframe (a file whose name
 names none takes the given values). All files go in one transaction: a file that cannot be read
@@ -12,7 +13,6 @@ stops the import with one line naming it and nothing is written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.table import Table
@@ -23,6 +23,7 @@ from worker.errors import BadInput
 from worker.symbols import normalize_symbol
 
 ENDINGS = (".csv", ".zip", ".feather", ".json", ".json.gz", ".parquet")
+_FREQTRADE_ENDINGS = (".feather", ".json", ".json.gz", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,14 @@ def _skip_reason(path: Path, symbol: str | None, timeframe: str | None) -> str |
     """Why a candle-looking file is not imported, or None."""
     name = path.name
     if "-trades." in name:
-        return "freqtrade trades file, not candles"
+        return "trades, not candles"
     hint = identify(name)
+    if name.lower().endswith(_FREQTRADE_ENDINGS) and hint.source != "freqtrade":
+        return "name is not <PAIR>-<timeframe>"
     if hint.not_prices:
-        return f"freqtrade {hint.candle_type} file: no price candles"
+        return f"{hint.candle_type}: not prices"
     if hint.other_market:
-        return f"freqtrade {hint.candle_type} candles: import this file alone with --symbol"
+        return f"{hint.candle_type}: import alone with --symbol"
     if symbol and hint.symbol and hint.symbol != symbol:
         return f"name says {hint.symbol}, --symbol is {symbol}"
     if timeframe and hint.timeframe and hint.timeframe != timeframe:
@@ -91,57 +94,40 @@ def plan(directory: str, symbol: str | None, timeframe: str | None) -> Directory
             PlannedFile(path, None if hint.symbol else given, None if hint.timeframe else timeframe)
         )
     if not out.files:
+        found = f"{len(out.skipped)} skipped, {out.ignored} other files"
         raise BadInput(
-            f"{directory}: directory holds no candle files to import ({', '.join(ENDINGS)}; {len(out.skipped)} skipped,"
-            f" {out.ignored} other files)"
+            f"{directory}: directory holds no candle files to import ({', '.join(ENDINGS)}; {found})"
         )
     return out
 
 
-def _when(ts: int | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+def _notes(r: ImportReport) -> str:
+    parts = []
+    if r.rejected_total:
+        parts.append(f"{r.rejected_total} rejected")
+    dups = r.duplicates_identical + r.duplicates_conflicting
+    if dups:
+        parts.append(f"{dups} duplicates")
+    if r.gaps:
+        parts.append(f"{r.gaps} gaps")
+    if r.volume_missing:
+        parts.append("no volume (NULL)")
+    return ", ".join(parts) or "ok"
 
 
 def summary_table(result: DirectoryImport) -> Table:
-    """One row per file imported or skipped, then the totals."""
+    """One row per file imported or skipped, then the totals (``--json`` has every count)."""
     table = Table(title=f"import {result.directory}")
-    heads = ("file", "format", "symbol", "tf", "rows", "candles", "inserted", "present", "rejected")
-    for col in (*heads, "dups", "gaps", "from .. to", "volume"):
+    for col in ("file", "format", "symbol", "tf", "candles", "new", "notes"):
         table.add_column(col, overflow="fold")
     root = Path(result.directory)
     for r in result.reports:
-        table.add_row(
-            str(Path(r.source).relative_to(root)),
-            r.format,
-            r.symbol,
-            r.timeframe,
-            str(r.rows_read),
-            str(r.candles),
-            str(r.inserted),
-            str(r.already_present),
-            str(r.rejected_total),
-            str(r.duplicates_identical + r.duplicates_conflicting),
-            str(r.gaps),
-            f"{_when(r.first_ts)} .. {_when(r.last_ts)}",
-            "missing (NULL)" if r.volume_missing else "yes",
-        )
+        rel = str(Path(r.source).relative_to(root))
+        table.add_row(rel, r.format, r.symbol, r.timeframe, str(r.candles), str(r.inserted), _notes(r))
     for f, why in result.skipped:
-        table.add_row(f, f"skipped: {why}", *[""] * 11)
+        table.add_row(f, "", "", "", "", "", f"skipped: {why}")
     total = sum(r.inserted or 0 for r in result.reports)
-    present = sum(r.already_present or 0 for r in result.reports)
-    table.add_row(
-        f"{len(result.reports)} files",
-        f"{len(result.skipped)} skipped, {result.ignored} other files ignored",
-        "",
-        "",
-        "",
-        "",
-        str(total),
-        str(present),
-        "",
-        "",
-        "",
-        "",
-        "",
-    )
+    candles = sum(r.candles for r in result.reports)
+    others = f"{len(result.skipped)} skipped, {result.ignored} other files ignored"
+    table.add_row(f"{len(result.reports)} files", "", "", "", str(candles), str(total), others)
     return table
