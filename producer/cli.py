@@ -33,9 +33,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from producer import backtest_cmd, candles_cmd, db_cmd, demo_cmd, models_cmd, train_cmd
+    from producer import backtest_cmd, candles_cmd, db_cmd, demo_cmd, evaluate_cmd, models_cmd, train_cmd
 
-    for module in (db_cmd, candles_cmd, train_cmd, backtest_cmd, models_cmd, demo_cmd):
+    for module in (db_cmd, candles_cmd, train_cmd, backtest_cmd, evaluate_cmd, models_cmd, demo_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -165,3 +165,28 @@ def test_a_second_reduce_run_finishes_a_gate_that_a_crash_skipped(database_url, 
     third = complete_symbol(settings, batch_id, "BTC-USDT")
     assert "promotion" not in third  # gate done once: nothing more to do
     assert query(database_url, "SELECT count(*) FROM agent_state")[0][0] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "bh", "rnd", "inc", "promoted", "needle"),
+    [
+        (1.0, 0.5, 1.2, None, False, "random-policy median"),  # beats holding, not luck
+        (1.0, 1.5, 0.2, None, False, "buy-and-hold"),
+        (1.0, 0.5, 0.2, 1.1, False, "promoted version 3"),
+        (1.0, 0.5, 0.2, 0.9, True, "beats"),
+        (math.nan, 0.5, 0.2, None, False, "does not beat"),
+    ],
+)
+def test_gate_decision_needs_buy_and_hold_the_random_median_and_the_incumbent(
+    value, bh, rnd, inc, promoted, needle
+):
+    runs = {"qtable": {"sharpe": value}, "buy_and_hold": {"sharpe": bh}, "random_median": {"sharpe": rnd}}
+    if inc is not None:
+        runs["incumbent_qtable"] = {"sharpe": inc}
+    out = promotion._decide(promotion.PromotionConfig(), runs, 3 if inc is not None else None)
+    assert out["promoted"] is promoted and needle in out["reason"]
+    if not math.isnan(value):
+        assert out["margins"]["buy_and_hold"] == pytest.approx(value - bh)
+        assert out["margins"]["random_median"] == pytest.approx(value - rnd)
+    else:
+        assert out["margins"]["buy_and_hold"] is None
