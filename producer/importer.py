@@ -33,7 +33,7 @@ rejection with its reason; nothing is invented):
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +41,15 @@ import numpy as np
 
 from model.candles import TIMEFRAME_SECONDS, timeframe_seconds
 from producer import readers
+from producer.import_checks import (
+    check_symbols,
+    count_gaps,
+    file_order,
+    resolve_duplicates,
+    tally_rejections,
+    validate,
+)
+from producer.import_report import NO_VOLUME, ImportReport
 from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
 from producer.readers.names import NameHint, identify
 from worker.errors import BadInput
@@ -59,69 +68,8 @@ DEFAULT_TIMEFRAME = "1h"
 OUTLIER_RANGE_FACTOR = 20.0
 OUTLIER_NEIGHBOURS = 12
 OUTLIER_FLAG = "outlier_range"
-#: Earliest plausible candle (the Bitcoin genesis block, 2009-01-03 UTC): catches unit mistakes.
-MIN_TS = 1230940800
 MAX_FILE_BYTES = 2 * 1024**3
 _EXAMPLES = 5
-NO_VOLUME = "not in file: stored NULL (training on this symbol is refused)"
-
-
-@dataclass
-class ImportReport:
-    """What the import did with each row and each kind of defect (``to_dict`` for ``--json``)."""
-
-    source: str
-    format: str
-    symbol: str
-    timeframe: str
-    on_conflict: str
-    symbol_from: str = ""
-    timeframe_from: str = ""
-    candle_type: str = ""
-    volume_missing: bool = False
-    rows_read: int = 0
-    blank_lines: int = 0
-    order: str = ""
-    ts_units: dict[str, int] = field(default_factory=dict)
-    null_optional: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
-    rejected_examples: list[str] = field(default_factory=list)
-    duplicate_timestamps: int = 0
-    duplicates_identical: int = 0
-    duplicates_conflicting: int = 0
-    candles: int = 0
-    first_ts: int | None = None
-    last_ts: int | None = None
-    gaps: int = 0
-    longest_gap: int = 0
-    longest_gap_start: int | None = None
-    outliers_flagged: int = 0
-    outlier_examples: list[int] = field(default_factory=list)
-    inserted: int | None = None
-    already_present: int | None = None
-    already_present_differing: int | None = None
-    seconds_parse: float | None = None
-    seconds_insert: float | None = None
-
-    @property
-    def rejected_total(self) -> int:
-        """Rows rejected for any reason."""
-        return sum(self.rejected.values())
-
-    def accounted(self) -> bool:
-        """True when every row read is a candle, a resolved duplicate, or a rejection."""
-        dups = self.duplicates_identical + self.duplicates_conflicting
-        ok = self.rows_read == self.candles + dups + self.rejected_total
-        if self.inserted is not None:
-            ok = ok and self.candles == self.inserted + (self.already_present or 0)
-        return ok
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-able dict of the report."""
-        out = asdict(self)
-        out["rejected_total"] = self.rejected_total
-        out["accounted"] = self.accounted()
-        return out
 
 
 @dataclass(frozen=True)
@@ -195,7 +143,7 @@ def parse_candles(
     report.volume_missing = "volume" not in cols.values
     reason = validate(cols, report, timeframe_seconds(tf), now)
     if cols.symbol_cells is not None:
-        _check_symbols(cols.symbol_cells, reason, sym, sym_from, source)
+        check_symbols(cols.symbol_cells, reason, sym, sym_from, source)
     valid = tally_rejections(cols, reason, report)
     return _assemble(cols, valid, report, on_conflict, source)
 
@@ -256,173 +204,26 @@ def infer_timeframe(ts: np.ndarray) -> str | None:
     return next((k for k, v in TIMEFRAME_SECONDS.items() if v == mode), None)
 
 
-def validate(cols: Columns, report: ImportReport, step: int, now: float | None) -> np.ndarray:
-    """Reason per row ('' = valid), the first defect found winning; counts NULL optional cells."""
-    reason = cols.reason.copy()
-    n = len(cols)
-    required = [*PRICE_FIELDS, *(["volume"] if "volume" in cols.values else [])]
-    for name in required:
-        v = cols.values[name]
-        _set(reason, np.isnan(v) & ~cols.bad[name], f"NULL or empty {name}")
-        _set(reason, cols.bad[name], f"not a number in {name}")
-    for name in OPTIONAL_FIELDS:
-        if name not in cols.values:
-            continue
-        v, bad = cols.values[name], cols.bad[name]
-        null = np.isnan(v) & ~bad
-        _set(reason, bad, f"not a number in {name}")
-        with np.errstate(invalid="ignore"):
-            _set(reason, ~null & ~bad & (v < 0), f"negative {name}")
-            if name == "trades":
-                _set(reason, ~null & ~bad & (v != np.floor(v)), "trades not a whole number")
-        counted = null & (reason == "")
-        if counted.any():
-            report.null_optional[name] = int(counted.sum())
-    o, h, lo, c = (cols.values[k] for k in PRICE_FIELDS)
-    vol = cols.values.get("volume", np.full(n, np.nan))
-    ts = cols.ts
-    with np.errstate(invalid="ignore"):
-        _set(reason, (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "price <= 0")
-        _set(reason, vol < 0, "negative volume")
-        _set(reason, (h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "high/low do not bound open/close")
-        _set(reason, ts != np.floor(ts), "timestamp has a fraction of a second")
-        whole = np.where(np.isfinite(ts), ts, 0).astype(np.int64)
-        _set(reason, whole % step != 0, f"timestamp not aligned to {report.timeframe}")
-        limit = (time_now() if now is None else now) + step
-        _set(reason, (ts < MIN_TS) | (ts > limit), "timestamp out of range (before 2009 or in the future)")
-    return reason
-
-
-def tally_rejections(cols: Columns, reason: np.ndarray, report: ImportReport) -> np.ndarray:
-    """Count rejections by reason with a few examples; the mask of valid rows (BadInput if none)."""
-    valid = reason == ""
-    for r in np.unique(reason[~valid]):
-        report.rejected[str(r)] = int((reason == r).sum())
-    for i in np.flatnonzero(~valid)[:_EXAMPLES]:
-        report.rejected_examples.append(f"{cols.row_word} {cols.row_no[i]}: {reason[i]}")
-    if not valid.any():
-        first = report.rejected_examples[0] if report.rejected_examples else "?"
-        raise BadInput(f"{report.source}: no valid candle rows ({len(cols)} rejected; first: {first})")
-    for u in np.unique(cols.ts_unit[valid]):
-        report.ts_units[str(u)] = int((cols.ts_unit[valid] == u).sum())
-    return valid
-
-
 def _assemble(
     cols: Columns, valid: np.ndarray, report: ImportReport, on_conflict: str, source: str
 ) -> ParsedCandles:
     """Keep one row per timestamp, oldest first; fill gaps, outliers and the counts of the report."""
     idx = np.flatnonzero(valid)
     ts = cols.ts[idx].astype(np.int64)
-    report.order = _order(ts)
+    report.order = file_order(ts)
     n = len(cols)
     fields = (*PRICE_FIELDS, "volume", *OPTIONAL_FIELDS)
     values = {k: cols.values.get(k, np.full(n, np.nan))[idx] for k in fields}
-    keep = _resolve_duplicates(ts, idx, values, on_conflict, report, source)
+    keep = resolve_duplicates(ts, idx, values, on_conflict, report, source)
     ts = ts[keep]
     values = {k: v[keep] for k, v in values.items()}
     report.candles = len(ts)
     report.first_ts, report.last_ts = int(ts[0]), int(ts[-1])
-    _gaps(ts, timeframe_seconds(report.timeframe), report)
+    count_gaps(ts, timeframe_seconds(report.timeframe), report)
     outlier = outliers(values["high"], values["low"], values["close"])
     report.outliers_flagged = int(outlier.sum())
     report.outlier_examples = [int(t) for t in ts[outlier][:_EXAMPLES]]
     return ParsedCandles(ts=ts, outlier=outlier, report=report, **values)
-
-
-def time_now() -> float:
-    """Current epoch seconds (a function so that tests can pass ``now`` instead)."""
-    return datetime.now(UTC).timestamp()
-
-
-def _set(reason: np.ndarray, mask: np.ndarray, why: str | list[str]) -> None:
-    """Record ``why`` for rows in ``mask`` that have no reason yet (the first defect wins)."""
-    sel = mask & (reason == "")
-    if isinstance(why, list):
-        for i in np.flatnonzero(sel):
-            reason[i] = why[i]
-    else:
-        reason[sel] = why
-
-
-def _check_symbols(cells: list[str], reason: np.ndarray, symbol: str, origin: str, source: str) -> None:
-    """Reject rows with an invalid ``symbol`` cell; BadInput when a cell names another symbol."""
-    cache: dict[str, str | None] = {}
-    for i, cell in enumerate(cells):
-        if reason[i]:
-            continue
-        if cell not in cache:
-            try:
-                cache[cell] = normalize_symbol(cell)
-            except BadInput:
-                cache[cell] = None
-        got = cache[cell]
-        if got is None:
-            reason[i] = "invalid symbol cell"
-        elif got != symbol:
-            raise BadInput(
-                f"{source}: file holds {got} rows but the symbol is {symbol} (from {origin}): check --symbol"
-            )
-
-
-def _order(ts: np.ndarray) -> str:
-    d = np.diff(ts)
-    if len(d) == 0 or (d >= 0).all():
-        return "oldest-first"
-    if (d <= 0).all():
-        return "newest-first"
-    return "unordered"
-
-
-def _resolve_duplicates(
-    ts: np.ndarray,
-    pos: np.ndarray,
-    cols: dict[str, np.ndarray],
-    policy: str,
-    report: ImportReport,
-    source: str,
-) -> np.ndarray:
-    """Indices (into ``ts``) of the one row kept per timestamp, sorted by time."""
-    nonnull = sum(
-        (~np.isnan(cols[k])).astype(np.int64) for k in ("quote_volume", "trades", "taker_buy_volume")
-    )
-    if policy == "last":
-        order = np.lexsort((-pos, ts))
-    elif policy == "max-volume":
-        order = np.lexsort((pos, -cols["volume"], ts))
-    elif policy == "most-complete":
-        order = np.lexsort((pos, -nonnull, ts))
-    else:  # first, reject
-        order = np.lexsort((pos, ts))
-    sts = ts[order]
-    head = np.r_[True, sts[1:] != sts[:-1]]
-    group_head = order[np.maximum.accumulate(np.where(head, np.arange(len(order)), 0))]
-    dropped = order[~head]
-    kept_for_dropped = group_head[~head]
-    same = np.ones(len(dropped), dtype=bool)
-    for v in cols.values():
-        a, b = v[dropped], v[kept_for_dropped]
-        same &= (a == b) | (np.isnan(a) & np.isnan(b))
-    report.duplicate_timestamps = len(np.unique(ts[dropped]))
-    report.duplicates_identical = int(same.sum())
-    report.duplicates_conflicting = int((~same).sum())
-    if policy == "reject" and report.duplicates_conflicting:
-        first = datetime.fromtimestamp(int(ts[dropped[~same][0]]), UTC).isoformat()
-        raise BadInput(
-            f"{source}: {report.duplicates_conflicting} duplicate timestamps with conflicting values "
-            f"(first at {first}) and --on-conflict reject: pick another policy"
-        )
-    return order[head]
-
-
-def _gaps(ts: np.ndarray, step: int, report: ImportReport) -> None:
-    missing = np.diff(ts) // step - 1
-    where = np.flatnonzero(missing > 0)
-    report.gaps = len(where)
-    if len(where):
-        j = where[np.argmax(missing[where])]
-        report.longest_gap = int(missing[j])
-        report.longest_gap_start = int(ts[j] + step)
 
 
 def outliers(

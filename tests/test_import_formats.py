@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.features import FEATURE_WARMUP, compute_features
 from producer import importer
@@ -389,3 +391,25 @@ def test_empty_directory_is_one_line(
     monkeypatch.setenv("DATABASE_URL", database_url)
     code, _, err = _run(["candles", "import", str(tmp_path)])
     assert code == 2 and "no candle files" in err and len(err.strip().splitlines()) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(hour=st.integers(min_value=1_262_304_000 // 3600, max_value=2_051_222_400 // 3600))  # 2010..2035
+def test_any_hour_reads_back_from_every_spelling(hour: int) -> None:
+    ts = hour * 3600
+    dt = datetime.fromtimestamp(ts, UTC)
+    spellings = [
+        f"{dt:%Y-%m-%d %I-%p}",  # CryptoDataDownload 12-hour (12-AM is midnight)
+        f"{dt:%Y-%m-%d %H:%M:%S}",
+        f"{dt:%Y-%m-%dT%H:%M:%S}+00:00",
+        str(ts),
+        f"{float(ts)}",
+        str(ts * 1000),  # Binance before 2025
+        str(ts * 1_000_000),  # Binance from 2025
+    ]
+    rows = "".join(f"{s},1,2,0.5,1.5\r\n" for s in spellings)
+    parsed = importer.parse_candles(
+        f"Date,Open,High,Low,Close\r\n{rows}".encode(), symbol="BTC-USDT", now=ts + 86400
+    )
+    assert parsed.ts.tolist() == [ts]
+    assert parsed.report.duplicates_identical == len(spellings) - 1 and parsed.report.accounted()
