@@ -214,16 +214,27 @@ def start_postgres(base: Path) -> Server:
     if stale.exists() and (old is None or not pid_alive(old)):
         stale.unlink()  # a server killed without shutdown: pg_ctl would otherwise refuse to start
     port = free_port()
+    # -W: pg_ctl's own wait matches the pid in postmaster.pid against the child it forked, and
+    # was seen waiting out its timeout beside a server that was ready; this waits on the file's
+    # status line and the port instead.
     _run_pg(
-        [str(pg_bin("pg_ctl")), "-D", str(data), "-l", str(log), "-w", "-t", "90", "-o", f"-p {port}",
-         "start"],
-        account, root / "pg_ctl.log", timeout=120,
+        [str(pg_bin("pg_ctl")), "-D", str(data), "-l", str(log), "-W", "-o", f"-p {port}", "start"],
+        account, root / "pg_ctl.log", timeout=60,
     )  # fmt: skip
-    _wait(lambda: answers(port), 30, f"PostgreSQL did not accept connections on {HOST}:{port}", log)
+    _wait(lambda: _ready(data) and answers(port), 90, f"PostgreSQL did not get ready on {HOST}:{port}", log)
     pid = _postmaster_pid(data)
     if pid is None:
         raise EmbeddedError(f"PostgreSQL started but wrote no {data / 'postmaster.pid'} (log {log})")
     return Server(port, pid)
+
+
+def _ready(data: Path) -> bool:
+    """True when postmaster.pid's status line says ``ready`` (the server accepts connections)."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return len(lines) >= 8 and lines[7].strip() == "ready"
 
 
 def _postmaster_pid(data: Path) -> int | None:
