@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from model.training import DEFAULT_RECIPE, RECIPES
 from producer.options import parse_date, parse_symbols
 from worker import batches, dispatch
 from worker.errors import BadInput, QtrainError
@@ -47,6 +48,8 @@ class BatchFailed(QtrainError):
 @click.option("--model", default=None, help="Ollama model (default: OLLAMA_MODEL).")
 @click.option("--analyst", type=click.Choice(dispatch.ANALYSTS), default="ollama", show_default=True)
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), default=DEFAULT_RECIPE, show_default=True,
+              help="How the reducer trains the Q-table (compare them with `qtrain evaluate`).")  # fmt: skip
 @click.option(
     "--holdout", default=DEFAULT_HOLDOUT, show_default=True, type=float, help="Tail share kept for backtests."
 )
@@ -68,6 +71,7 @@ def train(**kw: Any) -> None:
         analyst=kw["analyst"],
         seed=kw["seed"],
         holdout=kw["holdout"],
+        recipe=kw["recipe"],
     )
     created = dispatch.create(settings, req)
     batch_id = created.batch_id

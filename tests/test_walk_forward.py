@@ -118,10 +118,10 @@ def test_walk_forward_trains_with_the_reducers_recipe(env):
     stored, _ = FastQLearning.from_bytes(bytes(blob))
     train = load_candles(env, SYMBOL, "1h", since=meta["train_since"], until=meta["train_until"])
     analysed = batch_analyses(env, batch_id, SYMBOL)
-    hp = {k: v for k, v in meta["hyper_parameters"].items() if k not in ("epochs", "seed")}
+    hp = meta["recipe"]["params"]
     learner, _, data = train_qtable(
-        train, analysed, space=StateSpace.default(), epochs=meta["hyper_parameters"]["epochs"],
-        seed=meta["hyper_parameters"]["seed"], **hp,
+        train, analysed, space=StateSpace.default(), recipe=meta["recipe"]["name"],
+        epochs=meta["hyper_parameters"]["epochs"], seed=meta["hyper_parameters"]["seed"], **hp,
     )  # fmt: skip
     assert data.n_windows == meta["n_analysed_windows"] > 0
     assert learner.q.tobytes() == stored.q.tobytes() and learner.visits.tobytes() == stored.visits.tobytes()

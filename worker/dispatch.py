@@ -15,6 +15,7 @@ from typing import Any
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
 from model.prompt import PROMPT_VERSION, window_content_hash
+from model.training import DEFAULT_RECIPE, RECIPES
 from model.windows import plan_windows
 from worker import batches, db, versions
 from worker.candles_store import count_missing_volume, load_candles
@@ -46,6 +47,7 @@ class TrainRequest:
     analyst: str = "ollama"
     seed: int | None = None
     holdout: float = DEFAULT_HOLDOUT
+    recipe: str = DEFAULT_RECIPE
 
     def check(self) -> None:
         """BadInput (one line) for an option out of range."""
@@ -57,6 +59,8 @@ class TrainRequest:
             raise BadInput("--window must be >= 2 and --stride >= 1")
         if not 0.0 <= self.holdout < 0.9:
             raise BadInput(f"--holdout must be in [0, 0.9), got {self.holdout}")
+        if self.recipe not in RECIPES:
+            raise BadInput(f"--recipe must be one of {', '.join(sorted(RECIPES))}, got {self.recipe!r}")
         try:
             timeframe_seconds(self.timeframe)
         except ValueError as exc:
@@ -198,7 +202,7 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
         analyst=req.analyst,
         prompt_version=PROMPT_VERSION,
         seed=seed,
-        params={"skipped": skipped, "holdout": req.holdout},
+        params={"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe},
     )
     batch_id = batches.create_batch(settings.database_url, spec, window_rows(planned))
     return CreatedBatch(batch_id=batch_id, windows=len(planned), skipped=skipped, seed=seed)

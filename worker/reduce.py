@@ -5,8 +5,10 @@ Runs under the symbol's lock (``versions.lock_symbol``). Inputs are rebuilt from
 task results, so the table depends only on the batch, the stored data and the seed: not on how
 many workers ran or in which order tasks finished. Training uses the first ``1 - holdout`` of the
 range; the tail is kept for the promotion backtest. How the table is trained (the recipe and its
-reward) is ``model.training``'s. Warm start: when the symbol's latest version uses the same state
-space, training continues from it (DESIGN: "load the current Q-table"); otherwise from zeros.
+reward) is ``model.training``'s; the batch records its recipe (``params.recipe``, default
+``model.training.DEFAULT_RECIPE``). Warm start: when the symbol's latest version uses the same
+state space, an iterative recipe (``qlearning``) continues from it (DESIGN: "load the current
+Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
 
 The reducer only makes the version; the task (``worker.tasks.reduce_symbol``) then runs the
 promotion gate and marks the batch done, in that order.
@@ -21,14 +23,11 @@ from typing import Any
 from model.candles import Candles, timeframe_seconds
 from model.qlearning import FastQLearning
 from model.states import StateSpace
-from model.training import AnalysedWindow, get_recipe, train_qtable
+from model.training import AnalysedWindow, recipe_metadata, train_qtable
 from worker import analyses, batches, db, versions
 from worker.candles_store import load_candles
 from worker.errors import BadInput
 from worker.settings import DEFAULT_HOLDOUT, Settings
-
-#: Hyper-parameters a batch may override through its params (the recipe's defaults otherwise).
-HYPER_PARAMETERS = ("alpha", "gamma", "epsilon_start", "epsilon_end", "fee", "kappa")
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,20 @@ def _warm_start(cur: Any, symbol: str, space: StateSpace) -> tuple[int, FastQLea
     return version, learner
 
 
+def batch_recipe(spec: batches.BatchSpec) -> tuple[str, dict[str, Any]]:
+    """The recipe a batch trains with and its parameter overrides (``params.recipe`` and
+    ``params.recipe_params``; a batch written before recipes existed trained ``qlearning``)."""
+    return str(spec.params.get("recipe", "qlearning")), dict(spec.params.get("recipe_params", {}))
+
+
 def _train(
     spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace
 ) -> Any:
-    hp = {k: float(spec.params[k]) for k in HYPER_PARAMETERS if k in spec.params}
+    recipe, overrides = batch_recipe(spec)
     return train_qtable(
-        inputs.train, inputs.analysed, space=space, epochs=spec.epochs, seed=spec.seed, initial=initial, **hp
-    )
+        inputs.train, inputs.analysed, space=space, recipe=recipe, epochs=spec.epochs, seed=spec.seed,
+        initial=initial, **overrides,
+    )  # fmt: skip
 
 
 def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> Reduced:
@@ -108,8 +114,9 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         prev_version, initial = _warm_start(cur, symbol, space)
         learner, stats, data = _train(spec, inputs, initial, space)
         version = prev_version + 1
+        warm = initial is not None and bool(getattr(stats, "warm_start_used", True))
         metadata = _metadata(spec, batch_id, symbol, version, inputs, space, stats, data.n_windows,
-                             warm=prev_version if initial is not None else None)  # fmt: skip
+                             warm=prev_version if warm else None)  # fmt: skip
         blob = learner.to_bytes(metadata)  # no wall-clock values inside: same batch -> same bytes
         digest = versions.insert_version(
             cur, symbol, version, batch_id, blob, {**metadata, "train_seconds": stats.seconds}
@@ -122,8 +129,9 @@ def _metadata(
     spec: batches.BatchSpec, batch_id: int, symbol: str, version: int, inputs: TrainInputs,
     space: StateSpace, stats: Any, n_windows: int, *, warm: int | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The version's metadata (saved inside the .npz and in ``agent_state``)."""
-    hp = {k: float(spec.params[k]) for k in HYPER_PARAMETERS if k in spec.params}
+    """The version's metadata (saved inside the .npz and in ``agent_state``): the recipe (name and
+    every parameter), the seed and epochs, the spans trained and held out."""
+    recipe, overrides = batch_recipe(spec)
     return {
         "symbol": symbol,
         "timeframe": spec.timeframe,
@@ -131,7 +139,8 @@ def _metadata(
         "batch_id": batch_id,
         "warm_start_version": warm,
         "state_space": space.to_json(),
-        "hyper_parameters": {**_qlearning_hp(hp), "epochs": spec.epochs, "seed": spec.seed},
+        "recipe": recipe_metadata(recipe, **overrides),
+        "hyper_parameters": {"epochs": spec.epochs, "seed": spec.seed},
         "train_since": inputs.range_since,
         "train_until": inputs.train_until,
         "holdout_until": inputs.range_until,
@@ -139,13 +148,8 @@ def _metadata(
         "n_analysed_windows": n_windows,
         "analyst": spec.analyst,
         "model": spec.model,
-        "train_stats": {k: v for k, v in _jsonable(stats).items() if k != "seconds"},
+        "train_stats": {k: v for k, v in _jsonable(stats).items() if k != "seconds"},  # no wall clock
     }
-
-
-def _qlearning_hp(hp: dict[str, float]) -> dict[str, float]:
-    r = asdict(get_recipe("qlearning"))
-    return {k: float(hp.get(k, r[k])) for k in ("alpha", "gamma", "epsilon_start", "epsilon_end", "fee")}
 
 
 def _jsonable(stats: Any) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 from model.candles import timeframe_seconds
 from model.features import WARMUP
 from model.prompt import PROMPT_VERSION, cache_key
+from model.training import DEFAULT_RECIPE
 from worker import batches, db, dispatch
 from worker.candles_store import load_candles
 from worker.dispatch import PlannedWindow
@@ -134,6 +135,7 @@ def _batch_spec(
         params={
             "skipped": {s: n for s, n in skipped.items() if s in with_new},
             "holdout": DEFAULT_HOLDOUT,
+            "recipe": DEFAULT_RECIPE,
             "trigger": "beat",
             "tick": tick,
             "retrain_key": key,

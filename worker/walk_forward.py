@@ -23,11 +23,10 @@ from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
 from model.metrics import METRIC_NAMES, json_safe
 from model.states import StateSpace
-from model.training import AnalysedWindow, train_qtable
+from model.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
 from worker import analyses, db, evaluate, versions
 from worker.candles_store import load_candles
 from worker.errors import BadInput
-from worker.reduce import HYPER_PARAMETERS
 from worker.settings import DEFAULT_EPOCHS, DEFAULT_TIMEFRAME
 
 
@@ -88,10 +87,20 @@ def _segments(n: int, folds: int) -> np.ndarray:
 
 
 def _trained_with(v: versions.StoredVersion | None, epochs: int | None) -> dict[str, Any]:
-    """Training options of the walk-forward: the version's when there is one, else the defaults."""
-    given = v.metadata.get("hyper_parameters", {}) if v is not None else {}
+    """Training options of the walk-forward: the version's recipe (a version from before recipes
+    were recorded trained ``qlearning`` with its ``hyper_parameters``), else the default recipe."""
+    meta = v.metadata if v is not None else {}
+    given = meta.get("hyper_parameters", {})
+    if "recipe" in meta:
+        recipe, params = meta["recipe"]["name"], dict(meta["recipe"]["params"])
+    elif v is not None:
+        fields = get_recipe("qlearning").__dataclass_fields__
+        recipe, params = "qlearning", {k: given[k] for k in given if k in fields and k != "epochs"}
+    else:
+        recipe, params = DEFAULT_RECIPE, {}
     return {
-        "overrides": {k: float(given[k]) for k in HYPER_PARAMETERS if k in given},
+        "recipe": recipe,
+        "overrides": {k: p for k, p in params.items() if k != "epochs"},
         "epochs": int(epochs if epochs is not None else given.get("epochs", DEFAULT_EPOCHS)),
         "seed": int(given.get("seed", 0)),
     }
@@ -108,8 +117,9 @@ def _fold(
     past = [w for w in windows if w.end_ts < test_since]
     space = StateSpace.default()
     learner, _, data = train_qtable(
-        train, past, space=space, epochs=trained["epochs"], seed=trained["seed"], **trained["overrides"]
-    )
+        train, past, space=space, recipe=trained["recipe"], epochs=trained["epochs"], seed=trained["seed"],
+        **trained["overrides"],
+    )  # fmt: skip
     lo = max(0, a - WARMUP)
     ctx = candles.slice(lo, b)
     rules = policy_set.heuristic_rules(train) if len(train) > WARMUP else None
@@ -171,7 +181,8 @@ def walk_forward(
         out.append(fold)
         notes.extend(n for n in fold_notes if n not in notes)
     params = {
-        "fee": fee, "slippage_bps": slippage_bps, "seed": seed, "folds": folds, "epochs": trained["epochs"],
+        "fee": fee, "slippage_bps": slippage_bps, "seed": seed, "folds": folds, "recipe": trained["recipe"],
+        "epochs": trained["epochs"],
         "train_seed": trained["seed"], "analyses_model": model, "analyses_available": len(windows),
     }  # fmt: skip
     return WalkForward(symbol, v.version if v is not None else None, tuple(out), tuple(notes), params)
