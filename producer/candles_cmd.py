@@ -13,6 +13,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from model.defects import OUTLIER_FLAG
 from producer import import_dir, importer, readers
 from producer.options import parse_date
 from worker import candles_store, db
@@ -80,7 +81,7 @@ def _import_into(
     )
     report = parsed.report
     t1 = time.perf_counter()
-    flags = np.where(parsed.outlier, importer.OUTLIER_FLAG, None)
+    flags = np.where(parsed.outlier, OUTLIER_FLAG, None)
     res = candles_store.insert_candles_report(
         cur,
         report.symbol,
@@ -223,13 +224,23 @@ def _when(ts: int | None) -> str:
 @candles.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (epoch seconds).")
 def list_cmd(as_json: bool) -> None:
-    """Per symbol and timeframe: first, last, count, gaps (runs of missing candles), flagged."""
+    """Per symbol and timeframe: first, last, count, gaps (runs of missing candles), flagged, no volume."""
     rows = candles_store.list_candles(Settings.from_env().database_url)
     if as_json:
         click.echo(json.dumps(rows))
         return
     table = Table(title="candles")
-    for col in ("symbol", "timeframe", "first", "last", "count", "gaps", "longest gap", "flagged"):
+    for col in (
+        "symbol",
+        "timeframe",
+        "first",
+        "last",
+        "count",
+        "gaps",
+        "longest gap",
+        "flagged",
+        "no volume",
+    ):
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -241,6 +252,7 @@ def list_cmd(as_json: bool) -> None:
             str(r["gaps"]),
             str(r["longest_gap"]),
             str(r["flagged"]),
+            str(r["no_volume"]),
         )
     Console().print(table)
 

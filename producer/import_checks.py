@@ -64,7 +64,7 @@ def validate(cols: Columns, report: ImportReport, step: int, now: float | None) 
 
 def tally_rejections(cols: Columns, reason: np.ndarray, report: ImportReport) -> np.ndarray:
     """Count rejections by reason with a few examples; the mask of valid rows (BadInput if none)."""
-    valid = reason == ""
+    valid: np.ndarray = np.asarray(reason == "", dtype=bool)
     for r in np.unique(reason[~valid]):
         report.rejected[str(r)] = int((reason == r).sum())
     for i in np.flatnonzero(~valid)[:_EXAMPLES]:

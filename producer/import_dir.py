@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from producer.importer import ImportReport
+from producer.import_report import ImportReport
 from producer.readers.names import identify
 from worker.errors import BadInput
 from worker.symbols import normalize_symbol

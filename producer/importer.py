@@ -23,8 +23,8 @@ rejection with its reason; nothing is invented):
 - Duplicate timestamps are resolved by ``on_conflict`` (see ``CONFLICT_POLICIES``); identical
   copies and conflicting ones are counted separately.
 - Gaps stay gaps: counted, with the longest run of missing candles.
-- Outliers: a candle whose range (high-low)/close exceeds ``OUTLIER_RANGE_FACTOR`` times the median
-  range of its ``OUTLIER_NEIGHBOURS`` neighbours on each side is kept and flagged
+- Outliers (``model.defects``): a candle whose range (high-low)/close exceeds ``OUTLIER_RANGE_FACTOR``
+  times the median range of its ``OUTLIER_NEIGHBOURS`` neighbours on each side is kept and flagged
   ``outlier_range`` (never dropped: a real crash and a bad tick look alike to a program; the flag
   lets consumers decide). The factor 20 sits above the largest genuine hourly moves in 2017-2021
   BTC/ETH data (about 17x) and well below the bad ticks in them (>100x).
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from model.candles import TIMEFRAME_SECONDS, timeframe_seconds
+from model.defects import OUTLIER_FLAG, outliers
 from producer import readers
 from producer.import_checks import (
     check_symbols,
@@ -65,9 +66,6 @@ CONFLICT_POLICIES: tuple[str, ...] = ("most-complete", "first", "last", "max-vol
 DEFAULT_ON_CONFLICT = "most-complete"
 DEFAULT_TIMEFRAME = "1h"
 
-OUTLIER_RANGE_FACTOR = 20.0
-OUTLIER_NEIGHBOURS = 12
-OUTLIER_FLAG = "outlier_range"
 MAX_FILE_BYTES = 2 * 1024**3
 _EXAMPLES = 5
 
@@ -224,32 +222,6 @@ def _assemble(
     report.outliers_flagged = int(outlier.sum())
     report.outlier_examples = [int(t) for t in ts[outlier][:_EXAMPLES]]
     return ParsedCandles(ts=ts, outlier=outlier, report=report, **values)
-
-
-def outliers(
-    high: np.ndarray,
-    low: np.ndarray,
-    close: np.ndarray,
-    *,
-    factor: float = OUTLIER_RANGE_FACTOR,
-    neighbours: int = OUTLIER_NEIGHBOURS,
-) -> np.ndarray:
-    """Bool mask of candles whose relative range exceeds ``factor`` x the median of their neighbours'.
-
-    Needs at least ``neighbours`` neighbours in the window; a flat neighbourhood (median 0)
-    never flags.
-    """
-    n = len(close)
-    out = np.zeros(n, dtype=bool)
-    if n < neighbours + 1:
-        return out
-    rr = (high - low) / close
-    k = neighbours
-    padded = np.pad(rr, (k, k), constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1).copy()
-    windows[:, k] = np.nan
-    med = np.nanmedian(windows, axis=1)
-    return (med > 0) & (rr > factor * med)
 
 
 def summary_rows(report: ImportReport) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model.defects import OUTLIER_FLAG
 from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv
@@ -76,7 +77,7 @@ def test_shared_file_one_candle_per_hour_and_reimport_inserts_nothing(
     flagged = query(
         database_url,
         "SELECT extract(epoch FROM ts)::bigint FROM btc.candles WHERE symbol = %s AND flag = %s",
-        (symbol, importer.OUTLIER_FLAG),
+        (symbol, OUTLIER_FLAG),
     )
     assert (1502942400,) in flagged
     # the exact millisecond row wins over its rounded float-second copy (tradecount kept)
@@ -105,6 +106,7 @@ def test_shared_file_one_candle_per_hour_and_reimport_inserts_nothing(
             "gaps": facts["gaps"],
             "longest_gap": report["longest_gap"],
             "flagged": report["outliers_flagged"],
+            "no_volume": 0,
         }
     ]
     loaded = candles_store.load_candles(database_url, symbol, "1h")

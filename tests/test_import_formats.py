@@ -273,6 +273,8 @@ def test_missing_volume_is_null_nan_counted_and_features_survive(
     assert candles_store.count_missing_volume(database_url, "BTC-USD", "1h") == 60
     assert candles_store.count_missing_volume(database_url, "BTC-USD", "1h", since=start + 50 * 3600) == 10
     assert candles_store.count_missing_volume(database_url, "ETH-USDT", "1h") == 0
+    code, out, _ = _run(["candles", "list", "--json"])
+    assert [(r["symbol"], r["count"], r["no_volume"]) for r in json.loads(out)] == [("BTC-USD", 60, 60)]
     loaded = candles_store.load_candles(database_url, "BTC-USD", "1h")
     assert len(loaded) == 60 and np.isnan(loaded.volume).all()
     assert np.array_equal(loaded.ts, np.arange(start, start + 60 * 3600, 3600))

@@ -246,19 +246,19 @@ def count_missing_volume(
 
 def list_candles(database_url: str) -> list[dict[str, Any]]:
     """Per symbol and timeframe: first, last (epoch s), count, gaps (runs), longest gap (missing
-    candles) and flagged candles."""
+    candles), flagged candles and candles without volume."""
     steps = list(TIMEFRAME_SECONDS.items())
     values = ", ".join(["(%s, %s)"] * len(steps))
     params: list[Any] = [x for pair in steps for x in pair]
     query = (
-        "WITH d AS (SELECT symbol, timeframe, ts, flag,"
+        "WITH d AS (SELECT symbol, timeframe, ts, flag, volume,"
         " extract(epoch FROM ts - lag(ts) OVER (PARTITION BY symbol, timeframe ORDER BY ts))::bigint AS dt"
         " FROM btc.candles), "
         f"tf (name, s) AS (VALUES {values}) "
         "SELECT d.symbol, d.timeframe, extract(epoch FROM min(ts))::bigint,"
         " extract(epoch FROM max(ts))::bigint, count(*), count(*) FILTER (WHERE dt > tf.s),"
         " coalesce(max(dt / tf.s - 1) FILTER (WHERE dt > tf.s), 0),"
-        " count(*) FILTER (WHERE flag IS NOT NULL)"
+        " count(*) FILTER (WHERE flag IS NOT NULL), count(*) FILTER (WHERE volume IS NULL)"
         " FROM d LEFT JOIN tf ON tf.name = d.timeframe GROUP BY d.symbol, d.timeframe"
         " ORDER BY d.symbol, d.timeframe"
     )
@@ -268,5 +268,5 @@ def list_candles(database_url: str) -> list[dict[str, Any]]:
         except psycopg2.errors.UndefinedTable:
             raise BadInput(NO_SCHEMA) from None
         rows = cur.fetchall()
-    keys = ("symbol", "timeframe", "first", "last", "count", "gaps", "longest_gap", "flagged")
+    keys = ("symbol", "timeframe", "first", "last", "count", "gaps", "longest_gap", "flagged", "no_volume")
     return [dict(zip(keys, (r[0], r[1], *(int(x) for x in r[2:])), strict=True)) for r in rows]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
-from types import ModuleType
 
 from producer.readers import binance, cryptodatadownload, freqtrade, plain, text
-from producer.readers.base import Source
+from producer.readers.base import Reader, Source
 from worker.errors import BadInput
 
 #: Readers in detection order: binary/JSON first, then the CSV layouts from most to least specific.
-READERS: tuple[ModuleType, ...] = (freqtrade, binance, cryptodatadownload, plain)
+READERS: tuple[Reader, ...] = (freqtrade, binance, cryptodatadownload, plain)
 FORMATS: tuple[str, ...] = tuple(r.FORMAT for r in READERS)
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_UNPACKED = 2 * 1024**3
@@ -48,7 +47,7 @@ def _unzip(data: bytes, label: str) -> Source:
     return Source(inner, member.filename.rsplit("/", 1)[-1], f"{label}:{member.filename}")
 
 
-def reader_for(fmt: str) -> ModuleType:
+def reader_for(fmt: str) -> Reader:
     """The reader module of format name ``fmt``; BadInput listing the names otherwise."""
     for r in READERS:
         if r.FORMAT == fmt:
@@ -56,7 +55,7 @@ def reader_for(fmt: str) -> ModuleType:
     raise BadInput(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def detect(src: Source, fmt: str | None = None) -> ModuleType:
+def detect(src: Source, fmt: str | None = None) -> Reader:
     """The reader for ``src``: ``fmt`` when given, else the first whose ``sniff`` accepts it."""
     if fmt:
         return reader_for(fmt)
