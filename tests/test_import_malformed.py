@@ -60,6 +60,10 @@ CASES: dict[str, tuple[bytes | None, list[str], str]] = {
     "bad timeframe": (GOOD.encode(), ["--timeframe", "7h"], "timeframe"),
     "binance 11 columns": (b"1704067200000,1,2,0.5,1,5,1704070799999,5,3,2,2\n", [], "no header"),
     "directory": (b"DIR", [], "directory"),
+    "broken zip": (b"PK\x03\x04" + b"junk" * 10, [], "broken zip"),
+    "truncated json": (b"[[1704067200000,1,2,0.5,1.5,3],", [], "not valid JSON"),
+    "json objects not rows": (b'[{"date": 1704067200000}]', [], "no valid candle rows"),
+    "json not a list": (b"[", [], "not valid JSON"),
 }
 
 

@@ -7,8 +7,11 @@
   may mix them with ``2019-12-02 15:00:00``), often after a banner line (a URL or "Created with
   CryptoDataDownload.com"). Without a volume column the candles are stored with volume NULL.
 
-Dates are UTC. The symbol comes from ``--symbol``, the file name (``Binance_BTCUSDT_1h.csv``) or
-the ``symbol`` column, and every row's ``symbol`` cell must agree with it.
+Dates are UTC. When a file has both, ``unix`` is read and ``date`` ignored: in the shared
+Binance_BTCUSDT_1h.csv export 91 rows (2017-09) have a ``date`` 4 hours behind their ``unix``, so
+the older layout (date only) necessarily places those 91 rows 4 hours early. The symbol comes from
+``--symbol``, the file name (``Binance_BTCUSDT_1h.csv``) or the ``symbol`` column, and every row's
+``symbol`` cell must agree with it.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def body_rows(text: str, header_lines: int) -> tuple[list[list[str]], list[int],
     blank = 0
     header_left = header_lines
     for no, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or all(not c.strip() for c in row):
+        if not row or not (row[0].strip() or any(c.strip() for c in row)):
             blank += 1 if header_left == 0 else 0
             continue
         if header_left:
