@@ -8,6 +8,7 @@ the files, so a wrong unit, a 12-AM/12-PM slip or a lost row fails here.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import shutil
@@ -415,3 +416,22 @@ def test_any_hour_reads_back_from_every_spelling(hour: int) -> None:
     )
     assert parsed.ts.tolist() == [ts]
     assert parsed.report.duplicates_identical == len(spellings) - 1 and parsed.report.accounted()
+
+
+def test_freqtrade_jsongz_and_parquet_read_like_json_and_feather(tmp_path: Path) -> None:
+    from pyarrow import feather, parquet  # dev extra
+
+    plain = importer.parse_candles((DATA / "SHIB_USDT-1h.json").read_bytes(), source="SHIB_USDT-1h.json")
+    packed = gzip.compress((DATA / "SHIB_USDT-1h.json").read_bytes())
+    gz = importer.parse_candles(packed, source=str(tmp_path / "SHIB_USDT-1h.json.gz"))
+    assert (gz.report.symbol, gz.report.timeframe) == ("SHIB-USDT", "1h")
+    np.testing.assert_array_equal(gz.ts, plain.ts)
+    np.testing.assert_array_equal(gz.close, plain.close)
+
+    table = feather.read_table(DATA / "BTC_USDT-1h.feather")
+    parquet.write_table(table, tmp_path / "BTC_USDT-1h.parquet")
+    pq = importer.parse_candles((tmp_path / "BTC_USDT-1h.parquet").read_bytes(), source="BTC_USDT-1h.parquet")
+    fe = importer.parse_candles((DATA / "BTC_USDT-1h.feather").read_bytes(), source="BTC_USDT-1h.feather")
+    assert pq.report.format == "freqtrade" and pq.report.symbol == "BTC-USDT"
+    np.testing.assert_array_equal(pq.ts, fe.ts)
+    np.testing.assert_array_equal(pq.volume, fe.volume)
