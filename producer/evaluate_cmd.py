@@ -129,6 +129,12 @@ def _sharpe_chart(board: scoreboard.Scoreboard) -> str:
         parts.append(
             f'<text x="{pad + 10 + 150 * k}" y="16" fill="{color}" font-size="13">{html.escape(name)}</text>'
         )
+    for i, f in enumerate(board.folds):  # where each symbol's folds start, with the first test date
+        if i == 0 or f["symbol"] != board.folds[i - 1]["symbol"]:
+            x = xy(i, lo).split(",")[0]
+            parts.append(f'<line x1="{x}" x2="{x}" y1="{pad}" y2="{h - pad}" stroke="#ccc"/>')
+            label = f"{f['symbol']} from {f['test_since'][:10]}"
+            parts.append(f'<text x="{x}" y="{h - pad + 16}" font-size="11">{html.escape(label)}</text>')
     parts.append(f'<text x="4" y="{pad}" font-size="11">{hi:.1f}</text>')
     parts.append(f'<text x="4" y="{h - pad}" font-size="11">{lo:.1f}</text>')
     return (
