@@ -55,7 +55,7 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
 @click.option("--workers", "n_workers", default=2, show_default=True, help="Worker processes to start.")
 @click.option("--concurrency", default=2, show_default=True, help="Pool processes per worker.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Import this CSV.")
-@click.option("--symbol", default=None, help="Symbol of --csv, e.g. BTC-USDT.")
+@click.option("--symbol", default=None, help="Symbol of --csv, e.g. BTC-USDT (default: from the file name).")
 @click.option("--candles", "n_candles", default=1500, show_default=True, help="Synthetic candles per symbol.")
 @click.option("--epochs", default=3, show_default=True)
 @click.option(
@@ -70,11 +70,9 @@ def demo(**kw: Any) -> None:
     migrate.migrate(settings.database_url)
     say(f"database ready: {db.redact(settings.database_url)}")
     if kw["csv_path"]:
-        if not kw["symbol"]:
-            raise click.UsageError("--csv needs --symbol, e.g. --symbol BTC-USDT")
         from producer.candles_cmd import import_file
 
-        report = import_file(settings, kw["csv_path"], kw["symbol"], "1h")
+        report = import_file(settings, kw["csv_path"], kw["symbol"], "1h")  # symbol: else from the name
         symbols = [report.symbol]
         say(f"imported {kw['csv_path']}: {report.inserted} new candles")
     else:
