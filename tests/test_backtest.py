@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.backtest import BacktestResult, run_backtest
+from model.backtest import run_backtest
 from model.candles import Candles
 from model.policies import buy_and_hold, random_policy
 from model.synthetic import make_candles
@@ -185,8 +185,7 @@ def test_warmup_ignores_decisions_and_moves_buy_and_hold_start():
 def test_one_candle_and_no_trades():
     c = make_candles(1)
     res = run_backtest(c, np.array([1]))
-    assert isinstance(res, BacktestResult)
-    assert res.equity.tolist() == [10_000.0]
+    assert res.equity.tolist() == [10_000.0] and res.position.tolist() == [0]
     assert res.metrics["n_trades"] == 0 and res.metrics["sharpe"] == 0.0
 
 

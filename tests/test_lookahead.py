@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import BUY, SELL
+from model import BUY, SELL, ensemble, features, rules, signals, states
 from model.candles import Candles
 from model.lookahead import check_lookahead, default_cut_points
 from model.policies import (
@@ -82,8 +82,6 @@ def test_leaky_decision_is_caught(candles):
 
 
 def test_features_states_and_decisions_are_causal(candles):
-    features = pytest.importorskip("model.features")
-    states = pytest.importorskip("model.states")
 
     def fn(c: Candles) -> dict[str, np.ndarray]:
         f = features.compute_features(c)
@@ -100,10 +98,6 @@ def test_features_states_and_decisions_are_causal(candles):
 
 
 def test_ensemble_and_rule_decisions_are_causal(candles):
-    ensemble = pytest.importorskip("model.ensemble")
-    signals = pytest.importorskip("model.signals")
-    features = pytest.importorskip("model.features")
-    rules = pytest.importorskip("model.rules")
     rule_list = [
         rules.Rule((rules.Condition("rsi", "<", 35.0),), BUY, 0.7),
         rules.Rule((rules.Condition("rsi", ">", 65.0), rules.Condition("ret_24", ">", 0.0)), SELL, 0.6),
