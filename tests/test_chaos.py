@@ -190,7 +190,8 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(database_u
 
 
 def test_a_slower_duplicate_that_fails_does_not_undo_a_finished_window(database_url) -> None:
-    """Acks late and ``qtrain resume`` may run one window twice at once; the loser's failure is moot."""
+    """Acks late and ``qtrain resume`` may run one window twice at once: only the newest claim writes
+    (the fencing token is the claim's attempt number), and the loser's outcome is moot."""
     seed_candles(database_url, n=N_CANDLES)
     settings = Settings(database_url=database_url)
     req = dispatch.TrainRequest(symbols=("BTC-USDT",), analyst="heuristic", seed=1, epochs=1)
@@ -198,18 +199,26 @@ def test_a_slower_duplicate_that_fails_does_not_undo_a_finished_window(database_
     first, _ = batches.claim_window(database_url, batch_id, "BTC-USDT", 0)
     second, _ = batches.claim_window(database_url, batch_id, "BTC-USDT", 0)  # the duplicate
     assert first is not None and second is not None and second.attempts == 2
-    assert analyze(database_url, first, None) == "done"
-    for status in ("pending", "failed"):  # what the duplicate records after a timeout / its last attempt
-        batches.set_window_status(database_url, batch_id, "BTC-USDT", 0, status, "attempt 2 failed: timeout")
-        row = query(
-            database_url,
-            "SELECT status, error, analysis_id IS NOT NULL FROM windows WHERE batch_id = %s AND idx = 0",
-            (batch_id,),
-        )
-        assert row == [("done", None, True)], status
+    assert analyze(database_url, second, None) == "done"
+    with pytest.raises(batches.Superseded):  # the stale copy's answer writes nothing
+        analyze(database_url, first, None)
+    for status in ("pending", "failed"):  # what a copy records after a timeout / its last attempt
+        for attempt in (1, 2, None):  # stale, current, unfenced: a finished window keeps its analysis
+            batches.set_window_status(
+                database_url, batch_id, "BTC-USDT", 0, status, "attempt failed: timeout", attempt=attempt
+            )
+            row = query(
+                database_url,
+                "SELECT status, error, analysis_id IS NOT NULL FROM windows WHERE batch_id = %s AND idx = 0",
+                (batch_id,),
+            )
+            assert row == [("done", None, True)], (status, attempt)
+    assert query(database_url, "SELECT count(*) FROM ollama_analyses")[0][0] == 1
     # not a window that is still open: a failure there is recorded as before
     batches.claim_window(database_url, batch_id, "BTC-USDT", 1)
-    batches.set_window_status(database_url, batch_id, "BTC-USDT", 1, "failed", "gave up after 3 attempts")
+    assert batches.set_window_status(
+        database_url, batch_id, "BTC-USDT", 1, "failed", "gave up after 3 attempts", attempt=1
+    )
     assert query(database_url, "SELECT status FROM windows WHERE batch_id = %s AND idx = 1", (batch_id,)) == [
         ("failed",)
     ]

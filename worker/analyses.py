@@ -56,12 +56,15 @@ def save_and_finish(
     symbol: str,
     idx: int,
     durable: bool = True,
+    attempt: int | None = None,
 ) -> tuple[int, bool]:
     """Store analysis + rules and mark the window done, in one transaction; idempotent.
 
     Returns (analysis id, created). When another task stored the same key first, nothing is
     written but the window still points at the stored analysis (status ``cached``). ``durable``:
     wait for the WAL flush (LLM answers cost GPU time; a heuristic analysis is cheap to redo).
+    ``attempt``: the claim's fencing token; a copy that no longer holds the claim raises
+    ``batches.Superseded`` and nothing of this transaction is written.
     """
     with db.transaction(url, durable=durable) as cur:
         cur.execute(
@@ -96,15 +99,24 @@ def save_and_finish(
             cur.execute("SELECT id FROM btc.ollama_analyses WHERE cache_key = %s", (rec.cache_key,))
             analysis_id = int(cur.fetchone()[0])
         batches.finish_window(
-            cur, batch_id, symbol, idx, "done" if created else "cached", analysis_id=analysis_id
+            cur,
+            batch_id,
+            symbol,
+            idx,
+            "done" if created else "cached",
+            analysis_id=analysis_id,
+            attempt=attempt,
         )
     return analysis_id, created
 
 
-def mark_cached(url: str, analysis_id: int, *, batch_id: int, symbol: str, idx: int) -> None:
-    """Point a window at an analysis that was already stored (a cache hit); cheap to redo."""
+def mark_cached(
+    url: str, analysis_id: int, *, batch_id: int, symbol: str, idx: int, attempt: int | None = None
+) -> None:
+    """Point a window at an analysis that was already stored (a cache hit); cheap to redo.
+    ``attempt``: fenced as in ``save_and_finish``."""
     with db.transaction(url, durable=False) as cur:
-        batches.finish_window(cur, batch_id, symbol, idx, "cached", analysis_id=analysis_id)
+        batches.finish_window(cur, batch_id, symbol, idx, "cached", analysis_id=analysis_id, attempt=attempt)
 
 
 def rules_of(cur: Any, analysis_ids: list[int]) -> dict[int, tuple[Rule, ...]]:

@@ -31,12 +31,16 @@ def window_context(database_url: str, w: Window) -> Candles:
 
 
 def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
-    """Analyse window ``w`` (or find it cached) and store the result; returns done|cached."""
+    """Analyse window ``w`` (or find it cached) and store the result; returns done|cached.
+
+    Raises ``batches.Superseded`` (nothing written) when ``w``'s claim was taken over meanwhile."""
     model_name = HEURISTIC if w.analyst == HEURISTIC else w.model
     key = cache_key(w.content_hash, model_name, w.prompt_version)
     cached = analyses.find_cached(database_url, key)
     if cached is not None:
-        analyses.mark_cached(database_url, cached, batch_id=w.batch_id, symbol=w.symbol, idx=w.idx)
+        analyses.mark_cached(
+            database_url, cached, batch_id=w.batch_id, symbol=w.symbol, idx=w.idx, attempt=w.attempts
+        )
         return "cached"
     ctx = window_context(database_url, w)
     digest = window_content_hash(ctx, symbol=w.symbol, timeframe=w.timeframe)
@@ -77,6 +81,13 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
         host=chat.host if chat else None,
     )
     _, created = analyses.save_and_finish(
-        database_url, rec, analysis, batch_id=w.batch_id, symbol=w.symbol, idx=w.idx, durable=chat is not None
+        database_url,
+        rec,
+        analysis,
+        batch_id=w.batch_id,
+        symbol=w.symbol,
+        idx=w.idx,
+        durable=chat is not None,
+        attempt=w.attempts,  # fenced: only the claim's attempt writes
     )
     return "done" if created else "cached"

@@ -3,6 +3,11 @@
 A window moves ``pending -> running -> done | cached | failed``; a temporary failure sends it back to
 ``pending`` with the reason in ``error`` until its attempts run out. ``done``, ``cached`` and
 ``failed`` are final: the reducer of a symbol runs once none of its windows is pending or running.
+
+Leases and fencing (``worker.reaper``): a claim gives the window a lease (``lease_until``) and
+bumps ``attempts``, the claim's fencing token; only the attempt holding the claim may write the
+window's outcome. A window whose worker was lost is taken back (by the reaper when its lease
+expires, or by a redelivered message) and counted in ``lost``; at the limit it ends ``failed``.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from typing import Any
 import psycopg2.extras
 
 from worker import db
+from worker.errors import QtrainError
+from worker.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_OLLAMA_TIMEOUT_S, default_lease_s
 
 STATUSES = ("pending", "running", "done", "cached", "failed")
 FINAL = ("done", "cached", "failed")
 UNFINISHED = ("pending", "running")
 ANALYSED = ("done", "cached")
 """Final states of a window that has an analysis (``failed`` has none)."""
+DEFAULT_LEASE_S = default_lease_s(DEFAULT_OLLAMA_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -142,22 +150,44 @@ def _window(row: Sequence[Any]) -> Window:
     )  # fmt: skip
 
 
-def claim_window(url: str, batch_id: int, symbol: str, idx: int) -> tuple[Window | None, str | None]:
-    """Mark a pending/running window running and count the attempt; (window, None) when claimed.
+class Superseded(QtrainError):
+    """Raised when a task's claim on a window was taken over (reaped, or claimed by a newer attempt):
+    that copy must not write anything, so its transaction is rolled back."""
 
-    A window already final is not claimed: returns (None, its status). (None, None): no such window.
-    Not durable (see ``db.transaction``): a lost claim only means the window runs again.
+
+def claim_window(
+    url: str, batch_id: int, symbol: str, idx: int, *, lease_s: float = DEFAULT_LEASE_S,
+    max_lost: int = DEFAULT_MAX_ATTEMPTS, handover: int | None = None,
+) -> tuple[Window | None, str | None]:  # fmt: skip
+    """Mark a pending/running window running, count the attempt and give it a lease of ``lease_s``;
+    (window, None) when claimed. ``window.attempts`` is the fencing token of this claim.
+
+    A window found still ``running`` lost its worker (a redelivery after a SIGKILL, an OOM kill or
+    a hard time limit), unless ``handover`` names that running attempt (a task that retried itself
+    without being able to write, e.g. during a database outage). The ``max_lost``-th such loss
+    records the window ``failed`` ("worker lost N times") instead of running it again: returns
+    (None, 'failed'). A window already final is not claimed: (None, its status). (None, None): no
+    such window. Not durable (see ``db.transaction``): a lost claim only means the window runs again.
     """
+    lost = "(w.status = 'running' AND w.attempts IS DISTINCT FROM %(handover)s)::int"
+    poison = f"w.lost + {lost} >= %(max_lost)s"
     with db.transaction(url, durable=False) as cur:
         cur.execute(
-            "UPDATE btc.windows w SET status = 'running', attempts = attempts + 1, updated_at = now()"
-            " FROM btc.batches b WHERE b.id = w.batch_id AND w.batch_id = %s AND w.symbol = %s"
-            f" AND w.idx = %s AND w.status = ANY(%s) RETURNING {_WINDOW_COLS}",
-            (batch_id, symbol, idx, list(UNFINISHED)),
-        )
+            f"UPDATE btc.windows w SET lost = w.lost + {lost}, attempts = w.attempts + 1,"
+            f" status = CASE WHEN {poison} THEN 'failed' ELSE 'running' END,"
+            f" error = CASE WHEN {poison} THEN 'worker lost ' || (w.lost + {lost}) || ' times'"
+            " ELSE w.error END,"
+            f" lease_until = CASE WHEN {poison} THEN NULL"
+            " ELSE now() + make_interval(secs => %(lease)s) END, updated_at = now()"
+            " FROM btc.batches b WHERE b.id = w.batch_id AND w.batch_id = %(batch)s AND w.symbol = %(symbol)s"
+            f" AND w.idx = %(idx)s AND w.status = ANY(%(unfinished)s) RETURNING {_WINDOW_COLS}",
+            {"handover": handover, "max_lost": max_lost, "lease": float(lease_s), "batch": batch_id,
+             "symbol": symbol, "idx": idx, "unfinished": list(UNFINISHED)},
+        )  # fmt: skip
         row = cur.fetchone()
         if row is not None:
-            return _window(row), None
+            window = _window(row)
+            return (window, None) if window.status == "running" else (None, window.status)
         cur.execute(
             "SELECT status FROM btc.windows WHERE batch_id = %s AND symbol = %s AND idx = %s",
             (batch_id, symbol, idx),
@@ -166,30 +196,60 @@ def claim_window(url: str, batch_id: int, symbol: str, idx: int) -> tuple[Window
     return None, (got[0] if got else None)
 
 
+_FENCE = " AND attempts = %s AND status = 'running'"
+
+
 def finish_window(
     cur: Any, batch_id: int, symbol: str, idx: int, status: str, *, analysis_id: int | None = None,
-    error: str | None = None,
+    error: str | None = None, attempt: int | None = None,
 ) -> None:  # fmt: skip
-    """Set a window's final (or retry) status inside the caller's transaction."""
-    cur.execute(
-        "UPDATE btc.windows SET status = %s, analysis_id = %s, error = %s, updated_at = now()"
-        " WHERE batch_id = %s AND symbol = %s AND idx = %s",
-        (status, analysis_id, error, batch_id, symbol, idx),
-    )
+    """Set a window's final status inside the caller's transaction.
 
-
-def set_window_status(url: str, batch_id: int, symbol: str, idx: int, status: str, error: str) -> None:
-    """Record a failure (``failed``) or a pending retry (``pending``) with its one-line reason.
-
-    A window another copy of the task already analysed (``done``/``cached``: acks late and
-    ``qtrain resume`` may run a window twice) keeps its analysis: the slower copy's failure is moot.
+    ``attempt`` (the claim's fencing token): only that attempt, still holding its claim, may write;
+    any other copy raises ``Superseded`` and the caller's transaction (its analysis included) is
+    rolled back, so a late original changes nothing. None: unfenced (tests, tools).
     """
+    fence, args = ("", ()) if attempt is None else (_FENCE, (attempt,))
+    cur.execute(
+        "UPDATE btc.windows SET status = %s, analysis_id = %s, error = %s, lease_until = NULL,"
+        " updated_at = now() WHERE batch_id = %s AND symbol = %s AND idx = %s" + fence,
+        (status, analysis_id, error, batch_id, symbol, idx, *args),
+    )
+    if attempt is not None and cur.rowcount != 1:
+        raise Superseded(f"window {batch_id}/{symbol}/{idx}: attempt {attempt} no longer holds the claim")
+
+
+def set_window_status(
+    url: str, batch_id: int, symbol: str, idx: int, status: str, error: str, *,
+    attempt: int | None = None, lease_s: float | None = None,
+) -> bool:  # fmt: skip
+    """Record a failure (``failed``) or a pending retry (``pending``) with its one-line reason; True
+    when written.
+
+    ``attempt``: fenced like ``finish_window`` (False when another attempt holds the window: the
+    caller must then neither retry nor reduce). ``lease_s``: a pending retry's lease, so that the
+    reaper re-enqueues it if the worker holding the delayed retry message dies. A window another
+    copy of the task already analysed (``done``/``cached``) keeps its analysis.
+    """
+    fence, args = ("", ()) if attempt is None else (_FENCE, (attempt,))
     with db.transaction(url, durable=False) as cur:
         cur.execute(
-            "UPDATE btc.windows SET status = %s, analysis_id = NULL, error = %s, updated_at = now()"
-            " WHERE batch_id = %s AND symbol = %s AND idx = %s AND status <> ALL(%s)",
-            (status, error[:2000], batch_id, symbol, idx, list(ANALYSED)),
+            "UPDATE btc.windows SET status = %s, analysis_id = NULL, error = %s, updated_at = now(),"
+            " lease_until = CASE WHEN %s::float8 IS NULL THEN NULL"
+            " ELSE now() + make_interval(secs => %s::float8) END"
+            " WHERE batch_id = %s AND symbol = %s AND idx = %s AND status <> ALL(%s)" + fence,
+            (status, error[:2000], lease_s, lease_s, batch_id, symbol, idx, list(ANALYSED), *args),
         )
+        return bool(cur.rowcount == 1)
+
+
+def reclaimed_by_symbol(cur: Any, batch_id: int) -> dict[str, int]:
+    """Per symbol, how many of the batch's windows were taken back after losing their worker."""
+    cur.execute(
+        "SELECT symbol, count(*) FROM btc.windows WHERE batch_id = %s AND lost > 0 GROUP BY symbol",
+        (batch_id,),
+    )
+    return {r[0]: int(r[1]) for r in cur.fetchall()}
 
 
 def unfinished_count_in(cur: Any, batch_id: int, symbol: str) -> int:
@@ -258,6 +318,8 @@ class SymbolStatus:
     skipped: int
     q_version: int | None
     gated: bool
+    #: Windows taken back after their worker was lost (issue 13: reaper or redelivery).
+    reclaimed: int = 0
 
     @property
     def finished(self) -> int:
@@ -357,13 +419,15 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
             (batch_id,),
         )
         made = {r[0]: (int(r[1]), bool(r[2])) for r in cur.fetchall()}
+        reclaimed = reclaimed_by_symbol(cur, batch_id)  # issue 13
     skipped = spec.params.get("skipped", {})
     symbols = {}
     for sym in spec.symbols:
         by = counts.get(sym, dict.fromkeys(STATUSES, 0))
         version, gated = made.get(sym, (None, False))
         symbols[sym] = SymbolStatus(total=sum(by.values()), **by, skipped=int(skipped.get(sym, 0)),
-                                    q_version=version, gated=gated)  # fmt: skip
+                                    q_version=version, gated=gated,
+                                    reclaimed=reclaimed.get(sym, 0))  # fmt: skip
     total = sum(v.total for v in symbols.values())
     finished = sum(v.finished for v in symbols.values())
     elapsed = float(elapsed or 0.0)

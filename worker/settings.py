@@ -31,10 +31,38 @@ DEFAULT_OLLAMA_TIMEOUT_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 4
 #: First delay (s) before a window's next attempt; doubles per attempt, with jitter, capped at 300 s.
 DEFAULT_RETRY_BASE_S = 5.0
+#: Longest delay (s) before a retry (``worker.tasks.retry_delay`` caps the backoff there).
+MAX_RETRY_DELAY_S = 300.0
+#: Seconds between two runs of the reaper inside each worker (``worker.reaper``).
+DEFAULT_REAP_INTERVAL_S = 60.0
+#: Seconds a window's lease outlives the analyse task's hard time limit (``lease_s`` default).
+LEASE_MARGIN_S = 60.0
+
+
+def analyze_soft_limit_s(ollama_timeout_s: float) -> float:
+    """Soft time limit of one analyse task: one Ollama call with its in-client retries, plus margin."""
+    return ollama_timeout_s * 3 + 60
+
+
+def analyze_hard_limit_s(ollama_timeout_s: float) -> float:
+    """Hard time limit of one analyse task (the pool kills the child after it)."""
+    return analyze_soft_limit_s(ollama_timeout_s) + 60
+
+
+def default_lease_s(ollama_timeout_s: float) -> float:
+    """A claimed window's lease when QTRAIN_LEASE_S is unset: the hard limit plus a margin, so a live
+    task is always killed by its time limit before its lease runs out (no heartbeat needed)."""
+    return analyze_hard_limit_s(ollama_timeout_s) + LEASE_MARGIN_S
 
 
 RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
 """Variables of the beat's scheduled retraining (``worker.schedule``)."""
+AGENT_PREFIXES = (
+    "QTRAIN_WEIGHTS", "QTRAIN_BUY_THRESHOLD", "QTRAIN_SELL_THRESHOLD", "QTRAIN_MIN_CONFIDENCE",
+    "QTRAIN_BOOK_DEPTH", "QTRAIN_TRADES_LIMIT", "QTRAIN_LLM_MAX_RULES", "QTRAIN_PAPER_",
+    "QTRAIN_EXCHANGE_API_URL",
+)  # fmt: skip
+"""Variables of the run-time agent (``qtrain signal``, paper trading; parsed by ``worker.agent``)."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +78,18 @@ class Settings:
     models_dir: str = DEFAULT_MODELS_DIR
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base_s: float = DEFAULT_RETRY_BASE_S
+    #: Seconds a claimed window may stay ``running`` before the reaper takes it back.
+    lease_s: float = default_lease_s(DEFAULT_OLLAMA_TIMEOUT_S)
+    #: Seconds between reaper runs inside each worker.
+    reap_interval_s: float = DEFAULT_REAP_INTERVAL_S
     promotion_metric: str = "sharpe"
     promotion_margin: str = "0"
     #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
     #: checked by ``worker.schedule.RetrainConfig.from_env``).
     retrain_env: Mapping[str, str] = field(default_factory=dict)
+    #: The run-time agent's variables as given (``AGENT_PREFIXES``; parsed and checked by
+    #: ``worker.agent.AgentSettings.from_env``): weights, thresholds, min_confidence, paper tick.
+    agent_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,17 +99,21 @@ class Settings:
             h.strip().rstrip("/") for h in e.get("OLLAMA_HOST", DEFAULT_OLLAMA_HOST).split(",") if h.strip()
         )
         hosts = tuple(h if "://" in h else f"http://{h}" for h in hosts) or (DEFAULT_OLLAMA_HOST,)
+        timeout = float(e.get("OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S))
         return cls(
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             broker_url=e.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL),
             result_backend=e.get("CELERY_RESULT_BACKEND", DEFAULT_RESULT_BACKEND),
             ollama_hosts=hosts,
             ollama_model=e.get("OLLAMA_MODEL", DEFAULT_OLLAMA_MODEL),
-            ollama_timeout_s=float(e.get("OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S)),
+            ollama_timeout_s=timeout,
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(e.get("QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
             retry_base_s=float(e.get("QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S)),
+            lease_s=float(e.get("QTRAIN_LEASE_S") or default_lease_s(timeout)),
+            reap_interval_s=float(e.get("QTRAIN_REAP_INTERVAL_S", DEFAULT_REAP_INTERVAL_S)),
             promotion_metric=e.get("QTRAIN_PROMOTION_METRIC", "sharpe"),
             promotion_margin=e.get("QTRAIN_PROMOTION_MARGIN", "0"),
             retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
+            agent_env={k: v for k, v in e.items() if k.startswith(AGENT_PREFIXES)},
         )

@@ -63,48 +63,75 @@ def maybe_reduce(batch_id: int, symbol: str) -> bool:
     soft_time_limit=ANALYZE_SOFT_LIMIT_S,
     time_limit=ANALYZE_HARD_LIMIT_S,
 )
-def analyze_window(self: Any, batch_id: int, symbol: str, idx: int) -> dict[str, Any]:
+def analyze_window(
+    self: Any, batch_id: int, symbol: str, idx: int, handover: int | None = None
+) -> dict[str, Any]:
     """Analyse window ``idx`` of ``symbol`` in ``batch_id``; the result is a tiny status dict.
 
     PostgreSQL unreachable (a restart) while claiming or recording the outcome: the task is retried
-    later. The window is then still ``pending`` or ``running``, both claimable, so it is never left
-    behind by a task that gave up; and a window already final only gets its reducer check redone.
+    later, handing over its attempt number (``handover``) so that the retry's claim does not count
+    the window's still-``running`` state as a lost worker. The window is then still ``pending`` or
+    ``running``, both claimable, so it is never left behind by a task that gave up; and a window
+    already final only gets its reducer check redone.
     """
+    claimed: list[int] = []
     try:
-        return _analyze_window(self, batch_id, symbol, idx)
+        return _analyze_window(self, batch_id, symbol, idx, handover, claimed)
     except ServiceUnavailable as exc:
-        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 2.0)) from exc
+        after = claimed[-1] if claimed else handover
+        raise self.retry(
+            exc=exc, countdown=retry_delay(self.request.retries + 1, 2.0), kwargs={"handover": after}
+        ) from exc
 
 
-def _analyze_window(self: Any, batch_id: int, symbol: str, idx: int) -> dict[str, Any]:
+SUPERSEDED = {"status": "superseded"}
+"""What a copy whose claim was taken over returns: it wrote nothing (see ``batches.finish_window``)."""
+
+
+def _analyze_window(
+    self: Any, batch_id: int, symbol: str, idx: int, handover: int | None, claimed: list[int]
+) -> dict[str, Any]:
     url = SETTINGS.database_url
-    window, final = batches.claim_window(url, batch_id, symbol, idx)
+    window, final = batches.claim_window(
+        url, batch_id, symbol, idx, lease_s=SETTINGS.lease_s, max_lost=SETTINGS.max_attempts,
+        handover=handover,
+    )  # fmt: skip
     if window is None:
         if final is not None:
-            maybe_reduce(batch_id, symbol)  # a redelivery: make sure the reducer was not missed
+            maybe_reduce(batch_id, symbol)  # a redelivery (or a poison window): the reducer may be due
         return {"status": final or "missing", "redelivered": final is not None}
+    claimed.append(window.attempts)
+    attempt = window.attempts
     try:
         client = None if window.analyst == HEURISTIC else ollama_client()
         status = analyze(url, window, client)
+    except batches.Superseded:
+        return SUPERSEDED
     except (TemporaryError, SoftTimeLimitExceeded) as exc:
         reason = str(exc) or type(exc).__name__
         if window.attempts < SETTINGS.max_attempts:
-            batches.set_window_status(
-                url, batch_id, symbol, idx, "pending", f"attempt {window.attempts} failed: {reason}"
-            )
             delay = retry_delay(window.attempts, SETTINGS.retry_base_s)
-            raise self.retry(countdown=delay) from exc
+            if not batches.set_window_status(
+                url, batch_id, symbol, idx, "pending", f"attempt {attempt} failed: {reason}",
+                attempt=attempt, lease_s=delay + SETTINGS.lease_s,
+            ):  # fmt: skip
+                return SUPERSEDED
+            raise self.retry(countdown=delay, kwargs={}) from exc
         status = "failed"
-        batches.set_window_status(
-            url, batch_id, symbol, idx, status, f"gave up after {window.attempts} attempts: {reason}"
-        )
+        if not batches.set_window_status(
+            url, batch_id, symbol, idx, status, f"gave up after {attempt} attempts: {reason}", attempt=attempt
+        ):
+            return SUPERSEDED
     except PermanentError as exc:
         status = "failed"
-        batches.set_window_status(url, batch_id, symbol, idx, status, str(exc))
+        if not batches.set_window_status(url, batch_id, symbol, idx, status, str(exc), attempt=attempt):
+            return SUPERSEDED
     except Exception as exc:  # a bug must not leave the batch stuck: record it, log the traceback
         log.exception("analyse %s/%s/%s crashed", batch_id, symbol, idx)
         status = "failed"
-        batches.set_window_status(url, batch_id, symbol, idx, status, f"internal error: {exc!r}")
+        reason = f"internal error: {exc!r}"
+        if not batches.set_window_status(url, batch_id, symbol, idx, status, reason, attempt=attempt):
+            return SUPERSEDED
     maybe_reduce(batch_id, symbol)
     return {"status": status}
 
