@@ -71,12 +71,15 @@ def test_servers_start_are_shared_by_holders_and_stop_with_the_last(tmp_path: Pa
     assert not any(embedded.pid_alive(p) for p in pids)
 
     # data persists: a restart (new ports) finds the database made before
-    state = embedded.start(base)
+    state = embedded.start(base)  # by hand: held until a stop without holder
     try:
         port = state["postgres"]["port"]
         assert _sql(port, "postgres", "SELECT datname FROM pg_database WHERE datname = 'kept'") == [("kept",)]
+        embedded.start(base, holder=os.getpid())
+        assert embedded.stop(base, holder=os.getpid()) == []  # a script leaving keeps the manual start
+        assert embedded.answers(port)
     finally:
-        embedded.stop(base)
+        assert embedded.stop(base) == ["postgres", "redis"]
     assert not (base / "state.json").exists()
 
 

