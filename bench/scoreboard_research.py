@@ -3,10 +3,15 @@ what ``qtrain evaluate --symbols BTC-USDT,ETH-USDT --analyst heuristic --json`` 
 numbers of the README and of issue 10 can be reproduced from the files alone.
 
     python bench/scoreboard_research.py [--recipe NAME]... [--symbols BTC,ETH] [--json] [--first-half]
+                                        [--null N]
 
 The CSVs are read through the project's importer parser (duplicates resolved, bad rows dropped);
 they are never copied into the repository. ``--first-half`` scores only the older half of each
-symbol's folds (the split used to choose parameters; the report uses all folds).
+symbol's folds (the split used to choose parameters; the report uses all folds). ``--null N`` adds
+a permutation test of the default recipe: N times, each fold's table is trained on its training
+returns SHUFFLED among the training candles (states, gaps and analyses kept, any link between a
+state and what follows destroyed) and scored like the real one; a real result inside the spread of
+these is no evidence that the table learned timing from the returns.
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
-from model.folds import rolling_folds  # noqa: E402
+from model.features import compute_features  # noqa: E402
+from model.folds import Fold, rolling_folds  # noqa: E402
+from model.learning import value_iteration  # noqa: E402
+from model.policies import qtable_policy  # noqa: E402
 from model.scoreboard import evaluate_fold, fold_record, heuristic_analyses, summarise  # noqa: E402
-from model.training import DEFAULT_RECIPE, RECIPES  # noqa: E402
+from model.states import StateSpace  # noqa: E402
+from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow, SweepRecipe, training_data  # noqa: E402
 from producer.importer import parse_candles, read_file  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,6 +47,34 @@ def load(symbol: str) -> Candles:
     return Candles(p.ts, p.open, p.high, p.low, p.close, p.volume, symbol=f"{symbol}-USDT", timeframe="1h")
 
 
+def null_sharpes(
+    candles: Candles, fold: Fold, analysed: list[AnalysedWindow], reps: int
+) -> list[tuple[float, int]]:
+    """(Sharpe, trades) on the fold's test range of ``reps`` default-recipe tables trained on
+    shuffled training returns (seeded by the fold and the replicate: reproducible)."""
+    rec = RECIPES[DEFAULT_RECIPE]
+    assert isinstance(rec, SweepRecipe), "the null test is written for the sweep recipe"
+    space = StateSpace.default()
+    train = candles.slice(fold.train_lo, fold.train_hi)
+    past = [w for w in analysed if w.end_ts < fold.test_since]
+    data = training_data(train, past, space=space, kappa=rec.kappa)
+    ctx = candles.slice(fold.train_lo, fold.test_hi)
+    m = space.encode(compute_features(ctx))[fold.test_lo - fold.train_lo :]
+    test = candles.slice(fold.test_lo, fold.test_hi)
+    idx = np.flatnonzero((data.states >= 0) & np.isfinite(data.returns))
+    out = []
+    for rep in range(reps):
+        r = data.returns.copy()
+        r[idx] = r[np.random.default_rng([rep, fold.test_since]).permutation(idx)]
+        q, _, _ = value_iteration(
+            data.states, r, data.shaping, n_market=space.n_market_states, gamma=rec.gamma,
+            turnover_cost=rec.turnover_cost, prior_strength=rec.prior_strength,
+        )  # fmt: skip
+        met = run_backtest(test, qtable_policy(q, m)).metrics
+        out.append((float(met["sharpe"]), int(met["n_trades"])))
+    return out
+
+
 def scoreboard(
     symbols: list[str],
     recipes: list[str],
@@ -46,6 +84,7 @@ def scoreboard(
     window: int = 48,
     stride: int = 24,
     fee: float = 0.001,
+    null: int = 0,
 ) -> dict:
     """``{"folds": [...], "summary": {...}}`` as ``qtrain evaluate --json`` prints it."""
     records = []
@@ -66,7 +105,22 @@ def scoreboard(
             )
             pol = evaluate_fold(candles, fold, analysed, recipes=recipes, random_seeds=random_seeds, fee=fee)
             records.append(fold_record(candles.symbol, fold, pol))
+            if null:
+                records[-1]["null"] = null_sharpes(candles, fold, analysed, null)
     return {"folds": records, "summary": summarise(records)}
+
+
+def print_null(records: list[dict], reps: int) -> None:
+    """Per shuffled replicate: what the default recipe scores without any state-return link."""
+    print(f"permutation null of {DEFAULT_RECIPE!r} (training returns shuffled within each fold):")
+    for rep in range(reps):
+        sh = [f["null"][rep][0] for f in records]
+        beats_r = sum(s > f["policies"]["random"]["sharpe"] for s, f in zip(sh, records, strict=True))
+        beats_b = sum(s > f["policies"]["buy_and_hold"]["sharpe"] for s, f in zip(sh, records, strict=True))
+        trades = np.mean([f["null"][rep][1] for f in records])
+        n = len(records)
+        print(f"  shuffle {rep}: median Sharpe {np.median(sh):+.2f}, above random median {beats_r}/{n},"
+              f" above B&H {beats_b}/{n}, {trades:.1f} trades/fold")  # fmt: skip
 
 
 def print_summary(summary: dict, n_folds: int) -> None:
@@ -88,14 +142,19 @@ def main() -> None:
     ap.add_argument("--first-half", action="store_true")
     ap.add_argument("--random-seeds", type=int, default=50)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--null", type=int, default=0, help="shuffled-returns replicates of the default recipe")
     a = ap.parse_args()
     recipes = a.recipe or [DEFAULT_RECIPE] + sorted(r for r in RECIPES if r != DEFAULT_RECIPE)
     t0 = time.perf_counter()
-    out = scoreboard(a.symbols.split(","), recipes, first_half=a.first_half, random_seeds=a.random_seeds)
+    out = scoreboard(
+        a.symbols.split(","), recipes, first_half=a.first_half, random_seeds=a.random_seeds, null=a.null
+    )
     if a.json:
         print(json.dumps(out, sort_keys=True))
         return
     print_summary(out["summary"], len(out["folds"]))
+    if a.null:
+        print_null(out["folds"], a.null)
     print(f"{len(out['folds'])} folds in {time.perf_counter() - t0:.1f} s")
 
 
