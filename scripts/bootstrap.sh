@@ -86,8 +86,8 @@ PY
 read -r -d '' PG_PLAN REDIS_PLAN <<<"$plan" || true
 
 EMBED=()
-[ "$PG_PLAN" = embed ] && EMBED+=(--only postgres)
-[ "$REDIS_PLAN" = embed ] && EMBED+=(--only redis)
+if [ "$PG_PLAN" = embed ]; then EMBED+=(--only postgres); fi
+if [ "$REDIS_PLAN" = embed ]; then EMBED+=(--only redis); fi
 
 qtrain_venv "$([ ${#EMBED[@]} -gt 0 ] && echo embedded)"
 export PATH="$VENV/bin:$PATH"
@@ -104,6 +104,7 @@ if [ ${#EMBED[@]} -gt 0 ]; then
   trap 'exit 143' TERM
   EMBEDDED_PG="" EMBEDDED_REDIS=""
   eval "$("$VENV/bin/python" -m worker.embedded env "${EMBED[@]}")"
-  [ -n "$EMBEDDED_PG" ] && SERVICE_ARGS+=(--pg "$EMBEDDED_PG")
-  [ -n "$EMBEDDED_REDIS" ] && SERVICE_ARGS+=(--redis "$EMBEDDED_REDIS")
+  if [ -n "$EMBEDDED_PG" ]; then SERVICE_ARGS+=(--pg "$EMBEDDED_PG"); fi
+  if [ -n "$EMBEDDED_REDIS" ]; then SERVICE_ARGS+=(--redis "$EMBEDDED_REDIS"); fi
 fi
+true  # sourced: its status is the caller's, under set -e
