@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from model import policy_set
+from model.backtest import BacktestResult
 from model.candles import Candles
 from model.features import compute_features
+from model.live import trades_from_backtest
 from model.lookahead import check_lookahead, default_cut_points
 from model.metrics import METRIC_NAMES, json_safe
 from model.qlearning import FastQLearning
@@ -90,6 +92,10 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
 @click.option("--epochs", default=None, type=int, help="With --walk-forward (default: the version's).")
 @click.option("--report", "report", default=None, help="Write a self-contained HTML report to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (snake_case, NaN -> null).")
+@click.option(
+    "--trades", "with_trades", is_flag=True,
+    help='With --json: each policy\'s fills as {"side", "ts", "price", "qty", "fee"} (as `paper replay`).',
+)  # fmt: skip
 def backtest(**kw: Any) -> None:
     """Compare the Q-table, the ensemble and baselines on the same range (fees, no look-ahead)."""
     settings = Settings.from_env()
@@ -122,6 +128,8 @@ def backtest(**kw: Any) -> None:
             "n_candles": len(c.candles), **c.params, "policies": c.metrics(), "notes": list(c.notes),
             "backtest_ids": ids, "report": kw["report"],
         }  # fmt: skip
+        if kw["with_trades"]:
+            out["trades"] = {name: policy_fills(r, fee=kw["fee"]) for name, r in c.results.items()}
         click.echo(json.dumps(out))
         return
     console = Console()
@@ -134,6 +142,18 @@ def backtest(**kw: Any) -> None:
         console.print(f"- {note}")
     if kw["report"]:
         console.print(f"report: {kw['report']}")
+
+
+def policy_fills(result: BacktestResult, *, fee: float) -> list[dict[str, Any]]:
+    """A backtest's trades as fills ``{"side", "ts", "price", "qty", "fee"}`` in time order: each
+    round trip's buy and sell, and the buy of a position still open at the end."""
+    t = result.trades
+    entries = [(int(r["entry_ts"]), float(r["entry_price"]), float(r["size"])) for r in t]
+    exits = [(int(r["exit_ts"]), float(r["exit_price"]), float(r["size"])) for r in t]
+    if result.open_trade is not None:
+        o = result.open_trade
+        entries.append((o.entry_ts, o.entry_price, o.size))
+    return [f.to_json() for f in trades_from_backtest(entries, exits, fee=fee)]
 
 
 def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json: bool) -> None:

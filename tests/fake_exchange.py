@@ -4,6 +4,14 @@ Serves ``/api/v3/currencies`` and ``/api/v2/symbols`` (minimal recorded bodies, 
 ``load_markets`` works offline) and ``/api/v1/market/candles`` (real body shape: newest first,
 ``[time s, open, close, high, low, volume, turnover]`` as strings, at most ``page_cap`` rows of
 ``[startAt, endAt)``). Answers 429 with KuCoin's body for the first ``fail_429`` candle requests.
+With ``closed_only`` it serves only candles closed at ``now`` (default: the open one too).
+
+Live market data (issue 11): ``/api/v1/market/orderbook/level2_{20,100}`` (bids and asks as
+``[price, size]`` strings around the last served close) and ``/api/v1/market/histories`` (recent
+trades, ``side`` is the taker's, ``time`` in ns). Both are deterministic functions of the served
+clock, so a decision made twice for the same candle sees the same book. ``book`` / ``trades``:
+``"normal"``, ``"empty"`` or ``"error"`` (a 500). The next ``market_429`` of those requests get a
+429 and the next ``market_stall`` sleep ``stall_s`` before answering (a client timeout).
 Anything else is a 404 recorded in ``unexpected``.
 """
 
@@ -11,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +70,13 @@ class FakeKucoin:
     unexpected: list[str] = field(default_factory=list)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closed_only: bool = False
+    step: int = 3600
+    book: str = "normal"
+    trades: str = "normal"
+    market_429: int = 0
+    market_stall: int = 0
+    stall_s: float = 3.0
 
     def add_series(
         self, symbol: str, *, start: int, count: int, step: int = 3600, seed: int = 1
@@ -78,9 +94,72 @@ class FakeKucoin:
         """Query parameters of every candle request, in order (429-answered ones included)."""
         return [q for p, q in self.requests if p == "/api/v1/market/candles"]
 
+    def market_requests(self) -> list[str]:
+        """Paths of every order-book and trades request, in order (failed ones included)."""
+        return [
+            p
+            for p, _ in self.requests
+            if p.startswith(("/api/v1/market/orderbook", "/api/v1/market/histories"))
+        ]
+
+    def _served(self, symbol: str) -> list[list[str]]:
+        rows = self.candles.get(symbol) or []
+        last = 2**62 if self.now is None else self.now - (self.step if self.closed_only else 0)
+        return [r for r in rows if int(r[0]) <= last]
+
+    def _market(self, path: str, query: dict[str, str]) -> tuple[int, object] | None:
+        """Order book and trades (None: not one of those paths)."""
+        is_book = path.startswith("/api/v1/market/orderbook/level2_")
+        if not is_book and path != "/api/v1/market/histories":
+            return None
+        mode = self.book if is_book else self.trades
+        if self.market_429 > 0:
+            self.market_429 -= 1
+            return 429, {"code": "429000", "msg": "Too many requests. System-level rate limit exceeded."}
+        if mode == "error":
+            return 500, {"code": "500000", "msg": "Internal Server Error"}
+        served = self._served(query.get("symbol", ""))
+        if not served:
+            return 400, {"code": "400100", "msg": "Unsupported trading pair."}
+        price = float(served[-1][2])
+        clock = int(served[-1][0])
+        rng = np.random.default_rng(clock // self.step)
+        if is_book:
+            levels = 0 if mode == "empty" else 20
+            bids = [
+                [f"{price * (1 - 0.0005 * (i + 1)):.2f}", f"{rng.uniform(0.1, 2.0):.6f}"]
+                for i in range(levels)
+            ]
+            asks = [
+                [f"{price * (1 + 0.0005 * (i + 1)):.2f}", f"{rng.uniform(0.1, 2.0):.6f}"]
+                for i in range(levels)
+            ]
+            data: object = {"sequence": str(clock), "time": clock * 1000, "bids": bids, "asks": asks}
+            return 200, {"code": "200000", "data": data}
+        n = 0 if mode == "empty" else 50
+        trades = [
+            {"sequence": str(clock * 100 + i), "price": f"{price:.2f}",
+             "size": f"{rng.uniform(0.01, 1.0):.6f}", "side": "buy" if rng.random() < 0.55 else "sell",
+             "time": (clock + self.step - 60 + i) * 10**9}
+            for i in range(n)
+        ]  # fmt: skip
+        return 200, {"code": "200000", "data": trades}
+
     def answer(self, path: str, query: dict[str, str]) -> tuple[int, object]:
+        stall = False
+        with self.lock:
+            if self.market_stall > 0 and path.startswith(
+                ("/api/v1/market/orderbook", "/api/v1/market/histories")
+            ):
+                self.market_stall -= 1
+                stall = True
+        if stall:
+            time.sleep(self.stall_s)
         with self.lock:
             self.requests.append((path, query))
+            market = self._market(path, query)
+            if market is not None:
+                return market
             if path == "/api/v3/currencies":
                 return 200, {"code": "200000", "data": _CURRENCIES}
             if path == "/api/v2/symbols":
@@ -98,7 +177,7 @@ class FakeKucoin:
                     return 400, {"code": "400100", "msg": "Unsupported trading pair."}
                 lo = int(query.get("startAt", 0))
                 hi = int(query.get("endAt", 2**62)) or 2**62
-                last = 2**62 if self.now is None else self.now
+                last = 2**62 if self.now is None else self.now - (self.step if self.closed_only else 0)
                 sel = [r for r in rows if lo <= int(r[0]) < hi and int(r[0]) <= last]
                 return 200, {"code": "200000", "data": list(reversed(sel))[: self.page_cap]}
             self.unexpected.append(path)

@@ -59,7 +59,7 @@ RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
 """Variables of the beat's scheduled retraining (``worker.schedule``)."""
 AGENT_PREFIXES = (
     "QTRAIN_WEIGHTS", "QTRAIN_BUY_THRESHOLD", "QTRAIN_SELL_THRESHOLD", "QTRAIN_MIN_CONFIDENCE",
-    "QTRAIN_BOOK_DEPTH", "QTRAIN_TRADES_LIMIT", "QTRAIN_LLM_MAX_RULES", "QTRAIN_PAPER_",
+    "QTRAIN_BOOK_DEPTH", "QTRAIN_TRADES_LIMIT", "QTRAIN_LLM_MAX_RULES", "QTRAIN_PAPER_", "QTRAIN_MARKET_",
     "QTRAIN_EXCHANGE_API_URL",
 )  # fmt: skip
 """Variables of the run-time agent (``qtrain signal``, paper trading; parsed by ``worker.agent``)."""

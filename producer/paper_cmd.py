@@ -1,0 +1,230 @@
+"""``qtrain paper``: paper trading with the promoted versions (start, status, stop, report, replay).
+
+Paper only: qtrain never places a real order and never asks for exchange API keys. The decisions
+are made by the ``qtrain.paper_tick`` task that Celery beat sends (``worker.paper_task``); these
+commands only write and read PostgreSQL (``status`` reads nothing else).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from model.backtest import TRADE_DTYPE, BacktestResult
+from model.candles import Candles, timeframe_seconds
+from model.metrics import compute_metrics
+from producer.options import parse_date, parse_symbols
+from producer.report import render_report
+from producer.signal_cmd import agent_options, agent_settings
+from worker import paper
+from worker.agent import AgentSettings
+from worker.candles_store import load_candles
+from worker.errors import BadInput
+from worker.fetch import DEFAULT_EXCHANGE
+from worker.settings import Settings
+from worker.symbols import normalize_symbol
+
+
+@click.group(name="paper")
+def paper_group() -> None:
+    """Paper trading with the promoted Q-tables (no real orders, no API keys)."""
+
+
+@paper_group.command(name="start")
+@click.option("--symbols", required=True, help="Comma list; the capital is split equally.")
+@click.option("--capital", required=True, type=float, help="Starting cash (quote currency).")
+@click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side (0.001 = 0.1%).")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option("--exchange", default=DEFAULT_EXCHANGE, show_default=True, help="ccxt id (public data only).")
+@click.option("--name", default=None, help="Account name (default: paper-SYMBOLS).")
+@click.option("--no-fetch", is_flag=True, help="Do not fetch candles first (use the stored ones).")
+@agent_options
+@click.option("--api-url", envvar="QTRAIN_EXCHANGE_API_URL", default=None, hidden=True)
+@click.option("--json", "as_json", is_flag=True)
+def start_cmd(**kw: Any) -> None:
+    """Open a paper account; the beat's ticks trade it from the next closed candle on."""
+    settings = Settings.from_env()
+    agent = agent_settings(settings, kw)
+    if kw["api_url"]:
+        agent = AgentSettings(**{**agent.__dict__, "api_url": kw["api_url"]})
+    symbols = parse_symbols(kw["symbols"])
+    name = kw["name"] or "paper-" + "-".join(s.replace("-", "") for s in symbols)
+    res = paper.create_account(
+        settings, agent, name=name, symbols=symbols, capital=kw["capital"], fee=kw["fee"],
+        timeframe=kw["timeframe"], exchange=kw["exchange"], fetch=not kw["no_fetch"],
+    )  # fmt: skip
+    if kw["as_json"]:
+        click.echo(json.dumps(res))
+        return
+    firsts = ", ".join(f"{s} from {paper._day(t)} UTC" for s, t in res["first_candle"].items())
+    click.echo(
+        f"paper account {name!r} started: {kw['capital']:g} split over {len(symbols)} symbol(s), fee"
+        f" {kw['fee']:g}/side; first decisions: {firsts}. Ticks come from `celery -A worker beat`"
+        " (qtrain.paper_tick); paper only, no order is ever placed."
+    )
+
+
+@paper_group.command(name="status")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(name: str | None, as_json: bool) -> None:
+    """Position, cash, equity and PnL vs buy-and-hold since start (from PostgreSQL only)."""
+    rows = paper.status(Settings.from_env(), name)
+    if as_json:
+        click.echo(json.dumps(rows if name is None else rows[0], default=str))
+        return
+    if not rows:
+        click.echo("no paper accounts: `qtrain paper start --symbols BTC-USDT --capital 10000`")
+        return
+    table = Table(title="paper accounts (no real orders)")
+    for col in ("account", "state", "symbol", "position", "equity", "PnL %", "B&H %", "decisions", "fills",
+                "last candle", "last action"):  # fmt: skip
+        table.add_column(col)
+    for a in rows:
+        for p in a["positions"]:
+            last = p["last_decision"]
+            bh = p["buy_and_hold_pnl_pct"]
+            table.add_row(
+                a["name"], a["state"], p["symbol"], p["position"], f"{p['equity']:,.2f}",
+                f"{p['pnl_pct']:+.2f}", "–" if bh is None else f"{bh:+.2f}", str(p["n_decisions"]),
+                str(p["n_fills"]), "–" if p["last_candle"] is None else paper._day(p["last_candle"]),
+                "–" if last is None else f"{last['action']} (v{last['version']})",
+            )  # fmt: skip
+    Console().print(table)
+
+
+@paper_group.command(name="stop")
+@click.argument("name")
+def stop_cmd(name: str) -> None:
+    """Stop an account (its record stays readable)."""
+    paper.stop_account(Settings.from_env(), name)
+    click.echo(f"paper account {name!r} stopped")
+
+
+def _result(h: dict[str, Any], candles: Candles, fee: float) -> tuple[BacktestResult, np.ndarray]:
+    """The paper record as a ``BacktestResult`` on ``candles`` (equity per decided candle)."""
+    ts = candles.ts
+    eq_by_ts = {int(d["ts"]): float(d["equity"]) for d in h["decisions"]}
+    equity = np.array([eq_by_ts.get(int(t), np.nan) for t in ts], dtype=np.float64)
+    equity = np.where(np.isnan(equity), h["capital"], equity)
+    fills = h["fills"]
+    buys = [f for f in fills if f["side"] == "buy"]
+    sells = [f for f in fills if f["side"] == "sell"]
+    trades = np.zeros(len(sells), dtype=TRADE_DTYPE)
+    for k, (b, s) in enumerate(zip(buys, sells, strict=False)):
+        pnl = float(s["qty"]) * (float(s["price"]) - float(b["price"])) - float(b["fee"]) - float(s["fee"])
+        ret = pnl / (float(b["qty"]) * float(b["price"])) * 100.0
+        fees = float(b["fee"]) + float(s["fee"])
+        trades[k] = (0, 0, int(b["ts"]), int(s["ts"]), float(b["price"]), float(s["price"]), float(b["qty"]),
+                     pnl, ret, fees)  # fmt: skip
+    pos_by_ts = {int(d["ts"]): int(d["position"]) for d in h["decisions"]}
+    held = np.array([pos_by_ts.get(int(t), 0) for t in ts], dtype=np.int8)
+    prev = np.concatenate(([h["capital"]], equity[:-1]))
+    metrics = compute_metrics(
+        equity, ts, trades, closes=np.asarray(candles.close), position=held.astype(bool),
+        fees_paid=float(sum(float(f["fee"]) for f in fills)),
+        timeframe_seconds=timeframe_seconds(candles.timeframe),
+    )  # fmt: skip
+    result = BacktestResult(equity, equity / prev - 1.0, held, trades, None, 0.0, metrics)
+    opens = np.asarray(candles.open)
+    bh = h["capital"] / ((1.0 + fee) * opens[1]) * np.asarray(candles.close) if len(ts) > 1 else equity.copy()
+    if len(ts) > 1:
+        bh[0] = h["capital"]
+    return result, bh
+
+
+def _decisions_table(decisions: list[dict[str, Any]], limit: int = 500) -> str:
+    """The newest ``limit`` decisions as an HTML table (component scores, what was missing)."""
+    rows = []
+    for d in decisions[-limit:]:
+        comps = ", ".join(f"{k} {v:+.2f}" for k, v in (d["components"] or {}).items())
+        score = "" if d["score"] is None else f"{d['score']:+.3f}"
+        cells = (
+            paper._day(int(d["ts"])), f"v{d['version']}", ("HOLD", "BUY", "SELL")[int(d["action"])],
+            f"{d['confidence']:.2f}", score, comps, ", ".join(d["missing"] or []), d["source"],
+            f"{d['equity']:,.2f}",
+        )  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    cols = ("candle", "version", "action", "confidence", "score", "components", "missing", "source", "equity")
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    return (
+        f"<h2>Decisions (last {min(limit, len(decisions))})</h2>"
+        f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+@paper_group.command(name="report")
+@click.argument("name")
+@click.option("--symbol", default=None, help="Which symbol of the account (default: the first).")
+@click.option("--out", "out_path", required=True, help="HTML file to write.")
+def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
+    """Equity vs buy-and-hold, trades on price and the decisions, as one self-contained HTML file."""
+    settings = Settings.from_env()
+    (a,) = paper.accounts(settings, name=name)
+    sym = normalize_symbol(symbol) if symbol else a.symbols[0]
+    if sym not in a.symbols:
+        raise BadInput(f"paper account {name!r} trades {', '.join(a.symbols)}, not {sym}")
+    h = paper.history(settings, name, sym)
+    if not h["decisions"]:
+        raise BadInput(f"paper account {name!r} has no decisions for {sym} yet: wait for the beat's ticks")
+    first, last = int(h["decisions"][0]["ts"]), int(h["decisions"][-1]["ts"])
+    candles = load_candles(settings.database_url, sym, a.timeframe, since=first, until=last + 1)
+    result, bh = _result(h, candles, a.fee)
+    versions = sorted({int(d["version"]) for d in h["decisions"]})
+    page = render_report(
+        result, title=f"qtrain paper: {name} {sym}", candles=candles, bh_equity=bh,
+        metrics_table={"paper": result.metrics},
+        notes=[f"paper only: no real order was placed; versions used: {', '.join(f'v{v}' for v in versions)}",
+               f"{len(h['fills'])} fills, fee {a.fee:g}/side"],
+    )  # fmt: skip
+    page = page.replace("</body></html>", _decisions_table(h["decisions"]) + "</body></html>")
+    try:
+        Path(out_path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--out {out_path}: cannot write ({exc.strerror})") from None
+    click.echo(f"report: {out_path}")
+
+
+@paper_group.command(name="replay")
+@click.option("--symbol", required=True)
+@click.option("--since", required=True, help="First candle decided (YYYY-MM-DD or ISO 8601).")
+@click.option("--until", default=None, help="End, exclusive.")
+@click.option(
+    "--version", "version", type=int, default=None, help="Q-table version (default: the promoted one)."
+)
+@click.option("--capital", default=10_000.0, show_default=True, type=float)
+@click.option("--fee", default=0.001, show_default=True, type=float)
+@agent_options
+@click.option("--json", "as_json", is_flag=True)
+def replay_cmd(**kw: Any) -> None:
+    """Run the paper tick over stored candles one at a time (no order book: as a backtest)."""
+    settings = Settings.from_env()
+    agent = agent_settings(settings, kw)
+    since = parse_date(kw["since"], flag="--since")
+    until = parse_date(kw["until"], flag="--until")
+    assert since is not None
+    if until is not None and until <= since:
+        raise BadInput("--until must be after --since")
+    if not kw["capital"] > 0:
+        raise BadInput(f"--capital must be positive, got {kw['capital']}")
+    res = paper.replay(
+        settings, agent, normalize_symbol(kw["symbol"]), since=since, until=until, version=kw["version"],
+        capital=kw["capital"], fee=kw["fee"],
+    )  # fmt: skip
+    if kw["as_json"]:
+        click.echo(json.dumps(res))
+        return
+    click.echo(
+        f"{res['symbol']} v{res['version']}: {res['n_decisions']} decisions, {len(res['trades'])} fills,"
+        f" final equity {res['equity_final']:,.2f} ({res['position']} at the end)"
+    )
+
+
+COMMANDS = [paper_group]

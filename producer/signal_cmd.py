@@ -1,0 +1,181 @@
+"""``qtrain signal``: what the promoted Q-table version's ensemble decides now, per symbol.
+
+Paper only: it reads public market data (candles, order book, recent trades) and prints a
+decision; it never places an order and never asks for exchange API keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from model.candles import timeframe_seconds
+from model.ensemble import COMPONENTS
+from model.features import WARMUP
+from model.live import LiveInputs, decide_last
+from producer.options import parse_symbols
+from worker.agent import AgentSettings, load_brain
+from worker.errors import BadInput, QtrainError
+from worker.fetch import DEFAULT_EXCHANGE, fetch_symbol, make_exchange
+from worker.market import fetch_market
+from worker.paper import signal_candles
+from worker.settings import Settings
+
+
+def agent_options(fn: Any) -> Any:
+    """The flags that override the agent's environment (shared by ``signal`` and ``paper start``)."""
+    for opt in reversed(
+        [
+            click.option(
+                "--weights", default=None, help="e.g. technical=0.35,orderbook=0.3,llm=0.1 [QTRAIN_WEIGHTS]."
+            ),
+            click.option("--buy-threshold", type=float, default=None, help="[QTRAIN_BUY_THRESHOLD, 0.2]"),
+            click.option("--sell-threshold", type=float, default=None, help="[QTRAIN_SELL_THRESHOLD, -0.2]"),
+            click.option("--min-confidence", type=float, default=None, help="[QTRAIN_MIN_CONFIDENCE, 0.3]"),
+            click.option("--book-depth", type=int, default=None, help="Order-book levels per side [10]."),
+            click.option("--max-rules", type=int, default=None, help="LLM rules used, newest first [50]."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def agent_settings(settings: Settings, kw: dict[str, Any]) -> AgentSettings:
+    """``AgentSettings`` from the environment with the command's flags on top."""
+    keys = ("weights", "buy_threshold", "sell_threshold", "min_confidence", "book_depth", "max_rules")
+    return AgentSettings.from_env(settings.agent_env, **{k: kw.get(k) for k in keys})
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+
+
+def signal_one(
+    settings: Settings, agent: AgentSettings, symbol: str, *, timeframe: str, exchange: str, offline: bool,
+    position: int, now: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The decision for one symbol now, with every component, its weight and what was missing."""
+    loaded = load_brain(settings.database_url, symbol, None, max_rules=agent.max_rules)
+    v = loaded.stored
+    if v.timeframe != timeframe:
+        raise BadInput(
+            f"{symbol}'s promoted version {v.version} is a {v.timeframe} table: use --timeframe {v.timeframe}"
+        )
+    step = timeframe_seconds(timeframe)
+    notes: list[str] = []
+    live: LiveInputs | None = None
+    market_info: dict[str, Any] = {}
+    if offline:
+        notes.append("offline: stored candles only; no order book, flow from the candles (as a backtest)")
+    else:
+        try:
+            ex = make_exchange(exchange, api_url=agent.api_url)
+            since = int(now) // step * step - 4 * WARMUP * step
+            fetch_symbol(ex, settings.database_url, symbol, timeframe, since=since, now=now)
+        except BadInput:
+            raise
+        except QtrainError as exc:
+            notes.append(f"candle fetch failed, using stored candles: {exc}")
+            ex = None
+        if ex is not None:
+            market = fetch_market(
+                ex, symbol, depth=agent.book_depth, trades_limit=agent.trades_limit,
+                timeout_s=agent.market_timeout_s,
+            )  # fmt: skip
+            live = LiveInputs(orderbook=market.orderbook, flow=market.flow, notes=market.notes())
+            market_info = {"book_levels": market.book_levels, "n_trades": market.n_trades,
+                           "retries": market.retries}  # fmt: skip
+        else:
+            notes.append("exchange unreachable: no order book or trades")
+    ctx = signal_candles(settings, symbol, timeframe)
+    decided = decide_last(ctx, loaded.brain, agent.config, position=position, live=live)
+    d = decided.decision
+    weights = agent.config.weights
+    components = {
+        name: {
+            "score": d.components.get(name),
+            "weight": d.weights_used.get(name, 0.0),
+            "configured_weight": float(weights.get(name, 0.0)),
+        }
+        for name in COMPONENTS
+    }
+    missing = [m for m in d.missing if float(weights.get(m, 0.0)) > 0 or m == "llm"]
+    if "llm" in d.missing:
+        why = "the version has no analysed windows with rules" if not loaded.brain.rules else "no data"
+        notes.append(f"llm: {why}")
+    if "flow" not in d.missing:
+        notes.append(f"flow from {decided.flow_source}")
+    notes.extend(decided.notes)
+    if d.note:
+        notes.append(d.note)
+    candle_close = decided.ts + step
+    return {
+        "symbol": symbol, "action": decided.action_name, "confidence": d.confidence,
+        "score": None if math.isnan(d.score) else d.score, "position": "long" if position else "flat",
+        "components": components, "missing": missing, "version": v.version, "timeframe": timeframe,
+        "candle_ts": decided.ts, "candle_time": _iso(decided.ts), "close": decided.close,
+        "data_age_s": round(max(0.0, now - candle_close), 1), "offline": offline,
+        "n_rules": len(loaded.brain.rules), **market_info, "notes": notes,
+    }  # fmt: skip
+
+
+@click.command()
+@click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
+@click.option("--timeframe", default="1h", show_default=True)
+@click.option(
+    "--exchange", default=DEFAULT_EXCHANGE, show_default=True, help="ccxt exchange id (public data only)."
+)
+@click.option("--offline", is_flag=True, help="Stored candles only: no fetch, no order book, no trades.")
+@click.option("--position", type=click.Choice(["flat", "long"]), default="flat", show_default=True,
+              help="Position the Q-table component decides for.")  # fmt: skip
+@agent_options
+@click.option("--api-url", envvar="QTRAIN_EXCHANGE_API_URL", default=None, hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per symbol in a list.")
+def signal(**kw: Any) -> None:
+    """Decide now with the promoted version: action, confidence, score and every component."""
+    settings = Settings.from_env()
+    agent = agent_settings(settings, kw)
+    if kw["api_url"]:
+        agent = AgentSettings(**{**agent.__dict__, "api_url": kw["api_url"]})
+    symbols = parse_symbols(kw["symbols"])
+    try:
+        timeframe_seconds(kw["timeframe"])
+    except ValueError as exc:
+        raise BadInput(f"--timeframe: {exc}") from None
+    now = time.time()
+    out = [
+        signal_one(settings, agent, s, timeframe=kw["timeframe"], exchange=kw["exchange"],
+                   offline=kw["offline"], position=1 if kw["position"] == "long" else 0, now=now)
+        for s in symbols
+    ]  # fmt: skip
+    if kw["as_json"]:
+        click.echo(json.dumps(out))
+        return
+    table = Table(title="qtrain signal (paper only: no order is ever placed)")
+    for col in ("symbol", "action", "confidence", "score", *COMPONENTS, "version", "candle", "age"):
+        table.add_column(col)
+    for r in out:
+        cells = []
+        for name in COMPONENTS:
+            c = r["components"][name]
+            cells.append("–" if c["score"] is None else f"{c['score']:+.2f} ×{c['weight']:.2f}")
+        score = "–" if r["score"] is None else f"{r['score']:+.3f}"
+        table.add_row(
+            r["symbol"], r["action"], f"{r['confidence']:.2f}", score, *cells, f"v{r['version']}",
+            r["candle_time"][:16], f"{r['data_age_s'] / 60:.0f} min",
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    for r in out:
+        for note in r["notes"]:
+            console.print(f"- {r['symbol']}: {note}")
+
+
+COMMANDS = [signal]
