@@ -100,7 +100,10 @@ def require(service: str, host: str, port: int) -> None:
     """Fail (CI) or skip (elsewhere) unless ``service`` answers on ``host:port``."""
     if _reachable(host, port):
         return
-    msg = f"{service} not reachable on {host}:{port}; start it with: {START.get(service, '?')}"
+    msg = (
+        f"{service} not reachable on {host}:{port}; start it with: {START.get(service, '?')}"
+        " (or run scripts/test: it starts embedded servers when none answers)"
+    )
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(msg)
     pytest.skip(msg)
