@@ -143,6 +143,33 @@ def window_content_hash(candles_window: Candles, *, symbol: str, timeframe: str)
     return h.hexdigest()
 
 
+def window_content_hashes(
+    candles: Candles, lo: np.ndarray, hi: np.ndarray, *, symbol: str, timeframe: str
+) -> list[str]:
+    """``window_content_hash`` of ``candles[lo[k]:hi[k]]`` for every k, identical digests, in bulk.
+
+    Each column is converted to little-endian bytes once for the whole series and each window
+    hashes slices of those buffers (no per-window array copies): the hashing itself, sha256 over
+    different byte ranges, is the only per-window work left.
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    if lo.shape != hi.shape or np.any(lo < 0) or np.any(hi > len(candles)) or np.any(lo > hi):
+        raise ValueError("lo and hi must be equal-length index arrays with 0 <= lo <= hi <= len(candles)")
+    cols = [memoryview(np.ascontiguousarray(candles.ts, dtype="<i8").tobytes())]
+    for name in ("open", "high", "low", "close", "volume"):
+        cols.append(memoryview(np.ascontiguousarray(getattr(candles, name), dtype="<f8").tobytes()))
+    prefix = f"qtrain-window-v1\0{symbol}\0{timeframe}\0"
+    sha256 = hashlib.sha256
+    out = []
+    for a, b in zip((lo * 8).tolist(), (hi * 8).tolist(), strict=True):
+        h = sha256(f"{prefix}{(b - a) // 8}\0".encode())
+        for col in cols:
+            h.update(col[a:b])
+        out.append(h.hexdigest())
+    return out
+
+
 def cache_key(content_hash: str, model: str, prompt_version: int) -> str:
     """sha256 (hex) identifying one analysis: window content + model + prompt version."""
     if not content_hash or not model:

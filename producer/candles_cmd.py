@@ -15,10 +15,10 @@ from rich.table import Table
 
 from model.defects import OUTLIER_FLAG
 from producer import import_dir, importer, readers
+from producer.lazy import LazyDefaultOption
 from producer.options import parse_date
 from worker import candles_store, db
 from worker.errors import BadInput
-from worker.fetch import DEFAULT_EXCHANGE, DEFAULT_LIMIT, fetch_symbol, make_exchange
 from worker.settings import Settings
 from worker.symbols import normalize_symbol
 
@@ -170,8 +170,22 @@ def import_cmd(
 @click.option("--timeframe", default="1h", show_default=True)
 @click.option("--since", required=True, help="First candle (YYYY-MM-DD or ISO 8601, UTC).")
 @click.option("--until", default=None, help="Stop before this time (default: now).")
-@click.option("--exchange", "exchange_id", default=DEFAULT_EXCHANGE, show_default=True, help="A ccxt id.")
-@click.option("--limit", default=DEFAULT_LIMIT, show_default=True, help="Candles per request.")
+@click.option(
+    "--exchange",
+    "exchange_id",
+    cls=LazyDefaultOption,
+    lazy_default="worker.fetch.DEFAULT_EXCHANGE",
+    show_default=True,
+    help="A ccxt id.",
+)
+@click.option(
+    "--limit",
+    cls=LazyDefaultOption,
+    lazy_default="worker.fetch.DEFAULT_LIMIT",
+    type=int,
+    show_default=True,
+    help="Candles per request.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--api-url", envvar="QTRAIN_EXCHANGE_API_URL", default=None, hidden=True)
 def fetch_cmd(
@@ -185,6 +199,8 @@ def fetch_cmd(
     api_url: str | None,
 ) -> None:
     """Fetch closed candles through ccxt, resuming after the newest stored candle."""
+    from worker.fetch import fetch_symbol, make_exchange  # ccxt: ~0.5 s to import, only here
+
     settings = Settings.from_env()
     names = [normalize_symbol(s) for s in symbols.split(",") if s.strip()]
     if not names:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+import psycopg2.errors
 
-from model.training import DEFAULT_RECIPE, RECIPES
+from producer.lazy import LazyChoice, LazyDefaultOption
 from producer.options import parse_date, parse_symbols
-from worker import batches, dispatch
-from worker.errors import BadInput, QtrainError
+from worker import batches
+from worker.errors import BadInput, QtrainError, ServiceUnavailable
 from worker.settings import (
     DEFAULT_EPOCHS,
     DEFAULT_HOLDOUT,
@@ -23,6 +21,12 @@ from worker.settings import (
     DEFAULT_WINDOW,
     Settings,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+# worker.dispatch (numpy, the model), rich and Celery are imported inside the commands that use
+# them: `qtrain status --json` needs none of them and starts in a fraction of the time.
 
 POLL_S = 0.5
 
@@ -46,9 +50,10 @@ class BatchFailed(QtrainError):
 @click.option("--since", default=None, help="First candle (YYYY-MM-DD or ISO 8601, UTC).")
 @click.option("--until", default=None, help="End of range, exclusive.")
 @click.option("--model", default=None, help="Ollama model (default: OLLAMA_MODEL).")
-@click.option("--analyst", type=click.Choice(dispatch.ANALYSTS), default="ollama", show_default=True)
+@click.option("--analyst", type=LazyChoice("worker.dispatch.ANALYSTS"), default="ollama", show_default=True)
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
-@click.option("--recipe", type=click.Choice(sorted(RECIPES)), default=DEFAULT_RECIPE, show_default=True,
+@click.option("--recipe", type=LazyChoice("model.training.RECIPES"), cls=LazyDefaultOption,
+              lazy_default="model.training.DEFAULT_RECIPE", show_default=True,
               help="How the reducer trains the Q-table (compare them with `qtrain evaluate`).")  # fmt: skip
 @click.option(
     "--holdout", default=DEFAULT_HOLDOUT, show_default=True, type=float, help="Tail share kept for backtests."
@@ -58,6 +63,8 @@ class BatchFailed(QtrainError):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(**kw: Any) -> None:
     """Create a training batch, enqueue one analysis per window, print the batch id."""
+    from worker import dispatch
+
     settings = Settings.from_env()
     req = dispatch.TrainRequest(
         symbols=parse_symbols(kw["symbols"]),
@@ -75,7 +82,10 @@ def train(**kw: Any) -> None:
     )
     created = dispatch.create(settings, req)
     batch_id = created.batch_id
-    dispatch.enqueue_batch(settings, batch_id, req.symbols)
+    if kw["wait"]:
+        enqueue_with_progress(settings, batch_id, req.symbols, created.windows, quiet=kw["as_json"])
+    else:
+        dispatch.enqueue_batch(settings, batch_id, req.symbols)
     if not kw["as_json"]:
         skipped = ", ".join(f"{s}: {n}" for s, n in created.skipped.items())
         click.echo(f"batch {batch_id}: {created.windows} windows enqueued (skipped for gaps: {skipped})")
@@ -91,13 +101,10 @@ def train(**kw: Any) -> None:
         click.echo(batch_id)
 
 
-def wait(
-    settings: Settings, batch_id: int, *, timeout: float | None = None, quiet: bool = False
-) -> batches.BatchStatus:
-    """Poll the batch's state in PostgreSQL, with a progress bar per symbol, until it is done (its
-    versions written and gated: the model files are then up to date)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    console = Console(stderr=True, quiet=quiet)
+def _progress(quiet: bool) -> Progress:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -105,7 +112,35 @@ def wait(
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    return Progress(*columns, console=Console(stderr=True, quiet=quiet), transient=False)
+
+
+def enqueue_with_progress(
+    settings: Settings, batch_id: int, symbols: tuple[str, ...], total: int, *, quiet: bool = False
+) -> int:
+    """Enqueue a new batch's windows with a progress bar (on stderr) of the messages sent."""
+    from worker import dispatch
+
+    t0 = time.monotonic()
+    with _progress(quiet) as progress:
+        task = progress.add_task("enqueue", total=max(1, total), detail="")
+
+        def advance(sent: int, of: int) -> None:
+            rate = sent / max(1e-9, time.monotonic() - t0)
+            progress.update(task, completed=sent, total=max(1, of), detail=f"{rate:,.0f} msg/s")
+
+        sent = dispatch.enqueue_batch(settings, batch_id, symbols, progress=advance)
+        progress.update(task, completed=max(1, sent))
+    return sent
+
+
+def wait(
+    settings: Settings, batch_id: int, *, timeout: float | None = None, quiet: bool = False
+) -> batches.BatchStatus:
+    """Poll the batch's state in PostgreSQL, with a progress bar per symbol, until it is done (its
+    versions written and gated: the model files are then up to date)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _progress(quiet) as progress:
         tasks: dict[str, Any] = {}
         while True:
             st = batches.batch_status(settings.database_url, batch_id)
@@ -139,6 +174,9 @@ def _eta(eta: float | None) -> str:
 
 def print_summary(st: batches.BatchStatus) -> None:
     """The human summary of a batch: a row per symbol and the LLM cost."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"batch {st.batch_id} ({st.state}, analyst {st.analyst}, model {st.model})")
     for col in ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "Q-table"):
         table.add_column(col, justify="right" if col != "symbol" else "left")
@@ -157,12 +195,14 @@ def print_summary(st: batches.BatchStatus) -> None:
 def status(batch_id: int | None, as_json: bool) -> None:
     """Per symbol: windows total / done / cached / failed / skipped, reducer state, ETA (default: latest)."""
     settings = Settings.from_env()
-    dispatch.check_database(settings)
-    if batch_id is None:
-        batch_id = batches.latest_batch_id(settings.database_url)
+    try:  # no separate schema check: a missing table says it (one round trip less)
         if batch_id is None:
-            raise BadInput("no batch yet: start one with `qtrain train --symbols ...`")
-    st = batches.batch_status(settings.database_url, batch_id)
+            batch_id = batches.latest_batch_id(settings.database_url)
+            if batch_id is None:
+                raise BadInput("no batch yet: start one with `qtrain train --symbols ...`")
+        st = batches.batch_status(settings.database_url, batch_id)
+    except psycopg2.errors.UndefinedTable as exc:
+        raise ServiceUnavailable("the qtrain schema is missing or old: run `qtrain db init`") from exc
     if st is None:
         raise BadInput(f"batch {batch_id} does not exist")
     if as_json:
@@ -178,6 +218,8 @@ def status(batch_id: int | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def resume(batch_id: int, as_json: bool) -> None:
     """Re-enqueue what is not finished (after a broker loss, say); safe any number of times."""
+    from worker import dispatch
+
     out = dispatch.resume(Settings.from_env(), batch_id)
     if as_json:
         click.echo(json.dumps(out.to_json()))

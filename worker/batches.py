@@ -12,13 +12,13 @@ expires, or by a redelivered message) and counted in ``lost``; at the limit it e
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import psycopg2.extras
 
 from worker import db
 from worker.errors import QtrainError
@@ -79,7 +79,11 @@ def dt_to_ts(dt: datetime | None) -> int | None:
 
 
 def create_batch(url: str, spec: BatchSpec, windows: Iterable[tuple[str, int, int, int, str]]) -> int:
-    """Insert the batch row and all its windows ``(symbol, idx, start_ts, end_ts, hash)`` at once."""
+    """Insert the batch row and all its windows ``(symbol, idx, start_ts, end_ts, hash)`` at once.
+
+    The windows go in with one ``COPY`` (about 10x faster than multi-row inserts at 100,000 rows),
+    in the same transaction as the batch row: a batch is never seen half written.
+    """
     with db.transaction(url) as cur:
         cur.execute(
             "INSERT INTO btc.batches (symbols, timeframe, window_size, stride, since, until, epochs,"
@@ -101,14 +105,33 @@ def create_batch(url: str, spec: BatchSpec, windows: Iterable[tuple[str, int, in
             ),
         )
         batch_id = int(cur.fetchone()[0])
-        rows = [(batch_id, s, i, ts_to_dt(a), ts_to_dt(b), h) for s, i, a, b, h in windows]
-        psycopg2.extras.execute_values(
-            cur,
-            "INSERT INTO btc.windows (batch_id, symbol, idx, start_ts, end_ts, content_hash) VALUES %s",
-            rows,
-            page_size=1000,
+        cur.copy_expert(
+            "COPY btc.windows (batch_id, symbol, idx, start_ts, end_ts, content_hash) FROM STDIN"
+            " WITH (FORMAT csv)",
+            _windows_csv(batch_id, windows),
         )
     return batch_id
+
+
+def _windows_csv(batch_id: int, windows: Iterable[tuple[str, int, int, int, str]]) -> io.StringIO:
+    """The window rows as CSV for ``COPY``: timestamps as ISO 8601 UTC (vectorised), text quoted."""
+    import numpy as np  # here, not at the top: `qtrain status` imports this module and needs no numpy
+
+    rows = list(windows)
+    buf = io.StringIO()
+    if not rows:
+        return buf
+    symbols, idx, starts, ends, hashes = zip(*rows, strict=True)
+
+    def iso(ts: tuple[int, ...]) -> list[str]:
+        text = np.datetime_as_string(np.asarray(ts, dtype="datetime64[s]"), unit="s")
+        return np.char.add(text, "Z").tolist()
+
+    out = csv.writer(buf, lineterminator="\n")
+    ids = [batch_id] * len(rows)
+    out.writerows(zip(ids, symbols, map(int, idx), iso(starts), iso(ends), hashes, strict=True))
+    buf.seek(0)
+    return buf
 
 
 def load_batch(url: str, batch_id: int) -> tuple[BatchSpec, str] | None:
@@ -381,39 +404,50 @@ class BatchStatus:
         }
 
 
-def _symbol_counts(cur: Any, batch_id: int) -> dict[str, dict[str, int]]:
+def _symbol_counts(cur: Any, batch_id: int) -> tuple[dict[str, dict[str, int]], int, float]:
+    """Windows per symbol and status, and the tokens and LLM seconds of the ``done`` ones.
+
+    Read from ``btc.window_counts`` (migration 0006: kept up to date by triggers on ``btc.windows``),
+    an index range of a few rows per symbol and status, whatever the number of windows.
+    """
     cur.execute(
-        "SELECT symbol, status, count(*) FROM btc.windows WHERE batch_id = %s GROUP BY symbol, status",
+        "SELECT symbol, status, sum(n), sum(tokens), sum(llm_ms) FROM btc.window_counts"
+        " WHERE batch_id = %s GROUP BY symbol, status",
         (batch_id,),
     )
     out: dict[str, dict[str, int]] = {}
-    for sym, st, n in cur.fetchall():
+    tokens, llm_ms = 0, 0.0
+    for sym, st, n, tok, ms in cur.fetchall():
+        if int(n) == 0:
+            continue
         out.setdefault(sym, dict.fromkeys(STATUSES, 0))[st] = int(n)
-    return out
+        if st == "done":
+            tokens, llm_ms = tokens + int(tok), llm_ms + float(ms)
+    return out, tokens, llm_ms / 1000.0
 
 
 def batch_status(url: str, batch_id: int) -> BatchStatus | None:
-    """Progress of a batch from PostgreSQL: per symbol counts by status, reducer state, ETA."""
-    loaded = load_batch(url, batch_id)
-    if loaded is None:
-        return None
-    spec, state = loaded
+    """Progress of a batch from PostgreSQL: per symbol counts by status, reducer state, ETA.
+
+    Three indexed reads in one transaction (batch row, counters, versions): the cost does not grow
+    with the number of windows.
+    """
     with db.transaction(url) as cur:
-        counts = _symbol_counts(cur, batch_id)
         cur.execute(
-            "SELECT created_at, finished_at, extract(epoch FROM now() - created_at), error FROM btc.batches"
-            " WHERE id = %s",
+            "SELECT symbols, timeframe, window_size, stride, since, until, epochs, model, analyst,"
+            " prompt_version, seed, params, state, created_at, finished_at,"
+            " extract(epoch FROM now() - created_at), error FROM btc.batches WHERE id = %s",
             (batch_id,),
         )
-        created_at, finished_at, elapsed, error = cur.fetchone()
-        cur.execute(
-            "SELECT coalesce(sum(a.prompt_tokens + a.completion_tokens), 0),"
-            " coalesce(sum(a.total_duration_ms), 0) / 1000.0 FROM btc.windows w"
-            " JOIN btc.ollama_analyses a ON a.id = w.analysis_id WHERE w.batch_id = %s"
-            " AND w.status = 'done'",
-            (batch_id,),
-        )
-        tokens, llm_seconds = cur.fetchone()
+        row = cur.fetchone()
+        if row is None:
+            return None
+        spec = BatchSpec(
+            tuple(row[0]), row[1], row[2], row[3], dt_to_ts(row[4]), dt_to_ts(row[5]),
+            row[6], row[7], row[8], row[9], int(row[10]), row[11],
+        )  # fmt: skip
+        state, created_at, finished_at, elapsed, error = row[12:17]
+        counts, tokens, llm_seconds = _symbol_counts(cur, batch_id)
         cur.execute(
             "SELECT symbol, version, gated_at IS NOT NULL FROM btc.agent_state WHERE batch_id = %s",
             (batch_id,),

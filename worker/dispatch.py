@@ -8,13 +8,16 @@ by the worker from PostgreSQL. Enqueueing reuses one broker connection for the w
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
-from model.prompt import PROMPT_VERSION, window_content_hash
+from model.prompt import PROMPT_VERSION, window_content_hashes
 from model.training import DEFAULT_RECIPE, RECIPES
 from model.windows import plan_windows
 from worker import batches, db, versions
@@ -132,13 +135,15 @@ def plan(
     step = timeframe_seconds(timeframe)
     candles = full.slice(first, len(full))
     windows = plan_windows(candles.ts, size=window, stride=stride, step=step)
-    out = []
-    for start in windows.starts.tolist():
-        start_ts = int(candles.ts[start])
-        lo = int(full.ts.searchsorted(start_ts - WARMUP * step, side="left"))
-        ctx = full.slice(lo, first + start + window)
-        digest = window_content_hash(ctx, symbol=symbol, timeframe=timeframe)
-        out.append(PlannedWindow(symbol, start_ts, int(candles.ts[start + window - 1]), digest))
+    starts = np.asarray(windows.starts, dtype=np.int64)
+    start_ts = candles.ts[starts].astype(np.int64)
+    end_ts = candles.ts[starts + window - 1].astype(np.int64)
+    lo = full.ts.searchsorted(start_ts - WARMUP * step, side="left")
+    digests = window_content_hashes(full, lo, first + starts + window, symbol=symbol, timeframe=timeframe)
+    out = [
+        PlannedWindow(symbol, a, b, d)
+        for a, b, d in zip(start_ts.tolist(), end_ts.tolist(), digests, strict=True)
+    ]
     return out, windows.skipped
 
 
@@ -208,26 +213,57 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
     return CreatedBatch(batch_id=batch_id, windows=len(planned), skipped=skipped, seed=seed)
 
 
+#: Messages buffered before one Redis round trip (a pipeline of LPUSHes and their sent events).
+PUBLISH_CHUNK = 1000
+
+Progress = Callable[[int, int], None]
+"""``progress(sent, total)``: called after each chunk of messages has reached the broker."""
+
+
 def enqueue(
-    settings: Settings, batch_id: int, windows: Sequence[tuple[str, int]], symbols: Sequence[str]
+    settings: Settings,
+    batch_id: int,
+    windows: Sequence[tuple[str, int]],
+    symbols: Sequence[str],
+    *,
+    progress: Progress | None = None,
 ) -> int:
-    """Send one analyse task per window over one broker connection; reduce symbols with none left."""
+    """Send one analyse task per window over one broker connection, in pipelined chunks; reduce
+    symbols with none left.
+
+    Chunks of ``PUBLISH_CHUNK`` messages go out as one Redis pipeline (kombu's ``Producer.batch``;
+    other transports publish one by one). Messages are sent with ``ignore_result``: nothing reads
+    an analyse task's return value (PostgreSQL has the outcome), so no result key per window is
+    kept in Redis and the result backend needs no subscribe/unsubscribe round trip per message.
+    """
     from worker.app import app
     from worker.tasks import analyze_window, maybe_reduce
 
+    total = len(windows)
     with app.producer_or_acquire() as producer:
-        for symbol, idx in windows:
-            analyze_window.apply_async((batch_id, symbol, idx), producer=producer)
+        batch = getattr(producer, "batch", None)  # kombu >= 5.7
+        for lo in range(0, total, PUBLISH_CHUNK):
+            chunk = windows[lo : lo + PUBLISH_CHUNK]
+            with batch(max_size=2 * PUBLISH_CHUNK + 8) if batch is not None else nullcontext():
+                for symbol, idx in chunk:
+                    analyze_window.apply_async((batch_id, symbol, idx), producer=producer, ignore_result=True)
+            if progress is not None:
+                progress(lo + len(chunk), total)
     pending = {s for s, _ in windows}
     for symbol in symbols:
         if symbol not in pending:
             maybe_reduce(batch_id, symbol)  # nothing to analyse (or all final): reduce now
-    return len(windows)
+    return total
 
 
-def enqueue_batch(settings: Settings, batch_id: int, symbols: Sequence[str]) -> int:
+def enqueue_batch(
+    settings: Settings, batch_id: int, symbols: Sequence[str], *, progress: Progress | None = None
+) -> int:
     """Enqueue every window of a batch that is not final (a new batch: all of them)."""
-    return enqueue(settings, batch_id, batches.unfinished_windows(settings.database_url, batch_id), symbols)
+    return enqueue(
+        settings, batch_id, batches.unfinished_windows(settings.database_url, batch_id), symbols,
+        progress=progress,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
