@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from model.backtest import run_backtest
+from model.baselines import random_policy_metrics
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP, compute_features
 from model.folds import Fold
 from model.heuristic import heuristic_analysis
 from model.metrics import json_safe
-from model.policies import buy_and_hold, qtable_policy, random_policy, rules_policy
+from model.policies import buy_and_hold, qtable_policy, rules_policy
 from model.policy_set import heuristic_rules
 from model.qlearning import FastQLearning
 from model.rules import fired
@@ -106,15 +107,6 @@ def fold_tables(
     return {r: train_qtable(train, past, space=space, recipe=r, seed=seed)[0] for r in recipes}
 
 
-def _median_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name in rows[0]:
-        x = np.array([r[name] for r in rows], dtype=np.float64)
-        x = x[~np.isnan(x)]
-        out[name] = float(np.median(x)) if x.size else math.nan
-    return out
-
-
 def evaluate_fold(
     candles: Candles,
     fold: Fold,
@@ -154,13 +146,9 @@ def evaluate_fold(
     out: dict[str, dict[str, float | None]] = {
         name: json_safe(run_backtest(test, pos, fee=fee).metrics) for name, pos in positions.items()
     }
-    rand = [
-        run_backtest(test, random_policy(n, seed=seed + k, p_trade=RANDOM_P_TRADE), fee=fee).metrics
-        for k in range(random_seeds)
-    ]
-    med = _median_metrics(rand)
-    med["sharpe_p90"] = float(np.quantile([r["sharpe"] for r in rand], 0.9))
-    out["random"] = json_safe(med)
+    out["random"] = json_safe(
+        random_policy_metrics(test, seeds=random_seeds, base_seed=seed, fee=fee, p_trade=RANDOM_P_TRADE)
+    )
     return out
 
 
