@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -186,17 +185,14 @@ def test_greedy_actions_and_q_score() -> None:
     assert np.all(FastQLearning(4).q_score(np.array([0, 1]), 0) == 0.0)  # untrained: no opinion
 
 
-def test_ten_epochs_of_36000_steps_are_fast() -> None:
+def test_ten_epochs_of_36000_steps_visit_every_step() -> None:
+    """Every valid step is one update per epoch (speed is measured in bench/bench_learning.py)."""
     rng = np.random.default_rng(0)
     m = rng.integers(0, 960, 36_000)
     r = rng.normal(0.0, 0.01, 36_000)
     learner = FastQLearning(1920)
-    t0 = time.perf_counter()
     stats = learner.train(m, r, epochs=10)
-    elapsed = time.perf_counter() - t0
-    print(f"10 epochs x 36,000 steps: {elapsed:.3f} s")
     assert stats.steps == 36_000 and int(learner.visits.sum()) == 360_000
-    assert elapsed < 10.0  # about 0.2 s on one 2024 core; generous for slow CI
 
 
 @pytest.mark.parametrize(
