@@ -157,3 +157,33 @@ def allow_connections(database_url: str, allowed: bool) -> None:
             )
     finally:
         conn.close()
+
+
+def active_task_pid(broker_url: str, args: list[Any], timeout: float = 1.0) -> int | None:
+    """The pool process running the task with ``args`` right now (``celery inspect active``), or None."""
+    from celery import Celery
+
+    probe = Celery(broker=broker_url)
+    probe.conf.update(accept_content=["json"], task_serializer="json", result_serializer="json")
+    try:
+        replies = probe.control.inspect(timeout=timeout).active() or {}
+    finally:
+        probe.close()
+    for tasks in replies.values():
+        for t in tasks:
+            got = t.get("args")
+            if (got == args or got == repr(tuple(args))) and t.get("worker_pid"):
+                return int(t["worker_pid"])
+    return None
+
+
+def reclaimed_windows(database_url: str, batch_id: int) -> int:
+    """How many of the batch's windows were taken back after losing their worker (``lost > 0``)."""
+    sql = "SELECT count(*) FROM windows WHERE batch_id = %s AND lost > 0"
+    return int(query(database_url, sql, (batch_id,))[0][0])
+
+
+def agent_tables(database_url: str) -> list[tuple[str, bytes]]:
+    """Every stored Q-table version as ``(symbol, npz bytes)``, by symbol."""
+    rows = query(database_url, "SELECT symbol, npz FROM agent_state ORDER BY symbol")
+    return [(s, bytes(b)) for s, b in rows]

@@ -9,10 +9,18 @@ task), a SIGKILLed worker (``qtrain resume`` with a new worker), terminated Post
 (the pool drops them before use), a database refusing connections for a while (tasks retry, no
 window stays ``running``), and a duplicate task that fails after its twin finished the window.
 (Redis flushed mid-batch is ``test_pipeline::test_resume_after_broker_loss``.)
+
+Self-healing (issue 13), on both brokers (``tests.brokers``: Redis, or a RabbitMQ vhost per test):
+a whole worker SIGKILLed mid-batch with nobody typing a command afterwards (the reaper inside the
+surviving worker, or RabbitMQ's redelivery, takes its windows back; the Q-tables equal an
+undisturbed run's byte for byte), and a window whose task kills its worker every time (it ends
+``failed`` after ``QTRAIN_MAX_ATTEMPTS`` losses and the batch finishes).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +28,15 @@ import pytest
 import redis
 
 from producer.workers import LocalWorkers, start_workers
+from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.chaos_support import (
+    active_task_pid,
+    agent_tables,
     alive,
     allow_connections,
     assert_batch_complete,
     child_pids,
+    reclaimed_windows,
     sigkill,
     start_batch,
     terminate_backends,
@@ -116,11 +128,11 @@ def test_sigkilled_worker_is_recovered_by_resume_with_a_new_worker(
         (batch_id,),
     )
     assert running, "the worker died in the middle of LLM calls: their windows stay 'running'"
-    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    queue = redis.Redis.from_url(env["CELERY_BROKER_URL"])
     try:  # their messages are unacknowledged: Redis would hand them out only after the visibility timeout
-        assert broker.hlen("unacked") >= 1
+        assert queue.hlen("unacked") >= 1
     finally:
-        broker.close()
+        queue.close()
     with _worker(env, tmp_path, prefix="rescuer"):
         out = qtrain(env, "resume", str(batch_id), "--json")
         assert out.returncode == 0, out.stderr[-2000:]
@@ -222,3 +234,119 @@ def test_a_slower_duplicate_that_fails_does_not_undo_a_finished_window(database_
     assert query(database_url, "SELECT status FROM windows WHERE batch_id = %s AND idx = 1", (batch_id,)) == [
         ("failed",)
     ]
+
+
+HEAL_CANDLES = 240  # (240 - 48) // 24 + 1 = 9 windows per symbol
+HEAL_SETTINGS = {"QTRAIN_LEASE_S": "30", "QTRAIN_REAP_INTERVAL_S": "5"}
+HEAL_TIMEOUT_S = 180.0
+
+
+def _heal_env(url: str, redis_url: str, broker_url: str, fake: FakeOllama, models: Path) -> dict[str, str]:
+    return {**broker_env(pipeline_env(url, redis_url, fake.url, models), broker_url), **HEAL_SETTINGS}
+
+
+def test_sigkilled_worker_heals_without_a_command(
+    broker, database_factory, redis_url, fake, tmp_path
+) -> None:
+    """Two workers, one SIGKILLed whole (main process and pool) mid-batch; nobody types anything."""
+    symbols = ",".join(SYMBOLS)
+    calm = database_factory()
+    seed_candles(calm, n=HEAL_CANDLES)
+    env = _heal_env(calm, redis_url, broker, fake, tmp_path / "calm")
+    with start_workers(2, concurrency=2, env=env, log_dir=tmp_path, prefix="calm", loglevel="INFO"):
+        calm_batch = start_batch(env, symbols)
+        assert wait_batch_finished(calm, calm_batch, timeout=HEAL_TIMEOUT_S) == "done"
+    undisturbed = agent_tables(calm)
+
+    url = database_factory()
+    seed_candles(url, n=HEAL_CANDLES)
+    env = _heal_env(url, redis_url, broker, fake, tmp_path / "heal")
+    workers = start_workers(2, concurrency=2, env=env, log_dir=tmp_path, prefix="heal", loglevel="INFO")
+    try:
+        victim = workers.procs[0]
+        children = wait_until(lambda: len(child_pids(victim.pid)) == 2 and child_pids(victim.pid), timeout=10,
+                              what="the victim's two pool children")  # fmt: skip
+        batch_id = start_batch(env, symbols)
+
+        def mid_batch() -> bool:
+            counts = window_counts(url, batch_id)
+            return counts.get("done", 0) + counts.get("cached", 0) >= 2 and _in_flight(fake, 4)
+
+        wait_until(mid_batch, timeout=60, what="two windows done and all four slots in a call")
+        for pid in (victim.pid, *children):  # the main process first: it could fork a replacement
+            sigkill(pid)
+        killed_at = time.monotonic()
+        victim.wait(10)
+        wait_until(lambda: not any(alive(p) for p in children), timeout=10, what="the children to die")
+        wait_until(lambda: reclaimed_windows(url, batch_id) >= 1, timeout=HEAL_TIMEOUT_S,
+                   what="the dead worker's windows to be taken back")  # fmt: skip
+        reclaimed_at = time.monotonic()
+        wait_until(lambda: not {"pending", "running"} & set(window_counts(url, batch_id)),
+                   timeout=HEAL_TIMEOUT_S, what="every window final")  # fmt: skip
+        final_at = time.monotonic()
+        assert wait_batch_finished(url, batch_id, timeout=HEAL_TIMEOUT_S) == "done"
+        done_at = time.monotonic()
+        survivor_log = workers.logs[1].read_text(errors="replace")
+    finally:
+        workers.stop(10)
+    rows = assert_batch_complete(url, batch_id, SYMBOLS)
+    assert not [r for r in rows if r[2] == "failed"], f"{rows}\n{survivor_log[-3000:]}"
+    reclaimed = reclaimed_windows(url, batch_id)
+    assert 1 <= reclaimed <= 2, reclaimed  # the victim was in two calls
+    assert agent_tables(url) == undisturbed, "the Q-tables must equal the undisturbed run's, byte for byte"
+    status = qtrain(env, "status", str(batch_id), "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    shown = json.loads(status.stdout)["symbols"]
+    assert sum(s["reclaimed"] for s in shown.values()) == reclaimed
+    to_reclaim, to_final, to_done = (t - killed_at for t in (reclaimed_at, final_at, done_at))
+    kind = broker.split(":", 1)[0]
+    print(f"\nRECOVERY broker={kind} lease_s={HEAL_SETTINGS['QTRAIN_LEASE_S']}"
+          f" reap_interval_s={HEAL_SETTINGS['QTRAIN_REAP_INTERVAL_S']} reclaimed={reclaimed}"
+          f" kill->reclaim={to_reclaim:.1f}s kill->all-final={to_final:.1f}s"
+          f" kill->batch-done={to_done:.1f}s")  # fmt: skip
+    if kind == "amqp":  # RabbitMQ redelivers when the connection drops, long before the lease ends
+        assert to_reclaim < float(HEAL_SETTINGS["QTRAIN_LEASE_S"]) - 5, to_reclaim
+    else:  # Redis: the surviving worker's reaper, once the lease expired
+        assert "reaper: re-enqueued" in survivor_log, survivor_log[-3000:]
+
+
+def test_a_window_that_always_kills_its_worker_ends_failed(
+    broker, database_url, redis_url, fake, tmp_path
+) -> None:
+    """Its pool process is SIGKILLed every time it runs (as an OOM kill or a segfault would): after
+    ``QTRAIN_MAX_ATTEMPTS`` lost workers the window is ``failed`` and the batch finishes."""
+    seed_candles(database_url, n=N_CANDLES)
+    env = {**broker_env(pipeline_env(database_url, redis_url, fake.url, tmp_path / "m"), broker),
+           "QTRAIN_MAX_ATTEMPTS": "3"}  # fmt: skip
+    batch_id = start_batch(env, "ETH-USDT")  # no worker yet: the messages wait in the queue
+    poison = 2
+    (start,) = query(database_url, "SELECT start_ts FROM windows WHERE batch_id = %s AND idx = %s",
+                     (batch_id, poison))[0]  # fmt: skip
+    # the poison window's call hangs, so that its task is surely running when the test kills it
+    fake.configure(faults=[{"mode": "hang", "match": f"ETH-USDT 1h, 48 candles, {start:%Y-%m-%d %H:%M}"}])
+
+    def poison_status() -> str:
+        return str(query(database_url, "SELECT status FROM windows WHERE batch_id = %s AND idx = %s",
+                         (batch_id, poison))[0][0])  # fmt: skip
+
+    kills = 0
+    with start_workers(1, concurrency=2, env=env, log_dir=tmp_path, prefix="poison", loglevel="INFO") as w:
+        while True:
+            found = wait_until(
+                lambda: "failed" if poison_status() == "failed"
+                else active_task_pid(env["CELERY_BROKER_URL"], [batch_id, "ETH-USDT", poison]),
+                timeout=60, what="the poison window's task to run (or to be failed)",
+            )  # fmt: skip
+            if found == "failed":
+                break
+            log = w.logs[0].read_text(errors="replace")
+            assert kills < 3, f"the window ran a 4th time after 3 lost workers\n{log[-3000:]}"
+            sigkill(int(found))
+            kills += 1
+            wait_until(lambda pid=int(found): not alive(pid), timeout=10, what="the killed process to go")
+        assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
+    rows = assert_batch_complete(database_url, batch_id, ("ETH-USDT",))
+    by_idx = {r[1]: r for r in rows}
+    assert kills == 3
+    assert by_idx[poison][2] == "failed" and by_idx[poison][4] == "worker lost 3 times", by_idx[poison]
+    assert all(r[2] in ("done", "cached") for i, r in by_idx.items() if i != poison), rows
