@@ -334,6 +334,34 @@ def check_dockerfile(text: str) -> list[str]:
     return problems
 
 
+COMPOSE_CHECK = ROOT / "scripts" / "compose-check"
+STANDINS = ROOT / "docker" / "standins"
+
+
+def standin_tags(script: str) -> set[str]:
+    """Image tags ``scripts/compose-check`` builds as stand-ins (``build TAG DIR`` / the ollama one)."""
+    tags = set(re.findall(r"\bbuild\s+\"?([\w./-]+:[\w.-]+)\"?\s+\"\$ROOT/docker/standins/", script))
+    tags |= set(re.findall(r"build\s+\"(ollama/ollama:[\w.-]+)\"", script))
+    return tags
+
+
+def check_standins(services: dict[str, Any], script: str) -> list[str]:
+    """Every image the (interpolated) compose file runs is built by compose-check: a stand-in for the
+    registry images, the project's Dockerfile for the ones with ``build``; each stand-in dir exists."""
+    problems = []
+    tags = standin_tags(script)
+    for name, svc in services.items():
+        image = str(svc.get("image", ""))
+        if "build" in svc:
+            continue
+        if image not in tags:
+            problems.append(f"{name}: image {image!r} has no stand-in built by scripts/compose-check")
+    for d in re.findall(r"\$ROOT/docker/standins/([\w-]+)", script):
+        if not (STANDINS / d / "Dockerfile").is_file():
+            problems.append(f"docker/standins/{d}/Dockerfile is missing")
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------
 # Tests of the real files
 # ---------------------------------------------------------------------------------------------
@@ -498,6 +526,30 @@ def test_dockerfile_and_dockerignore() -> None:
     text = DOCKERFILE.read_text()
     for package in SOURCES:  # everything pyproject's package discovery includes is copied
         assert f"COPY {package} " in text
+
+
+def test_compose_check_builds_every_image_the_compose_file_runs() -> None:
+    """scripts/compose-check runs the compose file for real; it needs a stand-in for each image."""
+    proc = _config(COMPOSE, env_file=ENV_EXAMPLE)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    script = COMPOSE_CHECK.read_text()
+    assert check_standins(services, script) == []
+    assert {"postgres:16-bookworm", "redis:7-bookworm", "python:3.11-slim"} <= standin_tags(script)
+    # The project's image is built FROM the python stand-in's tag.
+    assert re.search(r"^FROM python:3\.11-slim\s*$", DOCKERFILE.read_text(), re.MULTILINE)
+    bash = shutil.which("bash")
+    assert bash is not None
+    syntax = subprocess.run([bash, "-n", str(COMPOSE_CHECK)], capture_output=True, text=True, timeout=30)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_standin_checker_catches_an_image_without_stand_in() -> None:
+    services = {"db": {"image": "mysql:8"}, "app": {"image": "qtrain:latest", "build": "."}}
+    problems = check_standins(services, COMPOSE_CHECK.read_text())
+    assert problems == ["db: image 'mysql:8' has no stand-in built by scripts/compose-check"]
+    script = COMPOSE_CHECK.read_text() + '\nbuild x:1 "$ROOT/docker/standins/nosuchdir"\n'
+    assert any("nosuchdir" in p for p in check_standins({}, script))
 
 
 # ---------------------------------------------------------------------------------------------
