@@ -325,18 +325,25 @@ def test_a_window_that_always_kills_its_worker_ends_failed(
     # the poison window's call hangs, so that its task is surely running when the test kills it
     fake.configure(faults=[{"mode": "hang", "match": f"ETH-USDT 1h, 48 candles, {start:%Y-%m-%d %H:%M}"}])
 
-    def poison_status() -> str:
-        return str(query(database_url, "SELECT status FROM windows WHERE batch_id = %s AND idx = %s",
-                         (batch_id, poison))[0][0])  # fmt: skip
+    def poison_state() -> tuple[str, int]:
+        status, attempts = query(database_url, "SELECT status, attempts FROM windows WHERE batch_id = %s"
+                                 " AND idx = %s", (batch_id, poison))[0]  # fmt: skip
+        return str(status), int(attempts)
 
     kills = 0
     with start_workers(1, concurrency=2, env=env, log_dir=tmp_path, prefix="poison", loglevel="INFO") as w:
         while True:
-            found = wait_until(
-                lambda: "failed" if poison_status() == "failed"
-                else active_task_pid(env["CELERY_BROKER_URL"], [batch_id, "ETH-USDT", poison]),
-                timeout=60, what="the poison window's task to run (or to be failed)",
-            )  # fmt: skip
+
+            def running_or_failed(kills: int = kills) -> str | int | None:
+                status, attempts = poison_state()
+                if status == "failed":
+                    return "failed"
+                if status != "running" or attempts != kills + 1:  # not yet claimed again
+                    return None
+                pid = active_task_pid(env["CELERY_BROKER_URL"], [batch_id, "ETH-USDT", poison])
+                return pid if pid is not None and alive(pid) else None  # not the one just killed
+
+            found = wait_until(running_or_failed, timeout=60, what="the poison task to run (or be failed)")
             if found == "failed":
                 break
             log = w.logs[0].read_text(errors="replace")
