@@ -96,6 +96,10 @@ def variables_used(text: str) -> set[str]:
 # Checkers: each returns a list of problems (empty = fine), so the tests can show all at once
 # and the mutation tests can check that a broken file is caught.
 # ---------------------------------------------------------------------------------------------
+_CTX = click.Context(click.Command("qtrain"))
+"""A context for click's ``list_commands`` / ``get_command`` (the CLI's groups may load lazily)."""
+
+
 def cli_paths() -> set[tuple[str, ...]]:
     """Every command path of the ``qtrain`` CLI, e.g. ``("db", "init")``, walked from click."""
     from producer.cli import cli
@@ -105,8 +109,10 @@ def cli_paths() -> set[tuple[str, ...]]:
     def walk(cmd: click.Command, prefix: tuple[str, ...]) -> None:
         paths.add(prefix)
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                walk(sub, (*prefix, name))
+            for name in cmd.list_commands(_CTX):
+                sub = cmd.get_command(_CTX, name)
+                if sub is not None:
+                    walk(sub, (*prefix, name))
 
     walk(cli, ())
     return paths
@@ -126,10 +132,11 @@ def check_qtrain_commands(doc: dict[str, Any]) -> list[str]:
         for word in words:
             if not isinstance(cmd, click.Group):
                 break
-            if word not in cmd.commands:
+            sub = cmd.get_command(_CTX, word)  # lazy groups load their commands on demand
+            if sub is None:
                 problems.append(f"{name}: `qtrain {' '.join(argv[1:])}`: no subcommand {word!r}")
                 break
-            cmd = cmd.commands[word]
+            cmd = sub
         else:
             if isinstance(cmd, click.Group) and cmd is not cli and "--help" not in argv:
                 problems.append(f"{name}: `qtrain {' '.join(argv[1:])}` stops at a group")
