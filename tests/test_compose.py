@@ -346,8 +346,9 @@ STANDINS = ROOT / "docker" / "standins"
 
 
 def standin_tags(script: str) -> set[str]:
-    """Image tags ``scripts/compose-check`` builds as stand-ins (``build TAG DIR`` / the ollama one)."""
-    tags = set(re.findall(r"\bbuild\s+\"?([\w./-]+:[\w.-]+)\"?\s+\"\$ROOT/docker/standins/", script))
+    """Image tags ``scripts/compose-check`` builds as stand-ins: ``STANDINS=(...)`` and ollama's."""
+    m = re.search(r"^STANDINS=\(([^)]*)\)", script, re.MULTILINE)
+    tags = set(m.group(1).split()) if m else set()
     tags |= set(re.findall(r"build\s+\"(ollama/ollama:[\w.-]+)\"", script))
     return tags
 
@@ -359,13 +360,12 @@ def check_standins(services: dict[str, Any], script: str) -> list[str]:
     tags = standin_tags(script)
     for name, svc in services.items():
         image = str(svc.get("image", ""))
-        if "build" in svc:
-            continue
-        if image not in tags:
+        if "build" not in svc and image not in tags:
             problems.append(f"{name}: image {image!r} has no stand-in built by scripts/compose-check")
-    for d in re.findall(r"\$ROOT/docker/standins/([\w-]+)", script):
+    for tag in sorted(tags):
+        d = tag.split(":")[0].split("/")[-1]
         if not (STANDINS / d / "Dockerfile").is_file():
-            problems.append(f"docker/standins/{d}/Dockerfile is missing")
+            problems.append(f"{tag}: docker/standins/{d}/Dockerfile is missing")
     return problems
 
 
@@ -555,8 +555,8 @@ def test_standin_checker_catches_an_image_without_stand_in() -> None:
     services = {"db": {"image": "mysql:8"}, "app": {"image": "qtrain:latest", "build": "."}}
     problems = check_standins(services, COMPOSE_CHECK.read_text())
     assert problems == ["db: image 'mysql:8' has no stand-in built by scripts/compose-check"]
-    script = COMPOSE_CHECK.read_text() + '\nbuild x:1 "$ROOT/docker/standins/nosuchdir"\n'
-    assert any("nosuchdir" in p for p in check_standins({}, script))
+    script = COMPOSE_CHECK.read_text().replace("STANDINS=(", "STANDINS=(nosuchdir:1 ", 1)
+    assert check_standins({}, script) == ["nosuchdir:1: docker/standins/nosuchdir/Dockerfile is missing"]
 
 
 # ---------------------------------------------------------------------------------------------
