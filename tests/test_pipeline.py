@@ -1,6 +1,7 @@
 """The distributed pipeline end to end: real Redis, PostgreSQL and Celery worker processes.
 
-Only Ollama is stood in for, by ``tests.fake_ollama`` over real HTTP on loopback.
+Only Ollama is stood in for, by ``tests.fake_ollama`` over real HTTP on loopback. The end-to-end
+and determinism tests run on both brokers (``broker``: Redis, or a RabbitMQ vhost of their own).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from model.qlearning import FastQLearning
 from producer.workers import start_workers
+from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles, train_json
 
@@ -35,7 +37,8 @@ def _workers(env: dict[str, str], n: int, tmp_path: Path, concurrency: int = 2):
     return start_workers(n, concurrency=concurrency, env=env, log_dir=tmp_path, loglevel="INFO")
 
 
-def test_end_to_end_two_symbols_two_workers(env, database_url, fake, tmp_path) -> None:
+def test_end_to_end_two_symbols_two_workers(env, broker, database_url, fake, tmp_path) -> None:
+    env = broker_env(env, broker)
     with _workers(env, 2, tmp_path):
         final = train_json(env)
     assert final["state"] == "done"
@@ -56,13 +59,13 @@ def test_end_to_end_two_symbols_two_workers(env, database_url, fake, tmp_path) -
 
 
 def test_same_batch_with_one_and_three_workers_gives_identical_tables(
-    database_factory, redis_url, fake, tmp_path
+    database_factory, redis_url, broker, fake, tmp_path
 ) -> None:
     tables = []
     for n_workers in (1, 3):
         url = database_factory()
         seed_candles(url)
-        env = pipeline_env(url, redis_url, fake.url, tmp_path / f"models{n_workers}")
+        env = broker_env(pipeline_env(url, redis_url, fake.url, tmp_path / f"models{n_workers}"), broker)
         with _workers(env, n_workers, tmp_path):
             train_json(env)
         tables.append(query(url, "SELECT symbol, npz FROM agent_state ORDER BY symbol"))
