@@ -121,10 +121,8 @@ def test_replay_trades_equal_backtest_ensemble_trades(
 # ----------------------------------------------------------------------------- the tick, in-process
 
 
-def _promote(url: str, symbol: str, version: int) -> None:
-    promotion.set_promoted(
-        Settings(database_url=url, models_dir="/nonexistent-qtrain"), symbol, version, by="test"
-    )
+def _promote(settings_: Settings, symbol: str, version: int) -> None:
+    promotion.set_promoted(settings_, symbol, version, by="test")
 
 
 def _zig_exchange(fake: FakeKucoin, n: int) -> np.ndarray:
@@ -200,3 +198,71 @@ def test_tick_catches_up_in_order_is_idempotent_and_hot_reloads(versions_env: Se
     fills = _fills(url)
     assert st_["n_fills"] == len(fills)
     assert all(int(f[0]) in {int(t) for t in ts[121:132]} for f in fills)  # at the opens after decisions
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _run(url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    monkeypatch.setenv("DATABASE_URL", url)
+    return CliRunner().invoke(cli, list(args))
+
+
+def _one_line_exit_2(r: Any, needle: str) -> None:
+    assert r.exit_code == 2, (r.output, r.exception)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_paper_cli_start_status_gap_report_stop(
+    versions_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from model.synthetic import make_candles
+    from tests.evaluation_support import insert_candles_of
+
+    url = versions_env.database_url
+    c = make_candles(160, seed=9, start=T0)
+    insert_candles_of(url, c.slice(0, 100))
+    start = ["paper", "start", "--symbols", "BTC-USDT", "--capital", "5000", "--name", "cli", "--no-fetch"]
+    _one_line_exit_2(_run(url, monkeypatch, *start), "no promoted Q-table version")
+    v = _random_version(url, "BTC-USDT", seed=4, since=T0, until=T0 + 100 * STEP)
+    _promote(versions_env, "BTC-USDT", v)
+    _one_line_exit_2(_run(url, monkeypatch, *start, "--capital", "-1"), "--capital")
+    _one_line_exit_2(_run(url, monkeypatch, *start, "--weights", "llm=x"), "QTRAIN_WEIGHTS / --weights")
+    _one_line_exit_2(_run(url, monkeypatch, *start[:-1], "--timeframe", "4h", "--no-fetch"), "--timeframe 1h")
+    r = _run(url, monkeypatch, *start, "--json", "--buy-threshold", "0.1")
+    assert r.exit_code == 0, (r.output, r.exception)
+    made = json.loads(r.stdout)
+    assert made["first_candle"] == {"BTC-USDT": int(c.ts[100])} and made["config"]["buy_threshold"] == 0.1
+    _one_line_exit_2(_run(url, monkeypatch, *start), "exists")
+
+    # 40 more candles with one missing in the middle: decided in order, the gap said, not skipped
+    more = c.slice(100, 140)
+    insert_candles_of(url, more.slice(0, 20))
+    insert_candles_of(url, more.slice(21, 40))
+    out = paper.tick(versions_env, fetch=False)["cli"][0]
+    assert [d["ts"] for d in out["decided"]] == [int(t) for t in np.delete(more.ts, 20)]
+    notes = query(url, "SELECT notes FROM paper_decisions WHERE ts = to_timestamp(%s)", (int(more.ts[21]),))
+    assert any(n.startswith("gap: 1 candles missing") for n in notes[0][0])
+
+    r = _run(url, monkeypatch, "paper", "status", "cli", "--json")
+    assert r.exit_code == 0, (r.output, r.exception)
+    st_ = json.loads(r.stdout)
+    pos = st_["positions"][0]
+    assert pos["n_decisions"] == 39 and pos["last_candle"] == int(more.ts[-1])
+    bh = 5000.0 / (1.001 * float(c.open[101])) * float(c.close[139])
+    assert pos["buy_and_hold_equity"] == pytest.approx(bh)
+    assert st_["equity"] == pytest.approx(pos["cash"] + pos["qty"] * float(c.close[139]))
+
+    html_path = tmp_path / "paper.html"
+    r = _run(url, monkeypatch, "paper", "report", "cli", "--out", str(html_path))
+    assert r.exit_code == 0, (r.output, r.exception)
+    page = html_path.read_text()
+    assert "<svg" in page and "Decisions (last 39)" in page and f"v{v}" in page
+
+    assert _run(url, monkeypatch, "paper", "stop", "cli").exit_code == 0
+    insert_candles_of(url, c.slice(140, 150))
+    assert paper.tick(versions_env, fetch=False) == {}  # a stopped account is not ticked
+    _one_line_exit_2(_run(url, monkeypatch, "paper", "stop", "nope"), "no paper account 'nope'")
+    replay = ["paper", "replay", "--symbol", "BTC-USDT", "--since", "2024-01-03", "--until", "2024-01-02"]
+    _one_line_exit_2(_run(url, monkeypatch, *replay), "--until must be after --since")

@@ -309,6 +309,14 @@ def tick_position(
             loaded = load_brain(url, symbol, None, max_rules=max_rules)
         except BadInput as exc:
             out["notes"].append(f"waiting at {_day(int(ctx.ts[i]))}: {exc}")
+            log.warning("paper %s %s: %s", account.name, symbol, out["notes"][-1])
+            break
+        if loaded.stored.timeframe != account.timeframe:
+            out["notes"].append(
+                f"waiting at {_day(int(ctx.ts[i]))}: the promoted version {loaded.brain.version} is a"
+                f" {loaded.stored.timeframe} table, the account trades {account.timeframe}"
+            )
+            log.warning("paper %s %s: %s", account.name, symbol, out["notes"][-1])
             break
         notes: list[str] = []
         prev = int(ctx.ts[i - 1]) if i > 0 else None
