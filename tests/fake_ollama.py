@@ -15,8 +15,11 @@ first fault whose ``calls`` (1-based index of the LLM call) and ``match`` (subst
 prompt) both fit, and whose ``times`` is not used up, decides the answer. Modes: ok, null_fields,
 string_numbers, code_fence, prose, truncated, not_json, enum_case, out_of_range,
 unknown_feature, http_400, http_404, http_500, http_503, hang (past any client timeout), close
-(drop the connection without an answer). Default answer: valid, derived from a hash of the
-prompt, so the same prompt always gets the same answer.
+(drop the connection without an answer), and hostile ones: huge (a 50 MB answer), deep (the
+model's answer is JSON nested 100,000 deep), endless (a 200 answer whose chunked body never ends:
+a byte every 50 ms until the client hangs up). Default answer: valid, derived from a hash of the
+prompt, so the same prompt always gets the same answer. ``version`` (config, default 0.6.2) is
+what ``/api/version`` reports: an Ollama older than 0.5.0 has no JSON-schema ``format``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,13 @@ MODES = (
     "http_503",
     "hang",
     "close",
+    "huge",
+    "deep",
+    "endless",
 )
+#: Size of a ``huge`` answer, and nesting of a ``deep`` one.
+HUGE_BYTES = 50 * 1024 * 1024
+DEEP_LEVELS = 100_000
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 
 
@@ -152,8 +161,10 @@ class _State:
         max_queue: int,
         faults: list[dict[str, Any]],
         hang_s: float,
+        version: str = FAKE_VERSION,
     ) -> None:
         self.lock = threading.Condition()
+        self.version = version
         self.stop = threading.Event()
         self.models = tuple(models)
         self.latency_s = latency_s
@@ -215,7 +226,15 @@ class _State:
             }
 
     def configure(self, cfg: dict[str, Any]) -> None:
-        unknown = set(cfg) - {"latency_s", "num_parallel", "max_queue", "models", "faults", "hang_s"}
+        unknown = set(cfg) - {
+            "latency_s",
+            "num_parallel",
+            "max_queue",
+            "models",
+            "faults",
+            "hang_s",
+            "version",
+        }
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         with self.lock:
@@ -223,6 +242,8 @@ class _State:
                 self.set_faults(list(cfg["faults"]))
             if "models" in cfg:
                 self.models = tuple(cfg["models"])
+            if "version" in cfg:
+                self.version = str(cfg["version"])
             for key in ("latency_s", "hang_s"):
                 if key in cfg:
                     setattr(self, key, float(cfg[key]))
@@ -288,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._count(path)
         if path == "/api/version":
-            self._send_json(200, {"version": FAKE_VERSION})
+            self._send_json(200, {"version": st.version})
         elif path == "/api/tags":
             models = [
                 {
@@ -414,7 +435,10 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             self.close_connection = True  # no answer, ever: the connection is dropped
             return
-        content = render_answer(mode, prompt)
+        if mode in ("huge", "endless"):
+            self._hostile_body(mode, model)
+            return
+        content = "[" * DEEP_LEVELS + "]" * DEEP_LEVELS if mode == "deep" else render_answer(mode, prompt)
         elapsed_ns = int((t1 - t0) * 1e9) + 1
         prompt_tokens = max(1, len(prompt) // 4)
         eval_tokens = max(1, len(content) // 4)
@@ -446,6 +470,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _hostile_body(self, mode: str, model: str) -> None:
+        """A 50 MB answer (``huge``) or a chunked body that never ends (``endless``), until the client
+        hangs up or the server stops."""
+        st = self.server.state
+        self.close_connection = True
+        head = json.dumps(
+            {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""}}
+        )
+        prefix = head[: head.rindex('""') + 1].encode()  # ... "content": "   (the string stays open)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        if mode == "huge":
+            self.send_header("Content-Length", str(HUGE_BYTES))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            if mode == "huge":
+                self.wfile.write(prefix)
+                block = b"a" * (1024 * 1024)
+                left = HUGE_BYTES - len(prefix)
+                while left > 0 and not st.stop.is_set():
+                    n = min(left, len(block))
+                    self.wfile.write(block[:n])
+                    left -= n
+                return
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(prefix), prefix))
+            while not st.stop.wait(0.05):
+                self.wfile.write(b"1\r\na\r\n")
+                self.wfile.flush()
+        except OSError:  # the client hung up: what a bounded client does
+            return
 
 
 class _Server(ThreadingHTTPServer):
@@ -493,6 +550,7 @@ class FakeOllama:
         max_queue: int = 512,
         faults: list[dict[str, Any]] | None = None,
         hang_s: float = 30.0,
+        version: str = FAKE_VERSION,
     ) -> None:
         self.state = _State(
             models=tuple(models),
@@ -501,6 +559,7 @@ class FakeOllama:
             max_queue=max_queue,
             faults=copy.deepcopy(faults or []),
             hang_s=hang_s,
+            version=version,
         )
         self._host, self._port = host, port
         self._server: _Server | None = None
@@ -550,7 +609,7 @@ class FakeOllama:
             self.state.reset()
 
     def configure(self, **cfg: Any) -> None:
-        """Change latency_s, num_parallel, max_queue, models, faults or hang_s while running."""
+        """Change latency_s, num_parallel, max_queue, models, faults, hang_s or version while running."""
         self.state.configure(cfg)
 
     def __enter__(self) -> FakeOllama:

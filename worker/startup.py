@@ -1,4 +1,5 @@
-"""What a worker says when it starts: its Ollama hosts and model, and whether they answer."""
+"""What a worker says when it starts: its Ollama hosts and model, whether they answer, and which it
+refuses (an Ollama older than 0.5.0 has no JSON-schema ``format``: named with its version)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ log = logging.getLogger("qtrain.worker")
 def log_startup(settings: Settings) -> None:
     """Log the hosts/model this worker will call and a reachability check of each host."""
     from worker.errors import QtrainError
-    from worker.ollama import OllamaClient
+    from worker.ollama import OllamaClient, too_old, too_old_message
 
     log.warning(
         "qtrain worker: database=%s ollama_hosts=%s model=%s timeout=%ss",
@@ -29,6 +30,9 @@ def log_startup(settings: Settings) -> None:
             pulled = client.has_model(host)
         except QtrainError as exc:
             log.warning("ollama host %s: not answering (%s); heuristic batches still run", host, exc)
+            continue
+        if too_old(version):
+            log.error("REFUSED %s; its windows would all fail", too_old_message(host, version))
             continue
         state = "pulled" if pulled else f"NOT pulled (run: ollama pull {settings.ollama_model})"
         log.warning("ollama host %s: version %s, model %s %s", host, version, settings.ollama_model, state)
