@@ -24,7 +24,7 @@ from producer.options import parse_symbols
 from worker.agent import AgentSettings, load_brain
 from worker.errors import BadInput, QtrainError
 from worker.fetch import DEFAULT_EXCHANGE, fetch_symbol, make_exchange
-from worker.market import fetch_market
+from worker.market import LIVE_MAX_ATTEMPTS, fetch_market
 from worker.paper import signal_candles
 from worker.settings import Settings
 
@@ -78,7 +78,10 @@ def signal_one(
         try:
             ex = make_exchange(exchange, api_url=agent.api_url)
             since = int(now) // step * step - 4 * WARMUP * step
-            fetch_symbol(ex, settings.database_url, symbol, timeframe, since=since, now=now)
+            fetch_symbol(
+                ex, settings.database_url, symbol, timeframe, since=since, now=now,
+                max_attempts=LIVE_MAX_ATTEMPTS,
+            )  # fmt: skip
         except BadInput:
             raise
         except QtrainError as exc:

@@ -149,3 +149,16 @@ def test_no_promoted_version_is_one_line_exit_2(
     assert len(lines) == 1 and "no promoted Q-table version" in lines[0], r.stderr
     r = _signal(database_url, exchange, monkeypatch, "--weights", "gamma=1", code=2)
     assert "QTRAIN_WEIGHTS / --weights" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_exchange_uses_stored_candles_and_says_so(
+    database_url: str, exchange: FakeKucoin, trained: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("QTRAIN_EXCHANGE_API_URL", "http://127.0.0.1:9")  # nothing listens
+    r = CliRunner().invoke(cli, ["signal", "--symbols", "BTC-USDT", "--json", "--weights", ALL_WEIGHTS])
+    assert r.exit_code == 0, (r.output, r.exception)
+    out = json.loads(r.stdout)[0]
+    assert out["missing"] == ["orderbook"] and out["candle_ts"] == T0 + (N - 25) * STEP  # the stored newest
+    assert any(n.startswith("candle fetch failed") for n in out["notes"])
+    assert "exchange unreachable: no order book or trades" in out["notes"]

@@ -43,7 +43,7 @@ from worker.candles_store import load_candles
 from worker.errors import BadInput, QtrainError
 from worker.evaluate import load_range
 from worker.fetch import fetch_symbol, make_exchange
-from worker.market import MarketData, fetch_market
+from worker.market import LIVE_MAX_ATTEMPTS, MarketData, fetch_market
 from worker.settings import Settings
 
 log = logging.getLogger("qtrain.paper")
@@ -290,7 +290,7 @@ def tick_position(
     if fetch:
         try:
             ex = factory(account.exchange)
-            fetch_symbol(ex, url, symbol, account.timeframe, since=anchor)
+            fetch_symbol(ex, url, symbol, account.timeframe, since=anchor, max_attempts=LIVE_MAX_ATTEMPTS)
             fetched_ok = True
         except QtrainError as exc:
             out["notes"].append(f"candle fetch failed, using stored candles: {exc}")
