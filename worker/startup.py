@@ -17,11 +17,14 @@ def log_startup(settings: Settings) -> None:
     from worker.ollama import OllamaClient, too_old, too_old_message
 
     log.warning(
-        "qtrain worker: database=%s ollama_hosts=%s model=%s timeout=%ss",
+        "qtrain worker: database=%s broker=%s ollama_hosts=%s model=%s timeout=%ss lease=%ss reap_every=%ss",
         redact(settings.database_url),
+        redact(settings.broker_url),
         ",".join(settings.ollama_hosts),
         settings.ollama_model,
         settings.ollama_timeout_s,
+        settings.lease_s,
+        settings.reap_interval_s,
     )
     client = OllamaClient.from_settings(settings)
     for host in settings.ollama_hosts:
