@@ -169,7 +169,7 @@ def reaper_step(settings: Settings) -> type:
     every ``settings.reap_interval_s`` (``app.steps['worker'].add(reaper_step(SETTINGS))``)."""
     from celery import bootsteps
 
-    class Reaper(bootsteps.StartStopStep):  # type: ignore[misc]
+    class Reaper(bootsteps.StartStopStep):
         """Runs the reaper inside this worker (see ``worker.reaper``)."""
 
         requires = ("celery.worker.components:Timer",)
