@@ -155,6 +155,9 @@ def test_paper_48_hours_with_worker_kill_and_double_tick_equals_undisturbed_run(
                     assert _decided(disturbed) == hour - 1
                     restarted = start_workers(1, concurrency=2, env=env, log_dir=tmp_path, loglevel="INFO")
                     procs = [(beat, beat_log), *zip(restarted.procs, restarted.logs, strict=True)]
+                if hour == 1:  # the worker runs the task Flower shows (events on: -E)
+                    registered = client.control.inspect(timeout=5).registered() or {}
+                    assert any("qtrain.paper_tick" in tasks for tasks in registered.values()), registered
                 if hour == TWICE_AT:
                     sent = [client.send_task("qtrain.paper_tick", queue="reduce", routing_key="reduce")
                             for _ in range(2)]  # fmt: skip
