@@ -266,3 +266,18 @@ def test_paper_cli_start_status_gap_report_stop(
     _one_line_exit_2(_run(url, monkeypatch, "paper", "stop", "nope"), "no paper account 'nope'")
     replay = ["paper", "replay", "--symbol", "BTC-USDT", "--since", "2024-01-03", "--until", "2024-01-02"]
     _one_line_exit_2(_run(url, monkeypatch, *replay), "--until must be after --since")
+
+
+def test_paper_beat_entry_from_env(caplog: pytest.LogCaptureFixture) -> None:
+    from worker.paper_task import ENTRY_NAME, paper_beat_schedule
+
+    entry = paper_beat_schedule({})[ENTRY_NAME]
+    assert entry["task"] == "qtrain.paper_tick" and entry["schedule"].total_seconds() == 60
+    assert entry["options"]["queue"] == "reduce"
+    assert paper_beat_schedule({"QTRAIN_PAPER_EVERY_S": "5"})[ENTRY_NAME]["schedule"].total_seconds() == 5
+    assert paper_beat_schedule({"QTRAIN_PAPER_EVERY_S": "0"}) == {}
+    caplog.clear()
+    assert paper_beat_schedule({"QTRAIN_PAPER_EVERY_S": "soon"}) == {}
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "paper trading ticks are OFF" in errors[0]
+    assert "QTRAIN_PAPER_EVERY_S" in errors[0]
