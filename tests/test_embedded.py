@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -39,9 +42,21 @@ def _sql(port: int, database: str, statement: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def test_servers_start_are_shared_by_holders_and_stop_with_the_last(tmp_path: Path) -> None:
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A fresh ``--dir`` under the checkout's .qtrain/; whatever runs there is stopped afterwards.
+
+    Not under pytest's tmp_path: as root PostgreSQL runs as another user, and every pytest session
+    starting meanwhile (another checkout, another agent) resets /tmp/pytest-of-root to 0700.
+    """
     _need_extra()
-    base = tmp_path / "qtrain-embedded"
+    path = ROOT / ".qtrain" / f"test-{uuid.uuid4().hex[:8]}"
+    yield path
+    embedded.stop(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_servers_start_are_shared_by_holders_and_stop_with_the_last(base: Path) -> None:
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
         state = embedded.start(base, holder=os.getpid())

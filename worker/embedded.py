@@ -226,7 +226,11 @@ def start_postgres(base: Path) -> Server:
         [str(pg_bin("pg_ctl")), "-D", str(data), "-l", str(log), "-W", "-o", f"-p {port}", "start"],
         account, root / "pg_ctl.log", timeout=60,
     )  # fmt: skip
-    _wait(lambda: _ready(data) and answers(port), 90, f"PostgreSQL did not get ready on {HOST}:{port}", log)
+    try:
+        _wait(lambda: _ready(data) and answers(port), 90, f"PostgreSQL not ready on port {port}", log)
+    except EmbeddedError:
+        _kill(_postmaster_pid(data) or 0)
+        raise
     pid = _postmaster_pid(data)
     if pid is None:
         raise EmbeddedError(f"PostgreSQL started but wrote no {data / 'postmaster.pid'} (log {log})")
@@ -243,10 +247,7 @@ def _ready(data: Path) -> bool:
 
 
 def _postmaster_pid(data: Path) -> int | None:
-    try:
-        return int((data / "postmaster.pid").read_text().split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
+    return _pid_in(data / "postmaster.pid")
 
 
 def stop_postgres(base: Path, server: Server) -> None:
@@ -286,8 +287,20 @@ def start_redis(base: Path) -> Server:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
         timeout=30,
     )  # fmt: skip
-    _wait(lambda: answers(port) and pidfile.exists(), 30, f"Redis did not answer on {HOST}:{port}", log)
-    return Server(port, int(pidfile.read_text().split()[0]))
+    try:
+        _wait(lambda: answers(port) and _pid_in(pidfile) is not None, 30, f"Redis not up on port {port}", log)
+    except EmbeddedError:
+        _kill(_pid_in(pidfile) or 0)
+        raise
+    return Server(port, _pid_in(pidfile) or 0)
+
+
+def _pid_in(pidfile: Path) -> int | None:
+    """The pid a server wrote to ``pidfile``; None while the file is missing or half written."""
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
 
 
 def stop_redis(base: Path, server: Server) -> None:
@@ -296,7 +309,7 @@ def stop_redis(base: Path, server: Server) -> None:
 
 
 def _kill(pid: int, grace: float = 10.0) -> None:
-    if not pid_alive(pid):
+    if pid <= 0 or not pid_alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -370,11 +383,18 @@ def start(base: Path, services: tuple[str, ...] = SERVICES, holder: int | None =
     """
     with _locked(base):
         state = read_state(base)
-        for service in services:
-            server = running(state, service)
-            if server is None:
-                server = STARTERS[service](base)
-            state[service] = {"port": server.port, "pid": server.pid}
+        started: list[tuple[str, Server]] = []
+        try:
+            for service in services:
+                server = running(state, service)
+                if server is None:
+                    server = STARTERS[service](base)
+                    started.append((service, server))
+                state[service] = {"port": server.port, "pid": server.pid}
+        except BaseException:
+            for service, server in started:  # nothing half-started is left behind
+                STOPPERS[service](base, server)
+            raise
         holders = [h for h in state["holders"] if _holds(h)]
         holder_id = MANUAL if holder is None else holder
         if holder_id not in holders:
