@@ -83,8 +83,9 @@ def _truth(url: str, batch_id: int) -> tuple[dict[str, dict[str, int]], int, flo
         counts.setdefault(sym, dict.fromkeys(batches.STATUSES, 0))[status] = int(n)
     tokens, ms = query(
         url,
-        "SELECT coalesce(sum(a.prompt_tokens + a.completion_tokens), 0), coalesce(sum(a.total_duration_ms), 0)"
-        " FROM windows w JOIN ollama_analyses a ON a.id = w.analysis_id WHERE w.batch_id = %s"
+        "SELECT coalesce(sum(a.prompt_tokens + a.completion_tokens), 0),"
+        " coalesce(sum(a.total_duration_ms), 0) FROM windows w JOIN ollama_analyses a"
+        " ON a.id = w.analysis_id WHERE w.batch_id = %s"
         " AND w.status = 'done'",
         (batch_id,),
     )[0]
@@ -109,8 +110,9 @@ def test_counters_follow_every_kind_of_change(database_url: str) -> None:
     try:
         with conns[0], conns[0].cursor() as cur:
             cur.execute(
-                "INSERT INTO btc.ollama_analyses (cache_key, content_hash, symbol, timeframe, start_ts, end_ts,"
-                " model, prompt_version, analyst, prompt_tokens, completion_tokens, total_duration_ms)"
+                "INSERT INTO btc.ollama_analyses (cache_key, content_hash, symbol, timeframe, start_ts,"
+                " end_ts, model, prompt_version, analyst, prompt_tokens, completion_tokens,"
+                " total_duration_ms)"
                 " SELECT 'k' || g, 'h' || g, 'BTC-USDT', '1h', now(), now(), 'm', 1, 'ollama',"
                 " CASE WHEN g % 4 = 0 THEN NULL ELSE 100 + g END, 20 + g, 1000.5 * g"
                 " FROM generate_series(1, 30) g RETURNING id"
@@ -173,7 +175,9 @@ def _recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]
     yield seen
 
 
-def test_status_queries_scan_no_windows_sequentially(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_queries_scan_no_windows_sequentially(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """EXPLAIN every statement ``batch_status`` runs, on 50,000 analysed windows in 5 batches."""
     url = database_url
     symbols = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "ADA-USDT", "XRP-USDT")
@@ -209,7 +213,10 @@ def _imported_after(code: str) -> list[str]:
 
 def test_cli_start_imports_no_heavy_library() -> None:
     assert _imported_after("import producer.cli") == []
-    help_run = "import sys\nfrom producer.cli import main\nsys.argv = ['qtrain', '--help']\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    help_run = (
+        "import sys\nfrom producer.cli import main\nsys.argv = ['qtrain', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
     assert _imported_after(help_run) == []
     # `qtrain status` needs PostgreSQL only: its module pulls neither ccxt, Celery, numpy nor rich
     assert _imported_after("import producer.train_cmd") == []
