@@ -219,9 +219,11 @@ def start_postgres(base: Path) -> Server:
     if stale.exists() and (old is None or not pid_alive(old)):
         stale.unlink()  # a server killed without shutdown: pg_ctl would otherwise refuse to start
     port = free_port()
-    # -W: pg_ctl's own wait matches the pid in postmaster.pid against the child it forked, and
-    # was seen waiting out its timeout beside a server that was ready; this waits on the file's
-    # status line and the port instead.
+    # -W: wait here, not in pg_ctl. pg_ctl -w (running as embedded_postgres) re-reads
+    # postmaster.pid by path and was seen waiting out its timeout beside a ready server after a
+    # directory above lost its o+x (pytest re-chmods /tmp/pytest-of-root); the server, already
+    # inside its data directory, ran on. This reads the file's status line (as the caller) and
+    # checks the port.
     _run_pg(
         [str(pg_bin("pg_ctl")), "-D", str(data), "-l", str(log), "-W", "-o", f"-p {port}", "start"],
         account, root / "pg_ctl.log", timeout=60,
