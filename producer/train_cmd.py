@@ -178,12 +178,12 @@ def print_summary(st: batches.BatchStatus) -> None:
     from rich.table import Table
 
     table = Table(title=f"batch {st.batch_id} ({st.state}, analyst {st.analyst}, model {st.model})")
-    for col in ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "Q-table"):
+    for col in ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "reclaimed", "Q-table"):
         table.add_column(col, justify="right" if col != "symbol" else "left")
     for sym, s in st.symbols.items():
         q = f"v{s.q_version}" if s.reduced else "not yet"
         table.add_row(sym, *(str(v) for v in (s.total, s.done, s.cached, s.failed, s.skipped)),
-                      str(s.pending + s.running), q)  # fmt: skip
+                      str(s.pending + s.running), str(s.reclaimed), q)  # fmt: skip
     console = Console()
     console.print(table)
     console.print(f"tokens {st.tokens:,}  LLM seconds {st.llm_seconds:.1f}  windows/s {st.windows_per_s:.2f}")

@@ -103,17 +103,20 @@ def check_database(settings: Settings) -> None:
 
 
 def check_broker(settings: Settings) -> None:
-    """The Celery broker (Redis) answers."""
+    """The Celery broker (Redis or RabbitMQ) answers."""
     from worker.app import app
 
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # kombu raises many kinds: all mean "unreachable" here
-        raise ServiceUnavailable(
-            f"cannot reach the broker at {db.redact(settings.broker_url)} ({type(exc).__name__}); start"
-            " Redis: redis-server --daemonize yes --port 6379"
-        ) from exc
+        start = (
+            "RabbitMQ: rabbitmq-server -detached"
+            if settings.broker_url.startswith(("amqp", "pyamqp"))
+            else "Redis: redis-server --daemonize yes --port 6379"
+        )
+        where = db.redact(settings.broker_url)
+        raise ServiceUnavailable(f"cannot reach the broker at {where} ({type(exc).__name__}); start {start}") from exc
 
 
 def check_ollama(settings: Settings, model: str) -> None:
