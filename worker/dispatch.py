@@ -116,7 +116,8 @@ def check_broker(settings: Settings) -> None:
             else "Redis: redis-server --daemonize yes --port 6379"
         )
         where = db.redact(settings.broker_url)
-        raise ServiceUnavailable(f"cannot reach the broker at {where} ({type(exc).__name__}); start {start}") from exc
+        why = type(exc).__name__
+        raise ServiceUnavailable(f"cannot reach the broker at {where} ({why}); start {start}") from exc
 
 
 def check_ollama(settings: Settings, model: str) -> None:
