@@ -111,6 +111,19 @@ def worker_rss(pids: list[int]) -> int:
     return total
 
 
+def worker_uss(pids: list[int]) -> int:
+    """Unique (unshared) bytes of the worker processes and their pool children: RSS counts the
+    pages a prefork child still shares with its parent once per process."""
+    total = 0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            total += sum(p.memory_full_info().uss for p in [proc, *proc.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def pg_size(url: str) -> int:
     """``pg_database_size`` of the throwaway database."""
     conn = psycopg2.connect(url)
@@ -123,7 +136,8 @@ def pg_size(url: str) -> int:
 
 def sample(url: str, pids: list[int]) -> dict[str, int]:
     """Memory at one point."""
-    return {"worker_rss": worker_rss(pids), "pg_bytes": pg_size(url), **redis_memory()}
+    return {"worker_rss": worker_rss(pids), "worker_uss": worker_uss(pids), "pg_bytes": pg_size(url),
+            **redis_memory()}  # fmt: skip
 
 
 REDUCE_PROBE = """
@@ -181,6 +195,7 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
         out["python_start_s"] = _median_run([py, "-c", "pass"], env)
         points: dict[str, dict[str, int]] = {}
         rss_seen: list[int] = []
+        series: list[tuple[int, int, int]] = []  # (windows final, worker RSS, worker USS)
         with tempfile.TemporaryDirectory() as logs:
             t0 = time.perf_counter()
             with start_workers(n_workers, concurrency=concurrency, env=env, log_dir=Path(logs)) as w:
@@ -191,6 +206,7 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
                     st = batches.batch_status(url, batch_id)
                     assert st is not None
                     rss_seen.append(worker_rss(pids))
+                    series.append((st.finished, rss_seen[-1], worker_uss(pids)))
                     if "middle" not in points and st.finished >= n // 2:
                         points["middle"] = sample(url, pids)
                         out["status_busy_s"] = _median_run(status_cmd, env, 3)
@@ -202,6 +218,7 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
                 points["end"] = sample(url, pids)
         out.update(span_s=span, windows_per_s=n / span, memory=points)
         out["worker_rss_min"], out["worker_rss_max"] = min(rss_seen), max(rss_seen)
+        out["worker_series"] = [series[min(len(series) - 1, len(series) * q // 4)] for q in range(5)]
         conn = psycopg2.connect(url)
         with conn.cursor() as cur:
             cur.execute(
@@ -232,6 +249,8 @@ def show(r: dict[str, Any]) -> None:
     busy = r.get("status_busy_s", float("nan"))
     rss = " / ".join(_mb(m[k]["worker_rss"]) for k in points)
     rss += f" (min {_mb(r['worker_rss_min'])}, max {_mb(r['worker_rss_max'])})"
+    uss = " / ".join(_mb(m[k]["worker_uss"]) for k in points)
+    series = ", ".join(f"{f:,}: {_mb(a)} / {_mb(b)}" for f, a, b in r["worker_series"])
     red = " / ".join(f"{_mb(m[k]['redis_bytes'])} ({m[k]['queued']:,} queued)" for k in points)
     reducers = ", ".join(f"{s} {v:.1f}" for s, v in sorted(r["reduce_s"].items()))
     rows = [
@@ -242,6 +261,8 @@ def show(r: dict[str, Any]) -> None:
         ("qtrain status ID --json", f"{r['status_idle_s']:.2f} s idle, {busy:.2f} s while workers run"),
         ("qtrain --help", f"{r['help_s']:.2f} s (python -c pass: {r['python_start_s']:.2f} s)"),
         ("worker RSS start / middle / end", rss),
+        ("worker USS start / middle / end", uss),
+        ("worker RSS / USS by windows final", series),
         ("Redis bytes start / middle / end", red),
         ("PostgreSQL size start / middle / end", " / ".join(_mb(m[k]["pg_bytes"]) for k in points)),
         ("reducer s per symbol (worker)", reducers),
@@ -254,12 +275,54 @@ def show(r: dict[str, Any]) -> None:
         print(f"{a:<{width}}  {b}")
 
 
+def reducer_scaling(sizes: list[int]) -> list[dict[str, float]]:
+    """The reducer's training step alone (``model.training.train_qtable``, default recipe) on the
+    first n synthetic candles, windows 48 / stride 6 analysed by the heuristic analyst as the
+    worker does: seconds (best of 2, untraced) and the peak of memory allocated during a third,
+    traced run (``tracemalloc``, numpy's buffers included), per candle count."""
+    import tracemalloc
+
+    from model.scoreboard import heuristic_analyses
+    from model.states import StateSpace
+    from model.synthetic import make_candles
+    from model.training import train_qtable
+
+    big = make_candles(max(sizes), seed=7)
+    analysed = heuristic_analyses(big, until_ts=int(big.ts[-1]) + 3600, window=WINDOW, stride=STRIDE)
+    rows = []
+    for n in sorted(sizes):
+        train = big.slice(0, n)
+        mine = [a for a in analysed if a.end_ts <= int(train.ts[-1])]
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            train_qtable(train, mine, space=StateSpace.default(), seed=1)
+            times.append(time.perf_counter() - t0)
+        tracemalloc.start()  # a separate run: tracing slows Python-level allocations several fold
+        train_qtable(train, mine, space=StateSpace.default(), seed=1)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append({"candles": n, "windows": len(mine), "seconds": min(times), "peak_bytes": peak})
+        print(
+            f"reducer training on {n:>7,} candles ({len(mine):>6,} windows): {min(times):6.2f} s,"
+            f" peak {_mb(peak)}, {1e6 * min(times) / n:.1f} us/candle, {peak / n:,.0f} B/candle",
+            flush=True,
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, nargs="+", default=[11_000, 100_000])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument(
+        "--reducer", type=int, nargs="*", help="only the reducer's scaling over these candle counts"
+    )
     args = ap.parse_args()
+    if args.reducer is not None:
+        print(json.dumps(reducer_scaling(args.reducer or [15_000, 30_000, 60_000, 120_000])))
+        return
     for w in args.windows:
         r = run_size(w, args.workers, args.concurrency)
         show(r)
