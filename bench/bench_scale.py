@@ -275,6 +275,43 @@ def show(r: dict[str, Any]) -> None:
         print(f"{a:<{width}}  {b}")
 
 
+def enqueue_while_consuming(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
+    """``qtrain train`` (2 symbols) while the workers already consume, against the bare loop
+    sent at the same time; the workers are stopped once the command returns."""
+    symbols = PAIRS[:2]
+    n_candles = STRIDE * (-(-windows // 2) - 1) + WINDOW
+    url = fresh_db("qtrain_bench_scale")
+    env = {**os.environ, "DATABASE_URL": url, "QTRAIN_MODELS_DIR": tempfile.mkdtemp(prefix="qtrain-bench-"),
+           "OLLAMA_HOST": "http://127.0.0.1:9"}  # fmt: skip
+    out: dict[str, Any] = {"windows_asked": windows}
+    try:
+        insert_synthetic(url, n_candles, {s: (100 + i, 1000.0 * (i + 1)) for i, s in enumerate(symbols)})
+        for u in (BROKER, BACKEND):
+            redis.Redis.from_url(u).flushdb()
+        with tempfile.TemporaryDirectory() as logs:
+            with start_workers(n_workers, concurrency=concurrency, env=env, log_dir=Path(logs)):
+                # an earlier batch keeps the workers busy, as in the issue's measurement
+                busy = ["--symbols", symbols[0], "--analyst", "heuristic", "--stride", "1", "--seed", "2"]
+                _run([sys.executable, "-m", "producer", "train", *busy, "--json"], env)
+                out["baseline_s"] = bare_send_task(windows)
+                took, stdout = _run(
+                    [sys.executable, "-m", "producer", "train", "--symbols", ",".join(symbols), "--analyst",
+                     "heuristic", "--stride", str(STRIDE), "--epochs", "1", "--seed", "1", "--json"], env,
+                )  # fmt: skip
+        n = int(json.loads(stdout.strip().splitlines()[-1])["windows"])
+        out.update(windows=n, enqueue_s=took, enqueue_ratio=took / out["baseline_s"])
+        print(
+            f"enqueue {n:,} windows while {n_workers} x {concurrency} workers consume: {took:.1f} s,"
+            f" bare send_task loop {out['baseline_s']:.1f} s, ratio {out['enqueue_ratio']:.2f}x",
+            flush=True,
+        )
+    finally:
+        drop_db(url)
+        for u in (BROKER, BACKEND):
+            redis.Redis.from_url(u).flushdb()
+    return out
+
+
 def reducer_scaling(sizes: list[int]) -> list[dict[str, float]]:
     """The reducer's training step alone (``model.training.train_qtable``, default recipe) on the
     first n synthetic candles, windows 48 / stride 6 analysed by the heuristic analyst as the
@@ -319,7 +356,12 @@ def main() -> None:
     ap.add_argument(
         "--reducer", type=int, nargs="*", help="only the reducer's scaling over these candle counts"
     )
+    ap.add_argument("--busy", action="store_true", help="only: enqueue while the workers consume")
     args = ap.parse_args()
+    if args.busy:
+        for w in args.windows:
+            print(json.dumps(enqueue_while_consuming(w, args.workers, args.concurrency)))
+        return
     if args.reducer is not None:
         print(json.dumps(reducer_scaling(args.reducer or [15_000, 30_000, 60_000, 120_000])))
         return
