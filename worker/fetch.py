@@ -53,6 +53,10 @@ class FetchResult:
     flagged: int = 0
     last_ts: int | None = None
 
+    def count_retry(self) -> None:
+        """One more request was retried."""
+        self.retries += 1
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
         return asdict(self)
@@ -88,24 +92,27 @@ def _replace_urls(node: Any, base: str) -> Any:
     return node
 
 
-def _call(
-    fn: Callable[[], Any], result: FetchResult, max_attempts: int, sleep: Callable[[float], None]
-) -> Any:
+def ccxt_call(
+    fn: Callable[[], Any], *, what: str, symbol: str, max_attempts: int, sleep: Callable[[float], None],
+    on_retry: Callable[[], None] = lambda: None,
+) -> Any:  # fmt: skip
+    """``fn()`` (one ccxt request) with exponential backoff on rate limits and network errors;
+    ccxt's errors become one-line ``ServiceUnavailable`` / ``BadInput`` naming ``what``."""
     for attempt in range(max_attempts):
         try:
             return fn()
         except _RETRYABLE as exc:
             if attempt + 1 >= max_attempts:
                 raise ServiceUnavailable(
-                    f"{result.exchange}: still failing after {max_attempts} attempts ({type(exc).__name__})"
+                    f"{what}: still failing after {max_attempts} attempts ({type(exc).__name__})"
                 ) from exc
-            result.retries += 1
+            on_retry()
             sleep(min(60.0, BACKOFF_BASE_S * 2**attempt))
         except ccxt.BadSymbol as exc:
-            raise BadInput(f"{result.exchange} has no market {result.symbol}") from exc
+            raise BadInput(f"{what}: no market {symbol}") from exc
         except ccxt.ExchangeError as exc:
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise BadInput(f"{result.exchange} refused the request: {first}") from exc
+            raise BadInput(f"{what}: the exchange refused the request: {first}") from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -144,12 +151,11 @@ def fetch_symbol(
     cursor = start
     while cursor + step <= end:
         result.requests += 1
-        page = _call(
+        page = ccxt_call(
             lambda c=cursor: exchange.fetch_ohlcv(market, timeframe, c * 1000, limit),
-            result,
-            max_attempts,
-            sleep,
-        )
+            what=result.exchange, symbol=symbol, max_attempts=max_attempts, sleep=sleep,
+            on_retry=result.count_retry,
+        )  # fmt: skip
         rows = [r for r in page if r and r[0] is not None and r[0] // 1000 >= cursor]
         result.received += len(rows)
         if not rows:

@@ -19,7 +19,7 @@ import numpy as np
 
 from model.signals import flow_score_from_trades, orderbook_score
 from worker.errors import BadInput, ServiceUnavailable
-from worker.fetch import _RETRYABLE, BACKOFF_BASE_S
+from worker.fetch import ccxt_call
 from worker.symbols import to_ccxt
 
 #: Attempts per live request (the tick must not hang on one candle): waits 1, 2 s in between.
@@ -51,22 +51,12 @@ class MarketData:
 def _retry(
     fn: Callable[[], Any], data: MarketData, what: str, max_attempts: int, sleep: Callable[[float], None]
 ) -> Any:
-    for attempt in range(max_attempts):
-        try:
-            return fn()
-        except _RETRYABLE as exc:
-            if attempt + 1 >= max_attempts:
-                raise ServiceUnavailable(
-                    f"{what}: still failing after {max_attempts} attempts ({type(exc).__name__})"
-                ) from exc
-            data.retries += 1
-            sleep(min(60.0, BACKOFF_BASE_S * 2**attempt))
-        except ccxt.BadSymbol as exc:
-            raise BadInput(f"the exchange has no market {data.symbol}") from exc
-        except ccxt.ExchangeError as exc:
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise BadInput(f"{what}: the exchange refused the request: {first}") from exc
-    raise AssertionError("unreachable")  # pragma: no cover
+    def count() -> None:
+        data.retries += 1
+
+    return ccxt_call(
+        fn, what=what, symbol=data.symbol, max_attempts=max_attempts, sleep=sleep, on_retry=count
+    )
 
 
 def fetch_market(
