@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,22 @@ def train_json(env: dict[str, str], *extra: str, symbols: str = "BTC-USDT,ETH-US
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], *, procs: Sequence[tuple[Any, Path]] = (), timeout: float = 40.0,
+    poll_s: float = 0.1,
+) -> Any:  # fmt: skip
+    """Poll ``check()`` until it returns something truthy (returned); fail early, with its log, when a
+    process of ``procs`` (``(Popen, log path)``) exits, and with their logs after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        for p, log in procs:
+            assert p.poll() is None, f"{log.name} exited: {log.read_text(errors='replace')[-1500:]}"
+        if time.monotonic() > deadline:
+            logs = "\n".join(log.read_text(errors="replace")[-1500:] for _, log in procs)
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(poll_s)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from model.synthetic import make_candles
 from producer.workers import start_workers
 from tests.fake_exchange import FakeKucoin, serve
-from tests.pipeline_support import ROOT, pipeline_env, query, seed_candles
+from tests.pipeline_support import ROOT, pipeline_env, query, seed_candles, wait_for
 from tests.services import child_env
 from worker import db, retrain, schedule
 from worker.candles_store import insert_candles
@@ -232,19 +232,6 @@ def test_retrain_survives_a_failing_exchange(database_url: str) -> None:
 # ----------------------------------------------------------------------------- real beat + worker
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float = 40.0, procs: tuple[Any, ...] = ()) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        for p, log in procs:
-            assert p.poll() is None, f"{log.name} exited: {log.read_text(errors='replace')[-1500:]}"
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def exchange() -> Iterator[FakeKucoin]:
     fake = FakeKucoin()
@@ -287,19 +274,19 @@ def test_beat_makes_one_batch_per_tick_with_new_data(
                 )
                 return lambda: len(_batches(database_url)) == n and query(database_url, sql)[0][0] == n
 
-            _wait("the first retrain batch", done_batches(1), procs=procs)
+            wait_for("the first retrain batch", done_batches(1), procs=procs)
             first = _windows(database_url)
             assert len(first) == 22
             # Later ticks find nothing new: wait for two more ticks' fetches, still one batch.
             seen = len(exchange.candle_requests())
-            _wait("two more ticks", lambda: len(exchange.candle_requests()) >= seen + 4, procs=procs)
+            wait_for("two more ticks", lambda: len(exchange.candle_requests()) >= seen + 4, procs=procs)
             assert len(_batches(database_url)) == 1
 
             with exchange.lock:
                 exchange.now = start + 347 * 3600  # 48 new candles: 2 new windows per symbol
-            _wait("the second retrain batch", done_batches(2), procs=procs)
+            wait_for("the second retrain batch", done_batches(2), procs=procs)
             seen = len(exchange.candle_requests())
-            _wait("two more ticks", lambda: len(exchange.candle_requests()) >= seen + 4, procs=procs)
+            wait_for("two more ticks", lambda: len(exchange.candle_requests()) >= seen + 4, procs=procs)
         finally:
             beat.terminate()
             beat.wait(20)
@@ -350,7 +337,7 @@ def test_two_retrain_tasks_at_once_make_one_batch(database_url: str, redis_url: 
             ]
             results = [r.get(timeout=60) for r in sent]
             reduced = "SELECT count(*) FROM agent_state"
-            _wait("the batch's reducers", lambda: query(database_url, reduced)[0][0] == 2)
+            wait_for("the batch's reducers", lambda: query(database_url, reduced)[0][0] == 2)
     finally:
         client.close()
     statuses = sorted(r["status"] for r in results)

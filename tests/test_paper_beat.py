@@ -28,7 +28,7 @@ from producer.workers import start_workers
 from tests.chaos_support import child_pids
 from tests.evaluation_support import insert_version
 from tests.fake_exchange import FakeKucoin, serve
-from tests.pipeline_support import ROOT, pipeline_env, query
+from tests.pipeline_support import ROOT, pipeline_env, query, wait_for
 from tests.services import child_env
 from worker import paper, promotion
 from worker.agent import AgentSettings
@@ -77,20 +77,6 @@ def _record(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
 
 def _decided(url: str) -> int:
     return int(query(url, "SELECT count(*) FROM paper_decisions")[0][0])
-
-
-def _wait(what: str, check: Callable[[], Any], procs: list[tuple[Any, Path]], timeout: float = 40.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        for p, log in procs:
-            assert p.poll() is None, f"{log.name} exited: {log.read_text(errors='replace')[-1500:]}"
-        if time.monotonic() > deadline:
-            logs = "\n".join(log.read_text(errors="replace")[-1500:] for _, log in procs)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.1)
 
 
 def _kill_worker(proc: subprocess.Popen[bytes]) -> None:
@@ -163,7 +149,8 @@ def test_paper_48_hours_with_worker_kill_and_double_tick_equals_undisturbed_run(
                             for _ in range(2)]  # fmt: skip
                     for r in sent:
                         r.get(timeout=60)
-                _wait(f"the decision of fake hour {hour}", lambda h=hour: _decided(disturbed) >= h, procs)
+                decided = lambda h=hour: _decided(disturbed) >= h  # noqa: E731
+                wait_for(f"the decision of fake hour {hour}", decided, procs=procs)
                 assert _decided(disturbed) == hour  # never two decisions for one candle
         finally:
             beat.terminate()

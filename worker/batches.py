@@ -134,22 +134,27 @@ def _windows_csv(batch_id: int, windows: Iterable[tuple[str, int, int, int, str]
     return buf
 
 
-def load_batch(url: str, batch_id: int) -> tuple[BatchSpec, str] | None:
-    """The batch's spec and state, or None when there is no such batch."""
-    with db.transaction(url) as cur:
-        cur.execute(
-            "SELECT symbols, timeframe, window_size, stride, since, until, epochs, model, analyst,"
-            " prompt_version, seed, params, state FROM btc.batches WHERE id = %s",
-            (batch_id,),
-        )
-        row = cur.fetchone()
-    if row is None:
-        return None
-    spec = BatchSpec(
+_SPEC_COLS = (
+    "symbols, timeframe, window_size, stride, since, until, epochs, model, analyst, prompt_version, seed,"
+    " params, state"
+)
+"""The ``btc.batches`` columns of a ``BatchSpec`` and the batch's state, in ``_spec``'s order."""
+
+
+def _spec(row: Sequence[Any]) -> BatchSpec:
+    """The ``BatchSpec`` of a row that starts with ``_SPEC_COLS``."""
+    return BatchSpec(
         tuple(row[0]), row[1], row[2], row[3], dt_to_ts(row[4]), dt_to_ts(row[5]),
         row[6], row[7], row[8], row[9], int(row[10]), row[11],
     )  # fmt: skip
-    return spec, row[12]
+
+
+def load_batch(url: str, batch_id: int) -> tuple[BatchSpec, str] | None:
+    """The batch's spec and state, or None when there is no such batch."""
+    with db.transaction(url) as cur:
+        cur.execute(f"SELECT {_SPEC_COLS} FROM btc.batches WHERE id = %s", (batch_id,))
+        row = cur.fetchone()
+    return None if row is None else (_spec(row), row[12])
 
 
 def latest_batch_id(url: str) -> int | None:
@@ -285,9 +290,16 @@ def unfinished_count_in(cur: Any, batch_id: int, symbol: str) -> int:
 
 
 def unfinished_count(url: str, batch_id: int, symbol: str) -> int:
-    """How many of a symbol's windows in a batch are still pending or running."""
+    """How many of a symbol's windows in a batch are still pending or running, from the counters
+    the triggers of migration 0006 keep in the windows' own transactions (called after every
+    analyse task: a few counter rows instead of every window of the symbol)."""
     with db.transaction(url) as cur:
-        return unfinished_count_in(cur, batch_id, symbol)
+        cur.execute(
+            "SELECT coalesce(sum(n), 0) FROM btc.window_counts WHERE batch_id = %s AND symbol = %s"
+            " AND status = ANY(%s)",
+            (batch_id, symbol, list(UNFINISHED)),
+        )
+        return int(cur.fetchone()[0])
 
 
 def unfinished_windows(url: str, batch_id: int) -> list[tuple[str, int]]:
@@ -434,18 +446,14 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
     """
     with db.transaction(url) as cur:
         cur.execute(
-            "SELECT symbols, timeframe, window_size, stride, since, until, epochs, model, analyst,"
-            " prompt_version, seed, params, state, created_at, finished_at,"
-            " extract(epoch FROM now() - created_at), error FROM btc.batches WHERE id = %s",
+            f"SELECT {_SPEC_COLS}, created_at, finished_at, extract(epoch FROM now() - created_at), error"
+            " FROM btc.batches WHERE id = %s",
             (batch_id,),
         )
         row = cur.fetchone()
         if row is None:
             return None
-        spec = BatchSpec(
-            tuple(row[0]), row[1], row[2], row[3], dt_to_ts(row[4]), dt_to_ts(row[5]),
-            row[6], row[7], row[8], row[9], int(row[10]), row[11],
-        )  # fmt: skip
+        spec = _spec(row)
         state, created_at, finished_at, elapsed, error = row[12:17]
         counts, tokens, llm_seconds = _symbol_counts(cur, batch_id)
         cur.execute(

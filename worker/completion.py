@@ -24,7 +24,8 @@ def complete_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str,
     if made.sha256 is not None:
         out["sha256"] = made.sha256
     if not made.gated:
-        out["promotion"] = promotion.gate(settings, symbol, made.version)
-    versions.sync_model_file(settings, symbol)
+        out["promotion"] = promotion.gate(settings, symbol, made.version)  # syncs the model file itself
+    else:  # a redelivery: the gate ran, but a crash may have come before the file was written
+        versions.sync_model_file(settings, symbol)
     out["batch_done"] = batches.mark_batch_done_if_complete(settings.database_url, batch_id)
     return out
