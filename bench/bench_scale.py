@@ -71,16 +71,24 @@ def _median_run(args: list[str], env: dict[str, str], n: int = 5) -> float:
     return statistics.median(_run(args, env)[0] for _ in range(n))
 
 
-def bare_send_task(n: int) -> float:
-    """Seconds to send ``n`` ``qtrain.ping`` messages with ``send_task`` over one connection."""
+def bare_send_task(n: int, *, minimal: bool = False) -> float:
+    """Seconds to send ``n`` ``qtrain.ping`` messages with ``send_task`` over one connection: with
+    qtrain's app settings (a task-sent event per message, as ``qtrain train`` sends), or
+    ``minimal`` (no sent event, ``ignore_result``: the cheapest loop Celery allows)."""
     from worker.app import app
 
     queue = "bench_baseline"
-    t0 = time.perf_counter()
-    with app.producer_or_acquire() as producer:
-        for _ in range(n):
-            app.send_task("qtrain.ping", producer=producer, queue=queue, routing_key=queue)
-    took = time.perf_counter() - t0
+    route = {"queue": queue, "routing_key": queue, "ignore_result": minimal}
+    events = app.conf.task_send_sent_event
+    app.conf.task_send_sent_event = events and not minimal
+    try:
+        t0 = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                app.send_task("qtrain.ping", producer=producer, **route)
+        took = time.perf_counter() - t0
+    finally:
+        app.conf.task_send_sent_event = events
     r = redis.Redis.from_url(BROKER)
     assert r.llen(queue) == n, r.llen(queue)
     r.delete(queue)
@@ -99,29 +107,21 @@ def redis_memory() -> dict[str, int]:
     return {"redis_bytes": total, "redis_keys": keys, "queued": queued}
 
 
-def worker_rss(pids: list[int]) -> int:
-    """Resident bytes of the worker processes and their pool children."""
-    total = 0
+def worker_memory(pids: list[int]) -> dict[str, int]:
+    """Resident bytes of the worker main processes and of their pool children, and the unique
+    (unshared) bytes of all: RSS counts a page a child still shares with its parent once per process."""
+    out = {"worker_rss": 0, "worker_main_rss": 0, "worker_child_rss": 0, "worker_uss": 0}
     for pid in pids:
         try:
-            proc = psutil.Process(pid)
-            total += sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+            main = psutil.Process(pid)
+            for proc in [main, *main.children(recursive=True)]:
+                info = proc.memory_full_info()
+                out["worker_main_rss" if proc.pid == pid else "worker_child_rss"] += info.rss
+                out["worker_rss"] += info.rss
+                out["worker_uss"] += info.uss
         except psutil.NoSuchProcess:
             pass
-    return total
-
-
-def worker_uss(pids: list[int]) -> int:
-    """Unique (unshared) bytes of the worker processes and their pool children: RSS counts the
-    pages a prefork child still shares with its parent once per process."""
-    total = 0
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            total += sum(p.memory_full_info().uss for p in [proc, *proc.children(recursive=True)])
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return out
 
 
 def pg_size(url: str) -> int:
@@ -136,8 +136,7 @@ def pg_size(url: str) -> int:
 
 def sample(url: str, pids: list[int]) -> dict[str, int]:
     """Memory at one point."""
-    return {"worker_rss": worker_rss(pids), "worker_uss": worker_uss(pids), "pg_bytes": pg_size(url),
-            **redis_memory()}  # fmt: skip
+    return {**worker_memory(pids), "pg_bytes": pg_size(url), **redis_memory()}
 
 
 REDUCE_PROBE = """
@@ -180,6 +179,7 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
             redis.Redis.from_url(u).flushdb()
         py = sys.executable
         out["baseline_s"] = bare_send_task(windows)
+        out["baseline_minimal_s"] = bare_send_task(windows, minimal=True)
         took, stdout = _run(
             [py, "-m", "producer", "train", "--symbols", ",".join(symbols), "--analyst", "heuristic",
              "--window", str(WINDOW), "--stride", str(STRIDE), "--epochs", "1", "--seed", "1", "--json"], env,
@@ -187,6 +187,7 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
         created = json.loads(stdout.strip().splitlines()[-1])
         batch_id, n = int(created["batch_id"]), int(created["windows"])
         out.update(windows=n, enqueue_s=took, enqueue_ratio=took / out["baseline_s"])
+        out["enqueue_ratio_minimal"] = took / out["baseline_minimal_s"]
         out["enqueue_rate"] = n / took
         assert redis.Redis.from_url(BROKER).llen("analyze") == n
         status_cmd = [py, "-m", "producer", "status", str(batch_id), "--json"]
@@ -195,7 +196,7 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
         out["python_start_s"] = _median_run([py, "-c", "pass"], env)
         points: dict[str, dict[str, int]] = {}
         rss_seen: list[int] = []
-        series: list[tuple[int, int, int]] = []  # (windows final, worker RSS, worker USS)
+        series: list[tuple[int, int, int]] = []  # (windows final, main processes' RSS, children's RSS)
         with tempfile.TemporaryDirectory() as logs:
             t0 = time.perf_counter()
             with start_workers(n_workers, concurrency=concurrency, env=env, log_dir=Path(logs)) as w:
@@ -205,8 +206,9 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
                 while True:
                     st = batches.batch_status(url, batch_id)
                     assert st is not None
-                    rss_seen.append(worker_rss(pids))
-                    series.append((st.finished, rss_seen[-1], worker_uss(pids)))
+                    mem = worker_memory(pids)
+                    rss_seen.append(mem["worker_rss"])
+                    series.append((st.finished, mem["worker_main_rss"], mem["worker_child_rss"]))
                     if "middle" not in points and st.finished >= n // 2:
                         points["middle"] = sample(url, pids)
                         out["status_busy_s"] = _median_run(status_cmd, env, 3)
@@ -245,10 +247,15 @@ def show(r: dict[str, Any]) -> None:
     m = r["memory"]
     probe = r["reduce_probe"]
     points = ("start", "middle", "end")
-    enq = f"{r['enqueue_s']:.1f} s, {r['enqueue_rate']:,.0f} windows/s, {r['enqueue_ratio']:.2f}x bare loop"
+    enq = (
+        f"{r['enqueue_s']:.1f} s, {r['enqueue_rate']:,.0f} windows/s, {r['enqueue_ratio']:.2f}x the loop,"
+        f" {r['enqueue_ratio_minimal']:.2f}x the minimal loop"
+    )
     busy = r.get("status_busy_s", float("nan"))
     rss = " / ".join(_mb(m[k]["worker_rss"]) for k in points)
     rss += f" (min {_mb(r['worker_rss_min'])}, max {_mb(r['worker_rss_max'])})"
+    main = " / ".join(_mb(m[k]["worker_main_rss"]) for k in points)
+    child = " / ".join(_mb(m[k]["worker_child_rss"]) for k in points)
     uss = " / ".join(_mb(m[k]["worker_uss"]) for k in points)
     series = ", ".join(f"{f:,}: {_mb(a)} / {_mb(b)}" for f, a, b in r["worker_series"])
     red = " / ".join(f"{_mb(m[k]['redis_bytes'])} ({m[k]['queued']:,} queued)" for k in points)
@@ -256,13 +263,15 @@ def show(r: dict[str, Any]) -> None:
     rows = [
         ("windows (symbols x candles)", f"{r['windows']:,} ({r['symbols']} x {r['candles_per_symbol']:,})"),
         ("bare send_task loop, same count", f"{r['baseline_s']:.1f} s"),
+        ("  minimal (no sent event, ignore_result)", f"{r['baseline_minimal_s']:.1f} s"),
         ("enqueue (qtrain train, no worker)", enq),
         ("analyses + reducers, workers x slots", f"{r['span_s']:.0f} s, {r['windows_per_s']:.0f} windows/s"),
         ("qtrain status ID --json", f"{r['status_idle_s']:.2f} s idle, {busy:.2f} s while workers run"),
         ("qtrain --help", f"{r['help_s']:.2f} s (python -c pass: {r['python_start_s']:.2f} s)"),
         ("worker RSS start / middle / end", rss),
+        ("  main processes / pool children", f"{main}  |  {child}"),
         ("worker USS start / middle / end", uss),
-        ("worker RSS / USS by windows final", series),
+        ("main / children RSS by windows final", series),
         ("Redis bytes start / middle / end", red),
         ("PostgreSQL size start / middle / end", " / ".join(_mb(m[k]["pg_bytes"]) for k in points)),
         ("reducer s per symbol (worker)", reducers),

@@ -23,10 +23,10 @@ every worker takes back a dead worker's windows after ``QTRAIN_LEASE_S`` instead
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_postrun, worker_init, worker_ready
 from kombu import Exchange, Queue
 
-from worker import reaper, schedule
+from worker import housekeeping, reaper, schedule
 from worker.settings import Settings, analyze_hard_limit_s, analyze_soft_limit_s
 
 SETTINGS = Settings.from_env()
@@ -96,6 +96,7 @@ app.conf.update(
     **broker_options(),
     result_expires=24 * 3600,
     broker_connection_retry_on_startup=True,
+    worker_max_memory_per_child=SETTINGS.worker_max_memory_mb * 1024 or None,  # KiB
     worker_hijack_root_logger=False,
     timezone="UTC",
 )
@@ -103,6 +104,16 @@ app.conf.update(
 app.conf.beat_schedule = schedule.beat_schedule_from_env(SETTINGS.retrain_env)
 # Every worker reaps (at start, then every QTRAIN_REAP_INTERVAL_S); one at a time (worker.reaper).
 app.steps["worker"].add(reaper.reaper_step(SETTINGS))
+# Memory stays flat over long batches: dead time-limit timers purged, heavy tasks' heap trimmed.
+app.steps["worker"].add(housekeeping.timer_purge_step())
+task_postrun.connect(housekeeping.after_task, weak=False)
+housekeeping.register_inspect()
+
+
+@worker_init.connect
+def _lower_priority(sender: object = None, **_: object) -> None:
+    """Batch work yields the CPU to interactive commands (``QTRAIN_WORKER_NICE``)."""
+    housekeeping.lower_priority(SETTINGS.worker_nice)
 
 
 @worker_ready.connect

@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from worker.errors import BadInput
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/qtrain"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
@@ -35,6 +37,10 @@ DEFAULT_RETRY_BASE_S = 5.0
 MAX_RETRY_DELAY_S = 300.0
 #: Seconds between two runs of the reaper inside each worker (``worker.reaper``).
 DEFAULT_REAP_INTERVAL_S = 60.0
+#: Niceness a worker adds to itself at start, so interactive commands stay quick while it grinds.
+DEFAULT_WORKER_NICE = 10
+#: A pool child whose resident memory passes this many MiB is replaced after its task (0: never).
+DEFAULT_WORKER_MAX_MEMORY_MB = 512
 #: Seconds a window's lease outlives the analyse task's hard time limit (``lease_s`` default).
 LEASE_MARGIN_S = 60.0
 
@@ -65,6 +71,31 @@ AGENT_PREFIXES = (
 """Variables of the run-time agent (``qtrain signal``, paper trading; parsed by ``worker.agent``)."""
 
 
+def env_number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    low: float,
+    high: float | None = None,
+    whole: bool = False,
+) -> float:
+    """``env[name]`` as a number within [low, high] (unset or empty: ``default``); a one-line
+    ``BadInput`` naming the variable and what it takes otherwise."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return float(default)
+    kind = "a whole number" if whole else "a number"
+    bound = f">= {low:g}" if high is None else f"from {low:g} to {high:g}"
+    try:
+        value = float(int(raw)) if whole else float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value >= low and (high is None or value <= high)):
+        raise BadInput(f"{name}={raw!r} is not {kind} {bound}: fix it, or unset it (default {default:g})")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of one qtrain process (CLI or worker)."""
@@ -82,6 +113,10 @@ class Settings:
     lease_s: float = default_lease_s(DEFAULT_OLLAMA_TIMEOUT_S)
     #: Seconds between reaper runs inside each worker.
     reap_interval_s: float = DEFAULT_REAP_INTERVAL_S
+    #: Niceness added to a worker at start (``worker.housekeeping.lower_priority``).
+    worker_nice: int = DEFAULT_WORKER_NICE
+    #: Celery's ``worker_max_memory_per_child``, in MiB (0: off).
+    worker_max_memory_mb: int = DEFAULT_WORKER_MAX_MEMORY_MB
     promotion_metric: str = "sharpe"
     promotion_margin: str = "0"
     #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
@@ -99,7 +134,7 @@ class Settings:
             h.strip().rstrip("/") for h in e.get("OLLAMA_HOST", DEFAULT_OLLAMA_HOST).split(",") if h.strip()
         )
         hosts = tuple(h if "://" in h else f"http://{h}" for h in hosts) or (DEFAULT_OLLAMA_HOST,)
-        timeout = float(e.get("OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S))
+        timeout = env_number(e, "OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S, low=0.001)
         return cls(
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             broker_url=e.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL),
@@ -108,10 +143,16 @@ class Settings:
             ollama_model=e.get("OLLAMA_MODEL", DEFAULT_OLLAMA_MODEL),
             ollama_timeout_s=timeout,
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
-            max_attempts=int(e.get("QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
-            retry_base_s=float(e.get("QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S)),
-            lease_s=float(e.get("QTRAIN_LEASE_S") or default_lease_s(timeout)),
-            reap_interval_s=float(e.get("QTRAIN_REAP_INTERVAL_S", DEFAULT_REAP_INTERVAL_S)),
+            max_attempts=int(env_number(e, "QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, whole=True)),
+            retry_base_s=env_number(e, "QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S, low=0),
+            lease_s=env_number(e, "QTRAIN_LEASE_S", default_lease_s(timeout), low=1),
+            reap_interval_s=env_number(e, "QTRAIN_REAP_INTERVAL_S", DEFAULT_REAP_INTERVAL_S, low=0.1),
+            worker_nice=int(
+                env_number(e, "QTRAIN_WORKER_NICE", DEFAULT_WORKER_NICE, low=0, high=19, whole=True)
+            ),
+            worker_max_memory_mb=int(
+                env_number(e, "QTRAIN_WORKER_MAX_MEMORY_MB", DEFAULT_WORKER_MAX_MEMORY_MB, low=0, whole=True)
+            ),
             promotion_metric=e.get("QTRAIN_PROMOTION_METRIC", "sharpe"),
             promotion_margin=e.get("QTRAIN_PROMOTION_MARGIN", "0"),
             retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
