@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from worker.errors import ServiceUnavailable
 
@@ -62,8 +63,6 @@ def start_workers(
     loglevel: str = "WARNING",
 ) -> LocalWorkers:
     """Start ``n`` worker processes and wait until each answers a ping (never a blind sleep)."""
-    from celery import Celery
-
     full_env = {**os.environ, **(env or {})}
     workers = LocalWorkers()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
@@ -82,8 +81,7 @@ def start_workers(
                 cwd=str(Path(__file__).resolve().parents[1]),
             )
         )
-    probe = Celery(broker=full_env.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
-    probe.conf.update(accept_content=["json"], task_serializer="json", result_serializer="json")
+    probe = _probe(full_env.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
     deadline = time.monotonic() + ready_timeout
     want = set(names)
     try:
@@ -105,12 +103,26 @@ def start_workers(
         probe.close()
 
 
-def running_workers(broker_url: str, timeout: float = 1.0) -> int:
-    """How many Celery workers answer a ping on ``broker_url``."""
+def _probe(broker_url: str) -> Any:
+    """A bare Celery app that pings the workers on ``broker_url`` (JSON only).
+
+    The read and write URLs are set, not only the broker: Celery lets the process's
+    ``CELERY_BROKER_URL`` override an app's configured ``broker_url`` (but not these), and the
+    caller's broker (a test's, the demo's embedded Redis) must win.
+    """
     from celery import Celery
 
     probe = Celery(broker=broker_url)
-    probe.conf.update(accept_content=["json"], task_serializer="json", result_serializer="json")
+    probe.conf.update(
+        broker_read_url=broker_url, broker_write_url=broker_url,
+        accept_content=["json"], task_serializer="json", result_serializer="json",
+    )  # fmt: skip
+    return probe
+
+
+def running_workers(broker_url: str, timeout: float = 1.0) -> int:
+    """How many Celery workers answer a ping on ``broker_url``."""
+    probe = _probe(broker_url)
     try:
         return len(probe.control.ping(timeout=timeout) or [])
     except Exception:

@@ -249,6 +249,7 @@ def test_enqueue_publishes_every_window_once_with_progress(
     """No worker: every window is one message in the queue, pipelined in chunks, without a result
     key; ``--wait`` shows the enqueue progress, then times out waiting (exit 2, one line)."""
     import redis
+    from celery.utils.saferepr import saferepr
 
     seed_candles(database_url, n=1200)
     env = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "models")
@@ -267,6 +268,9 @@ def test_enqueue_publishes_every_window_once_with_progress(
         assert message["headers"]["task"] == "qtrain.analyze_window"
         assert message["headers"]["ignore_result"] is True
         args = json.loads(__import__("base64").b64decode(message["body"]))[0]
+        # the reprs Flower shows are formatted by qtrain, exactly as Celery's saferepr would
+        assert message["headers"]["argsrepr"] == saferepr(tuple(args))
+        assert message["headers"]["kwargsrepr"] == saferepr({})
         seen.add(tuple(args))
     assert len(raw) == len(seen) == total
     assert {a[0] for a in seen} == {batch_id}

@@ -219,9 +219,16 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
 
 #: Messages buffered before one Redis round trip (a pipeline of LPUSHes and their sent events).
 PUBLISH_CHUNK = 1000
+#: The queue analyse tasks are routed to (``worker.app``).
+ANALYZE_QUEUE = "analyze"
 
 Progress = Callable[[int, int], None]
 """``progress(sent, total)``: called after each chunk of messages has reached the broker."""
+
+
+def task_argsrepr(batch_id: int, symbol: str, idx: int) -> str:
+    """An analyse task's ``argsrepr`` header, as Celery's ``saferepr`` writes it for these args."""
+    return f"({batch_id}, {symbol!r}, {idx})"
 
 
 def enqueue(
@@ -236,21 +243,28 @@ def enqueue(
     symbols with none left.
 
     Chunks of ``PUBLISH_CHUNK`` messages go out as one Redis pipeline (kombu's ``Producer.batch``;
-    other transports publish one by one). Messages are sent with ``ignore_result``: nothing reads
-    an analyse task's return value (PostgreSQL has the outcome), so no result key per window is
-    kept in Redis and the result backend needs no subscribe/unsubscribe round trip per message.
+    other transports publish one by one). The queue is declared once per call rather than per
+    message, and the arguments' repr (shown by Flower) is formatted directly: Celery's
+    ``saferepr`` and per-message declare were a fifth of the publishing time. Messages are sent
+    with ``ignore_result``: nothing reads an analyse task's return value (PostgreSQL has the
+    outcome), so no result key per window is kept in Redis and the result backend needs no
+    subscribe/unsubscribe round trip per message.
     """
     from worker.app import app
     from worker.tasks import analyze_window, maybe_reduce
 
     total = len(windows)
     with app.producer_or_acquire() as producer:
+        producer.maybe_declare(app.amqp.queues[ANALYZE_QUEUE])  # once, not per message (declare=[])
         batch = getattr(producer, "batch", None)  # kombu >= 5.7
         for lo in range(0, total, PUBLISH_CHUNK):
             chunk = windows[lo : lo + PUBLISH_CHUNK]
             with batch(max_size=2 * PUBLISH_CHUNK + 8) if batch is not None else nullcontext():
                 for symbol, idx in chunk:
-                    analyze_window.apply_async((batch_id, symbol, idx), producer=producer, ignore_result=True)
+                    analyze_window.apply_async(
+                        (batch_id, symbol, idx), producer=producer, ignore_result=True, declare=[],
+                        argsrepr=task_argsrepr(batch_id, symbol, idx), kwargsrepr="{}",
+                    )  # fmt: skip
             if progress is not None:
                 progress(lo + len(chunk), total)
     pending = {s for s, _ in windows}
