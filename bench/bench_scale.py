@@ -19,6 +19,7 @@ database and Redis dbs 14/15:
    RSS of one symbol's training re-run in a fresh process.
 
     .venv/bin/python bench/bench_scale.py [--windows 11000 100000] [--workers 2] [--concurrency 2]
+                                          [--batches 1]
 
 Prints one table per size and a JSON line with every number. Timings are wall times on whatever
 else the machine is doing: compare ratios measured in the same run.
@@ -158,8 +159,10 @@ print(json.dumps({"seconds": took, "peak_rss": peak * 1024, "delta_rss": (peak -
 """
 
 
-def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
-    """Every measurement for one batch size."""
+def run_size(windows: int, n_workers: int, concurrency: int, n_batches: int = 1) -> dict[str, Any]:
+    """Every measurement for one batch size; with ``n_batches`` > 1, as many more batches of that
+    size (window 47, 46, ...: new content, nothing cached) run on the same workers afterwards, and
+    worker memory is sampled at the end of each (flat memory: the later batches add nothing)."""
     n_sym = 2 if windows <= 20_000 else 10
     symbols = PAIRS[:n_sym]
     per = -(-windows // n_sym)
@@ -218,6 +221,14 @@ def run_size(windows: int, n_workers: int, concurrency: int) -> dict[str, Any]:
                 out["state"] = st.state
                 span = time.perf_counter() - t0
                 points["end"] = sample(url, pids)
+                out["after_batches"] = [worker_memory(pids)]
+                for k in range(1, n_batches):
+                    more = [py, "-m", "producer", "train", "--symbols", ",".join(symbols), "--analyst",
+                            "heuristic", "--window", str(WINDOW - k), "--stride", str(STRIDE), "--wait",
+                            "--timeout", "7200", "--json"]  # fmt: skip
+                    _, stdout = _run(more, env, timeout=7200)
+                    assert json.loads(stdout.strip().splitlines()[-1])["state"] == "done"
+                    out["after_batches"].append(worker_memory(pids))
         out.update(span_s=span, windows_per_s=n / span, memory=points)
         out["worker_rss_min"], out["worker_rss_max"] = min(rss_seen), max(rss_seen)
         out["worker_series"] = [series[min(len(series) - 1, len(series) * q // 4)] for q in range(5)]
@@ -274,6 +285,8 @@ def show(r: dict[str, Any]) -> None:
         ("main / children RSS by windows final", series),
         ("Redis bytes start / middle / end", red),
         ("PostgreSQL size start / middle / end", " / ".join(_mb(m[k]["pg_bytes"]) for k in points)),
+        ("main / children RSS after each batch", " ; ".join(
+            f"{_mb(b['worker_main_rss'])} / {_mb(b['worker_child_rss'])}" for b in r["after_batches"])),
         ("reducer s per symbol (worker)", reducers),
         ("reducer re-run, 1 symbol", f"{probe['seconds']:.1f} s on {probe['candles']:,} candles, peak RSS"
                                      f" {_mb(probe['peak_rss'])} (+{_mb(probe['delta_rss'])} for training)"),
@@ -362,6 +375,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, nargs="+", default=[11_000, 100_000])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=1, help="batches per size on the same workers")
     ap.add_argument(
         "--reducer", type=int, nargs="*", help="only the reducer's scaling over these candle counts"
     )
@@ -375,7 +389,7 @@ def main() -> None:
         print(json.dumps(reducer_scaling(args.reducer or [15_000, 30_000, 60_000, 120_000])))
         return
     for w in args.windows:
-        r = run_size(w, args.workers, args.concurrency)
+        r = run_size(w, args.workers, args.concurrency, args.batches)
         show(r)
         print(json.dumps(r), flush=True)
 
