@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from producer import importer  # noqa: E402
-from worker import candles_store, db  # noqa: E402
+from worker.store import candles as candles_store  # noqa: E402
+from worker.store import db
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "Binance_BTCUSDT_1h.csv"
 

@@ -38,8 +38,8 @@ BACKEND = "redis://127.0.0.1:6379/15"
 def bare_celery(n: int) -> float:
     """Seconds to run ``n`` no-op tasks (sent over one connection, results awaited)."""
     os.environ["CELERY_BROKER_URL"], os.environ["CELERY_RESULT_BACKEND"] = BROKER, BACKEND
-    from worker.app import app
-    from worker.tasks import ping
+    from worker.runtime.app import app
+    from worker.runtime.tasks import ping
 
     app.conf.broker_url, app.conf.result_backend = BROKER, BACKEND
     ping.delay().get(timeout=30)  # warm the pool processes

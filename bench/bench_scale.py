@@ -52,7 +52,7 @@ import redis  # noqa: E402
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from producer.demo_cmd import insert_synthetic  # noqa: E402
 from producer.workers import start_workers  # noqa: E402
-from worker import batches  # noqa: E402
+from worker.store import batches  # noqa: E402
 
 PAIRS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "ADA-USDT", "XRP-USDT",
          "DOT-USDT", "LTC-USDT", "LINK-USDT", "AVAX-USDT", "ATOM-USDT")  # fmt: skip
@@ -76,7 +76,7 @@ def bare_send_task(n: int, *, minimal: bool = False) -> float:
     """Seconds to send ``n`` ``qtrain.ping`` messages with ``send_task`` over one connection: with
     qtrain's app settings (a task-sent event per message, as ``qtrain train`` sends), or
     ``minimal`` (no sent event, ``ignore_result``: the cheapest loop Celery allows)."""
-    from worker.app import app
+    from worker.runtime.app import app
 
     queue = "bench_baseline"
     route = {"queue": queue, "routing_key": queue, "ignore_result": minimal}
@@ -142,7 +142,8 @@ def sample(url: str, pids: list[int]) -> dict[str, int]:
 
 REDUCE_PROBE = """
 import json, resource, sys, time
-from worker import batches, reduce
+from worker.pipeline import reduce
+from worker.store import batches
 from worker.settings import Settings
 from model.states import StateSpace
 url, batch_id, symbol = sys.argv[1], int(sys.argv[2]), sys.argv[3]

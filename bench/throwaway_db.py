@@ -6,7 +6,7 @@ import uuid
 
 import psycopg2
 
-from worker import db, migrate
+from worker.store import db, migrate
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

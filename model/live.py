@@ -1,6 +1,6 @@
 """The agent at run time, pure: one decision at the newest candle and the paper fill arithmetic.
 
-Shared by ``qtrain signal``, the paper tick (``worker.paper``) and ``qtrain paper replay``, so a
+Shared by ``qtrain signal``, the paper tick (``worker.trading.paper``) and ``qtrain paper replay``, so a
 live decision, a replayed one and the backtest's ``ensemble`` policy are the same computation:
 
 * components at the last candle of ``ctx`` (the candles from the account's feature anchor up to

@@ -1,7 +1,7 @@
 """Every baseline policy's positions on a range, decided causally from the candles alone.
 
 Pure: shared by the backtest, the walk-forward, the promotion gate and the scoreboard, so they all
-compare the same policies the same way (see ``worker.evaluate`` for the list and what each means).
+compare the same policies the same way (see ``worker.evaluation.backtest`` for the list and what each means).
 """
 
 from __future__ import annotations

@@ -26,10 +26,12 @@ from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.options import parse_date
 from producer.report import render_report
-from worker import evaluate, versions, walk_forward
-from worker.candles_store import load_candles
 from worker.errors import BadInput
+from worker.evaluation import backtest as evaluate
+from worker.evaluation import walk_forward
 from worker.settings import Settings
+from worker.store import versions
+from worker.store.candles import load_candles
 from worker.symbols import normalize_symbol
 
 

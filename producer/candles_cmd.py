@@ -17,9 +17,10 @@ from model.defects import OUTLIER_FLAG
 from producer import import_dir, importer, readers
 from producer.lazy import LazyDefaultOption
 from producer.options import parse_date
-from worker import candles_store, db
 from worker.errors import BadInput
 from worker.settings import Settings
+from worker.store import candles as candles_store
+from worker.store import db
 from worker.symbols import normalize_symbol
 
 _CONFLICT_HELP = (
@@ -174,14 +175,14 @@ def import_cmd(
     "--exchange",
     "exchange_id",
     cls=LazyDefaultOption,
-    lazy_default="worker.fetch.DEFAULT_EXCHANGE",
+    lazy_default="worker.clients.exchange.DEFAULT_EXCHANGE",
     show_default=True,
     help="A ccxt id.",
 )
 @click.option(
     "--limit",
     cls=LazyDefaultOption,
-    lazy_default="worker.fetch.DEFAULT_LIMIT",
+    lazy_default="worker.clients.exchange.DEFAULT_LIMIT",
     type=int,
     show_default=True,
     help="Candles per request.",
@@ -199,7 +200,7 @@ def fetch_cmd(
     api_url: str | None,
 ) -> None:
     """Fetch closed candles through ccxt, resuming after the newest stored candle."""
-    from worker.fetch import fetch_symbol, make_exchange  # ccxt: ~0.5 s to import, only here
+    from worker.clients.exchange import fetch_symbol, make_exchange  # ccxt: ~0.5 s to import, only here
 
     settings = Settings.from_env()
     names = [normalize_symbol(s) for s in symbols.split(",") if s.strip()]

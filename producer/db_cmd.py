@@ -6,9 +6,9 @@ import json
 
 import click
 
-from worker import migrate
-from worker.db import redact
 from worker.settings import Settings
+from worker.store import migrate
+from worker.store.db import redact
 
 
 @click.group(name="db")

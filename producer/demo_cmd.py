@@ -15,10 +15,11 @@ import click
 from model.synthetic import make_candles
 from producer import train_cmd
 from producer.workers import running_workers, start_workers
-from worker import batches, db, dispatch, migrate
-from worker.candles_store import insert_candles
 from worker.errors import QtrainError
+from worker.pipeline import dispatch
 from worker.settings import Settings
+from worker.store import batches, db, migrate
+from worker.store.candles import insert_candles
 
 DEMO_SYMBOLS = {"BTC-USDT": (1, 30_000.0), "ETH-USDT": (2, 2_000.0)}
 
@@ -90,7 +91,9 @@ def demo(**kw: Any) -> None:
     try:
         req = dispatch.TrainRequest(symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42)
         created = dispatch.create(settings, req)
-        dispatch.enqueue_batch(settings, created.batch_id, req.symbols)
+        from worker.runtime import publish
+
+        dispatch.enqueue_batch(settings, created.batch_id, req.symbols, enqueue=publish.enqueue)
         say(f"batch {created.batch_id}: {created.windows} windows enqueued")
         final = train_cmd.wait(settings, created.batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
     finally:
@@ -109,7 +112,7 @@ def print_gate(settings: Settings, final: batches.BatchStatus) -> None:
     """One line per symbol: the new version on its held-out tail against buy-and-hold and the
     random-policy median (by how much), promoted or not."""
     from producer.models_cmd import list_versions
-    from worker.promotion import PromotionConfig
+    from worker.pipeline.promotion import PromotionConfig
 
     cfg = PromotionConfig.from_settings(settings)
     for symbol, s in final.symbols.items():

@@ -15,8 +15,8 @@ from rich.table import Table
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
 from producer.options import parse_date, parse_symbols
-from worker import scoreboard
 from worker.errors import BadInput
+from worker.evaluation import scoreboard
 from worker.settings import DEFAULT_TIMEFRAME, Settings
 
 ANALYST_HELP = "heuristic: in-process, no LLM; cached: analyses already in PostgreSQL, no Ollama call."

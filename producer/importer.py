@@ -17,7 +17,7 @@ rejection with its reason; nothing is invented):
   NULL/empty *optional* fields (trades, quote volume, taker volume) are stored as NULL and counted.
 - A file without a volume column imports with volume NULL (never 0: that would be a real quiet
   hour); the report says so, and training refuses such a symbol naming the column
-  (``worker.candles_store.count_missing_volume``) since the state uses ``volume_z``.
+  (``worker.store.candles.count_missing_volume``) since the state uses ``volume_z``.
 - Timeframe when neither given nor named by the file: the most common spacing of the timestamps
   if it is a known timeframe, else 1h; the report says where symbol and timeframe came from.
 - Duplicate timestamps are resolved by ``on_conflict`` (see ``CONFLICT_POLICIES``); identical

@@ -2,7 +2,7 @@
 
 A command module is imported whenever its command runs (``qtrain status`` imports
 ``producer.train_cmd``); option choices and defaults taken from ``model.training`` or
-``worker.dispatch`` would otherwise import numpy and the whole model at start for every command of
+``worker.pipeline.dispatch`` would otherwise import numpy and the whole model at start for every command of
 that module. These resolve on first use: help rendering or parsing that option's value.
 """
 

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from model.qlearning import FastQLearning
-from worker import db, promotion, versions
 from worker.errors import BadInput, QtrainError
+from worker.pipeline import promotion
 from worker.settings import Settings
+from worker.store import db, versions
 from worker.symbols import normalize_symbol
 
 HOLDOUT_METRICS = ("total_return_pct", "max_drawdown_pct")

@@ -1,7 +1,7 @@
 """``qtrain paper``: paper trading with the promoted versions (start, status, stop, report, replay).
 
 Paper only: qtrain never places a real order and never asks for exchange API keys. The decisions
-are made by the ``qtrain.paper_tick`` task that Celery beat sends (``worker.paper_task``); these
+are made by the ``qtrain.paper_tick`` task that Celery beat sends (``worker.runtime.paper_task``); these
 commands only write and read PostgreSQL (``status`` reads nothing else).
 """
 
@@ -23,13 +23,13 @@ from model.metrics import compute_metrics
 from producer.options import parse_date, parse_symbols
 from producer.report import render_report
 from producer.signal_cmd import agent_options, agent_settings
-from worker import paper
-from worker.agent import AgentSettings
-from worker.candles_store import load_candles
+from worker.clients.exchange import DEFAULT_EXCHANGE
 from worker.errors import BadInput
-from worker.fetch import DEFAULT_EXCHANGE
 from worker.settings import Settings
+from worker.store.candles import load_candles
 from worker.symbols import normalize_symbol
+from worker.trading import paper
+from worker.trading.agent import AgentSettings
 
 
 @click.group(name="paper")

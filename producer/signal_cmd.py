@@ -21,12 +21,12 @@ from model.ensemble import COMPONENTS
 from model.features import WARMUP
 from model.live import LiveInputs, decide_last
 from producer.options import parse_symbols
-from worker.agent import AgentSettings, load_brain
+from worker.clients.exchange import DEFAULT_EXCHANGE, fetch_symbol, make_exchange
+from worker.clients.market import LIVE_MAX_ATTEMPTS, fetch_market
 from worker.errors import BadInput, QtrainError
-from worker.fetch import DEFAULT_EXCHANGE, fetch_symbol, make_exchange
-from worker.market import LIVE_MAX_ATTEMPTS, fetch_market
-from worker.paper import signal_candles
 from worker.settings import Settings
+from worker.trading.agent import AgentSettings, load_brain
+from worker.trading.paper import signal_candles
 
 
 def agent_options(fn: Any) -> Any:

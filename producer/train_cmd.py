@@ -11,7 +11,6 @@ import psycopg2.errors
 
 from producer.lazy import LazyChoice, LazyDefaultOption
 from producer.options import parse_date, parse_symbols
-from worker import batches
 from worker.errors import BadInput, QtrainError, ServiceUnavailable
 from worker.settings import (
     DEFAULT_EPOCHS,
@@ -21,11 +20,12 @@ from worker.settings import (
     DEFAULT_WINDOW,
     Settings,
 )
+from worker.store import batches
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-# worker.dispatch (numpy, the model), rich and Celery are imported inside the commands that use
+# worker.pipeline.dispatch (numpy, the model), rich and Celery are imported inside the commands that use
 # them: `qtrain status --json` needs none of them and starts in a fraction of the time.
 
 POLL_S = 0.5
@@ -50,7 +50,9 @@ class BatchFailed(QtrainError):
 @click.option("--since", default=None, help="First candle (YYYY-MM-DD or ISO 8601, UTC).")
 @click.option("--until", default=None, help="End of range, exclusive.")
 @click.option("--model", default=None, help="Ollama model (default: OLLAMA_MODEL).")
-@click.option("--analyst", type=LazyChoice("worker.dispatch.ANALYSTS"), default="ollama", show_default=True)
+@click.option(
+    "--analyst", type=LazyChoice("worker.pipeline.dispatch.ANALYSTS"), default="ollama", show_default=True
+)
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
 @click.option("--recipe", type=LazyChoice("model.training.RECIPES"), cls=LazyDefaultOption,
               lazy_default="model.training.DEFAULT_RECIPE", show_default=True,
@@ -63,7 +65,8 @@ class BatchFailed(QtrainError):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(**kw: Any) -> None:
     """Create a training batch, enqueue one analysis per window, print the batch id."""
-    from worker import dispatch
+    from worker.pipeline import dispatch
+    from worker.runtime import publish
 
     settings = Settings.from_env()
     req = dispatch.TrainRequest(
@@ -85,7 +88,7 @@ def train(**kw: Any) -> None:
     if kw["wait"]:
         enqueue_with_progress(settings, batch_id, req.symbols, created.windows, quiet=kw["as_json"])
     else:
-        dispatch.enqueue_batch(settings, batch_id, req.symbols)
+        dispatch.enqueue_batch(settings, batch_id, req.symbols, enqueue=publish.enqueue)
     if not kw["as_json"]:
         skipped = ", ".join(f"{s}: {n}" for s, n in created.skipped.items())
         click.echo(f"batch {batch_id}: {created.windows} windows enqueued (skipped for gaps: {skipped})")
@@ -119,7 +122,8 @@ def enqueue_with_progress(
     settings: Settings, batch_id: int, symbols: tuple[str, ...], total: int, *, quiet: bool = False
 ) -> int:
     """Enqueue a new batch's windows with a progress bar (on stderr) of the messages sent."""
-    from worker import dispatch
+    from worker.pipeline import dispatch
+    from worker.runtime import publish
 
     t0 = time.monotonic()
     with _progress(quiet) as progress:
@@ -129,7 +133,7 @@ def enqueue_with_progress(
             rate = sent / max(1e-9, time.monotonic() - t0)
             progress.update(task, completed=sent, total=max(1, of), detail=f"{rate:,.0f} msg/s")
 
-        sent = dispatch.enqueue_batch(settings, batch_id, symbols, progress=advance)
+        sent = dispatch.enqueue_batch(settings, batch_id, symbols, enqueue=publish.enqueue, progress=advance)
         progress.update(task, completed=max(1, sent))
     return sent
 
@@ -218,9 +222,10 @@ def status(batch_id: int | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def resume(batch_id: int, as_json: bool) -> None:
     """Re-enqueue what is not finished (after a broker loss, say); safe any number of times."""
-    from worker import dispatch
+    from worker.pipeline import dispatch
+    from worker.runtime import publish
 
-    out = dispatch.resume(Settings.from_env(), batch_id)
+    out = dispatch.resume(Settings.from_env(), batch_id, enqueue=publish.enqueue)
     if as_json:
         click.echo(json.dumps(out.to_json()))
     else:

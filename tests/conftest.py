@@ -21,7 +21,7 @@ import pytest
 
 from tests import services
 
-# Before any test module imports worker.app (which reads the environment once): Celery lets
+# Before any test module imports worker.runtime.app (which reads the environment once): Celery lets
 # CELERY_BROKER_URL override the broker a test passes to Celery(broker=...), so an exported
 # .env made every worker-ping probe of the tests ask the user's broker and time out.
 SCRUBBED = services.scrub_environment()
@@ -71,7 +71,7 @@ def _admin(statement: str) -> None:
 def pg_template() -> Iterator[str]:
     """Name of a migrated template database, created once per test session."""
     require("PostgreSQL", services.PG_HOST, services.PG_PORT)
-    from worker import migrate
+    from worker.store import migrate
 
     name = f"qtrain_tmpl_{uuid.uuid4().hex[:8]}"
     migrate.migrate(services.pg_url(name))
@@ -82,7 +82,7 @@ def pg_template() -> Iterator[str]:
 @pytest.fixture
 def database_factory(pg_template: str) -> Iterator[Callable[[], str]]:
     """Call it for the URL of another fresh, migrated database; all are dropped afterwards."""
-    from worker import db
+    from worker.store import db
 
     names: list[str] = []
 

@@ -16,12 +16,13 @@ import numpy as np
 from model.candles import Candles
 from model.qlearning import FastQLearning
 from model.states import StateSpace
-from worker import batches, db, dispatch
-from worker.analyze import analyze
-from worker.candles_store import insert_candles
-from worker.completion import complete_symbol
 from worker.errors import PermanentError
+from worker.pipeline import dispatch
+from worker.pipeline.analyze import analyze
+from worker.pipeline.completion import complete_symbol
 from worker.settings import Settings
+from worker.store import batches, db
+from worker.store.candles import insert_candles
 
 
 def settings_for(database_url: str, models_dir: Path) -> Settings:

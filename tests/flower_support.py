@@ -63,9 +63,7 @@ def run_flower(env: dict[str, str], log_dir: Path, *extra: str, timeout: float =
         f"--basic-auth={USER}:{PASSWORD}", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT)
-        )
+        proc = subprocess.Popen(cmd, env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
     flower = Flower(f"http://127.0.0.1:{port}", port, (USER, PASSWORD), log, proc)
     try:
         wait_for("Flower to answer", lambda: _healthy(flower), timeout=timeout, flower=flower)

@@ -66,6 +66,7 @@ def redis_url(db: int) -> str:
     """URL of Redis database number ``db`` on the test Redis."""
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
+
 START = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "Redis": "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no",

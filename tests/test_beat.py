@@ -25,10 +25,11 @@ from producer.workers import start_workers
 from tests.fake_exchange import FakeKucoin, serve
 from tests.pipeline_support import ROOT, pipeline_env, query, seed_candles, wait_for
 from tests.services import child_env
-from worker import db, retrain, schedule
-from worker.candles_store import insert_candles
 from worker.errors import BadInput
+from worker.pipeline import retrain, schedule
 from worker.settings import Settings
+from worker.store import db
+from worker.store.candles import insert_candles
 
 BASE_ENV = {"QTRAIN_RETRAIN_SYMBOLS": "BTC-USDT", "QTRAIN_RETRAIN_ANALYST": "heuristic"}
 
@@ -98,7 +99,7 @@ def test_bad_settings_are_one_clear_line(extra: dict[str, str], needle: str, cap
 def test_bad_cron_at_process_start_prints_one_line() -> None:
     env = child_env({**BASE_ENV, "QTRAIN_RETRAIN_CRON": "0 25 * * *"})
     proc = subprocess.run(
-        [sys.executable, "-c", "import worker.app as a; print(len(a.app.conf.beat_schedule))"],
+        [sys.executable, "-c", "import worker.runtime.app as a; print(len(a.app.conf.beat_schedule))"],
         env=env, capture_output=True, text=True, timeout=60, cwd=str(ROOT),
     )  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "0"

@@ -46,9 +46,10 @@ from tests.chaos_support import (
 )
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
-from worker import batches, db, dispatch
-from worker.analyze import analyze
+from worker.pipeline import dispatch
+from worker.pipeline.analyze import analyze
 from worker.settings import Settings
+from worker.store import batches, db
 
 pytestmark = pytest.mark.integration
 

@@ -146,8 +146,8 @@ def check_qtrain_commands(doc: dict[str, Any]) -> list[str]:
 
 
 def app_queues() -> set[str]:
-    """Queue names the Celery app declares (``worker.app``)."""
-    from worker.app import app
+    """Queue names the Celery app declares (``worker.runtime.app``)."""
+    from worker.runtime.app import app
 
     return {q.name for q in app.conf.task_queues}
 
@@ -418,8 +418,8 @@ def test_interpolated_environments_are_accepted_by_the_app(tmp_path: Path) -> No
     """The values compose hands the containers parse with the app's own readers."""
     from celery.schedules import crontab
 
-    from worker.promotion import PromotionConfig
-    from worker.schedule import RetrainConfig, beat_schedule
+    from worker.pipeline.promotion import PromotionConfig
+    from worker.pipeline.schedule import RetrainConfig, beat_schedule
     from worker.settings import Settings
 
     proc = _config(COMPOSE, env_file=ENV_EXAMPLE)
@@ -699,8 +699,9 @@ def test_the_files_the_dockerfile_copies_build_a_complete_wheel(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("qtrain-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = {n for n in names if n.startswith("worker/migrations/") and n.endswith(".sql")}
-    assert shipped == {f"worker/migrations/{p.name}" for p in (ROOT / "worker" / "migrations").glob("*.sql")}
+    shipped = {n for n in names if n.startswith("worker/store/migrations/") and n.endswith(".sql")}
+    sql_files = (ROOT / "worker" / "store" / "migrations").glob("*.sql")
+    assert shipped == {f"worker/store/migrations/{p.name}" for p in sql_files}
     for package in SOURCES:
         assert f"{package}/__init__.py" in names
     (ep,) = [n for n in names if n.endswith("entry_points.txt")]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from model.synthetic import DEFAULT_START
 from tests.pipeline_support import query, seed_candles
-from worker import batches, dispatch
-from worker.analyze import analyze
+from worker.pipeline import dispatch
+from worker.pipeline.analyze import analyze
 from worker.settings import Settings
+from worker.store import batches
 
 
 def test_windows_of_a_range_starting_mid_history_analyse_cleanly(database_url: str) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from model.answer import ANSWER_SCHEMA, AnswerError, parse_answer
 from tests.fake_ollama import BUSY_ERROR, FakeOllama, FakeOllamaProcess, default_answer
+from worker.clients.ollama import OllamaBadRequest, OllamaClient
 from worker.errors import ModelNotFound, OllamaBusy, OllamaServerError, OllamaTimeout, ServiceUnavailable
-from worker.ollama import OllamaBadRequest, OllamaClient
 
 MODEL = "qwen2.5-coder:7b"
 MSGS = [{"role": "system", "content": "sys"}, {"role": "user", "content": "BTC-USDT window 1"}]

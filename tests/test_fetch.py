@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from producer.cli import cli
 from tests.fake_exchange import FakeKucoin, serve
-from worker.fetch import fetch_symbol, make_exchange
+from worker.clients.exchange import fetch_symbol, make_exchange
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
 STEP = 3600

@@ -17,8 +17,8 @@ from kombu.asynchronous.timer import Timer
 
 from producer.workers import start_workers
 from tests.pipeline_support import pipeline_env, seed_candles, train_json, wait_for
-from worker import housekeeping
 from worker.errors import BadInput
+from worker.runtime import housekeeping
 from worker.settings import Settings
 
 

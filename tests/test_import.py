@@ -18,8 +18,8 @@ from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv
 from tests.sql import execute, query
-from worker import candles_store
 from worker.errors import BadInput
+from worker.store import candles as candles_store
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
 NOW = T0 + 400 * 86400

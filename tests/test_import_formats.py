@@ -27,7 +27,7 @@ from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv
 from tests.sql import query
-from worker import candles_store
+from worker.store import candles as candles_store
 
 DATA = Path(__file__).resolve().parent / "data" / "import"
 

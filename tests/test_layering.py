@@ -29,7 +29,7 @@ def project_modules(root: Path = ROOT) -> dict[str, Path]:
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:
-    """The project module an imported dotted name lives in (``worker.db.transaction`` -> ``worker.db``)."""
+    """The project module an imported dotted name lives in (``worker.store.db.transaction`` -> its module)."""
     while name:
         if name in modules:
             return name
@@ -126,3 +126,80 @@ def test_relative_imports_resolve(tmp_path: Path, relative: str) -> None:
     modules = {"worker": tmp_path / "worker/__init__.py", "worker.db": tmp_path / "worker/db.py",
                "worker.x": tmp_path / "worker/x.py"}  # fmt: skip
     assert import_graph(modules)["worker.x"] == {"worker.db"}
+
+
+#: Rooms inside ``worker/``, lowest first: a module imports from its own room or a lower rank, never
+#: from a higher rank or another room of the same rank. The top-level modules (settings, errors,
+#: symbols) are rank 0; the package's ``__init__`` is the entry point (``celery -A worker`` finds the
+#: app there) and sits above every room. Evaluation sits below the pipeline and trading because the
+#: promotion gate and the paper report judge with the same backtest.
+ROOM_RANK = {
+    "store": 1,
+    "embedded": 1,
+    "clients": 2,
+    "evaluation": 3,
+    "pipeline": 4,
+    "trading": 4,
+    "runtime": 5,
+}
+
+
+def _room(module: str) -> tuple[str, int] | None:
+    parts = module.split(".")
+    if parts[0] != "worker":
+        return None
+    if len(parts) == 1:
+        return "worker", max(ROOM_RANK.values()) + 1
+    room = parts[1] if parts[1] in ROOM_RANK else ""
+    return room, ROOM_RANK.get(room, 0)
+
+
+def room_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports inside ``worker/`` that run back up the rooms, or sideways between rooms of one rank."""
+    bad = []
+    for mod, deps in graph.items():
+        src = _room(mod)
+        for dep in deps:
+            dst = _room(dep)
+            if src is None or dst is None or src[0] == dst[0]:
+                continue
+            if dst[1] > src[1] or (dst[1] == src[1] and dst[1] > 0):
+                bad.append((mod, dep))
+    return sorted(bad)
+
+
+def test_rooms_inside_worker_import_one_way() -> None:
+    graph = import_graph(project_modules())
+    rooms = {p.name for p in (ROOT / "worker").iterdir() if (p / "__init__.py").exists()}
+    assert rooms == set(ROOM_RANK), "a new room needs a rank in ROOM_RANK"
+    assert room_violations(graph) == []
+
+
+def test_every_room_has_a_one_line_docstring_and_few_modules_stay_on_top() -> None:
+    for room in ROOM_RANK:
+        doc = ast.get_docstring(ast.parse((ROOT / "worker" / room / "__init__.py").read_text()))
+        assert doc and "\n" not in doc.strip(), f"worker/{room}/__init__.py needs a one-line docstring"
+    top = [p.name for p in (ROOT / "worker").glob("*.py") if p.name != "__init__.py"]
+    assert len(top) <= 6, top
+
+
+def test_the_room_check_catches_an_arrow_back_up(tmp_path: Path) -> None:
+    """The checker on a broken scratch tree: store -> pipeline (up) and pipeline -> trading (sideways)."""
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    for room in ("store", "pipeline", "trading", "clients"):
+        (tmp_path / "worker" / room).mkdir()
+        (tmp_path / "worker" / room / "__init__.py").write_text("")
+    (tmp_path / "worker" / "settings.py").write_text("")
+    (tmp_path / "worker" / "store" / "db.py").write_text("def f():\n    from worker.pipeline import reduce\n")
+    (tmp_path / "worker" / "pipeline" / "reduce.py").write_text(
+        "from worker.store import db\nfrom worker.trading.paper import tick\nfrom worker.clients import llm\n"
+    )
+    (tmp_path / "worker" / "trading" / "paper.py").write_text("from worker import settings\n")
+    (tmp_path / "worker" / "clients" / "llm.py").write_text("from worker.store.db import f\n")
+    bad = room_violations(import_graph(project_modules(tmp_path)))
+    assert bad == [
+        ("worker.pipeline.reduce", "worker.trading.paper"),
+        ("worker.store.db", "worker.pipeline.reduce"),
+    ]

@@ -19,8 +19,8 @@ from tests.evaluation_support import (
     zigzag_candles,
 )
 from tests.pipeline_support import query
-from worker import promotion
-from worker.versions import model_path
+from worker.pipeline import promotion
+from worker.store.versions import model_path
 
 SYMBOL = "ZIG-USDT"
 

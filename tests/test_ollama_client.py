@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from model.answer import ANSWER_SCHEMA
+from worker.clients.ollama import ChatResult, OllamaBadRequest, OllamaClient
 from worker.errors import (
     ModelNotFound,
     OllamaBusy,
@@ -20,7 +21,6 @@ from worker.errors import (
     ServiceUnavailable,
     TemporaryError,
 )
-from worker.ollama import ChatResult, OllamaBadRequest, OllamaClient
 from worker.settings import Settings
 
 MODEL = "qwen2.5-coder:7b"

@@ -27,10 +27,11 @@ from tests.conftest import shared_csv
 from tests.evaluation_support import insert_version
 from tests.fake_exchange import FakeKucoin, serve
 from tests.sql import query
-from worker import paper, promotion
-from worker.agent import AgentSettings
-from worker.fetch import fetch_symbol, make_exchange
+from worker.clients.exchange import fetch_symbol, make_exchange
+from worker.pipeline import promotion
 from worker.settings import Settings
+from worker.trading import paper
+from worker.trading.agent import AgentSettings
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
 STEP = 3600
@@ -269,7 +270,7 @@ def test_paper_cli_start_status_gap_report_stop(
 
 
 def test_paper_beat_entry_from_env(caplog: pytest.LogCaptureFixture) -> None:
-    from worker.paper_task import ENTRY_NAME, paper_beat_schedule
+    from worker.runtime.paper_task import ENTRY_NAME, paper_beat_schedule
 
     entry = paper_beat_schedule({})[ENTRY_NAME]
     assert entry["task"] == "qtrain.paper_tick" and entry["schedule"].total_seconds() == 60

@@ -30,10 +30,11 @@ from tests.evaluation_support import insert_version
 from tests.fake_exchange import FakeKucoin, serve
 from tests.pipeline_support import ROOT, pipeline_env, query, wait_for
 from tests.services import child_env
-from worker import paper, promotion
-from worker.agent import AgentSettings
-from worker.fetch import fetch_symbol, make_exchange
+from worker.clients.exchange import fetch_symbol, make_exchange
+from worker.pipeline import promotion
 from worker.settings import Settings
+from worker.trading import paper
+from worker.trading.agent import AgentSettings
 
 T0 = 1_704_067_200
 STEP = 3600

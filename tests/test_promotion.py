@@ -18,10 +18,10 @@ from tests.evaluation_support import (
     zigzag_candles,
 )
 from tests.pipeline_support import query, seed_candles
-from worker import promotion, reduce
-from worker.completion import complete_symbol
 from worker.errors import BadInput
-from worker.versions import model_path, version_model_path
+from worker.pipeline import promotion, reduce
+from worker.pipeline.completion import complete_symbol
+from worker.store.versions import model_path, version_model_path
 
 SYMBOL = "ZIG-USDT"
 N = 600

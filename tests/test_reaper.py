@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from tests.pipeline_support import query, seed_candles
-from worker import batches, dispatch, reaper
-from worker.analyze import analyze
+from worker.pipeline import dispatch
+from worker.pipeline.analyze import analyze
+from worker.runtime import reaper
 from worker.settings import Settings
+from worker.store import batches
 
 SYMBOL = "BTC-USDT"
 
@@ -26,7 +28,7 @@ def _batch(database_url: str, n: int = 150) -> tuple[Settings, int]:
 
 def _expire(database_url: str, batch_id: int, idx: int) -> None:
     """Move the window's lease into the past, as if its worker had died lease_s ago."""
-    from worker import db
+    from worker.store import db
 
     with db.transaction(database_url) as cur:
         cur.execute(
@@ -136,7 +138,7 @@ def test_missed_reducers_are_enqueued_and_gated_batches_finished(database_url: s
 
 
 def test_one_reaper_at_a_time(database_url: str) -> None:
-    from worker import db
+    from worker.store import db
 
     settings, _ = _batch(database_url)
     with db.transaction(database_url) as cur:

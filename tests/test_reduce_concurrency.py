@@ -6,9 +6,10 @@ import threading
 from pathlib import Path
 
 from tests.pipeline_support import query, seed_candles
-from worker import batches, completion, dispatch
-from worker.analyze import analyze
+from worker.pipeline import completion, dispatch
+from worker.pipeline.analyze import analyze
 from worker.settings import Settings
+from worker.store import batches
 
 
 def _analysed_batch(settings: Settings, seed: int) -> int:

@@ -25,7 +25,7 @@ from model.synthetic import make_candles
 from producer.cli import COMMANDS, load_command
 from tests.pipeline_support import ROOT, pipeline_env, qtrain, seed_candles
 from tests.sql import query
-from worker import batches, db
+from worker.store import batches, db
 
 HEAVY = ("ccxt", "celery", "numpy", "rich", "kombu")
 

@@ -46,7 +46,7 @@ def test_folds_fixture_is_usable():
 
 def test_heuristic_analyses_are_the_workers():
     """Each window: features of WARMUP candles of history plus the window, analysed on the window's
-    rows (``worker.analyze``); windows every ``stride`` from the range's first candle, ending before
+    rows (``worker.pipeline.analyze``); windows every ``stride`` from the range's first candle, ending before
     ``until_ts``; a shared cache changes nothing."""
     fold = FOLDS[1]
     got = heuristic_analyses(

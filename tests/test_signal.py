@@ -20,8 +20,8 @@ from producer.cli import cli
 from tests.evaluation_support import heuristic_version, insert_version
 from tests.fake_exchange import FakeKucoin, serve
 from tests.sql import execute
-from worker import promotion
-from worker.fetch import fetch_symbol, make_exchange
+from worker.clients.exchange import fetch_symbol, make_exchange
+from worker.pipeline import promotion
 from worker.settings import Settings
 
 STEP = 3600

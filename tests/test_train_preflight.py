@@ -61,8 +61,8 @@ def test_a_symbol_without_volume_is_refused(database_url: str, redis_url: str, t
     import numpy as np
 
     from model.synthetic import make_candles
-    from worker import db
-    from worker.candles_store import insert_candles
+    from worker.store import db
+    from worker.store.candles import insert_candles
 
     c = make_candles(300, seed=3, symbol="NOVOL-USDT")
     with db.transaction(database_url) as cur:

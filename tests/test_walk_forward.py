@@ -11,8 +11,9 @@ from model.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_batch, heuristic_version, settings_for
 from tests.pipeline_support import query, seed_candles
-from worker import analyses, walk_forward
+from worker.evaluation import walk_forward
 from worker.settings import DEFAULT_EPOCHS
+from worker.store import analyses
 
 SYMBOL = "BTC-USDT"
 
@@ -28,9 +29,9 @@ def env(database_url, tmp_path, monkeypatch):
     def no_llm(*a, **k):
         raise AssertionError("walk-forward must not call the LLM")
 
-    import worker.ollama
+    import worker.clients.ollama
 
-    monkeypatch.setattr(worker.ollama.OllamaClient, "chat", no_llm)
+    monkeypatch.setattr(worker.clients.ollama.OllamaClient, "chat", no_llm)
     return database_url
 
 
@@ -111,8 +112,8 @@ def test_walk_forward_trains_with_the_reducers_recipe(env):
     from model.qlearning import FastQLearning
     from model.states import StateSpace
     from model.training import train_qtable
-    from worker.analyses import batch_analyses
-    from worker.candles_store import load_candles
+    from worker.store.analyses import batch_analyses
+    from worker.store.candles import load_candles
 
     blob, meta, batch_id = query(env, "SELECT npz, metadata, batch_id FROM agent_state")[0]
     stored, _ = FastQLearning.from_bytes(bytes(blob))

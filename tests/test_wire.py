@@ -20,8 +20,7 @@ from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # no
 from tests.chaos_support import start_batch, wait_batch_finished, wait_until
 from tests.fake_ollama import HUGE_BYTES, FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
-from worker.errors import InvalidModelOutput
-from worker.ollama import (
+from worker.clients.ollama import (
     MAX_JSON_DEPTH,
     MAX_RESPONSE_BYTES,
     OllamaAnswerRefused,
@@ -29,6 +28,7 @@ from worker.ollama import (
     OllamaTooOld,
     json_depth,
 )
+from worker.errors import InvalidModelOutput
 
 MODEL = "qwen2.5-coder:7b"
 MESSAGES = [{"role": "user", "content": "BTC-USDT 1h, 48 candles"}]

@@ -1,7 +1,7 @@
 """Celery app, tasks, Ollama client and PostgreSQL storage.
 
 ``celery -A worker worker`` finds the app through the lazy ``app`` attribute below, so plain
-imports of ``worker.db`` or ``worker.settings`` do not pay for importing Celery.
+imports of ``worker.store.db`` or ``worker.settings`` do not pay for importing Celery.
 """
 
 from typing import Any
@@ -9,7 +9,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
-        from worker.app import app
+        from worker.runtime.app import app
 
         return app
     raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -33,9 +33,9 @@ DEFAULT_OLLAMA_TIMEOUT_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 4
 #: First delay (s) before a window's next attempt; doubles per attempt, with jitter, capped at 300 s.
 DEFAULT_RETRY_BASE_S = 5.0
-#: Longest delay (s) before a retry (``worker.tasks.retry_delay`` caps the backoff there).
+#: Longest delay (s) before a retry (``worker.runtime.tasks.retry_delay`` caps the backoff there).
 MAX_RETRY_DELAY_S = 300.0
-#: Seconds between two runs of the reaper inside each worker (``worker.reaper``).
+#: Seconds between two runs of the reaper inside each worker (``worker.runtime.reaper``).
 DEFAULT_REAP_INTERVAL_S = 60.0
 #: Niceness a worker adds to itself at start, so interactive commands stay quick while it grinds.
 DEFAULT_WORKER_NICE = 10
@@ -62,13 +62,13 @@ def default_lease_s(ollama_timeout_s: float) -> float:
 
 
 RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
-"""Variables of the beat's scheduled retraining (``worker.schedule``)."""
+"""Variables of the beat's scheduled retraining (``worker.pipeline.schedule``)."""
 AGENT_PREFIXES = (
     "QTRAIN_WEIGHTS", "QTRAIN_BUY_THRESHOLD", "QTRAIN_SELL_THRESHOLD", "QTRAIN_MIN_CONFIDENCE",
     "QTRAIN_BOOK_DEPTH", "QTRAIN_TRADES_LIMIT", "QTRAIN_LLM_MAX_RULES", "QTRAIN_PAPER_", "QTRAIN_MARKET_",
     "QTRAIN_EXCHANGE_API_URL",
 )  # fmt: skip
-"""Variables of the run-time agent (``qtrain signal``, paper trading; parsed by ``worker.agent``)."""
+"""Variables of the run-time agent (``qtrain signal``, paper trading; parsed by ``worker.trading.agent``)."""
 
 
 def env_number(
@@ -113,17 +113,17 @@ class Settings:
     lease_s: float = default_lease_s(DEFAULT_OLLAMA_TIMEOUT_S)
     #: Seconds between reaper runs inside each worker.
     reap_interval_s: float = DEFAULT_REAP_INTERVAL_S
-    #: Niceness added to a worker at start (``worker.housekeeping.lower_priority``).
+    #: Niceness added to a worker at start (``worker.runtime.housekeeping.lower_priority``).
     worker_nice: int = DEFAULT_WORKER_NICE
     #: Celery's ``worker_max_memory_per_child``, in MiB (0: off).
     worker_max_memory_mb: int = DEFAULT_WORKER_MAX_MEMORY_MB
     promotion_metric: str = "sharpe"
     promotion_margin: str = "0"
     #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
-    #: checked by ``worker.schedule.RetrainConfig.from_env``).
+    #: checked by ``worker.pipeline.schedule.RetrainConfig.from_env``).
     retrain_env: Mapping[str, str] = field(default_factory=dict)
     #: The run-time agent's variables as given (``AGENT_PREFIXES``; parsed and checked by
-    #: ``worker.agent.AgentSettings.from_env``): weights, thresholds, min_confidence, paper tick.
+    #: ``worker.trading.agent.AgentSettings.from_env``): weights, thresholds, min_confidence, paper tick.
     agent_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Talking to servers outside qtrain: the LLM servers and the exchanges (ccxt)."""

@@ -1,0 +1,1 @@
+"""Judging Q-tables on history: backtests, walk-forward folds and the scoreboard."""

@@ -1,0 +1,154 @@
+"""``qtrain evaluate`` from stored data: the walk-forward scoreboard of ``model.scoreboard`` over the
+candles in PostgreSQL, with the heuristic analyst in-process or the LLM analyses already cached.
+
+``--analyst heuristic`` writes each fold's analyses in-process from its training part (no workers,
+no LLM); ``--analyst cached`` uses the analyses stored in ``btc.ollama_analyses`` (a real LLM's,
+from earlier batches) for the windows of each fold's training part, and never calls Ollama. The
+same inputs give the same output, byte for byte: folds, analyses and every policy are
+deterministic (the random baseline is seeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from model import scoreboard
+from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
+from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
+from worker.errors import BadInput
+from worker.settings import DEFAULT_STRIDE, DEFAULT_TIMEFRAME, DEFAULT_WINDOW
+from worker.store import analyses
+from worker.store.candles import load_candles
+
+ANALYSTS = ("heuristic", "cached")
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """What ``qtrain evaluate`` was asked for."""
+
+    symbols: tuple[str, ...]
+    timeframe: str = DEFAULT_TIMEFRAME
+    train_days: int = DEFAULT_TRAIN_DAYS
+    test_days: int = DEFAULT_TEST_DAYS
+    since: int | None = None
+    until: int | None = None
+    analyst: str = "heuristic"
+    recipes: tuple[str, ...] = (DEFAULT_RECIPE,)
+    random_seeds: int = 50
+    fee: float = 0.001
+    seed: int = 0
+    model: str | None = None
+
+    def check(self) -> None:
+        """BadInput (one line) for an option out of range."""
+        if self.analyst not in ANALYSTS:
+            raise BadInput(f"--analyst must be one of {', '.join(ANALYSTS)}, got {self.analyst!r}")
+        unknown = [r for r in self.recipes if r not in RECIPES]
+        if unknown:
+            raise BadInput(f"unknown --recipe {', '.join(unknown)}: use one of {', '.join(sorted(RECIPES))}")
+        if self.train_days < 7 or self.test_days < 7:
+            raise BadInput("--train-days and --test-days must be >= 7")
+        if self.random_seeds < 1:
+            raise BadInput(f"--random-seeds must be >= 1, got {self.random_seeds}")
+
+
+@dataclass(frozen=True)
+class Scoreboard:
+    """Every fold's record (``model.scoreboard.fold_record``), the summary, and what was used."""
+
+    folds: list[dict[str, Any]]
+    summary: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of ``qtrain evaluate --json`` (issue 10's shape, plus ``params`` and ``notes``)."""
+        return {"folds": self.folds, "summary": self.summary, "params": self.params, "notes": self.notes}
+
+
+@dataclass(frozen=True)
+class SymbolPlan:
+    """One symbol's stored candles and its folds."""
+
+    symbol: str
+    candles: Any
+    folds: list[Fold]
+
+
+def plan(url: str, req: EvaluateRequest) -> list[SymbolPlan]:
+    """Load each symbol's candles and cut its folds; BadInput when a symbol has none to evaluate."""
+    req.check()
+    out = []
+    for symbol in req.symbols:
+        candles = load_candles(url, symbol, req.timeframe)
+        folds = rolling_folds(
+            candles.ts, timeframe=req.timeframe, train_days=req.train_days, test_days=req.test_days,
+            since=req.since, until=req.until,
+        )  # fmt: skip
+        if not folds:
+            raise BadInput(
+                f"{symbol}: no fold of {req.train_days} training + {req.test_days} test days fits the stored"
+                f" {req.timeframe} candles ({len(candles)}): import more history or shorten --train-days"
+            )
+        out.append(SymbolPlan(symbol, candles, folds))
+    return out
+
+
+def _analyses_for(
+    url: str, req: EvaluateRequest, p: SymbolPlan, fold: Fold, cache: Any
+) -> list[AnalysedWindow]:
+    """The analyses a fold trains with: heuristic ones of its training part, or the cached LLM ones."""
+    if req.analyst == "heuristic":
+        return scoreboard.heuristic_analyses(
+            p.candles, since_ts=fold.train_since, until_ts=fold.test_since, window=DEFAULT_WINDOW,
+            stride=DEFAULT_STRIDE, cache=cache,
+        )  # fmt: skip
+    return analyses.cached_analyses(
+        url, p.symbol, req.timeframe, since=fold.train_since, until=fold.test_since, model=req.model
+    )
+
+
+def evaluate(
+    url: str, req: EvaluateRequest, *, progress: Callable[[str, int, int], None] | None = None
+) -> Scoreboard:
+    """The scoreboard of the module docstring; ``progress(symbol, done, total)`` after each fold."""
+    plans = plan(url, req)
+    total = sum(len(p.folds) for p in plans)
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    cached_found = 0
+    done = 0
+    for p in plans:
+        cache: dict[Any, AnalysedWindow] = {}
+        for fold in p.folds:
+            analysed = _analyses_for(url, req, p, fold, cache)
+            cached_found += len(analysed) if req.analyst == "cached" else 0
+            policies = scoreboard.evaluate_fold(
+                p.candles, fold, analysed, recipes=req.recipes, random_seeds=req.random_seeds, fee=req.fee,
+                seed=req.seed,
+            )  # fmt: skip
+            records.append(scoreboard.fold_record(p.symbol, fold, policies))
+            done += 1
+            if progress is not None:
+                progress(p.symbol, done, total)
+    if req.analyst == "cached":
+        notes.append(
+            f"cached analyst: {cached_found} stored analyses used over {total} folds"
+            + (" (none found: the tables trained without LLM shaping)" if cached_found == 0 else "")
+        )
+    params = {
+        "timeframe": req.timeframe, "train_days": req.train_days, "test_days": req.test_days,
+        "analyst": req.analyst, "recipes": list(req.recipes), "random_seeds": req.random_seeds,
+        "fee": req.fee, "seed": req.seed, "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE,
+    }  # fmt: skip
+    return Scoreboard(folds=records, summary=scoreboard.summarise(records), notes=notes, params=params)
+
+
+def recipes_of(names: Sequence[str]) -> tuple[str, ...]:
+    """The recipes to score: the default one first, then the others asked, each once."""
+    out = [DEFAULT_RECIPE]
+    out.extend(n for n in names if n not in out)
+    return tuple(out)

@@ -1,0 +1,158 @@
+"""The reducer: merge a symbol's analyses into a new Q-table version, once per batch.
+
+Runs under the symbol's lock (``versions.lock_symbol``). Inputs are rebuilt from PostgreSQL
+(candles of the batch's range and the analyses its windows point to, in window order), never from
+task results, so the table depends only on the batch, the stored data and the seed: not on how
+many workers ran or in which order tasks finished. Training uses the first ``1 - holdout`` of the
+range; the tail is kept for the promotion backtest. How the table is trained (the recipe and its
+reward) is ``model.training``'s; the batch records its recipe (``params.recipe``, default
+``model.training.DEFAULT_RECIPE``). Warm start: when the symbol's latest version uses the same
+state space, an iterative recipe (``qlearning``) continues from it (DESIGN: "load the current
+Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
+
+The reducer only makes the version; the task (``worker.runtime.tasks.reduce_symbol``) then runs the
+promotion gate and marks the batch done, in that order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from model.candles import Candles, timeframe_seconds
+from model.qlearning import FastQLearning
+from model.states import StateSpace
+from model.training import AnalysedWindow, recipe_metadata, train_qtable
+from worker.errors import BadInput
+from worker.settings import DEFAULT_HOLDOUT, Settings
+from worker.store import analyses, batches, db, versions
+from worker.store.candles import load_candles
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What the reducer trains on: the batch range minus its holdout tail, and the analysed windows."""
+
+    train: Candles
+    analysed: list[AnalysedWindow]
+    range_since: int
+    train_until: int
+    range_until: int
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """The reducer's outcome: the batch's version for the symbol (None while windows are unfinished),
+    whether this run created it, and whether its promotion gate has run already."""
+
+    symbol: str
+    version: int | None
+    created: bool
+    gated: bool = False
+    sha256: str | None = None
+
+
+def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, symbol: str) -> TrainInputs:
+    """The batch's training candles (its range minus the holdout tail) and analysed windows."""
+    candles = load_candles(settings.database_url, symbol, spec.timeframe, since=spec.since, until=spec.until)
+    if len(candles) < 3:
+        raise BadInput(f"{symbol}: fewer than 3 candles in the batch's range; import or fetch candles")
+    holdout = float(spec.params.get("holdout", DEFAULT_HOLDOUT))
+    n_train = max(2, int(round(len(candles) * (1.0 - holdout))))
+    train = candles.slice(0, n_train)
+    step = timeframe_seconds(spec.timeframe)
+    return TrainInputs(
+        train=train,
+        analysed=analyses.batch_analyses(settings.database_url, batch_id, symbol),
+        range_since=int(candles.ts[0]),
+        train_until=int(train.ts[-1]) + step,
+        range_until=int(candles.ts[-1]) + step,
+    )
+
+
+def _warm_start(cur: Any, symbol: str, space: StateSpace) -> tuple[int, FastQLearning | None]:
+    """The latest version number, and its table when it can seed this one (same state space)."""
+    version, learner, meta = versions.latest_version(cur, symbol)
+    if learner is None or meta.get("state_space") != space.to_json() or learner.q.shape[0] != space.n_states:
+        return version, None
+    return version, learner
+
+
+def batch_recipe(spec: batches.BatchSpec) -> tuple[str, dict[str, Any]]:
+    """The recipe a batch trains with and its parameter overrides (``params.recipe`` and
+    ``params.recipe_params``; a batch written before recipes existed trained ``qlearning``)."""
+    return str(spec.params.get("recipe", "qlearning")), dict(spec.params.get("recipe_params", {}))
+
+
+def _train(
+    spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace
+) -> Any:
+    recipe, overrides = batch_recipe(spec)
+    return train_qtable(
+        inputs.train, inputs.analysed, space=space, recipe=recipe, epochs=spec.epochs, seed=spec.seed,
+        initial=initial, **overrides,
+    )  # fmt: skip
+
+
+def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> Reduced:
+    """Create this batch's Q-table version for ``symbol`` unless it exists (idempotent per batch)."""
+    url = settings.database_url
+    loaded = batches.load_batch(url, batch_id)
+    if loaded is None:
+        raise BadInput(f"batch {batch_id} does not exist")
+    spec, _ = loaded
+    with db.transaction(url) as cur:
+        versions.lock_symbol(cur, symbol)
+        existing = versions.batch_version(cur, symbol, batch_id)
+        if existing is not None:  # a second run, or a concurrent one that won the lock
+            return Reduced(symbol, existing[0], created=False, gated=existing[1])
+        if batches.unfinished_count_in(cur, batch_id, symbol) > 0:
+            return Reduced(symbol, None, created=False)
+        inputs = train_inputs(settings, batch_id, spec, symbol)
+        space = StateSpace.default()
+        prev_version, initial = _warm_start(cur, symbol, space)
+        learner, stats, data = _train(spec, inputs, initial, space)
+        version = prev_version + 1
+        warm = initial is not None and bool(getattr(stats, "warm_start_used", True))
+        metadata = _metadata(spec, batch_id, symbol, version, inputs, space, stats, data.n_windows,
+                             warm=prev_version if warm else None)  # fmt: skip
+        blob = learner.to_bytes(metadata)  # no wall-clock values inside: same batch -> same bytes
+        digest = versions.insert_version(
+            cur, symbol, version, batch_id, blob, {**metadata, "train_seconds": stats.seconds}
+        )
+    versions.write_version_file(settings, symbol, version, blob, metadata)
+    return Reduced(symbol, version, created=True, sha256=digest)
+
+
+def _metadata(
+    spec: batches.BatchSpec, batch_id: int, symbol: str, version: int, inputs: TrainInputs,
+    space: StateSpace, stats: Any, n_windows: int, *, warm: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The version's metadata (saved inside the .npz and in ``agent_state``): the recipe (name and
+    every parameter), the seed and epochs, the spans trained and held out."""
+    recipe, overrides = batch_recipe(spec)
+    return {
+        "symbol": symbol,
+        "timeframe": spec.timeframe,
+        "version": version,
+        "batch_id": batch_id,
+        "warm_start_version": warm,
+        "state_space": space.to_json(),
+        "recipe": recipe_metadata(recipe, **overrides),
+        "hyper_parameters": {"epochs": spec.epochs, "seed": spec.seed},
+        "train_since": inputs.range_since,
+        "train_until": inputs.train_until,
+        "holdout_until": inputs.range_until,
+        "n_train_candles": len(inputs.train),
+        "n_analysed_windows": n_windows,
+        "analyst": spec.analyst,
+        "model": spec.model,
+        "train_stats": {k: v for k, v in _jsonable(stats).items() if k != "seconds"},  # no wall clock
+    }
+
+
+def _jsonable(stats: Any) -> Any:
+    if hasattr(stats, "__dataclass_fields__"):
+        stats = asdict(stats)
+    return json.loads(json.dumps(stats, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

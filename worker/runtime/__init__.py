@@ -1,0 +1,1 @@
+"""The Celery runtime: app configuration, tasks, beat schedules, reaper, housekeeping."""

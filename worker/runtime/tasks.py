@@ -1,0 +1,167 @@
+"""Celery tasks, kept thin: decode ids, call the step, record the outcome, maybe start the reducer.
+
+Completion: no chord. Each analyse task, once its window is final, counts the symbol's unfinished
+windows in PostgreSQL and enqueues ``qtrain.reduce_symbol`` when none is left. A chord on the
+Redis backend can fire its callback early when a header task is redelivered (celery issues 4207,
+6358); the PostgreSQL count cannot, because it reads committed window states. Two tasks finishing
+at once may both enqueue the reducer: it is idempotent (advisory lock + one version per batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker.errors import PermanentError, ServiceUnavailable, TemporaryError
+from worker.pipeline import completion
+from worker.pipeline.analyze import HEURISTIC, analyze
+from worker.runtime.app import (
+    ANALYZE_HARD_LIMIT_S,
+    ANALYZE_SOFT_LIMIT_S,
+    REDUCE_HARD_LIMIT_S,
+    REDUCE_SOFT_LIMIT_S,
+    SETTINGS,
+    app,
+)
+from worker.store import batches
+
+log = logging.getLogger("qtrain.tasks")
+_clients: dict[int, Any] = {}
+
+
+def ollama_client() -> Any:
+    """This process's Ollama client (one httpx connection pool per process, reused)."""
+    from worker.clients.ollama import OllamaClient
+
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients.clear()
+        _clients[pid] = OllamaClient.from_settings(SETTINGS)
+    return _clients[pid]
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter: base * 2^(attempt-1) * U(0.5, 1.5), at most 300 s."""
+    return min(300.0, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def maybe_reduce(batch_id: int, symbol: str) -> bool:
+    """Enqueue the symbol's reducer when none of its windows is pending or running."""
+    if batches.unfinished_count(SETTINGS.database_url, batch_id, symbol) == 0:
+        reduce_symbol.apply_async((batch_id, symbol))
+        return True
+    return False
+
+
+@app.task(
+    name="qtrain.analyze_window",
+    bind=True,
+    max_retries=None,
+    soft_time_limit=ANALYZE_SOFT_LIMIT_S,
+    time_limit=ANALYZE_HARD_LIMIT_S,
+)
+def analyze_window(
+    self: Any, batch_id: int, symbol: str, idx: int, handover: int | None = None
+) -> dict[str, Any]:
+    """Analyse window ``idx`` of ``symbol`` in ``batch_id``; the result is a tiny status dict.
+
+    PostgreSQL unreachable (a restart) while claiming or recording the outcome: the task is retried
+    later, handing over its attempt number (``handover``) so that the retry's claim does not count
+    the window's still-``running`` state as a lost worker. The window is then still ``pending`` or
+    ``running``, both claimable, so it is never left behind by a task that gave up; and a window
+    already final only gets its reducer check redone.
+    """
+    claimed: list[int] = []
+    try:
+        return _analyze_window(self, batch_id, symbol, idx, handover, claimed)
+    except ServiceUnavailable as exc:
+        after = claimed[-1] if claimed else handover
+        raise self.retry(
+            exc=exc, countdown=retry_delay(self.request.retries + 1, 2.0), kwargs={"handover": after}
+        ) from exc
+
+
+SUPERSEDED = {"status": "superseded"}
+"""What a copy whose claim was taken over returns: it wrote nothing (see ``batches.finish_window``)."""
+
+
+def _analyze_window(
+    self: Any, batch_id: int, symbol: str, idx: int, handover: int | None, claimed: list[int]
+) -> dict[str, Any]:
+    url = SETTINGS.database_url
+    window, final = batches.claim_window(
+        url, batch_id, symbol, idx, lease_s=SETTINGS.lease_s, max_lost=SETTINGS.max_attempts,
+        handover=handover,
+    )  # fmt: skip
+    if window is None:
+        if final is not None:
+            maybe_reduce(batch_id, symbol)  # a redelivery (or a poison window): the reducer may be due
+        return {"status": final or "missing", "redelivered": final is not None}
+    claimed.append(window.attempts)
+    attempt = window.attempts
+    try:
+        client = None if window.analyst == HEURISTIC else ollama_client()
+        status = analyze(url, window, client)
+    except batches.Superseded:
+        return SUPERSEDED
+    except (TemporaryError, SoftTimeLimitExceeded) as exc:
+        reason = str(exc) or type(exc).__name__
+        if window.attempts < SETTINGS.max_attempts:
+            delay = retry_delay(window.attempts, SETTINGS.retry_base_s)
+            if not batches.set_window_status(
+                url, batch_id, symbol, idx, "pending", f"attempt {attempt} failed: {reason}",
+                attempt=attempt, lease_s=delay + SETTINGS.lease_s,
+            ):  # fmt: skip
+                return SUPERSEDED
+            raise self.retry(countdown=delay, kwargs={}) from exc
+        status = "failed"
+        if not batches.set_window_status(
+            url, batch_id, symbol, idx, status, f"gave up after {attempt} attempts: {reason}", attempt=attempt
+        ):
+            return SUPERSEDED
+    except PermanentError as exc:
+        status = "failed"
+        if not batches.set_window_status(url, batch_id, symbol, idx, status, str(exc), attempt=attempt):
+            return SUPERSEDED
+    except Exception as exc:  # a bug must not leave the batch stuck: record it, log the traceback
+        log.exception("analyse %s/%s/%s crashed", batch_id, symbol, idx)
+        status = "failed"
+        reason = f"internal error: {exc!r}"
+        if not batches.set_window_status(url, batch_id, symbol, idx, status, reason, attempt=attempt):
+            return SUPERSEDED
+    maybe_reduce(batch_id, symbol)
+    return {"status": status}
+
+
+@app.task(
+    name="qtrain.reduce_symbol",
+    bind=True,
+    max_retries=5,
+    soft_time_limit=REDUCE_SOFT_LIMIT_S,
+    time_limit=REDUCE_HARD_LIMIT_S,
+)
+def reduce_symbol(self: Any, batch_id: int, symbol: str) -> dict[str, Any]:
+    """Reduce, gate and export ``symbol``'s version, then maybe mark the batch done (see
+    ``worker.pipeline.completion`` for the order and why)."""
+    url = SETTINGS.database_url
+    try:
+        return completion.complete_symbol(SETTINGS, batch_id, symbol)
+    except TemporaryError as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, 5.0)) from exc
+        batches.fail_batch(url, batch_id, f"reducer {symbol}: {exc}")
+        raise
+    except Exception as exc:  # recorded, so that `--wait` and `status` stop waiting for it
+        log.exception("reduce %s/%s crashed", batch_id, symbol)
+        batches.fail_batch(url, batch_id, f"reducer {symbol} failed: {exc!r}")
+        raise
+
+
+@app.task(name="qtrain.ping")
+def ping() -> str:
+    """A no-op health check (``celery -A worker call qtrain.ping``); also the benchmark baseline."""
+    return "pong"

@@ -1,0 +1,1 @@
+"""PostgreSQL rows: connections, migrations, batches, windows, analyses, versions, candles."""
