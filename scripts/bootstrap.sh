@@ -4,7 +4,7 @@
 #     line and exit 1: an explicit URL is never silently replaced);
 #   - else the default address (127.0.0.1:5432, 127.0.0.1:6379) when something answers there;
 #   - else (and for both with QTRAIN_EMBEDDED=1) an embedded server under .qtrain/ from the optional
-#     extra qtrain[embedded] (installed here when missing; `python -m worker.embedded.servers`), announced
+#     extra qtrain[embedded] (installed here when missing; `python -m worker.embedded`), announced
 #     in one line and stopped when the script exits.
 # scripts/test ignores those URLs: the tests use the default addresses or the embedded servers
 # (passed as pytest --pg/--redis) and build every child process's environment themselves.
@@ -98,12 +98,12 @@ if [ ${#EMBED[@]} -gt 0 ]; then
     1|true|yes) reason="QTRAIN_EMBEDDED=${QTRAIN_EMBEDDED}" ;;
     *) reason="nothing answers at the default address" ;;
   esac
-  "$VENV/bin/python" -m worker.embedded.servers start "${EMBED[@]}" --holder $$ --reason "$reason" >&2
-  trap '"$VENV/bin/python" -m worker.embedded.servers stop --holder $$ >&2' EXIT
+  "$VENV/bin/python" -m worker.embedded start "${EMBED[@]}" --holder $$ --reason "$reason" >&2
+  trap '"$VENV/bin/python" -m worker.embedded stop --holder $$ >&2' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   EMBEDDED_PG="" EMBEDDED_REDIS=""
-  eval "$("$VENV/bin/python" -m worker.embedded.servers env "${EMBED[@]}")"
+  eval "$("$VENV/bin/python" -m worker.embedded env "${EMBED[@]}")"
   if [ -n "$EMBEDDED_PG" ]; then SERVICE_ARGS+=(--pg "$EMBEDDED_PG"); fi
   if [ -n "$EMBEDDED_REDIS" ]; then SERVICE_ARGS+=(--redis "$EMBEDDED_REDIS"); fi
 fi

