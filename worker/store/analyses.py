@@ -16,6 +16,7 @@ from model.answer import Analysis
 from model.rules import Rule, rule_from_json, rule_to_json
 from model.training import AnalysedWindow
 from worker.store import batches, db
+from worker.store.db import Cursor
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def mark_cached(
         batches.finish_window(cur, batch_id, symbol, idx, "cached", analysis_id=analysis_id, attempt=attempt)
 
 
-def rules_of(cur: Any, analysis_ids: list[int]) -> dict[int, tuple[Rule, ...]]:
+def rules_of(cur: Cursor, analysis_ids: list[int]) -> dict[int, tuple[Rule, ...]]:
     """The stored rules of each analysis id, in rule order (ids without rules map to ``()``)."""
     found: dict[int, list[Rule]] = {i: [] for i in analysis_ids}
     if analysis_ids:
@@ -168,7 +169,7 @@ def cached_analyses(
         return _analysed(cur, cur.fetchall())
 
 
-def _analysed(cur: Any, rows: list[Any]) -> list[AnalysedWindow]:
+def _analysed(cur: Cursor, rows: list[Any]) -> list[AnalysedWindow]:
     """Rows ``(analysis id, start_ts, end_ts, action, confidence)`` as ``AnalysedWindow``s with rules."""
     rules = rules_of(cur, sorted({int(r[0]) for r in rows}))
     return [

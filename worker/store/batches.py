@@ -23,6 +23,7 @@ from typing import Any
 from worker.errors import QtrainError
 from worker.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_OLLAMA_TIMEOUT_S, default_lease_s
 from worker.store import db
+from worker.store.db import Cursor
 
 STATUSES = ("pending", "running", "done", "cached", "failed")
 FINAL = ("done", "cached", "failed")
@@ -125,7 +126,8 @@ def _windows_csv(batch_id: int, windows: Iterable[tuple[str, int, int, int, str]
 
     def iso(ts: tuple[int, ...]) -> list[str]:
         text = np.datetime_as_string(np.asarray(ts, dtype="datetime64[s]"), unit="s")
-        return np.char.add(text, "Z").tolist()
+        out: list[str] = np.char.add(text, "Z").tolist()
+        return out
 
     out = csv.writer(buf, lineterminator="\n")
     ids = [batch_id] * len(rows)
@@ -228,7 +230,7 @@ _FENCE = " AND attempts = %s AND status = 'running'"
 
 
 def finish_window(
-    cur: Any, batch_id: int, symbol: str, idx: int, status: str, *, analysis_id: int | None = None,
+    cur: Cursor, batch_id: int, symbol: str, idx: int, status: str, *, analysis_id: int | None = None,
     error: str | None = None, attempt: int | None = None,
 ) -> None:  # fmt: skip
     """Set a window's final status inside the caller's transaction.
@@ -271,7 +273,7 @@ def set_window_status(
         return bool(cur.rowcount == 1)
 
 
-def reclaimed_by_symbol(cur: Any, batch_id: int) -> dict[str, int]:
+def reclaimed_by_symbol(cur: Cursor, batch_id: int) -> dict[str, int]:
     """Per symbol, how many of the batch's windows were taken back after losing their worker."""
     cur.execute(
         "SELECT symbol, count(*) FROM btc.windows WHERE batch_id = %s AND lost > 0 GROUP BY symbol",
@@ -280,7 +282,7 @@ def reclaimed_by_symbol(cur: Any, batch_id: int) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in cur.fetchall()}
 
 
-def unfinished_count_in(cur: Any, batch_id: int, symbol: str) -> int:
+def unfinished_count_in(cur: Cursor, batch_id: int, symbol: str) -> int:
     """How many of a symbol's windows in a batch are still pending or running (caller's cursor)."""
     cur.execute(
         "SELECT count(*) FROM btc.windows WHERE batch_id = %s AND symbol = %s AND status = ANY(%s)",
@@ -416,7 +418,7 @@ class BatchStatus:
         }
 
 
-def _symbol_counts(cur: Any, batch_id: int) -> tuple[dict[str, dict[str, int]], int, float]:
+def _symbol_counts(cur: Cursor, batch_id: int) -> tuple[dict[str, dict[str, int]], int, float]:
     """Windows per symbol and status, and the tokens and LLM seconds of the ``done`` ones.
 
     Read from ``btc.window_counts`` (migration 0006: kept up to date by triggers on ``btc.windows``),

@@ -17,6 +17,7 @@ import psycopg2.extensions
 from model.candles import TIMEFRAME_SECONDS, Candles, timeframe_seconds
 from worker.errors import BadInput
 from worker.store import db
+from worker.store.db import Cursor
 from worker.symbols import normalize_symbol
 
 _COLUMNS = (
@@ -59,7 +60,7 @@ def _copy_buffer(
     ts: np.ndarray,
     ohlcv: tuple[np.ndarray, ...],
     optional: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None],
-    flag: np.ndarray | None,
+    flag: np.ndarray | list[str | None] | None,
 ) -> io.StringIO:
     n = len(ts)
     none = np.full(n, np.nan)
@@ -81,7 +82,7 @@ def _copy_buffer(
 
 
 def insert_candles_report(
-    cur: psycopg2.extensions.cursor,
+    cur: Cursor,
     symbol: str,
     timeframe: str,
     ts: np.ndarray,
@@ -136,7 +137,7 @@ def insert_candles_report(
 
 
 def insert_candles(
-    cur: psycopg2.extensions.cursor,
+    cur: Cursor,
     symbol: str,
     timeframe: str,
     ts: np.ndarray,
@@ -153,7 +154,7 @@ def insert_candles(
     ).inserted
 
 
-def max_ts(cur: psycopg2.extensions.cursor, symbol: str, timeframe: str) -> int | None:
+def max_ts(cur: Cursor, symbol: str, timeframe: str) -> int | None:
     """Epoch seconds of the newest stored candle of ``symbol``/``timeframe``, or None."""
     try:
         cur.execute(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import IO, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -53,6 +54,20 @@ class _Pool:
             for conn in self.idle:
                 conn.close()
             self.idle.clear()
+
+
+class Cursor(Protocol):
+    """The part of psycopg2's cursor that qtrain's storage uses, typed (psycopg2 ships no stubs).
+
+    Rows stay ``Any``: each query decodes its own columns.
+    """
+
+    rowcount: int
+
+    def execute(self, query: Any, vars: Sequence[Any] | Mapping[str, Any] | None = None) -> None: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def copy_expert(self, sql: Any, file: IO[str], size: int = ...) -> None: ...
 
 
 def _server_hung_up(conn: psycopg2.extensions.connection) -> bool:
@@ -129,7 +144,7 @@ def _pool(url: str) -> _Pool:
 
 
 @contextmanager
-def transaction(url: str, *, durable: bool = True) -> Iterator[psycopg2.extensions.cursor]:
+def transaction(url: str, *, durable: bool = True) -> Iterator[Cursor]:
     """A cursor from this process's pool inside one transaction: commit on success, else rollback.
 
     ``durable=False`` commits without waiting for the WAL flush (``synchronous_commit = off``):

@@ -23,6 +23,7 @@ from model.states import StateSpace
 from worker.errors import BadInput, QtrainError
 from worker.settings import DEFAULT_TIMEFRAME, Settings
 from worker.store import db
+from worker.store.db import Cursor
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class StoredVersion:
         return int(lo), int(hi)
 
 
-def lock_symbol(cur: Any, symbol: str) -> None:
+def lock_symbol(cur: Cursor, symbol: str) -> None:
     """Take the symbol's transaction-scoped advisory lock: one writer of its versions at a time."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.reduce:{symbol}",))
 
@@ -104,14 +105,14 @@ def load_version(
     return _stored(row)
 
 
-def promoted_version(cur: Any, symbol: str) -> StoredVersion | None:
+def promoted_version(cur: Cursor, symbol: str) -> StoredVersion | None:
     """The promoted version of ``symbol`` read through the caller's cursor, or None."""
     cur.execute(f"SELECT {_COLS} FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
     row = cur.fetchone()
     return None if row is None else _stored(row)
 
 
-def latest_version(cur: Any, symbol: str) -> tuple[int, FastQLearning | None, dict[str, Any]]:
+def latest_version(cur: Cursor, symbol: str) -> tuple[int, FastQLearning | None, dict[str, Any]]:
     """The newest version number of ``symbol`` (0: none), its table and metadata, through ``cur``."""
     cur.execute(
         "SELECT version, npz FROM btc.agent_state WHERE symbol = %s ORDER BY version DESC LIMIT 1", (symbol,)
@@ -123,7 +124,7 @@ def latest_version(cur: Any, symbol: str) -> tuple[int, FastQLearning | None, di
     return int(row[0]), learner, meta
 
 
-def batch_version(cur: Any, symbol: str, batch_id: int) -> tuple[int, bool] | None:
+def batch_version(cur: Cursor, symbol: str, batch_id: int) -> tuple[int, bool] | None:
     """The version a batch's reducer made for ``symbol`` and whether its gate has run, or None."""
     cur.execute(
         "SELECT version, gated_at IS NOT NULL FROM btc.agent_state WHERE symbol = %s AND batch_id = %s",
@@ -134,7 +135,7 @@ def batch_version(cur: Any, symbol: str, batch_id: int) -> tuple[int, bool] | No
 
 
 def insert_version(
-    cur: Any, symbol: str, version: int, batch_id: int, blob: bytes, metadata: dict[str, Any]
+    cur: Cursor, symbol: str, version: int, batch_id: int, blob: bytes, metadata: dict[str, Any]
 ) -> str:
     """Insert a new version row through the caller's cursor (who holds the symbol lock); its sha256."""
     digest = hashlib.sha256(blob).hexdigest()
@@ -146,7 +147,7 @@ def insert_version(
     return digest
 
 
-def mark_gated(cur: Any, symbol: str, version: int) -> None:
+def mark_gated(cur: Cursor, symbol: str, version: int) -> None:
     """Record that the promotion gate ran on a version (promoted or not, or its failure recorded)."""
     cur.execute(
         "UPDATE btc.agent_state SET gated_at = coalesce(gated_at, now()) WHERE symbol = %s AND version = %s",
