@@ -22,6 +22,7 @@ import numpy as np
 from model.candles import timeframe_seconds
 from model.defects import OUTLIER_FLAG, outliers
 from worker.errors import BadInput, ServiceUnavailable
+from worker.retry import backoff_s
 from worker.store import candles as candles_store
 from worker.store import db
 from worker.symbols import normalize_symbol, to_ccxt
@@ -32,6 +33,8 @@ DEFAULT_LIMIT = 1000
 #: Attempts per request before giving up; waits 1, 2, 4, ... seconds (capped at 60) in between.
 DEFAULT_MAX_ATTEMPTS = 6
 BACKOFF_BASE_S = 1.0
+#: Longest wait (s) between two tries of one ccxt request.
+BACKOFF_MAX_S = 60.0
 _RETRYABLE = (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.RequestTimeout, ccxt.NetworkError)
 
 
@@ -108,7 +111,7 @@ def ccxt_call(
                     f"{what}: still failing after {max_attempts} attempts ({type(exc).__name__})"
                 ) from exc
             on_retry()
-            sleep(min(60.0, BACKOFF_BASE_S * 2**attempt))
+            sleep(backoff_s(attempt + 1, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_MAX_S))
         except ccxt.BadSymbol as exc:
             raise BadInput(f"{what}: no market {symbol}") from exc
         except ccxt.ExchangeError as exc:

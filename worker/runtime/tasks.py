@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from worker.errors import PermanentError, ServiceUnavailable, TemporaryError
 from worker.pipeline import completion
 from worker.pipeline.analyze import HEURISTIC, analyze
+from worker.retry import backoff_s
 from worker.runtime.app import (
     ANALYZE_HARD_LIMIT_S,
     ANALYZE_SOFT_LIMIT_S,
@@ -27,6 +28,7 @@ from worker.runtime.app import (
     SETTINGS,
     app,
 )
+from worker.settings import MAX_RETRY_DELAY_S
 from worker.store import batches
 
 log = logging.getLogger("qtrain.tasks")
@@ -44,9 +46,13 @@ def ollama_client() -> Any:
     return _clients[pid]
 
 
+#: Jitter of the retry delays (a process-wide generator: delays need spread, not reproducibility).
+_RNG = random.Random()
+
+
 def retry_delay(attempt: int, base: float) -> float:
-    """Exponential backoff with jitter: base * 2^(attempt-1) * U(0.5, 1.5), at most 300 s."""
-    return min(300.0, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)
+    """Delay before a window's next attempt: ``worker.retry.backoff_s``, at most ``MAX_RETRY_DELAY_S``."""
+    return backoff_s(attempt, base_s=base, cap_s=MAX_RETRY_DELAY_S, rng=_RNG)
 
 
 def maybe_reduce(batch_id: int, symbol: str) -> bool:
