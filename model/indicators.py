@@ -31,7 +31,6 @@ BoolArray = npt.NDArray[np.bool_]
 
 _LOG_RANGE = 230.0  # ln(1e100): a**-B stays far inside the float64 range
 _MAX_FILTER_BLOCK = 2048
-_EPS = float(np.finfo(np.float64).eps)
 
 
 def _series(name: str, x: npt.ArrayLike) -> FloatArray:

@@ -42,7 +42,6 @@ from model.training import DEFAULT_RECIPE, AnalysedWindow, train_qtable
 from model.windows import plan_windows
 
 RANDOM_P_TRADE = 0.05
-SUMMARY_KEYS = ("median_sharpe", "beats_random_median", "beats_buy_and_hold", "folds", "trades_per_fold")
 
 AnalysisCache = dict[tuple[str, str, int, int], AnalysedWindow]
 """``(symbol, timeframe, start_ts, end_ts)`` -> analysis; share one across folds of one series."""

@@ -1,7 +1,7 @@
 """qtrain's exceptions: one base, two branches.
 
-``TemporaryError``: worth a retry (Ollama timeout or 503, a database restart); Celery's
-``autoretry_for`` keys on it. ``PermanentError``: retrying cannot help (bad input, a missing
+``TemporaryError``: worth a retry (Ollama timeout or 503, a database restart); the analyse task
+retries on it with ``worker.retry.backoff_s``. ``PermanentError``: retrying cannot help (bad input, a missing
 model, invalid model output); the window is recorded as failed with the message.
 The CLI prints any ``QtrainError`` as one line and exits 2.
 """

@@ -7,8 +7,8 @@ many workers ran or in which order tasks finished. Training uses the first ``1 -
 range; the tail is kept for the promotion backtest. How the table is trained (the recipe and its
 reward) is ``model.training``'s; the batch records its recipe (``params.recipe``, default
 ``model.training.DEFAULT_RECIPE``). Warm start: when the symbol's latest version uses the same
-state space, an iterative recipe (``qlearning``) continues from it (DESIGN: "load the current
-Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
+state space, an iterative recipe (``qlearning``) continues from it (the trader's "load the
+current Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
 
 The reducer only makes the version; the task (``worker.runtime.tasks.reduce_symbol``) then runs the
 promotion gate and marks the batch done, in that order.

@@ -26,7 +26,6 @@ from worker.store import db
 from worker.store.db import Cursor
 
 STATUSES = ("pending", "running", "done", "cached", "failed")
-FINAL = ("done", "cached", "failed")
 UNFINISHED = ("pending", "running")
 ANALYSED = ("done", "cached")
 """Final states of a window that has an analysis (``failed`` has none)."""

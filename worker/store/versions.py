@@ -155,13 +155,6 @@ def mark_gated(cur: Cursor, symbol: str, version: int) -> None:
     )
 
 
-def versions_of_batch(url: str, batch_id: int) -> dict[str, int]:
-    """Symbol -> Q-table version created by this batch's reducer."""
-    with db.transaction(url) as cur:
-        cur.execute("SELECT symbol, version FROM btc.agent_state WHERE batch_id = %s", (batch_id,))
-        return {r[0]: int(r[1]) for r in cur.fetchall()}
-
-
 def gated_symbols(url: str, batch_id: int) -> dict[str, int]:
     """Symbol -> version of this batch whose promotion gate has run: that symbol's reducer is finished."""
     with db.transaction(url) as cur:
