@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -70,3 +71,8 @@ def timeframe_seconds(timeframe: str) -> int:
     except KeyError:
         known = ", ".join(TIMEFRAME_SECONDS)
         raise ValueError(f"unknown timeframe {timeframe!r}: use one of {known}") from None
+
+
+def minute_utc(ts: int) -> str:
+    """``YYYY-MM-DD HH:MM`` (UTC) of an epoch second: how tables, reports and error lines show a time."""
+    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%d %H:%M")

@@ -6,7 +6,6 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from model import policy_set
 from model.backtest import BacktestResult
-from model.candles import Candles
+from model.candles import Candles, minute_utc
 from model.features import compute_features
 from model.live import trades_from_backtest
 from model.lookahead import check_lookahead, default_cut_points
@@ -43,10 +42,6 @@ def _fmt(v: float | None) -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
     return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"
-
-
-def _day(ts: int) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _metric_table(title: str, columns: Mapping[str, Mapping[str, float | None]]) -> Table:
@@ -136,7 +131,8 @@ def backtest(**kw: Any) -> None:
         return
     console = Console()
     title = (
-        f"{c.symbol} Q-table v{c.version}: {_day(c.since)} – {_day(c.until)} UTC, {len(c.candles)} candles,"
+        f"{c.symbol} Q-table v{c.version}: {minute_utc(c.since)} – {minute_utc(c.until)} UTC,"
+        f" {len(c.candles)} candles,"
         f" fee {kw['fee']:g}/side, slippage {kw['slippage_bps']:g} bps"
     )
     console.print(_metric_table(title, c.metrics()))
@@ -192,8 +188,8 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
             for p in policies
         ]
         table.add_row(
-            str(f.fold), f"{_day(f.train_since)} – {_day(f.train_until)}",
-            f"{_day(f.test_since)} – {_day(f.test_until)}", str(f.n_windows), *cells,
+            str(f.fold), f"{minute_utc(f.train_since)} – {minute_utc(f.train_until)}",
+            f"{minute_utc(f.test_since)} – {minute_utc(f.test_until)}", str(f.n_windows), *cells,
         )  # fmt: skip
     for stat in ("mean", "median"):
         table.add_row(
@@ -286,8 +282,8 @@ def check_lookahead_cmd(**kw: Any) -> None:
             if i is None:
                 table.add_row(name, "ok", "", "", "")
             else:
-                table.add_row(name, "LEAK", str(i.first_bad_index), _day(int(candles.ts[i.first_bad_index])),
-                              str(i.n_bad))  # fmt: skip
+                first = i.first_bad_index
+                table.add_row(name, "LEAK", str(first), minute_utc(int(candles.ts[first])), str(i.n_bad))
         Console().print(table)
     if not report.ok:
         first = report.issues[0]

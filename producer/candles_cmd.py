@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from model.candles import minute_utc
 from model.defects import OUTLIER_FLAG
 from producer import import_dir, importer, readers
 from producer.lazy import LazyDefaultOption
@@ -235,7 +235,7 @@ def fetch_cmd(
 
 
 def _when(ts: int | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+    return "-" if ts is None else minute_utc(ts)
 
 
 @candles.command(name="list")

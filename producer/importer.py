@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from model.candles import TIMEFRAME_SECONDS, timeframe_seconds
+from model.candles import TIMEFRAME_SECONDS, minute_utc, timeframe_seconds
 from model.defects import OUTLIER_FLAG, outliers
 from producer import readers
 from producer.import_checks import (
@@ -228,7 +227,7 @@ def summary_rows(report: ImportReport) -> list[tuple[str, str]]:
     """(what, how many / how) lines of the import summary, in reading order."""
 
     def when(ts: int | None) -> str:
-        return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+        return "-" if ts is None else minute_utc(ts)
 
     rows = [
         ("format", report.format + (f" ({report.candle_type})" if report.candle_type else "")),

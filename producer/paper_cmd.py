@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model.backtest import TRADE_DTYPE, BacktestResult
-from model.candles import Candles, timeframe_seconds
+from model.candles import Candles, minute_utc, timeframe_seconds
 from model.metrics import compute_metrics
 from producer.options import parse_date, parse_symbols
 from producer.report import render_report
@@ -63,7 +63,7 @@ def start_cmd(**kw: Any) -> None:
     if kw["as_json"]:
         click.echo(json.dumps(res))
         return
-    firsts = ", ".join(f"{s} from {paper._day(t)} UTC" for s, t in res["first_candle"].items())
+    firsts = ", ".join(f"{s} from {minute_utc(t)} UTC" for s, t in res["first_candle"].items())
     click.echo(
         f"paper account {name!r} started: {kw['capital']:g} split over {len(symbols)} symbol(s), fee"
         f" {kw['fee']:g}/side; first decisions: {firsts}. Ticks come from `celery -A worker beat`"
@@ -94,7 +94,7 @@ def status_cmd(name: str | None, as_json: bool) -> None:
             table.add_row(
                 a["name"], a["state"], p["symbol"], p["position"], f"{p['equity']:,.2f}",
                 f"{p['pnl_pct']:+.2f}", "–" if bh is None else f"{bh:+.2f}", str(p["n_decisions"]),
-                str(p["n_fills"]), "–" if p["last_candle"] is None else paper._day(p["last_candle"]),
+                str(p["n_fills"]), "–" if p["last_candle"] is None else minute_utc(p["last_candle"]),
                 "–" if last is None else f"{last['action']} (v{last['version']})",
             )  # fmt: skip
     Console().print(table)
@@ -147,7 +147,7 @@ def _decisions_table(decisions: list[dict[str, Any]], limit: int = 500) -> str:
         comps = ", ".join(f"{k} {v:+.2f}" for k, v in (d["components"] or {}).items())
         score = "" if d["score"] is None else f"{d['score']:+.3f}"
         cells = (
-            paper._day(int(d["ts"])), f"v{d['version']}", ("HOLD", "BUY", "SELL")[int(d["action"])],
+            minute_utc(int(d["ts"])), f"v{d['version']}", ("HOLD", "BUY", "SELL")[int(d["action"])],
             f"{d['confidence']:.2f}", score, comps, ", ".join(d["missing"] or []), d["source"],
             f"{d['equity']:,.2f}",
         )  # fmt: skip

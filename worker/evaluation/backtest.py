@@ -20,24 +20,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from model.backtest import BacktestResult, run_backtest
-from model.candles import Candles, timeframe_seconds
+from model.candles import Candles, minute_utc, timeframe_seconds
 from model.features import WARMUP
 from model.metrics import json_safe
 from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
 from worker.errors import BadInput
 from worker.store import db, versions
 from worker.store.candles import load_candles
-
-
-def _day(ts: int) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def load_range(
@@ -50,7 +45,7 @@ def load_range(
     ctx = load_candles(url, symbol, timeframe, since=lo, until=until)
     start = 0 if since is None else int(np.searchsorted(ctx.ts, since, side="left"))
     if len(ctx) - start < 2:
-        span = f"[{_day(since) if since else 'start'}, {_day(until) if until else 'end'})"
+        span = f"[{minute_utc(since) if since else 'start'}, {minute_utc(until) if until else 'end'})"
         raise BadInput(
             f"fewer than 2 {timeframe} candles for {symbol} in {span}: run `qtrain candles import` or"
             " `qtrain candles fetch`, or pick another --since/--until"
@@ -120,8 +115,8 @@ def compare(
         hi = until if until is not None else 2**62
         if t0 is not None and t1 is not None and lo < int(t1) and hi > int(t0):
             notes.append(
-                f"warning: the range overlaps version {v.version}'s training data [{_day(int(t0))},"
-                f" {_day(int(t1))}): those results are in-sample"
+                f"warning: the range overlaps version {v.version}'s training data [{minute_utc(int(t0))},"
+                f" {minute_utc(int(t1))}): those results are in-sample"
             )
     ctx, start = load_range(url, symbol, v.timeframe, since, until)
     test = ctx.slice(start, len(ctx))

@@ -35,7 +35,7 @@ from typing import Any
 import ccxt
 
 from model import ACTIONS
-from model.candles import Candles, timeframe_seconds
+from model.candles import Candles, minute_utc, timeframe_seconds
 from model.features import WARMUP
 from model.live import AgentConfig, Book, LiveInputs, Step, buy_and_hold_equity, paper_step
 from worker.clients.exchange import fetch_symbol, make_exchange
@@ -309,12 +309,12 @@ def tick_position(
         try:
             loaded = load_brain(url, symbol, None, max_rules=max_rules)
         except BadInput as exc:
-            out["notes"].append(f"waiting at {_day(int(ctx.ts[i]))}: {exc}")
+            out["notes"].append(f"waiting at {minute_utc(int(ctx.ts[i]))}: {exc}")
             log.warning("paper %s %s: %s", account.name, symbol, out["notes"][-1])
             break
         if loaded.stored.timeframe != account.timeframe:
             out["notes"].append(
-                f"waiting at {_day(int(ctx.ts[i]))}: the promoted version {loaded.brain.version} is a"
+                f"waiting at {minute_utc(int(ctx.ts[i]))}: the promoted version {loaded.brain.version} is a"
                 f" {loaded.stored.timeframe} table, the account trades {account.timeframe}"
             )
             log.warning("paper %s %s: %s", account.name, symbol, out["notes"][-1])
@@ -343,12 +343,6 @@ def tick_position(
              "fill": None if step.fill is None else step.fill.to_json(), "source": source}
         )  # fmt: skip
     return out
-
-
-def _day(ts: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def tick(
