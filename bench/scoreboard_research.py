@@ -42,8 +42,20 @@ NOW = 2_000_000_000.0  # fixed "now" for the importer's future-timestamp check: 
 
 
 def load(symbol: str) -> Candles:
-    """Candles of ``symbol`` (e.g. ``BTC``) from ``../shared/data/Binance_{symbol}USDT_1h.csv``."""
-    p = parse_candles(read_file(DATA / f"Binance_{symbol}USDT_1h.csv"), symbol=f"{symbol}-USDT", now=NOW)
+    """Candles of ``symbol`` (e.g. ``BTC``) from ``../shared/data/Binance_{symbol}USDT_1h.csv`` or, for
+    the 8 pairs of the universe (``DASH``, ...), ``../shared/data/universe/`` (memoised per process)."""
+    if symbol not in _LOADED:
+        name = f"Binance_{symbol}USDT_1h.csv"
+        path = DATA / name if (DATA / name).exists() else DATA / "universe" / name
+        _LOADED[symbol] = _parse(path, symbol)
+    return _LOADED[symbol]
+
+
+_LOADED: dict[str, Candles] = {}
+
+
+def _parse(path: Path, symbol: str) -> Candles:
+    p = parse_candles(read_file(path), symbol=f"{symbol}-USDT", now=NOW)
     return Candles(p.ts, p.open, p.high, p.low, p.close, p.volume, symbol=f"{symbol}-USDT", timeframe="1h")
 
 

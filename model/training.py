@@ -17,7 +17,7 @@ same inputs, same table, byte for byte.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from model.candles import Candles, timeframe_seconds
 from model.features import compute_features
 from model.learning import SweepStats, value_iteration
+from model.pooled import PooledRecipe, pooled_value_iteration
 from model.qlearning import FastQLearning, TrainStats
 from model.rules import Rule
 from model.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
@@ -92,10 +93,10 @@ class SweepRecipe:
     kappa: float = 0.1
 
 
-Recipe = QLearningRecipe | SweepRecipe
+Recipe = QLearningRecipe | SweepRecipe | PooledRecipe
 """Any recipe dataclass of ``RECIPES``."""
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (QLearningRecipe(), SweepRecipe())}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (QLearningRecipe(), SweepRecipe(), PooledRecipe())}
 """Recipe name -> its parameters with their defaults (the one home for training defaults)."""
 
 DEFAULT_RECIPE = "sweep"
@@ -176,6 +177,11 @@ def train_qtable(
     r = get_recipe(recipe, **overrides)
     if epochs is not None and isinstance(r, QLearningRecipe):
         r = dataclasses.replace(r, epochs=epochs)
+    if isinstance(r, PooledRecipe):  # one symbol: its own state means are the pool (see train_pooled)
+        table, pooled_stats, data = train_pooled(
+            {train.symbol: train}, {train.symbol: analysed}, space=space, recipe=r
+        )[train.symbol]
+        return table, pooled_stats, data
     data = training_data(train, analysed, space=space, kappa=r.kappa)
     if isinstance(r, SweepRecipe):
         q, visits, sweep_stats = value_iteration(
@@ -207,3 +213,38 @@ def train_qtable(
         learner.visits[...] = initial.visits
     stats = learner.train(data.states, data.returns, epochs=r.epochs, shaping=data.shaping)
     return learner, stats, data
+
+
+def train_pooled(
+    trains: Mapping[str, Candles],
+    analysed: Mapping[str, Sequence[AnalysedWindow]],
+    *,
+    space: StateSpace,
+    recipe: str | Recipe = "pooled",
+    **overrides: Any,
+) -> dict[str, tuple[FastQLearning, SweepStats, TrainingData]]:
+    """Per symbol of ``trains`` (its training candles; ``analysed``: its analyses, missing = none):
+    the table of a ``pooled`` recipe trained on ALL of ``trains`` at once (``model.pooled``), its
+    stats and training data. The caller cuts every symbol's candles before the test range: nothing
+    else is read, so no candle beyond them reaches any table. Symbols are pooled in sorted order,
+    so the result does not depend on the mapping's order."""
+    r = get_recipe(recipe, **overrides)
+    if not isinstance(r, PooledRecipe):
+        raise ValueError(f"train_pooled needs a pooled recipe, got {r.name!r}: use train_qtable")
+    if not trains:
+        raise ValueError("trains is empty: give at least one symbol's training candles")
+    names = sorted(trains)
+    data = {s: training_data(trains[s], analysed.get(s, ()), space=space, kappa=r.kappa) for s in names}
+    solved = pooled_value_iteration(
+        [data[s].states for s in names], [data[s].returns for s in names], [data[s].shaping for s in names],
+        n_market=space.n_market_states, gamma=r.gamma, turnover_cost=r.turnover_cost,
+        cost_per_sigma=r.cost_per_sigma, prior_strength=r.prior_strength, symbol_strength=r.symbol_strength,
+    )  # fmt: skip
+    out = {}
+    for s, (q, visits, stats) in zip(names, solved, strict=True):
+        table = FastQLearning(
+            space.n_states, alpha=1.0, gamma=r.gamma, epsilon_start=0.0, epsilon_end=0.0, fee=r.turnover_cost
+        )
+        table.q, table.visits = q, visits
+        out[s] = (table, stats, data[s])
+    return out
