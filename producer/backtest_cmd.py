@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from model import policy_set
@@ -23,6 +22,7 @@ from model.lookahead import check_lookahead, default_cut_points
 from model.metrics import METRIC_NAMES, json_safe
 from model.qlearning import FastQLearning
 from model.states import StateSpace
+from producer.console import make_console
 from producer.options import parse_date
 from producer.report import render_report
 from worker.errors import BadInput
@@ -129,7 +129,7 @@ def backtest(**kw: Any) -> None:
             out["trades"] = {name: policy_fills(r, fee=kw["fee"]) for name, r in c.results.items()}
         click.echo(json.dumps(out))
         return
-    console = Console()
+    console = make_console()
     title = (
         f"{c.symbol} Q-table v{c.version}: {minute_utc(c.since)} – {minute_utc(c.until)} UTC,"
         f" {len(c.candles)} candles,"
@@ -173,7 +173,7 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
                "notes": list(wf.notes), "backtest_ids": ids}  # fmt: skip
         click.echo(json.dumps(out))
         return
-    console = Console()
+    console = make_console()
     policies = list(wf.folds[0].results)
     table = Table(
         title=f"{wf.symbol} walk-forward, {len(wf.folds)} folds: total_return_pct / sharpe per policy"
@@ -284,7 +284,7 @@ def check_lookahead_cmd(**kw: Any) -> None:
             else:
                 first = i.first_bad_index
                 table.add_row(name, "LEAK", str(first), minute_utc(int(candles.ts[first])), str(i.n_bad))
-        Console().print(table)
+        make_console().print(table)
     if not report.ok:
         first = report.issues[0]
         click.echo(

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from model.candles import minute_utc
 from model.defects import OUTLIER_FLAG
 from producer import import_dir, importer, readers
+from producer.console import make_console
 from producer.lazy import LazyDefaultOption
 from producer.options import parse_date
 from worker.errors import BadInput
@@ -151,7 +151,7 @@ def import_cmd(
         if as_json:
             click.echo(json.dumps(result.to_dict()))
         else:
-            Console().print(import_dir.summary_table(result))
+            make_console().print(import_dir.summary_table(result))
         return
     report = import_file(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
     if as_json:
@@ -163,7 +163,7 @@ def import_cmd(
     for what, value in importer.summary_rows(report):
         table.add_row(what, value)
     table.add_row("time", f"parse {report.seconds_parse:.2f} s, insert {report.seconds_insert:.2f} s")
-    Console().print(table)
+    make_console().print(table)
 
 
 @candles.command(name="fetch")
@@ -231,7 +231,7 @@ def fetch_cmd(
             str(r.already_present),
             str(r.open_candle_skipped),
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 def _when(ts: int | None) -> str:
@@ -271,7 +271,7 @@ def list_cmd(as_json: bool) -> None:
             str(r["flagged"]),
             str(r["no_volume"]),
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 COMMANDS = [candles]

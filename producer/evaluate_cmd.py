@@ -14,6 +14,7 @@ from rich.table import Table
 
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
+from producer.console import make_console
 from producer.options import parse_date, parse_symbols
 from worker.errors import BadInput
 from worker.evaluation import scoreboard
@@ -98,7 +99,7 @@ def print_summary(board: scoreboard.Scoreboard) -> None:
         n = s["folds"]
         table.add_row(name, _num(s["median_sharpe"]), f"{s['beats_random_median']}/{n}",
                       f"{s['beats_buy_and_hold']}/{n}", _num(s["trades_per_fold"], "{:.0f}"))  # fmt: skip
-    console = Console()
+    console = make_console()
     console.print(table)
     for note in board.notes:
         console.print(note)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from model.qlearning import FastQLearning
+from producer.console import make_console
 from worker.errors import BadInput, QtrainError
 from worker.pipeline import promotion
 from worker.settings import Settings
@@ -122,7 +122,7 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
             _fmt(h.get("total_return_pct")),
             _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
         )  # fmt: skip
-    Console().print(table)
+    make_console().print(table)
 
 
 def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:

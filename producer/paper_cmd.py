@@ -14,12 +14,12 @@ from typing import Any
 
 import click
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from model.backtest import TRADE_DTYPE, BacktestResult
 from model.candles import Candles, minute_utc, timeframe_seconds
 from model.metrics import compute_metrics
+from producer.console import make_console
 from producer.options import parse_date, parse_symbols
 from producer.report import render_report
 from producer.signal_cmd import agent_options, agent_settings
@@ -97,7 +97,7 @@ def status_cmd(name: str | None, as_json: bool) -> None:
                 str(p["n_fills"]), "–" if p["last_candle"] is None else minute_utc(p["last_candle"]),
                 "–" if last is None else f"{last['action']} (v{last['version']})",
             )  # fmt: skip
-    Console().print(table)
+    make_console().print(table)
 
 
 @paper_group.command(name="stop")

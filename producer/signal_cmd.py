@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from model.candles import timeframe_seconds
 from model.ensemble import COMPONENTS
+from producer.console import make_console
 from producer.options import parse_symbols
 from worker.clients.exchange import DEFAULT_EXCHANGE
 from worker.errors import BadInput
@@ -93,7 +93,7 @@ def signal(**kw: Any) -> None:
             r["symbol"], r["action"], f"{r['confidence']:.2f}", score, *cells, f"v{r['version']}",
             r["candle_time"][:16], f"{r['data_age_s'] / 60:.0f} min",
         )  # fmt: skip
-    console = Console()
+    console = make_console()
     console.print(table)
     for r in out:
         for note in r["notes"]:

@@ -178,8 +178,9 @@ def _eta(eta: float | None) -> str:
 
 def print_summary(st: batches.BatchStatus) -> None:
     """The human summary of a batch: a row per symbol and the LLM cost."""
-    from rich.console import Console
     from rich.table import Table
+
+    from producer.console import make_console
 
     table = Table(title=f"batch {st.batch_id} ({st.state}, analyst {st.analyst}, model {st.model})")
     for col in ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "reclaimed", "Q-table"):
@@ -188,7 +189,7 @@ def print_summary(st: batches.BatchStatus) -> None:
         q = f"v{s.q_version}" if s.reduced else "not yet"
         table.add_row(sym, *(str(v) for v in (s.total, s.done, s.cached, s.failed, s.skipped)),
                       str(s.pending + s.running), str(s.reclaimed), q)  # fmt: skip
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"tokens {st.tokens:,}  LLM seconds {st.llm_seconds:.1f}  windows/s {st.windows_per_s:.2f}")
 

@@ -1,0 +1,69 @@
+"""Output sent to a file (a log, a pipe, CI) keeps every symbol and column name whole.
+
+rich assumes 80 columns when stdout is not a terminal and cuts cells with an ellipsis
+(``BTC-U…``, ``skipp…``, ``Q-tab…``); ``producer.console`` makes such a console wide instead.
+The demo, ``status`` and ``models list`` run here as a user's shell would run them, stdout to a file.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from producer.console import LOG_WIDTH, make_console
+from tests.pipeline_support import ROOT, pipeline_env
+from tests.services import child_env
+
+pytestmark = pytest.mark.integration
+
+STATUS_COLUMNS = ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "reclaimed", "Q-table")
+VERSION_COLUMNS = ("symbol", "version", "promoted", "created", "batch", "vs bh", "vs random", "bh return %")
+
+
+def _to_file(env: dict[str, str], log: Path, *args: str) -> str:
+    """``qtrain ARGS`` with stdout redirected to ``log``; its text."""
+    with log.open("w", encoding="utf-8") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "producer", *args], env=child_env(env), stdout=fh, stderr=subprocess.PIPE,
+            text=True, timeout=300, cwd=str(ROOT),
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return log.read_text(encoding="utf-8")
+
+
+def _header(text: str, first: str) -> list[str]:
+    """The cells of the table header line that starts with column ``first``."""
+    line = next(ln for ln in text.splitlines() if ln.strip("┃│ ").startswith(first))
+    return [c.strip() for c in line.strip().strip("┃│").split("┃" if "┃" in line else "│")]
+
+
+def test_demo_status_and_models_list_in_a_file_keep_names_whole(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "models")
+    demo = _to_file(env, tmp_path / "demo.log", "demo", "--workers", "1", "--candles", "300", "--epochs", "1")
+    status = _to_file(env, tmp_path / "status.log", "status")
+    listed = _to_file(env, tmp_path / "models.log", "models", "list")
+    for name, text in (("demo", demo), ("status", status), ("models list", listed)):
+        assert "…" not in text, f"{name} cut a cell:\n{text}"
+    for text in (demo, status):
+        assert set(STATUS_COLUMNS) <= set(_header(text, "symbol")), text
+        rows = [ln for ln in text.splitlines() if ln.startswith("│")]
+        assert {r.split("│")[1].strip() for r in rows} >= {"BTC-USDT", "ETH-USDT"}, text
+    assert set(VERSION_COLUMNS) <= set(_header(listed, "symbol")), listed
+    assert "BTC-USDT" in listed and "ETH-USDT" in listed
+
+
+def test_console_is_wide_off_a_terminal_and_the_terminals_width_on_one(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "97")
+    assert make_console().width == LOG_WIDTH  # pytest captures stdout: not a terminal
+    assert make_console(stderr=True).width == LOG_WIDTH
+    _, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        monkeypatch.setattr(sys, "stdout", tty)
+        assert make_console().width == 97
