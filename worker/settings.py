@@ -1,6 +1,6 @@
 """Named, documented defaults and the one place the environment is read (at the edge).
 
-Every knob has a conventional environment variable (see DESIGN.md). ``Settings.from_env()`` is
+Every knob has a conventional environment variable (README, Configuration). ``Settings.from_env()`` is
 called by the CLI and by the Celery app at start-up; nothing else reads ``os.environ``.
 """
 
@@ -17,6 +17,18 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 DEFAULT_OLLAMA_MODEL = "qwen2.5-coder:7b"
+#: Which HTTP API the LLM speaks: Ollama's native ``/api/chat`` or the OpenAI-compatible
+#: ``/v1/chat/completions`` (llama.cpp's llama-server, llama-cpp-python, vLLM, SGLang, LM Studio).
+LLM_APIS = ("ollama", "openai")
+DEFAULT_LLM_API = "ollama"
+DEFAULT_OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"
+#: Tokens the model may write per window (``num_predict`` / ``max_tokens``): a full answer (4 rules,
+#: short texts) takes 200-450; an answer cut at this cap fails the window rather than being half read.
+DEFAULT_LLM_MAX_TOKENS = 1024
+#: Context sent as Ollama's ``num_ctx`` (and checked for either API): the prompt (about 1,000
+#: tokens) plus the answer cap with headroom. Ollama's own default (2048, later 4096 or set by
+#: VRAM) would otherwise cut a long prompt silently.
+DEFAULT_LLM_NUM_CTX = 4096
 DEFAULT_MODELS_DIR = "./models"
 #: Batch defaults, shared by ``qtrain train``, the beat's retrain and the walk-forward: candles
 #: per analysed window, candles between window starts, the tail share of a batch's range kept
@@ -35,6 +47,10 @@ DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_RETRY_BASE_S = 5.0
 #: Longest delay (s) before a retry (``worker.runtime.tasks.retry_delay`` caps the backoff there).
 MAX_RETRY_DELAY_S = 300.0
+#: The queue of the analyse tasks (I/O bound: many slots per worker).
+ANALYZE_QUEUE = "analyze"
+#: The queue of reducers, retrain ticks and paper ticks (CPU bound: few slots).
+REDUCE_QUEUE = "reduce"
 #: Seconds between two runs of the reaper inside each worker (``worker.runtime.reaper``).
 DEFAULT_REAP_INTERVAL_S = 60.0
 #: Niceness a worker adds to itself at start, so interactive commands stay quick while it grinds.
@@ -104,8 +120,20 @@ class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     result_backend: str = DEFAULT_RESULT_BACKEND
     ollama_hosts: tuple[str, ...] = (DEFAULT_OLLAMA_HOST,)
+    #: The LLM's model name, for either API (QTRAIN_LLM_MODEL, else OLLAMA_MODEL); also ``llm_model``.
     ollama_model: str = DEFAULT_OLLAMA_MODEL
+    #: Seconds one LLM call may take (OLLAMA_TIMEOUT, either API).
     ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
+    #: ``ollama`` (native /api/chat) or ``openai`` (/v1/chat/completions), QTRAIN_LLM_API.
+    llm_api: str = DEFAULT_LLM_API
+    #: OpenAI-compatible base URLs, ``/v1`` included (OPENAI_BASE_URL, a comma list like OLLAMA_HOST).
+    openai_base_urls: tuple[str, ...] = (DEFAULT_OPENAI_BASE_URL,)
+    #: Sent as ``Authorization: Bearer`` when set (OPENAI_API_KEY); never printed, logged or repr'd.
+    openai_api_key: str = field(default="", repr=False)
+    #: The context the prompt and answer must fit in (QTRAIN_LLM_NUM_CTX; Ollama's ``num_ctx``).
+    llm_num_ctx: int = DEFAULT_LLM_NUM_CTX
+    #: Tokens the model may write per window (QTRAIN_LLM_MAX_TOKENS; ``num_predict`` / ``max_tokens``).
+    llm_max_tokens: int = DEFAULT_LLM_MAX_TOKENS
     models_dir: str = DEFAULT_MODELS_DIR
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base_s: float = DEFAULT_RETRY_BASE_S
@@ -119,6 +147,8 @@ class Settings:
     worker_max_memory_mb: int = DEFAULT_WORKER_MAX_MEMORY_MB
     promotion_metric: str = "sharpe"
     promotion_margin: str = "0"
+    #: QTRAIN_PROMOTION_TWIN: how the gate treats a version's unshaped twin (``worker.pipeline.ablation``).
+    promotion_twin: str = "better"
     #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
     #: checked by ``worker.pipeline.schedule.RetrainConfig.from_env``).
     retrain_env: Mapping[str, str] = field(default_factory=dict)
@@ -126,22 +156,44 @@ class Settings:
     #: ``worker.trading.agent.AgentSettings.from_env``): weights, thresholds, min_confidence, paper tick.
     agent_env: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def llm_model(self) -> str:
+        """The LLM's model name, whichever API serves it."""
+        return self.ollama_model
+
+    @property
+    def llm_hosts(self) -> tuple[str, ...]:
+        """The hosts (Ollama) or base URLs (OpenAI-compatible) the analyse step calls."""
+        return self.openai_base_urls if self.llm_api == "openai" else self.ollama_hosts
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default ``os.environ``); unset variables keep defaults."""
         e = os.environ if env is None else env
-        hosts = tuple(
-            h.strip().rstrip("/") for h in e.get("OLLAMA_HOST", DEFAULT_OLLAMA_HOST).split(",") if h.strip()
-        )
-        hosts = tuple(h if "://" in h else f"http://{h}" for h in hosts) or (DEFAULT_OLLAMA_HOST,)
+        hosts = _urls(e.get("OLLAMA_HOST", DEFAULT_OLLAMA_HOST)) or (DEFAULT_OLLAMA_HOST,)
         timeout = env_number(e, "OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S, low=0.001)
+        api = e.get("QTRAIN_LLM_API", "").strip().lower() or DEFAULT_LLM_API
+        if api not in LLM_APIS:
+            raise BadInput(
+                f"QTRAIN_LLM_API={e.get('QTRAIN_LLM_API')!r} is not one of {', '.join(LLM_APIS)}:"
+                " fix it, or unset it (default ollama)"
+            )
+        model = (e.get("QTRAIN_LLM_MODEL", "").strip() or e.get("OLLAMA_MODEL", "").strip()
+                 or DEFAULT_OLLAMA_MODEL)  # fmt: skip
+        num_ctx = int(env_number(e, "QTRAIN_LLM_NUM_CTX", DEFAULT_LLM_NUM_CTX, low=256, whole=True))
+        max_tokens = int(env_number(e, "QTRAIN_LLM_MAX_TOKENS", DEFAULT_LLM_MAX_TOKENS, low=16, whole=True))
         return cls(
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             broker_url=e.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL),
             result_backend=e.get("CELERY_RESULT_BACKEND", DEFAULT_RESULT_BACKEND),
             ollama_hosts=hosts,
-            ollama_model=e.get("OLLAMA_MODEL", DEFAULT_OLLAMA_MODEL),
+            ollama_model=model,
             ollama_timeout_s=timeout,
+            llm_api=api,
+            openai_base_urls=_urls(e.get("OPENAI_BASE_URL", "")) or (DEFAULT_OPENAI_BASE_URL,),
+            openai_api_key=e.get("OPENAI_API_KEY", "").strip(),
+            llm_num_ctx=num_ctx,
+            llm_max_tokens=max_tokens,
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(env_number(e, "QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, whole=True)),
             retry_base_s=env_number(e, "QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S, low=0),
@@ -155,6 +207,13 @@ class Settings:
             ),
             promotion_metric=e.get("QTRAIN_PROMOTION_METRIC", "sharpe"),
             promotion_margin=e.get("QTRAIN_PROMOTION_MARGIN", "0"),
+            promotion_twin=e.get("QTRAIN_PROMOTION_TWIN", "better"),
             retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
             agent_env={k: v for k, v in e.items() if k.startswith(AGENT_PREFIXES)},
         )
+
+
+def _urls(value: str) -> tuple[str, ...]:
+    """A comma list of base URLs, trailing slashes dropped, ``http://`` added where no scheme is given."""
+    urls = (u.strip().rstrip("/") for u in value.split(","))
+    return tuple(u if "://" in u else f"http://{u}" for u in urls if u)

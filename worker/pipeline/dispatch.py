@@ -218,8 +218,6 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
 
 #: Messages buffered before one Redis round trip (a pipeline of LPUSHes and their sent events).
 PUBLISH_CHUNK = 1000
-#: The queue analyse tasks are routed to (``worker.runtime.app``).
-ANALYZE_QUEUE = "analyze"
 
 Progress = Callable[[int, int], None]
 """``progress(sent, total)``: called after each chunk of messages has reached the broker."""

@@ -30,6 +30,7 @@ from celery.schedules import crontab
 
 from model.candles import timeframe_seconds
 from worker.errors import BadInput, QtrainError
+from worker.settings import REDUCE_QUEUE
 
 log = logging.getLogger("qtrain.schedule")
 
@@ -206,7 +207,7 @@ def beat_schedule(config: RetrainConfig | None) -> dict[str, dict[str, Any]]:
             "task": RETRAIN_TASK,
             "schedule": schedule,
             "kwargs": config.to_kwargs(),
-            "options": {"queue": "reduce", "routing_key": "reduce", "expires": expires},
+            "options": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE, "expires": expires},
         }
     }
 

@@ -28,7 +28,13 @@ from kombu import Exchange, Queue
 
 from worker.pipeline import schedule
 from worker.runtime import housekeeping, reaper
-from worker.settings import Settings, analyze_hard_limit_s, analyze_soft_limit_s
+from worker.settings import (
+    ANALYZE_QUEUE,
+    REDUCE_QUEUE,
+    Settings,
+    analyze_hard_limit_s,
+    analyze_soft_limit_s,
+)
 
 SETTINGS = Settings.from_env()
 
@@ -84,15 +90,15 @@ app.conf.update(
     task_track_started=True,
     task_default_delivery_mode="persistent",
     task_queues=(
-        Queue("analyze", Exchange("analyze", durable=True), routing_key="analyze", durable=True),
-        Queue("reduce", Exchange("reduce", durable=True), routing_key="reduce", durable=True),
+        Queue(ANALYZE_QUEUE, Exchange(ANALYZE_QUEUE, durable=True), routing_key=ANALYZE_QUEUE, durable=True),
+        Queue(REDUCE_QUEUE, Exchange(REDUCE_QUEUE, durable=True), routing_key=REDUCE_QUEUE, durable=True),
     ),
-    task_default_queue="analyze",
+    task_default_queue=ANALYZE_QUEUE,
     task_routes={
-        "qtrain.analyze_window": {"queue": "analyze", "routing_key": "analyze"},
-        "qtrain.reduce_symbol": {"queue": "reduce", "routing_key": "reduce"},
-        "qtrain.retrain": {"queue": "reduce", "routing_key": "reduce"},
-        "qtrain.paper_tick": {"queue": "reduce", "routing_key": "reduce"},
+        "qtrain.analyze_window": {"queue": ANALYZE_QUEUE, "routing_key": ANALYZE_QUEUE},
+        "qtrain.reduce_symbol": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
+        "qtrain.retrain": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
+        "qtrain.paper_tick": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
     },
     **broker_options(),
     result_expires=24 * 3600,

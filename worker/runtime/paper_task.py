@@ -14,6 +14,7 @@ from typing import Any
 
 from worker.errors import BadInput
 from worker.runtime.app import SETTINGS, app
+from worker.settings import REDUCE_QUEUE
 from worker.trading import paper
 from worker.trading.agent import AgentSettings
 
@@ -38,7 +39,7 @@ def paper_beat_schedule(env: dict[str, str] | Any) -> dict[str, dict[str, Any]]:
         ENTRY_NAME: {
             "task": PAPER_TASK,
             "schedule": timedelta(seconds=every),
-            "options": {"queue": "reduce", "routing_key": "reduce", "expires": max(30.0, every)},
+            "options": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE, "expires": max(30.0, every)},
         }
     }
 

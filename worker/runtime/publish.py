@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-from worker.pipeline.dispatch import ANALYZE_QUEUE, PUBLISH_CHUNK, Progress, task_argsrepr
+from worker.pipeline.dispatch import PUBLISH_CHUNK, Progress, task_argsrepr
 from worker.runtime.app import app
 from worker.runtime.tasks import analyze_window, maybe_reduce
-from worker.settings import Settings
+from worker.settings import ANALYZE_QUEUE, Settings
 
 
 def enqueue(
