@@ -116,11 +116,13 @@ def evaluate_fold(
     fee: float = 0.001,
     seed: int = 0,
     space: StateSpace | None = None,
+    equity: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Policy name -> JSON-safe metrics (``model.metrics``; NaN/inf -> None) of every policy of the
     module docstring on ``fold``'s test range. ``analysed``: any analyses (heuristic or cached LLM
     ones) of the series; only those ending before the test range are used. ``seed`` seeds the
-    recipes that use one and the first random policy."""
+    recipes that use one and the first random policy. ``equity`` (optional) receives each
+    backtested policy's equity per test candle (not ``random``'s: a median is no one curve)."""
     if random_seeds < 1:
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     space = StateSpace.default() if space is None else space
@@ -142,9 +144,10 @@ def evaluate_fold(
         positions["rules"] = np.zeros(n, dtype=np.int8)
     positions["buy_and_hold"] = buy_and_hold(n)
     positions["flat"] = np.zeros(n, dtype=np.int8)
-    out: dict[str, dict[str, float | None]] = {
-        name: json_safe(run_backtest(test, pos, fee=fee).metrics) for name, pos in positions.items()
-    }
+    runs = {name: run_backtest(test, pos, fee=fee) for name, pos in positions.items()}
+    out: dict[str, dict[str, float | None]] = {name: json_safe(r.metrics) for name, r in runs.items()}
+    if equity is not None:
+        equity.update({name: r.equity for name, r in runs.items()})
     out["random"] = json_safe(
         random_policy_metrics(test, seeds=random_seeds, base_seed=seed, fee=fee, p_trade=RANDOM_P_TRADE)
     )
