@@ -52,19 +52,19 @@ from model.states import N_POSITIONS
 @dataclass(frozen=True)
 class PooledRecipe:
     """Pooled sweeps (this module): each symbol's value iteration shrunk toward the model pooled
-    over the batch's symbols with ``symbol_strength`` pseudo-candles (``math.inf``: the pooled model
-    alone), the pooled model toward no edge with ``prior_strength``; turnover cost
-    ``max(turnover_cost, cost_per_sigma * sigma)`` per symbol. Deterministic: no seed, no epochs.
-    With one symbol it is a sweep whose prior is that symbol's own state means. Parameters chosen
-    by the rule in bench/scoreboard_research.py (``RULE``); ``gamma``, ``prior_strength`` and
-    ``kappa`` are the ``sweep`` recipe's."""
+    over the batch's symbols with ``symbol_strength`` pseudo-candles (``None``, JSON-safe for the
+    stored metadata, or ``math.inf``: the pooled model alone), the pooled model toward no edge
+    with ``prior_strength``; turnover cost ``max(turnover_cost, cost_per_sigma * sigma)`` per
+    symbol. Deterministic: no seed, no epochs. With one symbol it is a sweep whose prior is that
+    symbol's own state means. Parameters chosen by the RULE of bench/pooled_research.py;
+    ``gamma``, ``prior_strength`` and ``kappa`` are the ``sweep`` recipe's."""
 
     name: ClassVar[str] = "pooled"
     gamma: float = 0.9
     turnover_cost: float = 0.003
     cost_per_sigma: float = 0.0
     prior_strength: float = 5.0
-    symbol_strength: float = 25.0
+    symbol_strength: float | None = 25.0
     kappa: float = 0.1
 
 

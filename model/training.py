@@ -17,6 +17,7 @@ same inputs, same table, byte for byte.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -238,7 +239,8 @@ def train_pooled(
     solved = pooled_value_iteration(
         [data[s].states for s in names], [data[s].returns for s in names], [data[s].shaping for s in names],
         n_market=space.n_market_states, gamma=r.gamma, turnover_cost=r.turnover_cost,
-        cost_per_sigma=r.cost_per_sigma, prior_strength=r.prior_strength, symbol_strength=r.symbol_strength,
+        cost_per_sigma=r.cost_per_sigma, prior_strength=r.prior_strength,
+        symbol_strength=math.inf if r.symbol_strength is None else r.symbol_strength,
     )  # fmt: skip
     out = {}
     for s, (q, visits, stats) in zip(names, solved, strict=True):

@@ -82,7 +82,7 @@ def trades_of(q: np.ndarray, m: np.ndarray) -> int:
 
 
 def test_registry_defaults_and_metadata():
-    assert set(RECIPES) == {"qlearning", "sweep"} and DEFAULT_RECIPE in RECIPES
+    assert set(RECIPES) == {"qlearning", "sweep", "pooled"} and DEFAULT_RECIPE in RECIPES
     assert isinstance(RECIPES["qlearning"], QLearningRecipe) and isinstance(RECIPES["sweep"], SweepRecipe)
     meta = recipe_metadata("sweep", turnover_cost=0.004)
     assert meta["name"] == "sweep" and meta["params"]["turnover_cost"] == 0.004

@@ -1,0 +1,152 @@
+"""The pooled recipe: it reduces to the sweep where it should, the pool fills a symbol's thin
+states, the volatility-calibrated cost trades less on a volatile pair, and no candle of any
+symbol's test range (or later) reaches any table of a fold date."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from model import BUY, HOLD
+from model.candles import Candles
+from model.folds import rolling_folds
+from model.learning import value_iteration
+from model.pooled import pooled_value_iteration, symbol_cost
+from model.pooled_folds import is_pooled, pooled_fold_tables
+from model.scoreboard import heuristic_analyses
+from model.states import StateSpace
+from model.synthetic import make_candles
+from model.training import RECIPES, recipe_metadata, train_pooled, train_qtable
+
+SPACE = StateSpace.default()
+
+
+def named(c: Candles, symbol: str) -> Candles:
+    return dataclasses.replace(c, symbol=symbol)
+
+
+A = named(make_candles(2400, seed=31), "AAA-USDT")
+B = named(make_candles(2400, seed=32), "BBB-USDT")
+C = named(make_candles(2400, seed=33), "CCC-USDT")
+SINCE = int(A.ts[0]) + 40 * 86_400
+
+
+def folds_of(c: Candles):
+    return rolling_folds(c.ts, train_days=40, test_days=20, since=SINCE)
+
+
+def test_one_symbol_with_the_pool_alone_is_the_sweep():
+    """j = inf with one symbol: its pooled model IS its own sweep (same prior, same shaping)."""
+    an = heuristic_analyses(A, until_ts=int(A.ts[-1]) + 3600)
+    pooled, stats, _ = train_qtable(A, an, space=SPACE, recipe="pooled", symbol_strength=None)
+    sweep, _, _ = train_qtable(A, an, space=SPACE, recipe="sweep")
+    np.testing.assert_allclose(pooled.q, sweep.q, rtol=0, atol=1e-12)
+    assert pooled.visits.tobytes() == sweep.visits.tobytes() and stats.converged
+
+
+def test_the_pool_fills_a_symbol_s_unseen_state():
+    """Symbol 0 never sees state 1; symbol 1 sees it rise 0.5 %/candle. Alone, symbol 0 holds there
+    (the no-edge prior); pooled, it buys there. Symbol 1's own strong data keep their edge."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    m0 = np.zeros(n, dtype=np.int64)
+    m1 = np.repeat(rng.integers(0, 2, n // 10), 10)
+    r0 = rng.normal(0.0, 0.01, n)
+    r1 = rng.normal(0.0, 0.01, n) + np.where(m1 == 1, 0.005, -0.005)
+    z = np.zeros((n, 3))
+    kw = dict(n_market=2, gamma=0.9, turnover_cost=0.003, cost_per_sigma=0.0, prior_strength=5.0)
+    (q0, v0, _), (q1, _, _) = pooled_value_iteration([m0, m1], [r0, r1], [z, z], symbol_strength=25.0, **kw)
+    alone, _, _ = value_iteration(m0, r0, z, n_market=2, gamma=0.9, turnover_cost=0.003, prior_strength=5.0)
+    assert alone.reshape(2, 2, 3)[1, 0].argmax() == HOLD
+    assert q0.reshape(2, 2, 3)[1, 0].argmax() == BUY and q1.reshape(2, 2, 3)[1, 0].argmax() == BUY
+    assert v0.reshape(2, 6)[1].sum() == 0 and v0.reshape(2, 6)[0, 0] == n  # visits: its own candles
+
+
+def test_volatility_calibrated_cost_trades_less_on_a_volatile_pair():
+    """Pure noise, one pair at 1 % and one at 3 % hourly std: the cost follows the std, and the
+    volatile pair's table trades less on fresh noise with cost_per_sigma than with the fixed cost."""
+    assert symbol_cost(0.01, turnover_cost=0.003, cost_per_sigma=0.5) == 0.005
+    assert symbol_cost(0.002, turnover_cost=0.003, cost_per_sigma=0.5) == 0.003
+
+    def trades(cost_per_sigma: float) -> int:
+        rng = np.random.default_rng(7)
+        n, nm = 4368, 60
+        ms = [np.repeat(rng.integers(0, nm, n), rng.geometric(1 / 1.5, n))[:n] for _ in range(2)]
+        rs = [rng.normal(0, 0.01, n), rng.normal(0, 0.03, n)]
+        z = np.zeros((n, 3))
+        out = pooled_value_iteration(ms, rs, [z, z], n_market=nm, gamma=0.9, turnover_cost=0.003,
+                                     cost_per_sigma=cost_per_sigma, prior_strength=5.0,
+                                     symbol_strength=0.0)  # fmt: skip
+        q = out[1][0].reshape(nm, 2, 3)
+        test = rng.integers(0, nm, 2184)
+        pos, total = 0, 0
+        for s in test:
+            a = q[s, pos].argmax()
+            new = 1 if a == BUY else 0 if a == 2 else pos
+            total += new != pos
+            pos = new
+        return total
+
+    assert trades(0.75) < trades(0.0)
+
+
+def test_pooled_tables_are_order_free_and_deterministic():
+    parts = {s: (c, folds_of(c)[1], heuristic_analyses(c, until_ts=folds_of(c)[1].test_since))
+             for s, c in (("AAA-USDT", A), ("BBB-USDT", B), ("CCC-USDT", C))}  # fmt: skip
+    first = pooled_fold_tables(parts)
+    again = pooled_fold_tables(dict(reversed(list(parts.items()))))
+    meta = {"symbol": "x", "timeframe": "1h", "state_space": SPACE.to_json()}
+    for s in parts:
+        assert first[s].to_bytes(meta) == again[s].to_bytes(meta)
+    assert first["AAA-USDT"].q.tobytes() != first["BBB-USDT"].q.tobytes()  # per-symbol part
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_no_leakage_truncating_every_symbol_s_future_leaves_the_tables_byte_identical(k):
+    """Each fold date's tables are the same with every series cut at the test start, with another
+    symbol's test range replaced by wild prices, and with analyses of the test range added."""
+    series = {"AAA-USDT": A, "BBB-USDT": B, "CCC-USDT": C}
+    full, cut, wild = {}, {}, {}
+    for s, c in series.items():
+        fold = folds_of(c)[k]
+        past = heuristic_analyses(c, until_ts=fold.test_since)
+        every = heuristic_analyses(c, until_ts=int(c.ts[-1]) + 3600)
+        full[s] = (c, fold, every)
+        cut[s] = (c.slice(0, fold.test_lo), fold, past)
+        bumped = c.close.copy()
+        bumped[fold.test_lo :] *= np.linspace(1, 5, len(c) - fold.test_lo)
+        wc = dataclasses.replace(c, close=bumped, high=np.maximum(c.high, bumped))
+        wild[s] = (wc, fold, every)
+    a, b, w = pooled_fold_tables(full), pooled_fold_tables(cut), pooled_fold_tables(wild)
+    for s in series:
+        assert a[s].q.tobytes() == b[s].q.tobytes() == w[s].q.tobytes()
+        assert a[s].visits.tobytes() == b[s].visits.tobytes()
+
+
+def test_a_pool_must_share_one_test_start():
+    fa, fb = folds_of(A)[0], folds_of(B)[1]
+    with pytest.raises(ValueError, match="share one test start"):
+        pooled_fold_tables({"AAA-USDT": (A, fa, []), "BBB-USDT": (B, fb, [])})
+    with pytest.raises(ValueError, match="parts is empty"):
+        pooled_fold_tables({})
+
+
+def test_registry_metadata_and_bad_parameters():
+    assert is_pooled("pooled") and not is_pooled("sweep") and "pooled" in RECIPES
+    meta = recipe_metadata("pooled", symbol_strength=None)
+    assert json.loads(json.dumps(meta, allow_nan=False)) == meta
+    with pytest.raises(ValueError, match="train_pooled needs a pooled recipe"):
+        train_pooled({"A": A}, {}, space=SPACE, recipe="sweep")
+    z = np.zeros((3, 3))
+    m, r = np.zeros(3, dtype=np.int64), np.zeros(3)
+    base = dict(n_market=1, gamma=0.9, turnover_cost=0.003, cost_per_sigma=0.0, prior_strength=5.0)
+    with pytest.raises(ValueError, match="prior_strength must be finite"):
+        pooled_value_iteration([m], [r], [z], **{**base, "prior_strength": math.inf}, symbol_strength=1.0)
+    with pytest.raises(ValueError, match="symbol_strength must be"):
+        pooled_value_iteration([m], [r], [z], **base, symbol_strength=-1.0)
+    with pytest.raises(ValueError, match="one market_states"):
+        pooled_value_iteration([], [], [], **base, symbol_strength=1.0)
