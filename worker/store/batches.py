@@ -15,10 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.errors import QtrainError
 from worker.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_OLLAMA_TIMEOUT_S, default_lease_s
@@ -142,11 +142,13 @@ _SPEC_COLS = (
 """The ``btc.batches`` columns of a ``BatchSpec`` and the batch's state, in ``_spec``'s order."""
 
 
-def _spec(row: Sequence[Any]) -> BatchSpec:
-    """The ``BatchSpec`` of a row that starts with ``_SPEC_COLS``."""
+def _spec(r: dict[str, Any]) -> BatchSpec:
+    """The ``BatchSpec`` of a row (by name, ``db.named``) that has the ``_SPEC_COLS``."""
     return BatchSpec(
-        tuple(row[0]), row[1], row[2], row[3], dt_to_ts(row[4]), dt_to_ts(row[5]),
-        row[6], row[7], row[8], row[9], int(row[10]), row[11],
+        symbols=tuple(r["symbols"]), timeframe=r["timeframe"], window_size=r["window_size"],
+        stride=r["stride"], since=dt_to_ts(r["since"]), until=dt_to_ts(r["until"]), epochs=r["epochs"],
+        model=r["model"], analyst=r["analyst"], prompt_version=r["prompt_version"], seed=int(r["seed"]),
+        params=r["params"],
     )  # fmt: skip
 
 
@@ -155,7 +157,8 @@ def load_batch(url: str, batch_id: int) -> tuple[BatchSpec, str] | None:
     with db.transaction(url) as cur:
         cur.execute(f"SELECT {_SPEC_COLS} FROM btc.batches WHERE id = %s", (batch_id,))
         row = cur.fetchone()
-    return None if row is None else (_spec(row), row[12])
+        r = None if row is None else db.named(cur, row)
+    return None if r is None else (_spec(r), r["state"])
 
 
 def latest_batch_id(url: str) -> int | None:
@@ -172,10 +175,14 @@ _WINDOW_COLS = (
 )
 
 
-def _window(row: Sequence[Any]) -> Window:
+def _window(r: dict[str, Any]) -> Window:
+    """The ``Window`` of a row (by name, ``db.named``) that has the ``_WINDOW_COLS``."""
     return Window(
-        int(row[0]), row[1], int(row[2]), int(row[3].timestamp()), int(row[4].timestamp()),
-        row[5], row[6], int(row[7]), row[8], row[9], row[10], int(row[11]),
+        batch_id=int(r["batch_id"]), symbol=r["symbol"], idx=int(r["idx"]),
+        start_ts=int(r["start_ts"].timestamp()), end_ts=int(r["end_ts"].timestamp()),
+        content_hash=r["content_hash"], status=r["status"], attempts=int(r["attempts"]),
+        timeframe=r["timeframe"], model=r["model"], analyst=r["analyst"],
+        prompt_version=int(r["prompt_version"]),
     )  # fmt: skip
 
 
@@ -184,10 +191,23 @@ class Superseded(QtrainError):
     that copy must not write anything, so its transaction is rolled back."""
 
 
+class Claim(NamedTuple):
+    """What ``claim_window`` got; unpacks as ``window, status``.
+
+    - claimed: ``window`` is set (its ``attempts`` is the fencing token), ``status`` is None;
+    - already final: no window, ``status`` is its final status (a redelivery);
+    - poison: no window, ``status`` is ``failed`` (this claim recorded "worker lost N times");
+    - no such window: both None.
+    """
+
+    window: Window | None
+    status: str | None
+
+
 def claim_window(
     url: str, batch_id: int, symbol: str, idx: int, *, lease_s: float = DEFAULT_LEASE_S,
     max_lost: int = DEFAULT_MAX_ATTEMPTS, handover: int | None = None,
-) -> tuple[Window | None, str | None]:  # fmt: skip
+) -> Claim:  # fmt: skip
     """Mark a pending/running window running, count the attempt and give it a lease of ``lease_s``;
     (window, None) when claimed. ``window.attempts`` is the fencing token of this claim.
 
@@ -215,14 +235,14 @@ def claim_window(
         )  # fmt: skip
         row = cur.fetchone()
         if row is not None:
-            window = _window(row)
-            return (window, None) if window.status == "running" else (None, window.status)
+            window = _window(db.named(cur, row))
+            return Claim(window, None) if window.status == "running" else Claim(None, window.status)
         cur.execute(
             "SELECT status FROM btc.windows WHERE batch_id = %s AND symbol = %s AND idx = %s",
             (batch_id, symbol, idx),
         )
         got = cur.fetchone()
-    return None, (got[0] if got else None)
+    return Claim(None, got[0] if got else None)
 
 
 _FENCE = " AND attempts = %s AND status = 'running'"
@@ -447,15 +467,17 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
     """
     with db.transaction(url) as cur:
         cur.execute(
-            f"SELECT {_SPEC_COLS}, created_at, finished_at, extract(epoch FROM now() - created_at), error"
-            " FROM btc.batches WHERE id = %s",
+            f"SELECT {_SPEC_COLS}, created_at, finished_at,"
+            " extract(epoch FROM now() - created_at) AS elapsed, error FROM btc.batches WHERE id = %s",
             (batch_id,),
         )
         row = cur.fetchone()
         if row is None:
             return None
-        spec = _spec(row)
-        state, created_at, finished_at, elapsed, error = row[12:17]
+        r = db.named(cur, row)
+        spec = _spec(r)
+        state, created_at, finished_at, error = r["state"], r["created_at"], r["finished_at"], r["error"]
+        elapsed = r["elapsed"]
         counts, tokens, llm_seconds = _symbol_counts(cur, batch_id)
         cur.execute(
             "SELECT symbol, version, gated_at IS NOT NULL FROM btc.agent_state WHERE batch_id = %s",

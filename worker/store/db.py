@@ -63,11 +63,18 @@ class Cursor(Protocol):
     """
 
     rowcount: int
+    description: Any
 
     def execute(self, query: Any, vars: Sequence[Any] | Mapping[str, Any] | None = None) -> None: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
     def copy_expert(self, sql: Any, file: IO[str], size: int = ...) -> None: ...
+
+
+def named(cur: Cursor, row: Sequence[Any]) -> dict[str, Any]:
+    """A row as column name -> value (from ``cur.description``): rows are decoded by name, never by
+    position, so a column added to a query cannot shift the others."""
+    return {col[0]: value for col, value in zip(cur.description, row, strict=True)}
 
 
 def _server_hung_up(conn: psycopg2.extensions.connection) -> bool:
