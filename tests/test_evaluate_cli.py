@@ -41,7 +41,11 @@ def test_json_shape_and_the_same_inputs_give_the_same_bytes(db) -> None:
     symbols = {f["symbol"] for f in out["folds"]}
     assert symbols == {"BTC-USDT", "ETH-USDT"} and len(out["folds"]) >= 4
     for f in out["folds"]:
-        assert set(f) == {"symbol", "train_since", "train_until", "test_since", "test_until", "policies"}
+        keys = {"symbol", "train_since", "train_until", "test_since", "test_until", "policies", "equity"}
+        assert set(f) == keys
+        curves, n = f["equity"]["policies"], len(f["equity"]["ts"])  # 1.0 = the fold's starting capital
+        assert set(curves) == set(f["policies"]) - {"random"} and curves["flat"] == [1.0] * n
+        assert all(len(c) == n <= 200 and c[0] == 1.0 for c in curves.values())
         assert f["train_until"] == f["test_since"] and f["test_since"].endswith("Z")
         assert {"qtable", "qtable:qlearning", "rules", "buy_and_hold", "random", "flat"} <= set(f["policies"])
         assert "sharpe_p90" in f["policies"]["random"]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from model import scoreboard
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
 from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
@@ -23,6 +25,8 @@ from worker.store import analyses
 from worker.store.candles import load_candles
 
 ANALYSTS = ("heuristic", "cached")
+EQUITY_POINTS = 200
+"""Points of each policy's equity kept per fold in the scoreboard (the report's fold picker)."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +130,13 @@ def evaluate(
         for fold in p.folds:
             analysed = _analyses_for(url, req, p, fold, cache)
             cached_found += len(analysed) if req.analyst == "cached" else 0
+            curves: dict[str, Any] = {}
             policies = scoreboard.evaluate_fold(
                 p.candles, fold, analysed, recipes=req.recipes, random_seeds=req.random_seeds, fee=req.fee,
-                seed=req.seed,
+                seed=req.seed, equity=curves,
             )  # fmt: skip
             records.append(scoreboard.fold_record(p.symbol, fold, policies))
+            records[-1]["equity"] = equity_record(p.candles.ts[fold.test_lo : fold.test_hi], curves)
             done += 1
             if progress is not None:
                 progress(p.symbol, done, total)
@@ -145,6 +151,18 @@ def evaluate(
         "fee": req.fee, "seed": req.seed, "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE,
     }  # fmt: skip
     return Scoreboard(folds=records, summary=scoreboard.summarise(records), notes=notes, params=params)
+
+
+def equity_record(ts: Any, curves: dict[str, Any], max_points: int = EQUITY_POINTS) -> dict[str, Any]:
+    """A fold's ``"equity"``: each policy's equity relative to its start (1.0 = the starting capital)
+    on at most ``max_points`` evenly spaced test candles, the first and last included."""
+    n = len(ts)
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_points)).round().astype(np.int64))
+    relative = {k: np.asarray(eq)[idx] / eq[0] for k, eq in curves.items()}
+    return {
+        "ts": [int(t) for t in np.asarray(ts)[idx]],
+        "policies": {k: [round(float(v), 6) for v in r] for k, r in relative.items()},
+    }
 
 
 def recipes_of(names: Sequence[str]) -> tuple[str, ...]:
