@@ -26,6 +26,10 @@ from numpy.typing import NDArray
 from model import BUY, HOLD, SELL
 
 COMPONENTS: tuple[str, ...] = ("technical", "orderbook", "flow", "qlearning", "llm")
+#: The ensemble's thresholds: BUY above, SELL below (score), and the confidence a trade needs.
+DEFAULT_BUY_THRESHOLD = 0.2
+DEFAULT_SELL_THRESHOLD = -0.2
+DEFAULT_MIN_CONFIDENCE = 0.3
 DECIMALS = 12
 """Score and confidence are rounded to this many decimals before the thresholds are applied."""
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -75,9 +79,9 @@ class FastTradingModel:
         self,
         *,
         weights: Mapping[str, float] | None = None,
-        buy_threshold: float = 0.2,
-        sell_threshold: float = -0.2,
-        min_confidence: float = 0.3,
+        buy_threshold: float = DEFAULT_BUY_THRESHOLD,
+        sell_threshold: float = DEFAULT_SELL_THRESHOLD,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     ) -> None:
         given = DEFAULT_WEIGHTS if weights is None else weights
         unknown = sorted(set(given) - set(COMPONENTS))

@@ -34,16 +34,21 @@ from numpy.typing import NDArray
 
 from model import ACTIONS, BUY, HOLD, SELL
 from model.candles import Candles
-from model.ensemble import COMPONENTS, DEFAULT_WEIGHTS, Decision, FastTradingModel
+from model.ensemble import (
+    COMPONENTS,
+    DEFAULT_BUY_THRESHOLD,
+    DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_SELL_THRESHOLD,
+    DEFAULT_WEIGHTS,
+    Decision,
+    FastTradingModel,
+)
 from model.features import compute_features
 from model.qlearning import FastQLearning
 from model.rules import Rule, fired
 from model.signals import flow_score_from_candles, technical_score
 from model.states import StateSpace
 
-DEFAULT_BUY_THRESHOLD = 0.2
-DEFAULT_SELL_THRESHOLD = -0.2
-DEFAULT_MIN_CONFIDENCE = 0.3
 #: Order-book levels per side read by the order-book score.
 DEFAULT_BOOK_DEPTH = 10
 #: Rules of the version's analyses used by the LLM component at run time (newest windows first).

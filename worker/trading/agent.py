@@ -24,12 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.ensemble import DEFAULT_BUY_THRESHOLD, DEFAULT_MIN_CONFIDENCE, DEFAULT_SELL_THRESHOLD
 from model.live import (
     DEFAULT_BOOK_DEPTH,
-    DEFAULT_BUY_THRESHOLD,
     DEFAULT_MAX_RULES,
-    DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_SELL_THRESHOLD,
     AgentConfig,
     Brain,
     newest_rules,
