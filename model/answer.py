@@ -19,7 +19,8 @@ Repair counters (keys of ``Analysis.repairs``): code_fence, prose_stripped, key_
 extra_key_ignored, missing_field, null_field, defaulted, string_number, percent_confidence,
 clamped, enum_case, unknown_enum, action_index, op_alias, wrapped_in_list, unknown_feature_dropped,
 unknown_op_dropped, bad_value_dropped, too_many_conditions, rule_dropped, rules_capped,
-text_truncated, not_a_string.
+text_truncated, not_a_string; and schema_ignored (``note_schema_ignored``: an answer that was sent
+with the schema as its constraint needed a repair the constraint rules out, so the server ignored it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numbers
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from model import ACTIONS, HOLD
@@ -456,3 +457,22 @@ def parse_answer(text: str) -> Analysis:
         summary=summary,
         repairs={k: v for k, v in sorted(repairs.items()) if v},
     )
+
+
+#: Repairs an answer generated under ``ANSWER_SCHEMA`` as a grammar cannot need: seen in an answer
+#: that was sent with the schema, they mean the server ignored the constraint (free text, 200).
+OFF_SCHEMA_REPAIRS = frozenset({
+    "code_fence", "prose_stripped", "key_case", "extra_key_ignored", "missing_field", "null_field",
+    "string_number", "enum_case", "unknown_enum", "action_index", "wrapped_in_list",
+    "unknown_feature_dropped", "unknown_op_dropped", "bad_value_dropped", "too_many_conditions",
+    "rules_capped", "not_a_string",
+})  # fmt: skip
+
+
+def note_schema_ignored(analysis: Analysis) -> Analysis:
+    """``analysis`` with ``schema_ignored`` counted once when its repairs show the schema was not
+    followed (call it for answers that were constrained by ``ANSWER_SCHEMA``)."""
+    if not OFF_SCHEMA_REPAIRS.intersection(analysis.repairs):
+        return analysis
+    repairs = dict(analysis.repairs, schema_ignored=analysis.repairs.get("schema_ignored", 0) + 1)
+    return replace(analysis, repairs=dict(sorted(repairs.items())))

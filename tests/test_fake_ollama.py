@@ -42,7 +42,8 @@ def test_default_answer_is_valid_and_deterministic(fake: FakeOllama) -> None:
     assert r1.prompt_tokens and r1.completion_tokens and r1.total_duration_ms is not None
     assert r1.host == fake.url and r1.attempts == 1
     s = fake.stats()
-    assert s["calls"] == {"/api/chat": 3} and s["llm_calls"] == 3 and s["busy"] == 0
+    # the version is asked once per host (does it take "truncate": false?), then only chats
+    assert s["calls"] == {"/api/version": 1, "/api/chat": 3} and s["llm_calls"] == 3 and s["busy"] == 0
 
 
 CONTENT_MODES = [
@@ -201,7 +202,7 @@ def test_parallel_slots_and_queue() -> None:
             "model": MODEL,
             "format": ANSWER_SCHEMA,
             "stream": False,
-            "options": {"temperature": 0.0, "seed": 42},
+            "options": {"temperature": 0.0, "seed": 42, "num_ctx": 4096, "num_predict": 1024},
             "keep_alive": "30m",
         }
 

@@ -44,13 +44,23 @@ def chat_body(content: str = '{"regime":"bull"}') -> dict[str, Any]:
 
 
 class Recorder:
-    """A MockTransport handler that plays a script of responses and records requests."""
+    """A MockTransport handler that plays a script of responses and records requests.
 
-    def __init__(self, script: list[Callable[[httpx.Request], httpx.Response] | httpx.Response]) -> None:
+    With ``version`` set, ``GET /api/version`` (which chat asks once per host) answers it without
+    using up the script or being recorded."""
+
+    def __init__(
+        self, script: list[Callable[[httpx.Request], httpx.Response] | httpx.Response], version: str | None = None
+    ) -> None:
         self.script = list(script)
         self.requests: list[httpx.Request] = []
+        self.version = version
+        self.version_calls = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.version is not None and request.url.path == "/api/version":
+            self.version_calls += 1
+            return httpx.Response(200, json={"version": self.version})
         self.requests.append(request)
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         return step(request) if callable(step) else step
@@ -61,9 +71,9 @@ class Recorder:
 
 
 def make(
-    script: list[Any], hosts: tuple[str, ...] = ("http://h1:11434",), **kw: Any
+    script: list[Any], hosts: tuple[str, ...] = ("http://h1:11434",), version: str | None = "0.6.2", **kw: Any
 ) -> tuple[OllamaClient, Recorder, list[float]]:
-    rec = Recorder(script)
+    rec = Recorder(script, version)
     sleeps: list[float] = []
     kw.setdefault("rng", random.Random(0))
     client = OllamaClient(
@@ -97,6 +107,7 @@ def test_chat_payload_and_result() -> None:
         host="http://h1:11434",
         attempts=1,
         done_reason="stop",
+        constrained="format",
     )
     req = rec.requests[0]
     assert req.method == "POST" and req.url.path == "/api/chat"
@@ -106,10 +117,10 @@ def test_chat_payload_and_result() -> None:
         "messages": MSGS,
         "format": ANSWER_SCHEMA,
         "stream": False,
-        "options": {"temperature": 0.0, "seed": 7},
+        "options": {"temperature": 0.0, "seed": 7, "num_ctx": 4096, "num_predict": 1024},
         "keep_alive": "30m",
     }
-    assert sleeps == []
+    assert sleeps == [] and rec.version_calls == 1  # 0.6.2 takes no "truncate"
 
 
 def test_busy_retried_then_success_with_backoff() -> None:
@@ -222,11 +233,11 @@ def route(
 
 
 def test_version_and_has_model() -> None:
-    client, rec, _ = make([route()])
+    client, rec, _ = make([route()], version=None)
     assert client.version() == "0.6.2"
     assert client.has_model() is True
     assert [r.url.path for r in rec.requests] == ["/api/version", "/api/tags"]
-    assert make([route(models=("llama3:latest",))])[0].has_model() is False
+    assert make([route(models=("llama3:latest",))], version=None)[0].has_model() is False
 
 
 @pytest.mark.parametrize(
@@ -296,6 +307,6 @@ def test_zero_retries_one_attempt() -> None:
 
 
 def test_404_on_a_preflight_path_is_not_model_not_found() -> None:
-    client, _, _ = make([httpx.Response(404, text="404 page not found")])
+    client, _, _ = make([httpx.Response(404, text="404 page not found")], version=None)
     with pytest.raises(OllamaBadRequest, match="is this an Ollama server"):
         client.version()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import ccxt
@@ -148,7 +149,7 @@ def fetch_symbol(
         stored = candles_store.max_ts(cur, symbol, timeframe)
     start = -(-since // step) * step
     resumed = stored is not None and stored + step > start
-    if resumed:
+    if stored is not None and resumed:
         start = stored + step
     result = FetchResult(symbol, timeframe, exchange.id, start, resumed, last_ts=stored)
     market = to_ccxt(symbol)
@@ -156,7 +157,7 @@ def fetch_symbol(
     while cursor + step <= end:
         result.requests += 1
         page = ccxt_call(
-            lambda c=cursor: exchange.fetch_ohlcv(market, timeframe, c * 1000, limit),
+            partial(exchange.fetch_ohlcv, market, timeframe, cursor * 1000, limit),
             what=result.exchange, symbol=symbol, max_attempts=max_attempts, sleep=sleep,
             on_retry=result.count_retry,
         )  # fmt: skip
@@ -192,7 +193,8 @@ def _store(
     ts, o, h, lo, c, v = ts[order], o[order], h[order], lo[order], c[order], v[order]
     flagged = outliers(h, lo, c)
     result.flagged += int(flagged.sum())
-    flags = np.where(flagged, OUTLIER_FLAG, None)
+    flags = np.full(len(flagged), None, dtype=object)
+    flags[flagged] = OUTLIER_FLAG
     with db.transaction(database_url) as cur:
         ins = candles_store.insert_candles_report(cur, symbol, timeframe, ts, o, h, lo, c, v, flag=flags)
     result.inserted += ins.inserted

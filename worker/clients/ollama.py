@@ -6,80 +6,81 @@ after the one that failed). Temporary failures (connection errors, timeouts, 5xx
 subclass; 404 (model not pulled) and other 4xx are permanent. httpx exceptions are translated
 here, at the edge. Keep one ``OllamaClient`` (and so one ``httpx.Client``) per process.
 
-Hostile or broken answers cost bounded memory and time: a body is streamed and read up to
-``MAX_RESPONSE_BYTES`` (4 MiB; a real answer is a few KiB) and must be complete within the call's
-timeout (a body that keeps trickling in is cut off there; one that stalls hits httpx's read
-timeout); JSON nested deeper than ``MAX_JSON_DEPTH`` (64) levels, in the body or in the model's
-answer inside it, is refused before any parser sees it. Each of these is a ``PermanentError``
-with a one-line reason, so the window ends ``failed``. Hosts older than ``MIN_OLLAMA_VERSION``
-(0.5.0, when structured outputs, the JSON-schema ``format``, arrived) are refused by preflight.
+Hostile or broken answers cost bounded memory and time (``worker.clients.llm``): a body is
+streamed and read up to ``MAX_RESPONSE_BYTES`` (4 MiB) within the call's timeout, JSON nested
+deeper than ``MAX_JSON_DEPTH`` (64) is refused before any parser sees it; each is a
+``PermanentError`` with a one-line reason. Hosts older than ``MIN_OLLAMA_VERSION`` (0.5.0, when
+structured outputs arrived) are refused by preflight.
+
+The budget is explicit, since Ollama cuts a prompt longer than its ``num_ctx`` silently (a log
+line and a 200): every call sends ``options.num_ctx`` and ``options.num_predict``
+(QTRAIN_LLM_NUM_CTX / QTRAIN_LLM_MAX_TOKENS), and ``"truncate": false`` to hosts from 0.12.4 on
+(their version is asked once per host), so an overflow there is a 400; on any host a reported
+``prompt_eval_count`` far below the prompt's estimated size fails the window (``PromptTruncated``)
+and ``done_reason: "length"`` is ``AnswerCut``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json as _json
 import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-import numpy as np
 
 from model.answer import ANSWER_SCHEMA
+from worker.clients.llm import (
+    MAX_ERROR_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_RESPONSE_BYTES,
+    PREFLIGHT_TIMEOUT_S,
+    AnswerRefused,
+    ChatClient,
+    ChatResult,
+    ContextExceeded,
+    HttpLLM,
+    LLMBadRequest,
+    answer_cut,
+    as_int,
+    check_fits,
+    check_not_truncated,
+    estimate_tokens,
+    json_depth,
+    one_line,
+)
 from worker.errors import (
     InvalidModelOutput,
     ModelNotFound,
     OllamaBusy,
     OllamaServerError,
-    OllamaTimeout,
     PermanentError,
     ServiceUnavailable,
     TemporaryError,
 )
-from worker.settings import Settings
+from worker.settings import DEFAULT_LLM_MAX_TOKENS, DEFAULT_LLM_NUM_CTX, Settings
 
-#: Seconds allowed for the small preflight calls (/api/version, /api/tags).
-PREFLIGHT_TIMEOUT_S = 10.0
-#: Seconds allowed to open a TCP connection (a dead host should fail fast, not after 300 s).
-CONNECT_TIMEOUT_S = 10.0
-#: Bytes read of one answer at most (a real /api/chat answer is a few KiB; this bounds memory).
-MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-#: Bytes read of an error answer (non-200) at most: only its first line is reported.
-MAX_ERROR_BYTES = 64 * 1024
-#: Deepest JSON nesting accepted, in the body and in the model's answer (the schema needs 5).
-MAX_JSON_DEPTH = 64
+__all__ = [
+    "MAX_JSON_DEPTH", "MAX_RESPONSE_BYTES", "PREFLIGHT_TIMEOUT_S", "ChatClient", "ChatResult",
+    "OllamaAnswerRefused", "OllamaBadRequest", "OllamaClient", "OllamaTooOld", "json_depth", "parse_version",
+    "too_old", "too_old_message",
+]  # fmt: skip
+
 #: Oldest Ollama with JSON-schema ``format`` (structured outputs came in 0.5.0).
 MIN_OLLAMA_VERSION = (0, 5, 0)
+#: First Ollama whose /api/chat takes ``"truncate": false`` (an overflow is then an error, not a cut).
+TRUNCATE_FLAG_VERSION = (0, 12, 4)
 
-
-class OllamaBadRequest(PermanentError):
-    """Raised when Ollama answers 400 or another 4xx: the request itself is wrong."""
-
-
-class OllamaAnswerRefused(PermanentError):
-    """Raised when an answer is too large, never ends, or is nested too deep to be parsed safely."""
+#: Raised when Ollama answers 400 or another 4xx (the shared ``LLMBadRequest``).
+OllamaBadRequest = LLMBadRequest
+#: Raised when an answer is too large, never ends, or is nested too deep (the shared ``AnswerRefused``).
+OllamaAnswerRefused = AnswerRefused
 
 
 class OllamaTooOld(PermanentError):
     """Raised when an Ollama host is older than 0.5.0 and so cannot take a JSON-schema ``format``."""
-
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def json_depth(data: bytes) -> int:
-    """Deepest nesting of ``[``/``{`` in JSON text, strings skipped; a cheap scan before parsing
-    (Python's json recurses per level: 100,000 levels would raise RecursionError or worse)."""
-    brackets = np.frombuffer(_JSON_STRING.sub(b'""', data).translate(None, _NOT_BRACKET), dtype=np.uint8)
-    if brackets.size == 0:
-        return 0
-    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max())
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:
@@ -103,46 +104,42 @@ def too_old_message(host: str, version: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class ChatResult:
-    """The text of one /api/chat answer plus the usage Ollama reported."""
-
-    text: str
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    total_duration_ms: float | None
-    eval_duration_ms: float | None
-    host: str
-    attempts: int
-    done_reason: str = ""
-
-
-class ChatClient(Protocol):
-    """The part of ``OllamaClient`` the analyse step uses (a Protocol, so tests can stand in)."""
-
-    def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult: ...
+def takes_truncate_flag(version: str) -> bool:
+    """True for an Ollama from 0.12.4 on (and a source build, 0.0.0), whose chat takes ``truncate``."""
+    parsed = parse_version(version)
+    return parsed is not None and (parsed == (0, 0, 0) or parsed >= TRUNCATE_FLAG_VERSION)
 
 
 def _ms(ns: Any) -> float | None:
     return ns / 1e6 if isinstance(ns, int | float) and not isinstance(ns, bool) else None
 
 
-def _int(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
-
-
 def _error_text(raw: bytes) -> str:
+    """The ``error`` of an Ollama error body (a JSON error nested in it read too), one line."""
     try:
         body = _json.loads(raw) if json_depth(raw) <= MAX_JSON_DEPTH else None
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            return body["error"][:200]
     except ValueError:
-        pass
-    return raw[:200].decode("utf-8", "replace").replace("\n", " ")
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        text: str = body["error"]
+        try:  # Ollama passes llama-server's own error body through as a string
+            inner = _json.loads(text) if text.startswith("{") and len(text) < MAX_ERROR_BYTES else None
+        except ValueError:
+            inner = None
+        err = inner.get("error") if isinstance(inner, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return one_line(err["message"])
+        return one_line(text)
+    return one_line(raw[:200].decode("utf-8", "replace"))
 
 
-class OllamaClient:
+_CONTEXT = re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)")
+
+
+class OllamaClient(HttpLLM):
     """Calls one or more Ollama hosts serving ``model``."""
+
+    api = "ollama"
 
     def __init__(
         self,
@@ -157,51 +154,35 @@ class OllamaClient:
         keep_alive: str = "30m",
         temperature: float = 0.0,
         seed: int = 42,
+        num_ctx: int = DEFAULT_LLM_NUM_CTX,
+        max_tokens: int = DEFAULT_LLM_MAX_TOKENS,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | Callable[[], random.Random] = random.Random,
         clock: Callable[[], float] = time.monotonic,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        self.hosts = tuple(h.strip().rstrip("/") for h in hosts if h.strip())
-        if not self.hosts:
-            raise ValueError("hosts must name at least one Ollama host")
-        if not model:
-            raise ValueError("model must be non-empty")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        self.model = model
-        self.timeout_s = float(timeout_s)
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        super().__init__(
+            hosts, model, client=client, timeout_s=timeout_s, max_retries=max_retries,
+            backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, sleep=sleep, rng=rng, clock=clock,
+            max_response_bytes=max_response_bytes,
+        )  # fmt: skip
+        if num_ctx < 1 or max_tokens < 1:
+            raise ValueError(f"num_ctx and max_tokens must be >= 1, got {num_ctx} and {max_tokens}")
         self.keep_alive = keep_alive
         self.temperature = temperature
         self.seed = seed
-        self._sleep = sleep
-        self._clock = clock
-        self.max_response_bytes = max_response_bytes
-        self._rng = rng if isinstance(rng, random.Random) else rng()
-        self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, CONNECT_TIMEOUT_S)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
-        # Rotating start host; a random offset so that many worker processes spread out.
-        self._counter = itertools.count(self._rng.randrange(len(self.hosts)))
+        self.num_ctx = num_ctx
+        self.max_tokens = max_tokens
+        self._versions: dict[str, str] = {}  # per host, learned once (preflight or the first chat)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> OllamaClient:
-        """A client for ``settings.ollama_hosts`` / ``ollama_model``; build one per process."""
+    def from_settings(cls, settings: Settings, model: str | None = None, **kwargs: Any) -> OllamaClient:
+        """A client for ``settings.ollama_hosts`` / ``llm_model`` and budget; build one per process."""
+        kwargs.setdefault("num_ctx", settings.llm_num_ctx)
+        kwargs.setdefault("max_tokens", settings.llm_max_tokens)
         return cls(
-            settings.ollama_hosts, settings.ollama_model, timeout_s=settings.ollama_timeout_s, **kwargs
+            settings.ollama_hosts, model or settings.llm_model, timeout_s=settings.ollama_timeout_s, **kwargs
         )
-
-    def close(self) -> None:
-        """Close the underlying httpx client if this object created it."""
-        if self._owns_client:
-            self._client.close()
 
     def __enter__(self) -> OllamaClient:
         return self
@@ -215,33 +196,9 @@ class OllamaClient:
         self, method: str, host: str, path: str, *, json: Any = None, timeout: float | None = None
     ) -> Any:
         """One request; returns the decoded JSON body or raises a QtrainError naming ``host``."""
-        kwargs: dict[str, Any] = {} if json is None else {"json": json}
-        limit_s = timeout if timeout is not None else self.timeout_s
-        if timeout is not None:
-            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
-        try:
-            with self._client.stream(method, f"{host}{path}", **kwargs) as resp:
-                status = resp.status_code
-                cap = self.max_response_bytes if status == 200 else MAX_ERROR_BYTES
-                raw = self._read(resp, f"{host}{path}", cap, self._clock() + limit_s, limit_s)
-        except httpx.ConnectTimeout as exc:
-            raise ServiceUnavailable(f"ollama {host}: connect timed out") from exc
-        except httpx.TimeoutException as exc:
-            why = type(exc).__name__
-            raise OllamaTimeout(f"ollama {host}: no answer within {limit_s:g} s ({why})") from exc
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"ollama {host}: unreachable ({type(exc).__name__}: {exc})") from exc
+        status, raw, _ = self._exchange(method, host, path, json=json, timeout=timeout)
         if status == 200:
-            if json_depth(raw) > MAX_JSON_DEPTH:
-                raise OllamaAnswerRefused(
-                    f"ollama {host}{path}: answer nested deeper than {MAX_JSON_DEPTH} levels; refused"
-                )
-            try:
-                return _json.loads(raw)
-            except ValueError as exc:
-                raise OllamaServerError(
-                    f"ollama {host}{path}: answered 200 with a body that is not JSON"
-                ) from exc
+            return self._decode(raw, f"{host}{path}", OllamaServerError)
         detail = _error_text(raw)
         if status == 404 and path not in ("/api/chat", "/api/generate"):
             raise OllamaBadRequest(f"ollama {host}{path}: HTTP 404 ({detail}): is this an Ollama server?")
@@ -253,22 +210,14 @@ class OllamaClient:
             raise OllamaBusy(f"ollama {host}: busy, HTTP {status} ({detail})")
         if status >= 500:
             raise OllamaServerError(f"ollama {host}: HTTP {status} ({detail})")
+        m = _CONTEXT.search(detail)
+        if m is not None or "exceed_context_size_error" in detail:
+            asked, ctx = (m.group(1), m.group(2)) if m else ("?", str(self.num_ctx))
+            raise ContextExceeded(
+                f"ollama {host}: the prompt ({asked} tokens) exceeds the context ({ctx} tokens):"
+                " raise QTRAIN_LLM_NUM_CTX"
+            )
         raise OllamaBadRequest(f"ollama {host}{path}: HTTP {status} ({detail})")
-
-    def _read(self, resp: httpx.Response, where: str, cap: int, deadline: float, limit_s: float) -> bytes:
-        """The body, at most ``cap`` bytes and complete before ``deadline``; else refused (permanent)."""
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in resp.iter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise OllamaAnswerRefused(f"ollama {where}: answer larger than {cap:,} bytes; refused")
-            if self._clock() > deadline:
-                raise OllamaAnswerRefused(
-                    f"ollama {where}: answer still arriving after {limit_s:g} s (OLLAMA_TIMEOUT); refused"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     # -- preflight ----------------------------------------------------------------------------
 
@@ -278,7 +227,8 @@ class OllamaClient:
         body = self._send("GET", h, "/api/version", timeout=min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
         if not isinstance(body, dict) or not isinstance(body.get("version"), str):
             raise OllamaServerError(f"ollama {h}/api/version: unexpected answer {str(body)[:100]}")
-        return body["version"]
+        self._versions[h] = body["version"]
+        return self._versions[h]
 
     def has_model(self, host: str | None = None) -> bool:
         """Whether ``self.model`` is pulled on ``host`` ("name" and "name:latest" are the same)."""
@@ -313,34 +263,47 @@ class OllamaClient:
 
     # -- chat ---------------------------------------------------------------------------------
 
-    def backoff_s(self, attempt: int) -> float:
-        """Delay before retry ``attempt`` (1-based): exponential, capped, with equal jitter."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return cap / 2 + self._rng.uniform(0, cap / 2)
+    def _takes_truncate(self, host: str) -> bool:
+        """Whether ``host`` takes ``"truncate": false`` (its version is asked once; unknown: no)."""
+        if host not in self._versions:
+            try:
+                self.version(host)
+            except (TemporaryError, PermanentError):
+                return False  # the chat itself will say what is wrong with the host
+        return takes_truncate_flag(self._versions[host])
 
     def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult:
-        """POST /api/chat (non-streaming, fixed temperature/seed); retries temporary failures."""
-        payload = {
+        """POST /api/chat (non-streaming, fixed temperature/seed, explicit budget); retries temporary
+        failures on the next host; a cut prompt or answer is a ``PermanentError``."""
+        estimate = estimate_tokens(messages)
+        check_fits("ollama", estimate, self.max_tokens, self.num_ctx)
+        payload: dict[str, Any] = {
             "model": self.model,
             "messages": list(messages),
             "format": format,
             "stream": False,
-            "options": {"temperature": self.temperature, "seed": self.seed},
+            "options": {
+                "temperature": self.temperature,
+                "seed": self.seed,
+                "num_ctx": self.num_ctx,
+                "num_predict": self.max_tokens,
+            },
             "keep_alive": self.keep_alive,
         }
-        start = next(self._counter)
-        attempts = self.max_retries + 1
-        for attempt in range(attempts):
-            host = self.hosts[(start + attempt) % len(self.hosts)]
+        for attempt, host in self._attempts():
+            body = dict(payload, truncate=False) if self._takes_truncate(host) else payload
             try:
-                body = self._send("POST", host, "/api/chat", json=payload)
+                answer = self._send("POST", host, "/api/chat", json=body)
             except TemporaryError as exc:
-                if attempt + 1 >= attempts:
-                    plural = "s" if attempts > 1 else ""
-                    raise type(exc)(f"{exc} [gave up after {attempts} attempt{plural}]") from exc
-                self._sleep(self.backoff_s(attempt + 1))
+                self._retry_or_raise(exc, attempt)
                 continue
-            return _chat_result(body, host, attempt + 1)
+            result = _chat_result(answer, host, attempt, "format" if format is not None else "")
+            where = f"ollama {host}"
+            if result.done_reason == "length":
+                raise answer_cut(where, self.max_tokens, result.completion_tokens)
+            cached = as_int(answer.get("prompt_eval_cached_count"))
+            check_not_truncated(where, result.prompt_tokens, cached, estimate)
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -348,7 +311,7 @@ def _canonical(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
 
 
-def _chat_result(body: Any, host: str, attempts: int) -> ChatResult:
+def _chat_result(body: Any, host: str, attempts: int, constrained: str) -> ChatResult:
     message = body.get("message") if isinstance(body, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
@@ -360,11 +323,12 @@ def _chat_result(body: Any, host: str, attempts: int) -> ChatResult:
         )
     return ChatResult(
         text=content,
-        prompt_tokens=_int(body.get("prompt_eval_count")),
-        completion_tokens=_int(body.get("eval_count")),
+        prompt_tokens=as_int(body.get("prompt_eval_count")),
+        completion_tokens=as_int(body.get("eval_count")),
         total_duration_ms=_ms(body.get("total_duration")),
         eval_duration_ms=_ms(body.get("eval_duration")),
         host=host,
         attempts=attempts,
         done_reason=str(body.get("done_reason") or ""),
+        constrained=constrained,
     )

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 
-from model.answer import Analysis, AnswerError, parse_answer
+from model.answer import Analysis, AnswerError, note_schema_ignored, parse_answer
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP, compute_features
 from model.heuristic import heuristic_analysis
 from model.prompt import build_messages, cache_key, window_content_hash
-from worker.clients.ollama import ChatClient, ChatResult
+from worker.clients.llm import ChatClient, ChatResult
 from worker.errors import InvalidModelOutput, PermanentError
 from worker.store import analyses
 from worker.store.batches import Window
@@ -56,13 +56,15 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
         raw = json.dumps(analysis.to_json(), sort_keys=True)
     else:
         if client is None:
-            raise PermanentError("no Ollama client configured for an ollama batch")
+            raise PermanentError("no LLM client configured for an LLM batch")
         chat = client.chat(build_messages(win, fwin, symbol=w.symbol, timeframe=w.timeframe))
         raw = chat.text
         try:
             analysis = parse_answer(raw)
         except (AnswerError, ValueError) as exc:
             raise InvalidModelOutput(f"unusable model answer ({exc}); raw: {raw[:200]!r}") from exc
+        if chat.constrained:  # a constrained answer off the schema: the server ignored the constraint
+            analysis = note_schema_ignored(analysis)
     rec = analyses.AnalysisRecord(
         cache_key=key,
         content_hash=w.content_hash,

@@ -119,11 +119,20 @@ def check_broker(settings: Settings) -> None:
         raise ServiceUnavailable(f"cannot reach the broker at {where} ({why}); start {start}") from exc
 
 
-def check_ollama(settings: Settings, model: str) -> None:
-    """Every Ollama host answers ``/api/version`` and has ``model`` pulled."""
-    from worker.clients.ollama import OllamaClient
+def check_llm(settings: Settings, model: str) -> None:
+    """Every LLM host of ``settings.llm_api`` answers and serves ``model``: Ollama's version and
+    pulled models, or an OpenAI-compatible server's ``/models`` list (one line otherwise)."""
+    from worker.clients.llm import chat_client
 
-    OllamaClient(settings.ollama_hosts, model, timeout_s=10.0, max_retries=0).preflight()
+    client = chat_client(settings, model, max_retries=0)
+    try:
+        client.preflight()
+    finally:
+        client.close()
+
+
+#: The former name of ``check_llm`` (callers that still use it).
+check_ollama = check_llm
 
 
 def plan(
@@ -191,7 +200,7 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
     check_database(settings)
     check_broker(settings)
     if req.analyst == "ollama":
-        check_ollama(settings, model)
+        check_llm(settings, model)
     planned: list[PlannedWindow] = []
     skipped: dict[str, int] = {}
     for symbol in req.symbols:

@@ -161,7 +161,7 @@ def retrain(
     *,
     now: datetime | None = None,
     enqueue: dispatch.Enqueue,
-    check_ollama: CheckOllama = dispatch.check_ollama,
+    check_ollama: CheckOllama = dispatch.check_llm,
 ) -> dict[str, Any]:
     """One scheduled retrain tick; returns ``{"status": created|locked|duplicate|nothing_new|..., ...}``.
 

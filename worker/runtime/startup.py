@@ -1,5 +1,6 @@
-"""What a worker says when it starts: its Ollama hosts and model, whether they answer, and which it
-refuses (an Ollama older than 0.5.0 has no JSON-schema ``format``: named with its version)."""
+"""What a worker says when it starts: its LLM API, hosts and model, whether they answer, and which
+it refuses (an Ollama older than 0.5.0 has no JSON-schema ``format``, an OpenAI-compatible server
+that does not list the model would answer with another one: each named in one line)."""
 
 from __future__ import annotations
 
@@ -12,30 +13,68 @@ log = logging.getLogger("qtrain.worker")
 
 
 def log_startup(settings: Settings) -> None:
-    """Log the hosts/model this worker will call and a reachability check of each host."""
-    from worker.clients.ollama import OllamaClient, too_old, too_old_message
-    from worker.errors import QtrainError
-
+    """Log the API/hosts/model/budget this worker will use and a reachability check of each host."""
     log.warning(
-        "qtrain worker: database=%s broker=%s ollama_hosts=%s model=%s timeout=%ss lease=%ss reap_every=%ss",
+        "qtrain worker: database=%s broker=%s llm_api=%s hosts=%s model=%s num_ctx=%s max_tokens=%s"
+        " timeout=%ss lease=%ss reap_every=%ss",
         redact(settings.database_url),
         redact(settings.broker_url),
-        ",".join(settings.ollama_hosts),
-        settings.ollama_model,
+        settings.llm_api,
+        ",".join(settings.llm_hosts),
+        settings.llm_model,
+        settings.llm_num_ctx,
+        settings.llm_max_tokens,
         settings.ollama_timeout_s,
         settings.lease_s,
         settings.reap_interval_s,
     )
+    if settings.llm_api == "openai":
+        _check_openai(settings)
+    else:
+        _check_ollama(settings)
+
+
+def _check_ollama(settings: Settings) -> None:
+    from worker.clients.ollama import OllamaClient, too_old, too_old_message
+    from worker.errors import QtrainError
+
     client = OllamaClient.from_settings(settings)
-    for host in settings.ollama_hosts:
-        try:
-            version = client.version(host)
-            pulled = client.has_model(host)
-        except QtrainError as exc:
-            log.warning("ollama host %s: not answering (%s); heuristic batches still run", host, exc)
-            continue
-        if too_old(version):
-            log.error("REFUSED %s; its windows would all fail", too_old_message(host, version))
-            continue
-        state = "pulled" if pulled else f"NOT pulled (run: ollama pull {settings.ollama_model})"
-        log.warning("ollama host %s: version %s, model %s %s", host, version, settings.ollama_model, state)
+    try:
+        for host in settings.ollama_hosts:
+            try:
+                version = client.version(host)
+                pulled = client.has_model(host)
+            except QtrainError as exc:
+                log.warning("ollama host %s: not answering (%s); heuristic batches still run", host, exc)
+                continue
+            if too_old(version):
+                log.error("REFUSED %s; its windows would all fail", too_old_message(host, version))
+                continue
+            state = "pulled" if pulled else f"NOT pulled (run: ollama pull {settings.llm_model})"
+            log.warning("ollama host %s: version %s, model %s %s", host, version, settings.llm_model, state)
+    finally:
+        client.close()
+
+
+def _check_openai(settings: Settings) -> None:
+    from worker.clients.openai import OpenAIClient
+    from worker.errors import QtrainError
+
+    client = OpenAIClient.from_settings(settings)
+    try:
+        for host in settings.openai_base_urls:
+            try:
+                names = client.models(host)
+            except QtrainError as exc:
+                log.warning("openai host %s: not answering (%s); heuristic batches still run", host, exc)
+                continue
+            if not client.serves(names):
+                log.error(
+                    "REFUSED openai host %s: model %s is not served there (it serves: %s); set"
+                    " QTRAIN_LLM_MODEL to one of them: its windows would all fail",
+                    host, settings.llm_model, ", ".join(names) or "no model",
+                )  # fmt: skip
+                continue
+            log.warning("openai host %s: serves model %s", host, settings.llm_model)
+    finally:
+        client.close()

@@ -32,18 +32,20 @@ from worker.settings import MAX_RETRY_DELAY_S
 from worker.store import batches
 
 log = logging.getLogger("qtrain.tasks")
-_clients: dict[int, Any] = {}
+_clients: dict[tuple[int, str], Any] = {}
 
 
-def ollama_client() -> Any:
-    """This process's Ollama client (one httpx connection pool per process, reused)."""
-    from worker.clients.ollama import OllamaClient
+def llm_client(model: str | None = None) -> Any:
+    """This process's LLM client for QTRAIN_LLM_API and ``model`` (default: the worker's), one httpx
+    connection pool per process and model, reused; a batch's ``--model`` is the model it is sent."""
+    from worker.clients.llm import chat_client
 
-    pid = os.getpid()
-    if pid not in _clients:
-        _clients.clear()
-        _clients[pid] = OllamaClient.from_settings(SETTINGS)
-    return _clients[pid]
+    key = (os.getpid(), model or SETTINGS.llm_model)
+    if key not in _clients:
+        if any(k[0] != key[0] for k in _clients):
+            _clients.clear()  # a forked child: the parent's pools are not ours
+        _clients[key] = chat_client(SETTINGS, key[1])
+    return _clients[key]
 
 
 #: Jitter of the retry delays (a process-wide generator: delays need spread, not reproducibility).
@@ -110,7 +112,7 @@ def _analyze_window(
     claimed.append(window.attempts)
     attempt = window.attempts
     try:
-        client = None if window.analyst == HEURISTIC else ollama_client()
+        client = None if window.analyst == HEURISTIC else llm_client(window.model)
         status = analyze(url, window, client)
     except batches.Superseded:
         return SUPERSEDED

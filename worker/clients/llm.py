@@ -1,0 +1,309 @@
+"""What the two LLM clients share: the protocol, the result, the budget, bounded reads, retries.
+
+qtrain speaks two HTTP APIs: Ollama's native ``/api/chat`` (``worker.clients.ollama``) and the
+OpenAI-compatible ``/v1/chat/completions`` served by llama.cpp's llama-server, llama-cpp-python,
+vLLM, SGLang, LM Studio and Ollama's ``/v1`` (``worker.clients.openai``). ``chat_client`` picks
+one by ``QTRAIN_LLM_API``. Both keep the same contract: hosts share the load round-robin, temporary
+failures are retried with backoff and jitter on the next host, an answer is read up to 4 MiB, 64
+levels of nesting and the call's timeout, and the context and answer budget is explicit:
+
+- before a call, a prompt whose estimated size plus the answer cap does not fit the context
+  (``QTRAIN_LLM_NUM_CTX``) is refused (``ContextExceeded``), and so is a server's own "context
+  exceeded" answer, with both numbers;
+- after it, a prompt the server reports far smaller than its estimated size was cut by the server
+  (``PromptTruncated``: Ollama truncates silently), and an answer that ended at the token cap
+  (``AnswerCut``) is a failure with that reason, never a half-read analysis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json as _json
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+
+from model.answer import ANSWER_SCHEMA
+from worker.errors import OllamaTimeout, PermanentError, ServiceUnavailable, TemporaryError
+from worker.retry import backoff_s
+from worker.settings import Settings
+
+#: Seconds allowed for the small preflight calls (/api/version, /api/tags, /v1/models).
+PREFLIGHT_TIMEOUT_S = 10.0
+#: Seconds allowed to open a TCP connection (a dead host should fail fast, not after 300 s).
+CONNECT_TIMEOUT_S = 10.0
+#: Bytes read of one answer at most (a real answer is a few KiB; this bounds memory).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+#: Bytes read of an error answer (non-200) at most: only its first line is reported.
+MAX_ERROR_BYTES = 64 * 1024
+#: Deepest JSON nesting accepted, in the body and in the model's answer (the schema needs 5).
+MAX_JSON_DEPTH = 64
+#: Characters per token of the prompt estimate (English and numbers run 2.5-4 with the common
+#: tokenizers, so the estimate errs low: a truncation check against it does not fire on a whole prompt).
+CHARS_PER_TOKEN = 4.0
+#: Tokens of chat template per message (role markers), added to the estimate.
+TOKENS_PER_MESSAGE = 4
+#: A reported prompt below this share of the estimate was cut by the server.
+TRUNCATED_BELOW = 0.5
+#: Prompts estimated smaller than this are not checked for truncation: they fit any server's
+#: context (Ollama's smallest default is 2048), and the estimate of a few words is noise.
+CHECKED_FROM_TOKENS = 256
+
+
+class LLMBadRequest(PermanentError):
+    """Raised when the LLM server answers 400 or another 4xx: the request itself is wrong."""
+
+
+class AnswerRefused(PermanentError):
+    """Raised when an answer is too large, never ends, or is nested too deep to be parsed safely."""
+
+
+class ContextExceeded(PermanentError):
+    """Raised when the prompt plus the answer cap do not fit the model's context."""
+
+
+class PromptTruncated(PermanentError):
+    """Raised when the server read far fewer prompt tokens than were sent (it cut the prompt)."""
+
+
+class AnswerCut(PermanentError):
+    """Raised when the answer stopped at the token cap (``QTRAIN_LLM_MAX_TOKENS``), so it is partial."""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The text of one chat answer plus the usage the server reported."""
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_duration_ms: float | None
+    eval_duration_ms: float | None
+    host: str
+    attempts: int
+    done_reason: str = ""
+    #: The structured-output shape the answer was constrained by ("" when none was sent).
+    constrained: str = ""
+
+
+class ChatClient(Protocol):
+    """The part of an LLM client the analyse step uses (a Protocol, so tests can stand in)."""
+
+    def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult: ...
+
+
+class LLMClient(ChatClient, Protocol):
+    """A full client: chat, the preflight of ``qtrain train`` and the worker, and close."""
+
+    hosts: tuple[str, ...]
+    model: str
+
+    def preflight(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(data: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON text, strings skipped; a cheap scan before parsing
+    (Python's json recurses per level: 100,000 levels would raise RecursionError or worse)."""
+    brackets = np.frombuffer(_JSON_STRING.sub(b'""', data).translate(None, _NOT_BRACKET), dtype=np.uint8)
+    if brackets.size == 0:
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def as_int(x: Any) -> int | None:
+    """``x`` when it is an int (not a bool), else None."""
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line (whitespace runs folded), at most ``limit`` characters."""
+    return " ".join(text.split())[:limit]
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """The prompt's size in tokens, estimated from its characters (see ``CHARS_PER_TOKEN``)."""
+    chars = sum(len(str(m.get("content", ""))) for m in messages)
+    return int(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
+
+
+def check_fits(where: str, estimate: int, max_tokens: int, num_ctx: int) -> None:
+    """``ContextExceeded`` when the prompt estimate plus the answer cap exceed the context."""
+    if estimate + max_tokens > num_ctx:
+        raise ContextExceeded(
+            f"{where}: the prompt (about {estimate} tokens) plus the answer cap ({max_tokens}) exceed the"
+            f" context of {num_ctx} tokens: raise QTRAIN_LLM_NUM_CTX (and the server's context) or lower"
+            " QTRAIN_LLM_MAX_TOKENS"
+        )
+
+
+def check_not_truncated(where: str, reported: int | None, cached: int | None, estimate: int) -> None:
+    """``PromptTruncated`` when the server's prompt count is far below the estimate.
+
+    ``cached`` (prompt tokens served from the server's cache, when it says so) is added: some
+    servers report only the newly evaluated part of a prompt whose prefix was cached."""
+    if reported is None or reported <= 0 or estimate < CHECKED_FROM_TOKENS:
+        return  # not reported (nothing to compare), or too small to have been cut
+    seen = reported + (cached or 0)
+    if seen < estimate * TRUNCATED_BELOW:
+        raise PromptTruncated(
+            f"{where}: prompt truncated by the server ({reported} of about {estimate} tokens):"
+            " raise QTRAIN_LLM_NUM_CTX"
+        )
+
+
+def answer_cut(where: str, max_tokens: int, completion_tokens: int | None) -> AnswerCut:
+    """The error of an answer that stopped at the token cap."""
+    n = completion_tokens if completion_tokens is not None else max_tokens
+    return AnswerCut(f"{where}: answer cut at {n} tokens (QTRAIN_LLM_MAX_TOKENS={max_tokens}); raise it")
+
+
+class HttpLLM:
+    """Hosts, one pooled ``httpx.Client``, bounded reads, backoff and the retry loop of a client."""
+
+    #: Names the API in every message ("ollama http://gpu1:11434: ...").
+    api = "llm"
+
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        model: str,
+        *,
+        client: httpx.Client | None,
+        timeout_s: float,
+        max_retries: int,
+        backoff_base_s: float,
+        backoff_max_s: float,
+        sleep: Callable[[float], None],
+        rng: random.Random | Callable[[], random.Random],
+        clock: Callable[[], float],
+        max_response_bytes: int,
+    ) -> None:
+        self.hosts = tuple(h.strip().rstrip("/") for h in hosts if h.strip())
+        if not self.hosts:
+            raise ValueError(f"hosts must name at least one {self.api} host")
+        if not model:
+            raise ValueError("model must be non-empty")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.model = model
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._sleep = sleep
+        self._clock = clock
+        self.max_response_bytes = max_response_bytes
+        self._rng = rng if isinstance(rng, random.Random) else rng()
+        self._owns_client = client is None
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, CONNECT_TIMEOUT_S)),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        # Rotating start host; a random offset so that many worker processes spread out.
+        self._counter = itertools.count(self._rng.randrange(len(self.hosts)))
+
+    def close(self) -> None:
+        """Close the underlying httpx client if this object created it."""
+        if self._owns_client:
+            self._client.close()
+
+    def _exchange(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        *,
+        json: Any = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes, float]:
+        """One request: (status, body bytes, the time limit applied); transport errors translated."""
+        kwargs: dict[str, Any] = {} if json is None else {"json": json}
+        if headers:
+            kwargs["headers"] = dict(headers)
+        limit_s = timeout if timeout is not None else self.timeout_s
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
+        try:
+            with self._client.stream(method, f"{host}{path}", **kwargs) as resp:
+                status = resp.status_code
+                cap = self.max_response_bytes if status == 200 else MAX_ERROR_BYTES
+                raw = self._read(resp, f"{host}{path}", cap, self._clock() + limit_s, limit_s)
+        except httpx.ConnectTimeout as exc:
+            raise ServiceUnavailable(f"{self.api} {host}: connect timed out") from exc
+        except httpx.TimeoutException as exc:
+            why = type(exc).__name__
+            raise OllamaTimeout(f"{self.api} {host}: no answer within {limit_s:g} s ({why})") from exc
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"{self.api} {host}: unreachable ({type(exc).__name__}: {exc})") from exc
+        return status, raw, limit_s
+
+    def _read(self, resp: httpx.Response, where: str, cap: int, deadline: float, limit_s: float) -> bytes:
+        """The body, at most ``cap`` bytes and complete before ``deadline``; else refused (permanent)."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise AnswerRefused(f"{self.api} {where}: answer larger than {cap:,} bytes; refused")
+            if self._clock() > deadline:
+                raise AnswerRefused(
+                    f"{self.api} {where}: answer still arriving after {limit_s:g} s (OLLAMA_TIMEOUT); refused"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decode(self, raw: bytes, where: str, not_json: Callable[[str], Exception]) -> Any:
+        """A 200 body as JSON: refused when nested too deep, ``not_json(message)`` when it is not JSON."""
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise AnswerRefused(
+                f"{self.api} {where}: answer nested deeper than {MAX_JSON_DEPTH} levels; refused"
+            )
+        try:
+            return _json.loads(raw)
+        except ValueError as exc:
+            raise not_json(f"{self.api} {where}: answered 200 with a body that is not JSON") from exc
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay before retry ``attempt`` (1-based): exponential, capped, with equal jitter."""
+        return backoff_s(attempt, base_s=self.backoff_base_s, cap_s=self.backoff_max_s, rng=self._rng)
+
+    def _attempts(self) -> Iterator[tuple[int, str]]:
+        """(attempt number, host) for each try of one call: the next start host, then onwards."""
+        start = next(self._counter)
+        for attempt in range(self.max_retries + 1):
+            yield attempt + 1, self.hosts[(start + attempt) % len(self.hosts)]
+
+    def _retry_or_raise(self, exc: TemporaryError, attempt: int) -> None:
+        """After a temporary failure: sleep the backoff, or raise it when the attempts are used up."""
+        attempts = self.max_retries + 1
+        if attempt >= attempts:
+            plural = "s" if attempts > 1 else ""
+            raise type(exc)(f"{exc} [gave up after {attempts} attempt{plural}]") from exc
+        self._sleep(self.backoff_s(attempt))
+
+
+def chat_client(settings: Settings, model: str | None = None, **kwargs: Any) -> LLMClient:
+    """The client for ``settings.llm_api`` (QTRAIN_LLM_API: ollama or openai) serving ``model``
+    (default ``settings.llm_model``), with the settings' timeout and budget; one per process."""
+    if settings.llm_api == "openai":
+        from worker.clients.openai import OpenAIClient
+
+        return OpenAIClient.from_settings(settings, model, **kwargs)
+    from worker.clients.ollama import OllamaClient
+
+    return OllamaClient.from_settings(settings, model, **kwargs)
