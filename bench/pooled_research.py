@@ -32,6 +32,7 @@ RULE (fixed before looking; the git history has it committed before the first gr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -52,11 +53,13 @@ from scoreboard_research import load  # noqa: E402
 from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.folds import DAY, DEFAULT_TRAIN_DAYS, Fold, rolling_folds  # noqa: E402
+from model.folds import Fold, rolling_folds  # noqa: E402
 from model.policies import qtable_policy  # noqa: E402
+from model.pooled import PooledRecipe, pooled_value_iteration  # noqa: E402
+from model.pooled_folds import pooled_fold_tables  # noqa: E402
 from model.scoreboard import evaluate_fold, heuristic_analyses  # noqa: E402
 from model.states import StateSpace  # noqa: E402
-from model.training import AnalysedWindow, train_pooled  # noqa: E402
+from model.training import AnalysedWindow, training_data  # noqa: E402
 
 BTC_ETH = ("BTC", "ETH")
 UNIVERSE = ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")
@@ -103,25 +106,60 @@ def cases(symbols: Sequence[str], tune: set[str], *, first_half_tunes: bool) -> 
     return out
 
 
-def pooled_results(cs: list[FoldCase], **params: float) -> list[dict[str, float]]:
-    """Per case: Sharpe and trades of the pooled table trained across the cases of the same date."""
+def scored(test: Candles, q: np.ndarray, m: np.ndarray) -> dict[str, float]:
+    """Sharpe, closed trades and exposure of the greedy policy of ``q`` on ``test`` (fee 0.1%)."""
+    met = run_backtest(test, qtable_policy(q, m), fee=0.001).metrics
+    return {k: float(met[k]) for k in ("sharpe", "n_trades", "exposure_pct")}
+
+
+def null_results(cs: list[FoldCase], rep: int, **params: Any) -> list[dict[str, float]]:
+    """Per case: the pooled table of ``params`` trained on each symbol's training returns SHUFFLED
+    among its own training candles (states, gaps, shaping and the pool kept; any link between a
+    state and what follows destroyed; the drift kept), seeded by the date and ``rep``."""
     space = StateSpace.default()
+    rec = dataclasses.replace(PooledRecipe(), **params)
+    by_date: dict[int, list[FoldCase]] = {}
+    for c in cs:
+        by_date.setdefault(c.fold.test_since, []).append(c)
+    res = {}
+    for since, group in by_date.items():
+        group = sorted(group, key=lambda c: c.symbol)
+        data = []
+        for c in group:
+            train = c.candles.slice(c.fold.train_lo, c.fold.train_hi)
+            d = training_data(
+                train, [w for w in c.analysed if w.end_ts < since], space=space, kappa=rec.kappa
+            )
+            idx = np.flatnonzero((d.states >= 0) & np.isfinite(d.returns))
+            r = d.returns.copy()
+            r[idx] = r[np.random.default_rng([rep, since, len(data)]).permutation(idx)]
+            data.append((d.states, r, d.shaping))
+        solved = pooled_value_iteration(
+            *zip(*data, strict=True), n_market=space.n_market_states, gamma=rec.gamma,
+            turnover_cost=rec.turnover_cost, cost_per_sigma=rec.cost_per_sigma,
+            prior_strength=rec.prior_strength,
+            symbol_strength=math.inf if rec.symbol_strength is None else rec.symbol_strength,
+        )  # fmt: skip
+        for c, (q, _, _) in zip(group, solved, strict=True):
+            res[(c.symbol, since)] = scored(c.candles.slice(c.fold.test_lo, c.fold.test_hi), q, c.test_states)
+    return [res[(c.symbol, c.fold.test_since)] for c in cs]
+
+
+def pooled_results(cs: list[FoldCase], **params: Any) -> list[dict[str, float]]:
+    """Per case: Sharpe, trades and exposure of the pooled table trained across the cases of the
+    same date (``model.pooled_folds.pooled_fold_tables``, as ``qtrain evaluate`` trains it)."""
+    space = StateSpace.default()
+    recipe = dataclasses.replace(PooledRecipe(), **params)
     by_date: dict[int, list[FoldCase]] = {}
     for c in cs:
         by_date.setdefault(c.fold.test_since, []).append(c)
     res: dict[tuple[str, int], dict[str, float]] = {}
     for since, group in by_date.items():
-        lo = since - DEFAULT_TRAIN_DAYS * DAY
-        trains = {}
-        for c in group:
-            a, b = np.searchsorted(c.candles.ts, [lo, since], side="left")
-            trains[c.symbol] = c.candles.slice(int(a), int(b))
-        analysed = {c.symbol: [w for w in c.analysed if w.end_ts < since] for c in group}
-        tables = train_pooled(trains, analysed, space=space, recipe="pooled", **params)
+        tables = pooled_fold_tables({c.symbol: (c.candles, c.fold, c.analysed) for c in group}, recipe=recipe,
+                                    space=space)  # fmt: skip
         for c in group:
             test = c.candles.slice(c.fold.test_lo, c.fold.test_hi)
-            met = run_backtest(test, qtable_policy(tables[c.symbol][0].q, c.test_states), fee=0.001).metrics
-            res[(c.symbol, since)] = {"sharpe": float(met["sharpe"]), "n_trades": float(met["n_trades"])}
+            res[(c.symbol, since)] = scored(test, tables[c.symbol].q, c.test_states)
     return [res[(c.symbol, c.fold.test_since)] for c in cs]
 
 
@@ -141,12 +179,15 @@ def summary(cs: list[FoldCase], results: list[dict[str, float]], pick: Any = Non
         "median_excess": float(np.median(sh - rnd)),
         "trades": float(np.mean([r["n_trades"] for _, r in rows])),
         "median_trades": float(np.median([r["n_trades"] for _, r in rows])),
+        "median_exposure": float(np.median([r["exposure_pct"] for _, r in rows])),
+        "folds_exposure_over_90": int(sum(r["exposure_pct"] > 90 for _, r in rows)),
+        "folds_flat": int(sum(r["exposure_pct"] == 0 for _, r in rows)),
     }
 
 
 def sweep_results(cs: list[FoldCase]) -> list[dict[str, float]]:
     """Today's default (``qtable``) per case, from the cached ``evaluate_fold`` output."""
-    return [{"sharpe": c.base["qtable"]["sharpe"], "n_trades": c.base["qtable"]["n_trades"]} for c in cs]
+    return [{k: c.base["qtable"][k] for k in ("sharpe", "n_trades", "exposure_pct")} for c in cs]
 
 
 def line(name: str, s: dict[str, Any]) -> str:
@@ -155,6 +196,7 @@ def line(name: str, s: dict[str, Any]) -> str:
     return (
         f"{name:<34}{s['above_random']:>4}/{n:<3}{s['median_sharpe']:>+7.2f} / {s['median_random']:+.2f} /"
         f" {s['median_bh']:+.2f}{s['above_bh']:>5}/{n:<3}{s['trades']:>7.1f}{s['median_trades']:>7.0f}"
+        f"{s['median_exposure']:>6.0f}%  >90%: {s['folds_exposure_over_90']:>2}  flat: {s['folds_flat']:>2}"
     )
 
 
@@ -163,6 +205,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grid", action="store_true", help="run the RULE's grid (else: the recipe's defaults)")
     ap.add_argument("--json", default=None, help="write all results to this file")
+    ap.add_argument(
+        "--set", action="append", default=[], help="NAME=VALUE: a recipe parameter (else defaults)"
+    )
+    ap.add_argument("--null", type=int, default=0, help="shuffled-returns replicates of the setting")
     a = ap.parse_args()
     np.seterr(all="ignore")
     t0 = time.perf_counter()
@@ -172,7 +218,7 @@ def main() -> None:
     settings = (
         [{"symbol_strength": j, "cost_per_sigma": z} for j in GRID_STRENGTH for z in GRID_COST]
         if a.grid
-        else [{}]
+        else [{k: float(v) for k, v in (kv.split("=") for kv in a.set)}]
     )
     rows: list[dict[str, Any]] = []
     print(f"{'setting / folds':<34}{'>rand':>8}{'Sharpe q/rand/bh':>24}{'>B&H':>8}{'trades':>7}{'med':>7}")
@@ -205,6 +251,14 @@ def main() -> None:
         best = min(grid, key=lambda r: r["universe"]["tuning"]["trades"])
     print(f"RULE's choice: {best['name']} ({'meets' if ok else 'NO setting meets'} the trade constraint)")
     print(f"{len(rows)} settings in {time.perf_counter() - t0:.1f} s")
+    if a.null:
+        params = settings[0] if not a.grid else best["params"]
+        print(f"permutation null of {params or 'the defaults'} (training returns shuffled per symbol):")
+        for key, cs in (("btc_eth", be), ("universe", un)):
+            for rep in range(a.null):
+                s = summary(cs, null_results(cs, rep, **params))
+                rows.append({"name": f"null {rep}", "set": key, "all": s})
+                print(line(f"  {key} shuffle {rep}", s))
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "choice": best["name"]}, default=str, indent=1))
 

@@ -62,9 +62,9 @@ class PooledRecipe:
     name: ClassVar[str] = "pooled"
     gamma: float = 0.9
     turnover_cost: float = 0.003
-    cost_per_sigma: float = 0.0
+    cost_per_sigma: float = 0.35
     prior_strength: float = 5.0
-    symbol_strength: float | None = 25.0
+    symbol_strength: float | None = 100.0
     kappa: float = 0.1
 
 
