@@ -40,9 +40,11 @@ def folds_of(c: Candles):
 
 
 def test_one_symbol_with_the_pool_alone_is_the_sweep():
-    """j = inf with one symbol: its pooled model IS its own sweep (same prior, same shaping)."""
+    """j = inf with one symbol and the fixed cost: its pooled model IS its own sweep (same prior, shaping)."""
     an = heuristic_analyses(A, until_ts=int(A.ts[-1]) + 3600)
-    pooled, stats, _ = train_qtable(A, an, space=SPACE, recipe="pooled", symbol_strength=None)
+    pooled, stats, _ = train_qtable(
+        A, an, space=SPACE, recipe="pooled", symbol_strength=None, cost_per_sigma=0.0
+    )
     sweep, _, _ = train_qtable(A, an, space=SPACE, recipe="sweep")
     np.testing.assert_allclose(pooled.q, sweep.q, rtol=0, atol=1e-12)
     assert pooled.visits.tobytes() == sweep.visits.tobytes() and stats.converged
