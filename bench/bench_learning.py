@@ -10,6 +10,11 @@ and the scoreboard's entry point): features, states and shaping (``training_data
 learner, best of ``--repeat`` wall times. The ``learn`` column is the learner alone (``qlearning``:
 ``FastQLearning.train``, ``--epochs`` passes; ``sweep``: value iteration to convergence); the ratio
 compares each recipe's total with the ``qlearning`` baseline measured in the same run.
+
+``--universe``: the ``pooled`` recipe trained across the 8 pairs of ``../shared/data/universe``
+(2020-08 .. 2021-11, all of each pair's candles, one ``train_pooled`` call) against the ``sweep``
+trained on each pair alone (8 ``train_qtable`` calls), best of ``--repeat``; ``learn`` sums the
+value iterations alone.
 """
 
 from __future__ import annotations
@@ -28,7 +33,40 @@ from scoreboard_research import load  # noqa: E402
 
 from model.scoreboard import heuristic_analyses  # noqa: E402
 from model.states import StateSpace  # noqa: E402
-from model.training import RECIPES, train_qtable  # noqa: E402
+from model.training import RECIPES, train_pooled, train_qtable  # noqa: E402
+
+UNIVERSE = ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")
+
+
+def universe(repeat: int) -> None:
+    """Time the pooled recipe across the universe against one sweep per pair."""
+    series = {f"{s}-USDT": load(s) for s in UNIVERSE}
+    analysed = {s: heuristic_analyses(c, until_ts=int(c.ts[-1]) + 3600) for s, c in series.items()}
+    space = StateSpace.default()
+    n = sum(len(c) for c in series.values())
+    print(f"universe: {len(series)} pairs, {n:,} candles, {sum(map(len, analysed.values())):,} analyses")
+    best: dict[str, tuple[float, float, str]] = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = train_pooled(series, analysed, space=space, recipe="pooled")
+        total = time.perf_counter() - t0
+        learn = sum(st.seconds for _, st, _ in out.values())
+        sweeps = sum(st.sweeps for _, st, _ in out.values())
+        if total < best.get("pooled", (np.inf,))[0]:
+            best["pooled"] = (total, learn, f"1 call, {sweeps} sweeps over 8 tables")
+        t0 = time.perf_counter()
+        stats = [train_qtable(c, analysed[s], space=space, recipe="sweep")[1] for s, c in series.items()]
+        total = time.perf_counter() - t0
+        if total < best.get("sweep", (np.inf,))[0]:
+            best["sweep"] = (
+                total,
+                sum(st.seconds for st in stats),
+                f"8 calls, {sum(st.sweeps for st in stats)} sweeps",
+            )
+    print(f"{'recipe':<12}{'total s':>10}{'learn s':>10}{'vs sweep':>10}  detail")
+    for name in ("sweep", "pooled"):
+        total, learn, detail = best[name]
+        print(f"{name:<12}{total:>10.3f}{learn:>10.3f}{total / best['sweep'][0]:>9.2f}x  {detail}")
 
 
 def main() -> None:
@@ -36,8 +74,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5, help="passes of the qlearning recipe")
+    ap.add_argument("--universe", action="store_true", help="pooled across the universe vs a sweep per pair")
     a = ap.parse_args()
     np.seterr(all="ignore")
+    if a.universe:
+        universe(a.repeat)
+        return
     candles = load("BTC")
     years = (candles.ts[-1] - candles.ts[0]) / (365.25 * 86_400)
     t0 = time.perf_counter()
