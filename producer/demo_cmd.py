@@ -109,28 +109,21 @@ def demo(**kw: Any) -> None:
 
 
 def print_gate(settings: Settings, final: batches.BatchStatus) -> None:
-    """One line per symbol: the new version on its held-out tail against buy-and-hold and the
-    random-policy median (by how much), promoted or not."""
-    from producer.models_cmd import list_versions
+    """One line per symbol: the new version on its held-out tail against every bar the gate held it
+    to (buy-and-hold, the random-policy median, the promoted version), by how much, the verdict and
+    which bar decided, and what the LLM adds over the same batch trained without analyses."""
+    from worker.pipeline import records
     from worker.pipeline.promotion import PromotionConfig
 
     cfg = PromotionConfig.from_settings(settings)
     for symbol, s in final.symbols.items():
-        rows = [r for r in list_versions(settings.database_url, symbol, cfg) if r["version"] == s.q_version]
-        if not rows or rows[0]["holdout"] is None:
-            continue
-        h = rows[0]["holdout"]
-        verdict = "promoted" if rows[0]["promoted"] else "not promoted"
-        click.echo(
-            f"{symbol} v{s.q_version} on its held-out tail: {cfg.metric} {_num(h['value'])} vs buy-and-hold"
-            f" {_num(h['buy_and_hold_value'])} ({_num(h['margins']['buy_and_hold'], sign=True)}), vs random"
-            f" median {_num(h['random_median_value'])} ({_num(h['margins']['random_median'], sign=True)});"
-            f" return {_num(h['total_return_pct'])}% vs {_num(h['buy_and_hold_return_pct'])}% -> {verdict}"
-        )
-
-
-def _num(x: Any, *, sign: bool = False) -> str:
-    return "n/a" if x is None else (f"{x:+.2f}" if sign else f"{x:.2f}")
+        rows = [
+            r
+            for r in records.version_records(settings.database_url, symbol, cfg)
+            if r.row.version == s.q_version
+        ]
+        if rows and rows[0].holdout is not None:
+            click.echo(records.gate_line(rows[0]))
 
 
 COMMANDS = [demo]

@@ -14,61 +14,10 @@ from rich.table import Table
 from model.qlearning import FastQLearning
 from producer.console import make_console
 from worker.errors import BadInput, QtrainError
-from worker.pipeline import promotion
+from worker.pipeline import promotion, records
 from worker.settings import Settings
-from worker.store import db, versions
+from worker.store import versions
 from worker.symbols import normalize_symbol
-
-HOLDOUT_METRICS = ("total_return_pct", "max_drawdown_pct")
-
-
-def _holdout_runs(cur: Any, symbol: str | None) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
-    """(symbol, version) -> policy -> metrics of the latest gate run on each version's held-out tail."""
-    cur.execute(
-        "SELECT symbol, version, policy, metrics FROM btc.backtests WHERE kind = 'holdout'"
-        " AND (%s::text IS NULL OR symbol = %s) ORDER BY id",
-        (symbol, symbol),
-    )
-    out: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for sym, ver, policy, metrics in cur.fetchall():
-        out.setdefault((sym, int(ver)), {})[policy] = metrics
-    return out
-
-
-def _holdout(runs: dict[str, dict[str, Any]], cfg: promotion.PromotionConfig) -> dict[str, Any] | None:
-    """A version's held-out numbers: the criterion's value, each bar's and the margin over it."""
-    q = runs.get("qtable")
-    if q is None:
-        return None
-    value = q.get(cfg.metric)
-    bars = {"buy_and_hold": runs.get("buy_and_hold", {}).get(cfg.metric),
-            "random_median": runs.get("random_median", {}).get(cfg.metric)}  # fmt: skip
-    return {
-        "metric": cfg.metric, "value": value, **{k: q.get(k) for k in HOLDOUT_METRICS},
-        "buy_and_hold_value": bars["buy_and_hold"], "random_median_value": bars["random_median"],
-        "margins": {k: cfg.margin_of(value, v) for k, v in bars.items()},
-        "buy_and_hold_return_pct": q.get("buy_and_hold_return_pct"),
-    }  # fmt: skip
-
-
-def list_versions(url: str, symbol: str | None, cfg: promotion.PromotionConfig) -> list[dict[str, Any]]:
-    """Every version (of ``symbol``, or all) with its latest holdout metrics, margins and promotion state."""
-    with db.transaction(url) as cur:
-        cur.execute(
-            "SELECT symbol, version, batch_id, created_at, promoted, promoted_at, promoted_by, sha256"
-            " FROM btc.agent_state WHERE (%s::text IS NULL OR symbol = %s) ORDER BY symbol, version",
-            (symbol, symbol),
-        )
-        rows = cur.fetchall()
-        holdouts = _holdout_runs(cur, symbol)
-    out = []
-    for sym, ver, batch, created, promoted, p_at, p_by, sha in rows:
-        out.append({
-            "symbol": sym, "version": int(ver), "batch_id": batch, "created_at": created.isoformat(),
-            "promoted": bool(promoted), "promoted_at": p_at.isoformat() if p_at else None,
-            "promoted_by": p_by, "sha256": sha, "holdout": _holdout(holdouts.get((sym, int(ver)), {}), cfg),
-        })  # fmt: skip
-    return out
 
 
 @click.group(name="models")
@@ -86,43 +35,56 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _margin(h: dict[str, Any], bar: str) -> str:
-    m = (h.get("margins") or {}).get(bar)
+def _margin(h: dict[str, Any] | None, bar: str) -> str:
+    m = ((h or {}).get("margins") or {}).get(bar)
     return "–" if m is None else f"{m:+.3g}"
+
+
+TABLE_OF = {"llm_shaped": "LLM", "unshaped": "unshaped twin"}
 
 
 @models.command(name="list")
 @click.option("--symbol", default=None, help="Only this symbol.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(symbol: str | None, as_json: bool) -> None:
-    """Versions with their held-out backtest: the criterion, its margin over buy-and-hold and over the
-    random-policy median (positive = better), return, drawdown; * = promoted."""
+    """Versions with their held-out backtest: the criterion, its margin over buy-and-hold, the
+    random-policy median and the version promoted when it was gated (positive = better), what the
+    LLM adds over the same batch trained without analyses, and which table the version holds;
+    return, drawdown; * = promoted."""
     settings = Settings.from_env()
     cfg = promotion.PromotionConfig.from_settings(settings)
     metric = cfg.metric
-    rows = list_versions(settings.database_url, _sym(symbol), cfg)
+    rows = records.version_records(settings.database_url, _sym(symbol), cfg)
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps([r.to_json() for r in rows]))
         return
     if not rows:
         click.echo("no Q-table versions yet: `qtrain train --symbols ...` creates them")
         return
-    table = Table(title=f"Q-table versions (holdout criterion: {metric})")
-    for col in ("symbol", "version", "promoted", "created", "batch", metric, "vs bh", "vs random", "return %",
-                "max dd %", "bh return %"):  # fmt: skip
-        table.add_column(col, justify="right" if col not in ("symbol", "created") else "left")
-    for r in rows:
-        h = r["holdout"] or {}
-        mark = "*" if r["promoted"] else ""
-        if r["promoted"] and r["promoted_by"]:
-            mark = f"* ({r['promoted_by']})"
+    table = Table(title=f"Q-table versions (holdout criterion: {metric}; LLM adds = shaped - unshaped twin)")
+    cols = ("symbol", "version", "promoted", "created", "batch", metric, "vs bh", "vs random", "vs promoted",
+            "LLM adds", "table", "return %", "max dd %", "bh return %")  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="right" if col not in ("symbol", "created", "table") else "left")
+    for rec in rows:
+        r, h = rec.row, rec.holdout or {}
+        mark = "*" if r.promoted else ""
+        if r.promoted and r.promoted_by:
+            mark = f"* ({r.promoted_by})"
         table.add_row(
-            r["symbol"], str(r["version"]), mark, r["created_at"][:16].replace("T", " "), _fmt(r["batch_id"]),
+            r.symbol, str(r.version), mark, r.created_at.isoformat()[:16].replace("T", " "), _fmt(r.batch_id),
             _fmt(h.get("value")), _margin(h, "buy_and_hold"), _margin(h, "random_median"),
-            _fmt(h.get("total_return_pct")),
+            _margin(h, "incumbent"), _llm(rec.ablation),
+            TABLE_OF.get(rec.served or "", "–"), _fmt(h.get("total_return_pct")),
             _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
         )  # fmt: skip
     make_console().print(table)
+
+
+def _llm(ablation: dict[str, Any] | None) -> str:
+    """The LLM's margin over the unshaped twin, or – when the version has no twin."""
+    m = None if ablation is None else ablation.get("margin")
+    return "–" if m is None else f"{m:+.3g}"
 
 
 def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from model.qlearning import FastQLearning
+from producer import models_cmd
 from producer.cli import cli
 from tests.evaluation_support import (
     MOMENTUM_SPACE,
+    heuristic_version,
     insert_candles_of,
     insert_version,
     momentum_table,
     settings_for,
     zigzag_candles,
 )
-from tests.pipeline_support import query
+from tests.pipeline_support import query, seed_candles
 from worker.pipeline import promotion
 from worker.store.versions import model_path
 
@@ -133,3 +137,30 @@ def test_list_when_empty(database_url, monkeypatch):
     res = run("models", "list")
     assert res.exit_code == 0 and "no Q-table versions" in res.output
     assert json.loads(run("models", "list", "--json").output) == []
+
+
+def test_list_shows_what_the_llm_adds_and_the_incumbent_margin(database_url, tmp_path, monkeypatch):
+    seed_candles(database_url, n=360, symbols={"BTC-USDT": (6, 30_000.0)})  # the twin wins here
+    heuristic_version(settings_for(database_url, tmp_path), "BTC-USDT")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("COLUMNS", "220")
+    row = json.loads(run("models", "list", "--json").output)[0]
+    ab = row["ablation"]
+    assert ab["served"] == "unshaped" and ab["margin"] == pytest.approx(ab["llm_shaped"] - ab["unshaped"])
+    assert ab["margin"] < 0 and row["gate"]["ablation"]["margin"] == pytest.approx(ab["margin"])
+    assert [b["bar"] for b in row["gate"]["bars"]] == ["buy_and_hold", "random_median"]  # no incumbent yet
+    table = run("models", "list").output
+    assert "LLM adds" in table and f"{ab['margin']:+.3g}" in table and "unshaped twin" in table
+
+
+def test_incumbent_margin_in_the_list(env):
+    rows = json.loads(run("models", "list", "--symbol", SYMBOL, "--json").output)
+    assert rows[0]["holdout"]["margins"].get("incumbent") is None  # v1 had no promoted version to beat
+    inc = rows[1]["holdout"]
+    assert inc["incumbent_version"] == 1 and inc["margins"]["incumbent"] < 0  # contrarian lost to v1
+    assert rows[1]["ablation"] is None and "incumbent" in rows[1]["gate"]["decided_by"]
+
+
+def test_the_cli_holds_no_sql():
+    source = Path(models_cmd.__file__).read_text()
+    assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE)\b|execute\(", source)

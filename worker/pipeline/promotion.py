@@ -12,7 +12,16 @@ by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig
 * ``QTRAIN_PROMOTION_METRIC`` (default ``sharpe``): any metric of ``model.metrics``; higher is
   better, except ``LOWER_IS_BETTER`` ones (drawdown, volatility, fees).
 * ``QTRAIN_PROMOTION_MARGIN`` (default 0): the new value must be better by MORE than this margin
-  (in the metric's units). NaN never wins.
+  (in the metric's units). NaN never wins; a tie is not a win.
+* ``QTRAIN_PROMOTION_TWIN`` (default ``better``): what the gate does with the version's unshaped
+  twin (the same batch trained without its analyses, ``worker.pipeline.ablation``): ``better``
+  (the reducer keeps the better of the two tables as the version, and the gate says which),
+  ``bar`` (the LLM-shaped table is kept and its twin is one more bar it must beat) or ``allow``
+  (the LLM-shaped table is kept and may be promoted even when its twin beats it).
+
+The verdict (``agent_state.gate``, migration 0010) names every bar the version was held to, the
+promoted version included, with its value and margin, which bar(s) decided, and the LLM's margin
+over the twin; ``worker.pipeline.records.gate_line`` is its one-line form.
 
 Exactly one version per symbol is promoted: every switch runs in one transaction under the
 reducer's per-symbol advisory lock, and a partial unique index (migration 0003) enforces it. Each
@@ -36,9 +45,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
+from model.candles import Candles
 from model.features import compute_features
 from model.metrics import METRIC_NAMES, json_safe
 from model.policies import buy_and_hold, qtable_policy
+from model.states import StateSpace
 from worker.errors import BadInput, TemporaryError
 from worker.evaluation import backtest as evaluate
 from worker.settings import Settings
@@ -53,6 +64,8 @@ LOWER_IS_BETTER = frozenset(
      "fees_paid"}
 )  # fmt: skip
 GATE = "gate"
+TWIN_RULES = ("better", "bar", "allow")
+"""Values of ``QTRAIN_PROMOTION_TWIN`` (module docstring); the first is the default."""
 FEE = 0.001
 """Fee per side of the holdout backtests (the engine's default)."""
 
@@ -63,6 +76,7 @@ class PromotionConfig:
 
     metric: str = DEFAULT_METRIC
     margin: float = DEFAULT_MARGIN
+    twin: str = TWIN_RULES[0]
 
     def __post_init__(self) -> None:
         if self.metric not in METRIC_NAMES:
@@ -72,28 +86,35 @@ class PromotionConfig:
             )
         if not math.isfinite(self.margin) or self.margin < 0:
             raise BadInput(f"QTRAIN_PROMOTION_MARGIN must be a number >= 0, got {self.margin}")
+        if self.twin not in TWIN_RULES:
+            raise BadInput(
+                f"QTRAIN_PROMOTION_TWIN {self.twin!r} is not one of {', '.join(TWIN_RULES)}: fix it, or unset"
+                f" it (default {TWIN_RULES[0]})"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PromotionConfig:
-        """Read ``QTRAIN_PROMOTION_METRIC`` and ``QTRAIN_PROMOTION_MARGIN`` of ``env`` (unset: defaults)."""
+        """Read ``QTRAIN_PROMOTION_METRIC``, ``_MARGIN`` and ``_TWIN`` of ``env`` (unset: defaults)."""
         return cls.parse(
-            env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC), env.get("QTRAIN_PROMOTION_MARGIN")
-        )
+            env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC), env.get("QTRAIN_PROMOTION_MARGIN"),
+            env.get("QTRAIN_PROMOTION_TWIN"),
+        )  # fmt: skip
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PromotionConfig:
         """The criterion of a process's settings (its environment, read once by ``Settings``)."""
-        return cls.parse(settings.promotion_metric, settings.promotion_margin)
+        return cls.parse(settings.promotion_metric, settings.promotion_margin, settings.promotion_twin)
 
     @classmethod
-    def parse(cls, metric: str, margin: str | None) -> PromotionConfig:
-        """Validate the texts of the two settings; BadInput (one line) naming the bad one."""
+    def parse(cls, metric: str, margin: str | None, twin: str | None = None) -> PromotionConfig:
+        """Validate the texts of the settings; BadInput (one line) naming the bad one."""
         raw = str(DEFAULT_MARGIN) if margin is None else margin
         try:
             value = float(raw)
         except ValueError:
             raise BadInput(f"QTRAIN_PROMOTION_MARGIN must be a number, got {raw!r}") from None
-        return cls(metric=metric.strip(), margin=value)
+        rule = (twin or "").strip().lower() or TWIN_RULES[0]
+        return cls(metric=metric.strip(), margin=value, twin=rule)
 
     def margin_of(self, new: float | None, old: float | None) -> float | None:
         """How much better ``new`` is than ``old`` in the metric's units (positive: better; None: unknown)."""
@@ -133,11 +154,17 @@ def _switch(
     return previous
 
 
-def _tail_metrics(v: versions.StoredVersion, ctx: Any, start: int) -> dict[str, float]:
-    m = v.space.encode(compute_features(ctx))[start:]
+def tail_metrics(q: Any, space: StateSpace, ctx: Candles, start: int) -> dict[str, float]:
+    """Metrics of Q-table ``q`` (on ``space``) backtested on ``ctx[start:]``, features warmed up on
+    the candles before ``start``: the gate's engine, fee and slippage."""
+    m = space.encode(compute_features(ctx))[start:]
     test = ctx.slice(start, len(ctx))
-    runs = evaluate.run_policies(test, {"q": qtable_policy(v.learner.q, m)}, fee=FEE, slippage_bps=0.0)
+    runs = evaluate.run_policies(test, {"q": qtable_policy(q, m)}, fee=FEE, slippage_bps=0.0)
     return runs["q"].metrics
+
+
+def _tail_metrics(v: versions.StoredVersion, ctx: Any, start: int) -> dict[str, float]:
+    return tail_metrics(v.learner.q, v.space, ctx, start)
 
 
 def _tail_runs(
@@ -160,24 +187,55 @@ def _tail_runs(
 _BARS = (("buy_and_hold", "buy-and-hold"), ("random_median", "the random-policy median"))
 
 
-def _decide(cfg: PromotionConfig, runs: dict[str, dict[str, float]], incumbent: int | None) -> dict[str, Any]:
-    """The gate's verdict: the values, the margin over each bar (positive = better), and why."""
+def _decide(
+    cfg: PromotionConfig,
+    runs: dict[str, dict[str, float]],
+    incumbent: int | None,
+    *,
+    twin: float | None = None,
+) -> dict[str, Any]:
+    """The gate's verdict: the values, every bar it was held to (its value, the margin over it,
+    positive = better, and whether it was beaten), which bar(s) decided, and why. ``twin``: the
+    unshaped twin's value when it is a bar (``QTRAIN_PROMOTION_TWIN=bar``)."""
     value = runs["qtable"][cfg.metric]
     bars = {name: runs[name][cfg.metric] for name, _ in _BARS}
     labels = dict(_BARS)
     if "incumbent_qtable" in runs:
         bars["incumbent"] = runs["incumbent_qtable"][cfg.metric]
         labels["incumbent"] = f"promoted version {incumbent}"
-    out: dict[str, Any] = json_safe({"value": value, **{k: v for k, v in bars.items() if k != "incumbent"}})
+    if twin is not None:
+        bars["unshaped_twin"] = twin
+        labels["unshaped_twin"] = "its unshaped twin"
+    out: dict[str, Any] = json_safe({"value": value, **{k: bars[k] for k, _ in _BARS}})
     out["incumbent_value"] = json_safe({"v": bars["incumbent"]})["v"] if "incumbent" in bars else None
     out["margins"] = {name: cfg.margin_of(value, bar) for name, bar in bars.items()}
-    losses = [labels[name] for name, bar in bars.items() if not cfg.beats(value, bar)]
-    out["promoted"] = not losses
-    if losses:
-        out["reason"] = f"{cfg.metric} does not beat {' nor '.join(losses)} on the held-out tail"
+    out["bars"] = [
+        {"bar": name, "label": labels[name], "value": json_safe({"v": bar})["v"],
+         "margin": out["margins"][name], "beaten": cfg.beats(value, bar)}
+        for name, bar in bars.items()
+    ]  # fmt: skip
+    lost = [b for b in out["bars"] if not b["beaten"]]
+    out["promoted"] = not lost
+    if lost:
+        out["decided_by"] = [b["bar"] for b in lost]
+        why = [f"{b['label']} ({_why_not(cfg, b['margin'])})" for b in lost]
+        out["reason"] = f"{cfg.metric} does not beat {' nor '.join(why)} on the held-out tail"
     else:
+        closest = min(out["bars"], key=lambda b: b["margin"] if b["margin"] is not None else math.inf)
+        out["decided_by"] = [closest["bar"]]  # cleared every bar; the closest call is named
         out["reason"] = "beats " + ", ".join(labels[name] for name in bars)
     return out
+
+
+def _why_not(cfg: PromotionConfig, margin: float | None) -> str:
+    """Why a margin is not a win: unknown, a tie, within the required margin, or a loss."""
+    if margin is None:
+        return "no value to compare"
+    if margin == 0:
+        return "a tie: it must be better"
+    if margin > 0:
+        return f"{margin:+.3g}, within the required margin {cfg.margin:g}"
+    return f"{margin:+.3g}"
 
 
 def evaluate_and_promote(
@@ -193,15 +251,20 @@ def evaluate_and_promote(
     if tail is None:
         out["reason"] = "no held-out tail (holdout 0): promote by hand with `qtrain models promote`"
         with db.transaction(url) as cur:
+            versions.record_gate(cur, symbol, version, out)
             versions.mark_gated(cur, symbol, version)
         versions.sync_model_file(settings, symbol)
         return out
     ctx, start = evaluate.load_range(url, symbol, new.timeframe, *tail)
     since = int(ctx.ts[start])
+    ablation = twin_record(cfg, new.metadata.get("ablation"))
     with db.transaction(url) as cur:
         versions.lock_symbol(cur, symbol)
         incumbent = versions.promoted_version(cur, symbol)
         runs = _tail_runs(new, incumbent, ctx, start)
+        if ablation is not None:  # the reducer's backtests of both tables on this tail
+            for name, m in new.metadata["ablation"]["metrics"].items():  # stored JSON-safe: None is NaN
+                runs[f"qtable_{name}"] = {k: math.nan if v is None else v for k, v in m.items()}
         params: dict[str, Any] = {"fee": FEE, "slippage_bps": 0.0, "metric": cfg.metric, "margin": cfg.margin,
                                   "random_seeds": DEFAULT_RANDOM_SEEDS}  # fmt: skip
         if "incumbent_qtable" in runs and incumbent is not None:
@@ -209,18 +272,36 @@ def evaluate_and_promote(
         for policy, metrics in runs.items():
             evaluate.insert_backtest(cur, symbol, version, since, tail[1], policy, "holdout", params, metrics)
         out["incumbent"] = incumbent.version if incumbent is not None else None
+        out["ablation"] = ablation
+        twin = None
+        if ablation is not None and cfg.twin == "bar" and ablation["served"] == "llm_shaped":
+            twin = ablation["unshaped"]
         if incumbent is not None and incumbent.version == version:
             out.update(promoted=False, reason="already promoted")
         else:
-            out.update(_decide(cfg, runs, out["incumbent"]))
+            out.update(_decide(cfg, runs, out["incumbent"], twin=twin))
         if out["promoted"]:
             details = {
                 k: out.get(k) for k in ("metric", "value", "buy_and_hold", "random_median", "incumbent")
             }
             _switch(cur, symbol, version, by=GATE, kind=GATE, details={**details, "margins": out["margins"]})
+        versions.record_gate(cur, symbol, version, out)
         versions.mark_gated(cur, symbol, version)
     versions.sync_model_file(settings, symbol)
     return out
+
+
+def twin_record(cfg: PromotionConfig, ablation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The LLM's margin over the unshaped twin by ``cfg``'s metric, from the version's ablation
+    metadata (the reducer's backtests of both tables on the tail); None when it has none."""
+    if not ablation or "metrics" not in ablation:
+        return None
+    shaped = ablation["metrics"]["llm_shaped"].get(cfg.metric)
+    unshaped = ablation["metrics"]["unshaped"].get(cfg.metric)
+    return {
+        "metric": cfg.metric, "llm_shaped": shaped, "unshaped": unshaped,
+        "margin": cfg.margin_of(shaped, unshaped), "served": ablation["served"], "rule": ablation["rule"],
+    }  # fmt: skip
 
 
 def gate(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
@@ -249,6 +330,7 @@ def record_failure(settings: Settings, symbol: str, version: int, error: str) ->
             " VALUES (%s, %s, NULL, %s, 'gate_failed', %s)",
             (symbol, version, GATE, json.dumps({"error": error[:500]})),
         )
+        versions.record_gate(cur, symbol, version, {"promoted": False, "error": error[:500]})
         versions.mark_gated(cur, symbol, version)
 
 

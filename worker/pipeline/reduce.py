@@ -10,6 +10,10 @@ reward) is ``model.training``'s; the batch records its recipe (``params.recipe``
 state space, an iterative recipe (``qlearning``) continues from it (the trader's "load the
 current Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
 
+What the analyses add: a batch with analysed windows also trains its unshaped twin (the same batch
+without them) and backtests both on the held-out tail; ``QTRAIN_PROMOTION_TWIN`` says which table
+the version holds (``worker.pipeline.ablation``), the metadata records both.
+
 The reducer only makes the version; the task (``worker.runtime.tasks.reduce_symbol``) then runs the
 promotion gate and marks the batch done, in that order.
 """
@@ -25,6 +29,8 @@ from model.qlearning import FastQLearning
 from model.states import StateSpace
 from model.training import AnalysedWindow, recipe_metadata, train_qtable
 from worker.errors import BadInput
+from worker.pipeline import ablation
+from worker.pipeline.promotion import PromotionConfig
 from worker.settings import DEFAULT_HOLDOUT, Settings
 from worker.store import analyses, batches, db, versions
 from worker.store.candles import load_candles
@@ -86,13 +92,33 @@ def batch_recipe(spec: batches.BatchSpec) -> tuple[str, dict[str, Any]]:
 
 
 def _train(
-    spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace
-) -> Any:
+    spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace, *,
+    shaped: bool = True,
+) -> Any:  # fmt: skip
+    """The batch's table; ``shaped=False``: its unshaped twin (no analysis: shaping off, all else equal)."""
     recipe, overrides = batch_recipe(spec)
     return train_qtable(
-        inputs.train, inputs.analysed, space=space, recipe=recipe, epochs=spec.epochs, seed=spec.seed,
-        initial=initial, **overrides,
+        inputs.train, inputs.analysed if shaped else (), space=space, recipe=recipe, epochs=spec.epochs,
+        seed=spec.seed, initial=initial, **overrides,
     )  # fmt: skip
+
+
+def _with_twin(
+    settings: Settings, spec: batches.BatchSpec, symbol: str, inputs: TrainInputs,
+    initial: FastQLearning | None, space: StateSpace,
+) -> tuple[Any, Any, Any, ablation.Ablation | None]:  # fmt: skip
+    """The batch's table, stats and data, and its ablation: when analyses shaped it, the unshaped
+    twin trained and both backtested on the tail; the table kept is the one ``ablation.choose`` keeps."""
+    learner, stats, data = _train(spec, inputs, initial, space)
+    if data.n_windows == 0:
+        return learner, stats, data, None
+    twin, twin_stats, _ = _train(spec, inputs, initial, space, shaped=False)
+    cfg = PromotionConfig.from_settings(settings)
+    tail = (inputs.train_until, inputs.range_until)
+    found = ablation.measure(settings.database_url, symbol, spec.timeframe, tail, space, learner, twin, cfg)
+    if found is not None and found.served == ablation.UNSHAPED:
+        return twin, twin_stats, data, found
+    return learner, stats, data, found
 
 
 def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> Reduced:
@@ -112,16 +138,19 @@ def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         inputs = train_inputs(settings, batch_id, spec, symbol)
         space = StateSpace.default()
         prev_version, initial = _warm_start(cur, symbol, space)
-        learner, stats, data = _train(spec, inputs, initial, space)
+        learner, stats, data, ablated = _with_twin(settings, spec, symbol, inputs, initial, space)
         version = prev_version + 1
         warm = initial is not None and bool(getattr(stats, "warm_start_used", True))
         metadata = _metadata(spec, batch_id, symbol, version, inputs, space, stats, data.n_windows,
                              warm=prev_version if warm else None)  # fmt: skip
+        if ablated is not None and ablated.served == ablation.UNSHAPED:
+            metadata["shaping"] = "off"  # the unshaped twin won on the tail (absent: the LLM-shaped table)
         blob = learner.to_bytes(metadata)  # no wall-clock values inside: same batch -> same bytes
+        record = {**metadata, "ablation": ablated.to_json() if ablated is not None else None}
         digest = versions.insert_version(
-            cur, symbol, version, batch_id, blob, {**metadata, "train_seconds": stats.seconds}
+            cur, symbol, version, batch_id, blob, {**record, "train_seconds": stats.seconds}
         )
-    versions.write_version_file(settings, symbol, version, blob, metadata)
+    versions.write_version_file(settings, symbol, version, blob, record)
     return Reduced(symbol, version, created=True, sha256=digest)
 
 

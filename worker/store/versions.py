@@ -155,6 +155,62 @@ def mark_gated(cur: Cursor, symbol: str, version: int) -> None:
     )
 
 
+def record_gate(cur: Cursor, symbol: str, version: int, verdict: dict[str, Any]) -> None:
+    """Store the promotion gate's verdict on a version (``agent_state.gate``, migration 0010)."""
+    cur.execute(
+        "UPDATE btc.agent_state SET gate = %s WHERE symbol = %s AND version = %s",
+        (json.dumps(verdict), symbol, version),
+    )
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One version as ``qtrain models list`` lists it: the row without its table bytes."""
+
+    symbol: str
+    version: int
+    batch_id: int | None
+    created_at: datetime
+    promoted: bool
+    promoted_at: datetime | None
+    promoted_by: str | None
+    sha256: str
+    metadata: dict[str, Any]
+    gate: dict[str, Any] | None
+
+
+def version_rows(url: str, symbol: str | None = None) -> list[VersionRow]:
+    """Every version (of ``symbol``, or of all symbols), by symbol and version, without its table."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "SELECT symbol, version, batch_id, created_at, promoted, promoted_at, promoted_by, sha256,"
+            " metadata, gate FROM btc.agent_state WHERE (%s::text IS NULL OR symbol = %s)"
+            " ORDER BY symbol, version",
+            (symbol, symbol),
+        )
+        rows = cur.fetchall()
+    return [
+        VersionRow(
+            symbol=r[0],
+            version=int(r[1]),
+            batch_id=r[2],
+            created_at=r[3],
+            promoted=bool(r[4]),
+            promoted_at=r[5],
+            promoted_by=r[6],
+            sha256=r[7],
+            metadata=_json(r[8]) or {},
+            gate=_json(r[9]),
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def _json(value: Any) -> Any:
+    """A jsonb column as Python (psycopg2 decodes jsonb already; text would still be a string)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def gated_symbols(url: str, batch_id: int) -> dict[str, int]:
     """Symbol -> version of this batch whose promotion gate has run: that symbol's reducer is finished."""
     with db.transaction(url) as cur:
