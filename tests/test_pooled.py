@@ -152,3 +152,21 @@ def test_registry_metadata_and_bad_parameters():
         pooled_value_iteration([m], [r], [z], **base, symbol_strength=-1.0)
     with pytest.raises(ValueError, match="one market_states"):
         pooled_value_iteration([], [], [], **base, symbol_strength=1.0)
+
+
+def test_volatility_aware_states_read_the_gaps_in_atrs():
+    """``a/b`` features are row ratios: where the ATR is 1 % the volatility-aware space encodes like
+    the default one; where it is 2 %, like the default one with both gaps halved."""
+    from model.features import compute_features
+
+    f = compute_features(make_candles(600, seed=4))
+    vol = StateSpace.volatility_aware()
+    assert vol.n_market_states == SPACE.n_market_states == 960
+    one = {**f, "atr_pct": np.ones_like(f["atr_pct"])}
+    assert (vol.encode(one) == SPACE.encode(f)).all()
+    two = {**f, "atr_pct": np.full_like(f["atr_pct"], 2.0)}
+    halved = {**f, "macd_hist": f["macd_hist"] / 2, "ema_gap": f["ema_gap"] / 2}
+    assert (vol.encode(two) == SPACE.encode(halved)).all()
+    zero = {**f, "atr_pct": np.zeros_like(f["atr_pct"])}
+    assert (vol.encode(zero) == -1).all()  # a ratio over 0 is NaN: no state
+    assert StateSpace.from_json(vol.to_json()) == vol
