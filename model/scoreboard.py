@@ -4,6 +4,8 @@ backtest every policy on its test range, and summarise over folds. Pure (no DB, 
 Policies (names in the output):
 
 * ``qtable``: the Q-table of ``DEFAULT_RECIPE``; ``qtable:<recipe>`` for each other recipe asked.
+* ``qtable:unshaped`` (``qtable:<recipe>:unshaped``): the same recipe on the same candles without
+  any analysis (shaping off): what the analyses add is the difference (``ablation``).
 * ``rules``: the heuristic analyst's rules written from the fold's training part, net vote.
 * ``buy_and_hold``: long from the first test candle on.
 * ``random``: the MEDIAN of each metric over ``random_seeds`` seeded random policies (p_trade
@@ -50,6 +52,11 @@ AnalysisCache = dict[tuple[str, str, int, int], AnalysedWindow]
 def policy_name(recipe: str) -> str:
     """Scoreboard name of a recipe's Q-table: ``qtable`` for the default, else ``qtable:<recipe>``."""
     return "qtable" if recipe == DEFAULT_RECIPE else f"qtable:{recipe}"
+
+
+def unshaped_name(recipe: str) -> str:
+    """Scoreboard name of a recipe's table trained without analyses: ``<policy_name>:unshaped``."""
+    return f"{policy_name(recipe)}:unshaped"
 
 
 def heuristic_analyses(
@@ -127,13 +134,18 @@ def evaluate_fold(
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     space = StateSpace.default() if space is None else space
     tables = fold_tables(candles, fold, analysed, recipes=recipes, space=space, seed=seed)
+    shaped = any(w.end_ts < fold.test_since for w in analysed)  # else the unshaped tables are the same
+    twins = fold_tables(candles, fold, (), recipes=recipes, space=space, seed=seed) if shaped else tables
     ctx = candles.slice(fold.train_lo, fold.test_hi)
     start = fold.test_lo - fold.train_lo
     feats = compute_features(ctx)
     m = space.encode(feats)[start:]
     test = candles.slice(fold.test_lo, fold.test_hi)
     n = len(test)
-    positions: dict[str, np.ndarray] = {policy_name(r): qtable_policy(t.q, m) for r, t in tables.items()}
+    positions: dict[str, np.ndarray] = {}
+    for r, t in tables.items():
+        positions[policy_name(r)] = qtable_policy(t.q, m)
+        positions[unshaped_name(r)] = qtable_policy(twins[r].q, m)
     rules = heuristic_rules(candles.slice(fold.train_lo, fold.train_hi))
     if rules:
         f = fired(list(rules), feats)[:, start:]
@@ -169,6 +181,47 @@ def fold_record(symbol: str, fold: Fold, policies: Mapping[str, Mapping[str, Any
         "test_until": iso(fold.test_until),
         "policies": {k: dict(v) for k, v in policies.items()},
     }
+
+
+def ablation(
+    folds: Sequence[Mapping[str, Any]], recipes: Sequence[str] = (DEFAULT_RECIPE,)
+) -> dict[str, dict[str, Any]]:
+    """Per recipe's table over ``folds``: in how many folds its Sharpe is above (``helped``), below
+    (``hurt``) or equal to (``tied``) the same fold's unshaped table, of ``folds`` where both have
+    one, and the median Sharpe margin (shaped - unshaped)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in recipes:
+        name, twin = policy_name(r), unshaped_name(r)
+        margins = []
+        for f in folds:
+            a = f["policies"].get(name, {}).get("sharpe")
+            b = f["policies"].get(twin, {}).get("sharpe")
+            if a is not None and b is not None:
+                margins.append(float(a) - float(b))
+        arr = np.array(margins)
+        out[name] = {
+            "unshaped": twin,
+            "helped": int((arr > 0).sum()),
+            "hurt": int((arr < 0).sum()),
+            "tied": int((arr == 0).sum()),
+            "folds": len(margins),
+            "median_sharpe_margin": float(np.median(arr)) if arr.size else None,
+        }
+    return out
+
+
+def ablation_note(record: Mapping[str, Mapping[str, Any]], analyst: str) -> list[str]:
+    """One sentence per recipe's table: in how many folds the analyses helped (``ablation``'s counts)."""
+    lines = []
+    for name, a in record.items():
+        median = a["median_sharpe_margin"]
+        lines.append(
+            f"{analyst} analyses helped {name} in {a['helped']} of {a['folds']} folds (Sharpe above"
+            f" {a['unshaped']}, the same recipe without analyses), hurt in {a['hurt']}, tied in {a['tied']};"
+            " median margin"
+            f" {'n/a' if median is None else f'{median:+.2f}'}"
+        )
+    return lines
 
 
 def summarise(folds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | int | None]]:

@@ -18,12 +18,15 @@ from model.features import WARMUP, compute_features
 from model.folds import rolling_folds
 from model.heuristic import heuristic_analysis
 from model.scoreboard import (
+    ablation,
+    ablation_note,
     evaluate_fold,
     fold_record,
     fold_tables,
     heuristic_analyses,
     policy_name,
     summarise,
+    unshaped_name,
 )
 from model.synthetic import make_candles
 from model.training import DEFAULT_RECIPE, AnalysedWindow
@@ -102,7 +105,8 @@ def test_every_policy_is_scored_json_safe_and_deterministic():
     out = evaluate_fold(CANDLES, fold, an, recipes=(DEFAULT_RECIPE, "qlearning"), random_seeds=7)
     again = evaluate_fold(CANDLES, fold, an, recipes=(DEFAULT_RECIPE, "qlearning"), random_seeds=7)
     assert json.dumps(out, allow_nan=False) == json.dumps(again, allow_nan=False)
-    assert set(out) == {"qtable", "qtable:qlearning", "rules", "buy_and_hold", "flat", "random"}
+    twins = {"qtable:unshaped", "qtable:qlearning:unshaped"}
+    assert set(out) == {"qtable", "qtable:qlearning", "rules", "buy_and_hold", "flat", "random"} | twins
     assert policy_name(DEFAULT_RECIPE) == "qtable" and policy_name("qlearning") == "qtable:qlearning"
     assert out["flat"]["sharpe"] == 0.0 and out["flat"]["n_trades"] == 0
     assert out["buy_and_hold"]["exposure_pct"] > 99.0
@@ -150,3 +154,39 @@ def test_summary_counts(rows):
     }
     json.dumps(summarise(folds), allow_nan=False)
     assert not any(isinstance(v, float) and math.isnan(v) for v in s.values())
+
+
+def test_the_unshaped_row_is_the_same_recipe_without_analyses():
+    fold = FOLDS[1]
+    an = analyses_for(CANDLES, fold)
+    assert an
+    recipes = (DEFAULT_RECIPE, "qlearning")
+    out = evaluate_fold(CANDLES, fold, an, recipes=recipes, random_seeds=3)
+    bare = evaluate_fold(CANDLES, fold, [], recipes=recipes, random_seeds=3)
+    for r in recipes:
+        assert out[unshaped_name(r)] == bare[policy_name(r)] == bare[unshaped_name(r)]
+    assert unshaped_name(DEFAULT_RECIPE) == "qtable:unshaped"
+    assert unshaped_name("qlearning") == "qtable:qlearning:unshaped"
+    shaped = fold_tables(CANDLES, fold, an)[DEFAULT_RECIPE].q
+    assert not np.array_equal(shaped, fold_tables(CANDLES, fold, [])[DEFAULT_RECIPE].q)  # the analyses count
+
+
+pair = st.tuples(sharpe, sharpe)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(pair, min_size=0, max_size=12))
+def test_ablation_counts_the_folds_where_the_analyses_helped(rows):
+    folds = [{"policies": {"qtable": {"sharpe": a}, "qtable:unshaped": {"sharpe": b}}} for a, b in rows]
+    got = ablation(folds)["qtable"]
+    both = [(a, b) for a, b in rows if a is not None and b is not None]
+    assert got["folds"] == len(both) and got["unshaped"] == "qtable:unshaped"
+    assert got["helped"] == sum(a > b for a, b in both) and got["hurt"] == sum(a < b for a, b in both)
+    assert got["helped"] + got["hurt"] + got["tied"] == len(both)
+    if both:
+        assert got["median_sharpe_margin"] == pytest.approx(float(np.median([a - b for a, b in both])))
+    else:
+        assert got["median_sharpe_margin"] is None
+    json.dumps(got, allow_nan=False)
+    (line,) = ablation_note({"qtable": got}, "heuristic")
+    assert line.startswith(f"heuristic analyses helped qtable in {got['helped']} of {got['folds']} folds")

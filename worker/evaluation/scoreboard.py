@@ -3,7 +3,9 @@ candles in PostgreSQL, with the heuristic analyst in-process or the LLM analyses
 
 ``--analyst heuristic`` writes each fold's analyses in-process from its training part (no workers,
 no LLM); ``--analyst cached`` uses the analyses stored in ``btc.ollama_analyses`` (a real LLM's,
-from earlier batches) for the windows of each fold's training part, and never calls Ollama. The
+from earlier batches) for the windows of each fold's training part, and never calls Ollama. Either
+way each fold also scores the same recipe trained without analyses (``qtable:unshaped``), and the
+scoreboard counts the folds where the analyses helped (``ablation``, and a line of ``notes``). The
 same inputs give the same output, byte for byte: folds, analyses and every policy are
 deterministic (the random baseline is seeded).
 """
@@ -67,10 +69,14 @@ class Scoreboard:
     summary: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    #: Per recipe's table: folds where the analyses helped / hurt / tied (``model.scoreboard.ablation``).
+    ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON of ``qtrain evaluate --json`` (issue 10's shape, plus ``params`` and ``notes``)."""
-        return {"folds": self.folds, "summary": self.summary, "params": self.params, "notes": self.notes}
+        """The JSON of ``qtrain evaluate --json`` (issue 10's shape, plus ``params``, ``notes`` and
+        ``ablation``)."""
+        return {"folds": self.folds, "summary": self.summary, "params": self.params, "notes": self.notes,
+                "ablation": self.ablation}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,12 +151,16 @@ def evaluate(
             f"cached analyst: {cached_found} stored analyses used over {total} folds"
             + (" (none found: the tables trained without LLM shaping)" if cached_found == 0 else "")
         )
+    ablation = scoreboard.ablation(records, req.recipes)
+    notes.extend(scoreboard.ablation_note(ablation, req.analyst))
     params = {
         "timeframe": req.timeframe, "train_days": req.train_days, "test_days": req.test_days,
         "analyst": req.analyst, "recipes": list(req.recipes), "random_seeds": req.random_seeds,
         "fee": req.fee, "seed": req.seed, "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE,
     }  # fmt: skip
-    return Scoreboard(folds=records, summary=scoreboard.summarise(records), notes=notes, params=params)
+    return Scoreboard(
+        folds=records, summary=scoreboard.summarise(records), notes=notes, params=params, ablation=ablation
+    )
 
 
 def equity_record(ts: Any, curves: dict[str, Any], max_points: int = EQUITY_POINTS) -> dict[str, Any]:
