@@ -82,14 +82,18 @@ class BacktestResult:
         return tuple(Trade(**{k: row[k].item() for k in names}) for row in self.trades)
 
 
+#: Fees per side at or above this (10%) are taken for a typo (0.1 meant as 0.1%), not a fee.
+MAX_FEE = 0.1
+
+
 def _check(candles: Candles, target: Any, fee: float, slippage_bps: float, size: float, cash: float) -> None:
     n = len(candles)
     if n < 1:
         raise ValueError("candles is empty: need at least one candle")
     if np.shape(target) != (n,):
         raise ValueError(f"target_position has shape {np.shape(target)}, expected ({n},)")
-    if not 0.0 <= fee < 0.1:
-        raise ValueError(f"fee must be in [0, 0.1), got {fee}")
+    if not 0.0 <= fee < MAX_FEE:
+        raise ValueError(f"fee must be in [0, {MAX_FEE:g}), got {fee}")
     if not 0.0 <= slippage_bps < 1000.0:
         raise ValueError(f"slippage_bps must be in [0, 1000), got {slippage_bps}")
     if not 0.0 < size <= 1.0:

@@ -28,7 +28,7 @@ from producer.report import render_report
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.evaluation import walk_forward
-from worker.settings import Settings
+from worker.settings import Settings, check_fee
 from worker.store import versions
 from worker.store.candles import load_candles
 from worker.symbols import normalize_symbol
@@ -55,8 +55,7 @@ def _metric_table(title: str, columns: Mapping[str, Mapping[str, float | None]])
 
 
 def _check_costs(fee: float, slippage_bps: float) -> None:
-    if not 0.0 <= fee < 0.1:
-        raise BadInput(f"--fee must be in [0, 0.1) (0.001 = 0.1% per side), got {fee}")
+    check_fee(fee)
     if not 0.0 <= slippage_bps < 1000.0:
         raise BadInput(f"--slippage-bps must be in [0, 1000), got {slippage_bps}")
 

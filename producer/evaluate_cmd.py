@@ -16,9 +16,8 @@ from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
 from producer.console import make_console
 from producer.options import parse_date, parse_symbols
-from worker.errors import BadInput
 from worker.evaluation import scoreboard
-from worker.settings import DEFAULT_TIMEFRAME, Settings
+from worker.settings import DEFAULT_TIMEFRAME, Settings, check_fee
 
 ANALYST_HELP = "heuristic: in-process, no LLM; cached: analyses already in PostgreSQL, no Ollama call."
 RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe is always scored."
@@ -62,8 +61,7 @@ def evaluate(**kw: Any) -> None:
         recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
         model=kw["model"],
     )  # fmt: skip
-    if not 0 <= req.fee < 0.1:
-        raise BadInput(f"--fee must be in [0, 0.1), got {req.fee}")
+    check_fee(req.fee)
     console = Console(stderr=True, quiet=kw["as_json"])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:  # fmt: skip

@@ -61,9 +61,9 @@ def start_cmd(**kw: Any) -> None:
         timeframe=kw["timeframe"], exchange=kw["exchange"], fetch=not kw["no_fetch"],
     )  # fmt: skip
     if kw["as_json"]:
-        click.echo(json.dumps(res))
+        click.echo(json.dumps(res.to_json()))
         return
-    firsts = ", ".join(f"{s} from {minute_utc(t)} UTC" for s, t in res["first_candle"].items())
+    firsts = ", ".join(f"{s} from {minute_utc(t)} UTC" for s, t in res.first_candle.items())
     click.echo(
         f"paper account {name!r} started: {kw['capital']:g} split over {len(symbols)} symbol(s), fee"
         f" {kw['fee']:g}/side; first decisions: {firsts}. Ticks come from `celery -A worker beat`"
@@ -76,7 +76,7 @@ def start_cmd(**kw: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status_cmd(name: str | None, as_json: bool) -> None:
     """Position, cash, equity and PnL vs buy-and-hold since start (from PostgreSQL only)."""
-    rows = paper.status(Settings.from_env(), name)
+    rows = [a.to_json() for a in paper.status(Settings.from_env(), name)]
     if as_json:
         click.echo(json.dumps(rows if name is None else rows[0], default=str))
         return
@@ -219,11 +219,11 @@ def replay_cmd(**kw: Any) -> None:
         capital=kw["capital"], fee=kw["fee"],
     )  # fmt: skip
     if kw["as_json"]:
-        click.echo(json.dumps(res))
+        click.echo(json.dumps(res.to_json()))
         return
     click.echo(
-        f"{res['symbol']} v{res['version']}: {res['n_decisions']} decisions, {len(res['trades'])} fills,"
-        f" final equity {res['equity_final']:,.2f} ({res['position']} at the end)"
+        f"{res.symbol} v{res.version}: {res.n_decisions} decisions, {len(res.trades)} fills,"
+        f" final equity {res.equity_final:,.2f} ({res.position} at the end)"
     )
 
 

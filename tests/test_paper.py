@@ -163,12 +163,12 @@ def test_tick_catches_up_in_order_is_idempotent_and_hot_reloads(versions_env: Se
         agent = AgentSettings(api_url=fake.url)
         res = paper.create_account(versions_env, agent, name="acct", symbols=("BTC-USDT",), capital=1000.0,
                                    fee=0.001, timeframe="1h", exchange="kucoin")  # fmt: skip
-        assert res["first_candle"]["BTC-USDT"] == int(ts[120])
-        assert paper.tick(versions_env, fetch=False)["acct"][0]["decided"] == []
+        assert res.first_candle["BTC-USDT"] == int(ts[120])
+        assert paper.tick(versions_env, fetch=False)["acct"][0].decided == []
         live_settings = Settings(database_url=url, agent_env={"QTRAIN_EXCHANGE_API_URL": fake.url})
 
         fake.now = float(ts[127])  # 7 new closed candles: 120..126
-        out = paper.tick(live_settings)["acct"][0]
+        out = paper.tick(live_settings)["acct"][0].to_json()
         assert [d["ts"] for d in out["decided"]] == [int(t) for t in ts[120:127]]
         # only the newest candle of a tick has live data; the others were caught up, in order
         assert [d["source"] for d in out["decided"]] == ["catch-up"] * 6 + ["live"]
@@ -183,7 +183,7 @@ def test_tick_catches_up_in_order_is_idempotent_and_hot_reloads(versions_env: Se
         rows = _decisions(url)
         assert [r[0] for r in rows] == [int(t) for t in ts[120:131]]
         assert {r[1] for r in rows} == {v1}
-        assert paper.tick(live_settings)["acct"][0]["decided"] == []  # nothing new: nothing written
+        assert paper.tick(live_settings)["acct"][0].decided == []  # nothing new: nothing written
 
         # a promotion during the run: the next decision uses the new version and says so
         _promote(versions_env, "BTC-USDT", v2)
@@ -193,7 +193,7 @@ def test_tick_catches_up_in_order_is_idempotent_and_hot_reloads(versions_env: Se
         assert rows[-1][0] == int(ts[131]) and rows[-1][1] == v2
         assert [r[1] for r in rows[:-1]] == [v1] * 11
 
-    st_ = paper.status(versions_env, "acct")[0]["positions"][0]
+    st_ = paper.status(versions_env, "acct")[0].to_json()["positions"][0]
     assert st_["n_decisions"] == 12 and st_["last_candle"] == int(ts[131])
     assert st_["last_decision"]["version"] == v2
     fills = _fills(url)
@@ -241,7 +241,7 @@ def test_paper_cli_start_status_gap_report_stop(
     more = c.slice(100, 140)
     insert_candles_of(url, more.slice(0, 20))
     insert_candles_of(url, more.slice(21, 40))
-    out = paper.tick(versions_env, fetch=False)["cli"][0]
+    out = paper.tick(versions_env, fetch=False)["cli"][0].to_json()
     assert [d["ts"] for d in out["decided"]] == [int(t) for t in np.delete(more.ts, 20)]
     notes = query(url, "SELECT notes FROM paper_decisions WHERE ts = to_timestamp(%s)", (int(more.ts[21]),))
     assert any(n.startswith("gap: 1 candles missing") for n in notes[0][0])

@@ -112,6 +112,15 @@ def env_number(
     return value
 
 
+def check_fee(fee: float, *, flag: str = "--fee") -> float:
+    """A fee per side as given on the command line; one-line ``BadInput`` outside [0, MAX_FEE)."""
+    from model.backtest import MAX_FEE
+
+    if not 0.0 <= fee < MAX_FEE:
+        raise BadInput(f"{flag} must be in [0, {MAX_FEE:g}) (0.001 = 0.1% per side), got {fee}")
+    return fee
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of one qtrain process (CLI or worker)."""

@@ -32,25 +32,7 @@ from model.metrics import json_safe
 from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
 from worker.errors import BadInput
 from worker.store import db, versions
-from worker.store.candles import load_candles
-
-
-def load_range(
-    url: str, symbol: str, timeframe: str, since: int | None, until: int | None
-) -> tuple[Candles, int]:
-    """Candles of ``[since, until)`` with up to ``WARMUP`` candles of history before them, and the
-    index of the range's first candle in what is returned."""
-    step = timeframe_seconds(timeframe)
-    lo = None if since is None else since - WARMUP * step
-    ctx = load_candles(url, symbol, timeframe, since=lo, until=until)
-    start = 0 if since is None else int(np.searchsorted(ctx.ts, since, side="left"))
-    if len(ctx) - start < 2:
-        span = f"[{minute_utc(since) if since else 'start'}, {minute_utc(until) if until else 'end'})"
-        raise BadInput(
-            f"fewer than 2 {timeframe} candles for {symbol} in {span}: run `qtrain candles import` or"
-            " `qtrain candles fetch`, or pick another --since/--until"
-        )
-    return ctx, start
+from worker.store.candles import load_candles, load_range  # load_range: also for the gate
 
 
 def run_policies(

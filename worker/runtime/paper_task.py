@@ -53,7 +53,7 @@ def paper_tick(name: str | None = None) -> dict[str, Any]:
     result = paper.tick(SETTINGS, name=name)
     return {
         acct: [
-            {"symbol": p["symbol"], "decided": len(p.get("decided", [])), "error": p.get("error")}
+            {"symbol": p.symbol, "decided": len(p.decided), "error": p.error}
             for p in per
         ]
         for acct, per in result.items()

@@ -14,7 +14,8 @@ import numpy as np
 import psycopg2
 import psycopg2.extensions
 
-from model.candles import TIMEFRAME_SECONDS, Candles, timeframe_seconds
+from model.candles import TIMEFRAME_SECONDS, Candles, minute_utc, timeframe_seconds
+from model.features import WARMUP
 from worker.errors import BadInput
 from worker.store import db
 from worker.store.db import Cursor
@@ -271,3 +272,21 @@ def list_candles(database_url: str) -> list[dict[str, Any]]:
         rows = cur.fetchall()
     keys = ("symbol", "timeframe", "first", "last", "count", "gaps", "longest_gap", "flagged", "no_volume")
     return [dict(zip(keys, (r[0], r[1], *(int(x) for x in r[2:])), strict=True)) for r in rows]
+
+
+def load_range(
+    url: str, symbol: str, timeframe: str, since: int | None, until: int | None
+) -> tuple[Candles, int]:
+    """Candles of ``[since, until)`` with up to ``WARMUP`` candles of history before them, and the
+    index of the range's first candle in what is returned."""
+    step = timeframe_seconds(timeframe)
+    lo = None if since is None else since - WARMUP * step
+    ctx = load_candles(url, symbol, timeframe, since=lo, until=until)
+    start = 0 if since is None else int(np.searchsorted(ctx.ts, since, side="left"))
+    if len(ctx) - start < 2:
+        span = f"[{minute_utc(since) if since else 'start'}, {minute_utc(until) if until else 'end'})"
+        raise BadInput(
+            f"fewer than 2 {timeframe} candles for {symbol} in {span}: run `qtrain candles import` or"
+            " `qtrain candles fetch`, or pick another --since/--until"
+        )
+    return ctx, start

@@ -153,3 +153,8 @@ def load_brain(url: str, symbol: str, version: int | None, *, max_rules: int) ->
     with _cache_lock:
         _cache[key] = loaded
     return loaded
+
+
+def timeframe_mismatch(symbol: str, version: int, table: str, wanted: str, fix: str) -> str:
+    """The one wording of "the promoted version is a X table, not Y" (paper start, tick, signal)."""
+    return f"{symbol}'s promoted version {version} is a {table} table, not {wanted}: {fix}"

@@ -18,7 +18,7 @@ from worker.clients.exchange import fetch_symbol, make_exchange
 from worker.clients.market import LIVE_MAX_ATTEMPTS, fetch_market
 from worker.errors import BadInput, QtrainError
 from worker.settings import Settings
-from worker.trading.agent import AgentSettings, load_brain
+from worker.trading.agent import AgentSettings, load_brain, timeframe_mismatch
 from worker.trading.paper import signal_candles
 
 
@@ -35,7 +35,7 @@ def signal_one(
     v = loaded.stored
     if v.timeframe != timeframe:
         raise BadInput(
-            f"{symbol}'s promoted version {v.version} is a {v.timeframe} table: use --timeframe {v.timeframe}"
+            timeframe_mismatch(symbol, v.version, v.timeframe, timeframe, f"use --timeframe {v.timeframe}")
         )
     step = timeframe_seconds(timeframe)
     notes: list[str] = []
