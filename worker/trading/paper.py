@@ -11,7 +11,8 @@ active account and symbol:
 2. for every stored candle after the last one decided, OLDEST FIRST (a missed tick is caught up
    candle by candle, never skipped): ``model.live.paper_step`` on the candles from the position's
    feature anchor up to it: fill the previous decision at this candle's open with the fee, decide
-   at its close with the version promoted NOW (hot reload; the decision records its version);
+   at its close with the version promoted when the tick started (hot reload: a promotion is used
+   from the next tick on; the decision records its version);
 3. write the decision, the fill and the new position in ONE transaction that first locks the
    position row and re-checks ``last_ts``: a tick delivered twice, or two ticks at once, decide
    each candle once (and ``paper_decisions`` is unique per account, symbol and candle).
