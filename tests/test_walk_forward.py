@@ -46,7 +46,7 @@ def test_k_folds_from_cached_analyses(env):
     for a, b in zip(folds, folds[1:], strict=False):
         assert a["test_until"] == b["test_since"] and a["train_until"] < b["train_until"]
     for f in folds:
-        assert f["train_until"] == f["test_since"] and set(f["policies"]) == set(POLICIES)
+        assert f["train_until"] == f["test_since"] and set(f["policies"]) == {*POLICIES, "qtable_unshaped"}
     windows = [f["n_windows"] for f in folds]
     assert windows[0] > 0 and windows == sorted(windows)  # more of the cached analyses as the past grows
     assert out["analyses_available"] > 0 and out["analyses_model"] == "heuristic"
@@ -60,7 +60,7 @@ def test_k_folds_from_cached_analyses(env):
     rows = query(
         env, "SELECT count(*), count(DISTINCT params->>'fold') FROM backtests WHERE kind = 'walk_forward'"
     )
-    assert rows == [(3 * len(POLICIES), 3)]
+    assert rows == [(3 * (len(POLICIES) + 1), 3)]
 
 
 def test_table_output(env):
@@ -93,7 +93,7 @@ def test_a_fold_does_not_see_its_future(env):
     part = walk_forward.walk_forward(env, SYMBOL, folds=1, since=ts, until=ts + 240 * 3600)
     f, p = full.folds[0], part.folds[0]
     assert (f.test_since, f.test_until, f.n_windows) == (p.test_since, p.test_until, p.n_windows)
-    for policy in POLICIES:
+    for policy in (*POLICIES, "qtable_unshaped"):
         assert f.results[policy].metrics == p.results[policy].metrics, policy
         assert (f.results[policy].position == p.results[policy].position).all(), policy
 
@@ -119,10 +119,26 @@ def test_walk_forward_trains_with_the_reducers_recipe(env):
     stored, _ = FastQLearning.from_bytes(bytes(blob))
     train = load_candles(env, SYMBOL, "1h", since=meta["train_since"], until=meta["train_until"])
     analysed = batch_analyses(env, batch_id, SYMBOL)
+    assert analysed and meta["ablation"]["served"] in ("llm_shaped", "unshaped")
+    if meta["ablation"]["served"] == "unshaped":  # the reducer kept the twin: the same recipe, no analyses
+        analysed = []
     hp = meta["recipe"]["params"]
     learner, _, data = train_qtable(
         train, analysed, space=StateSpace.default(), recipe=meta["recipe"]["name"],
         epochs=meta["hyper_parameters"]["epochs"], seed=meta["hyper_parameters"]["seed"], **hp,
     )  # fmt: skip
-    assert data.n_windows == meta["n_analysed_windows"] > 0
+    assert (
+        data.n_windows == (meta["n_analysed_windows"] if analysed else 0) and meta["n_analysed_windows"] > 0
+    )
     assert learner.q.tobytes() == stored.q.tobytes() and learner.visits.tobytes() == stored.visits.tobytes()
+
+
+def test_the_unshaped_row_is_the_same_fold_without_analyses(env):
+    wf = walk_forward.walk_forward(env, SYMBOL, folds=3)
+    with_windows = [f for f in wf.folds if f.n_windows > 0]
+    assert with_windows
+    for f in wf.folds:
+        assert "qtable_unshaped" in f.results
+    shaped = [f.results["qtable"].position for f in with_windows]
+    twins = [f.results["qtable_unshaped"].position for f in with_windows]
+    assert any((a != b).any() for a, b in zip(shaped, twins, strict=True))  # the analyses moved some fold

@@ -5,9 +5,10 @@ trains a fresh Q-table (``model.training.train_qtable``, the reducer's recipe, f
 start from a stored version would carry knowledge of later data) on segments ``0..k`` with the
 analyses ALREADY CACHED in ``btc.ollama_analyses`` whose windows end before segment k+1 starts (no
 LLM call, no Celery), writes the heuristic rules from the same past, and backtests every policy
-of ``worker.evaluation.backtest`` on segment k+1. The state space is the fixed default one (it is not fitted
-to data, so it cannot leak). Aggregate: mean and median of each metric over folds, and the
-compounded return of the folds in sequence.
+of ``worker.evaluation.backtest`` on segment k+1, plus ``qtable_unshaped``: the same recipe on the
+same past without any analysis (what the analyses add is the difference with ``qtable``). The
+state space is the fixed default one (it is not fitted to data, so it cannot leak). Aggregate:
+mean and median of each metric over folds, and the compounded return of the folds in sequence.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy as np
 from model import policy_set
 from model.backtest import BacktestResult
 from model.candles import Candles, timeframe_seconds
-from model.features import WARMUP
+from model.features import WARMUP, compute_features
 from model.metrics import METRIC_NAMES, json_safe
+from model.policies import qtable_policy
 from model.states import StateSpace
 from model.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
 from worker.errors import BadInput
@@ -128,7 +130,16 @@ def _fold(
         ctx, start=a - lo, learner=learner, space=space, rules=rules, seed=seed
     )
     test = ctx.slice(a - lo, len(ctx))
-    results = evaluate.run_policies(test, pset.positions, fee=fee, slippage_bps=slippage_bps)
+    twin = learner
+    if past:  # the same fold without analyses (else it is the same table)
+        twin = train_qtable(
+            train, [], space=space, recipe=trained["recipe"], epochs=trained["epochs"], seed=trained["seed"],
+            **trained["overrides"],
+        )[0]  # fmt: skip
+    m = space.encode(compute_features(ctx))[a - lo :]
+    positions = {"qtable": pset.positions["qtable"], "qtable_unshaped": qtable_policy(twin.q, m)}
+    positions.update(pset.positions)
+    results = evaluate.run_policies(test, positions, fee=fee, slippage_bps=slippage_bps)
     step = timeframe_seconds(candles.timeframe)
     fold = Fold(
         k, int(candles.ts[0]), test_since, test_since, int(candles.ts[b - 1]) + step, data.n_windows, results
