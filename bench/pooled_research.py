@@ -270,10 +270,18 @@ def main() -> None:
         params = settings[0] if not a.grid else best["params"]
         print(f"permutation null of {params or 'the defaults'} (training returns shuffled per symbol):")
         for key, cs in (("btc_eth", be), ("universe", un)):
+            null = []
             for rep in range(a.null):
                 s = summary(cs, null_results(cs, rep, **params))
                 rows.append({"name": f"null {rep}", "set": key, "all": s})
+                null.append(s)
                 print(line(f"  {key} shuffle {rep}", s))
+            real = rows[1][key]["all"]
+            for k in ("above_random", "median_sharpe", "above_bh"):
+                x = np.array([s[k] for s in null])
+                above = int((x >= real[k]).sum())
+                print(f"  {key} {k}: real {real[k]:.2f}, null median {np.median(x):.2f} (range {x.min():.2f}"
+                      f" .. {x.max():.2f}), {above}/{len(x)} shuffles at or above real")  # fmt: skip
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "choice": best["name"]}, default=str, indent=1))
 
