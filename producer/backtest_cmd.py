@@ -24,7 +24,6 @@ from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.console import make_console
 from producer.options import parse_date
-from producer.report import render_report
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.evaluation import walk_forward
@@ -61,6 +60,8 @@ def _check_costs(fee: float, slippage_bps: float) -> None:
 
 
 def _write_report(path: str, c: evaluate.Comparison) -> None:
+    from producer.report import render_report  # Bokeh: imported only for --report
+
     html = render_report(
         c.results["qtable"],
         title=f"qtrain backtest: {c.symbol} Q-table v{c.version}",

@@ -7,7 +7,6 @@ commands only write and read PostgreSQL (``status`` reads nothing else).
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from model.candles import Candles, minute_utc, timeframe_seconds
 from model.metrics import compute_metrics
 from producer.console import make_console
 from producer.options import parse_date, parse_symbols
-from producer.report import render_report
 from producer.signal_cmd import agent_options, agent_settings
 from worker.clients.exchange import DEFAULT_EXCHANGE
 from worker.errors import BadInput
@@ -140,32 +138,14 @@ def _result(h: dict[str, Any], candles: Candles, fee: float) -> tuple[BacktestRe
     return result, bh
 
 
-def _decisions_table(decisions: list[dict[str, Any]], limit: int = 500) -> str:
-    """The newest ``limit`` decisions as an HTML table (component scores, what was missing)."""
-    rows = []
-    for d in decisions[-limit:]:
-        comps = ", ".join(f"{k} {v:+.2f}" for k, v in (d["components"] or {}).items())
-        score = "" if d["score"] is None else f"{d['score']:+.3f}"
-        cells = (
-            minute_utc(int(d["ts"])), f"v{d['version']}", ("HOLD", "BUY", "SELL")[int(d["action"])],
-            f"{d['confidence']:.2f}", score, comps, ", ".join(d["missing"] or []), d["source"],
-            f"{d['equity']:,.2f}",
-        )  # fmt: skip
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    cols = ("candle", "version", "action", "confidence", "score", "components", "missing", "source", "equity")
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    return (
-        f"<h2>Decisions (last {min(limit, len(decisions))})</h2>"
-        f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    )
-
-
 @paper_group.command(name="report")
 @click.argument("name")
 @click.option("--symbol", default=None, help="Which symbol of the account (default: the first).")
 @click.option("--out", "out_path", required=True, help="HTML file to write.")
 def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
     """Equity vs buy-and-hold, trades on price and the decisions, as one self-contained HTML file."""
+    from producer.report import render_report  # Bokeh: imported only here
+
     settings = Settings.from_env()
     (a,) = paper.accounts(settings, name=name)
     sym = normalize_symbol(symbol) if symbol else a.symbols[0]
@@ -180,11 +160,10 @@ def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
     versions = sorted({int(d["version"]) for d in h["decisions"]})
     page = render_report(
         result, title=f"qtrain paper: {name} {sym}", candles=candles, bh_equity=bh,
-        metrics_table={"paper": result.metrics},
+        metrics_table={"paper": result.metrics}, decisions=h["decisions"],
         notes=[f"paper only: no real order was placed; versions used: {', '.join(f'v{v}' for v in versions)}",
                f"{len(h['fills'])} fills, fee {a.fee:g}/side"],
     )  # fmt: skip
-    page = page.replace("</body></html>", _decisions_table(h["decisions"]) + "</body></html>")
     try:
         Path(out_path).write_text(page, encoding="utf-8")
     except OSError as exc:

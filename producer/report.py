@@ -1,51 +1,138 @@
-"""One self-contained HTML backtest report: inline SVG charts and a metric table, no scripts, no CDN.
+"""qtrain's HTML reports, drawn with Bokeh: the backtest and paper-account pages, and the page shell
+(``page``) the evaluate report (``producer.report_scoreboard``) shares.
 
-Charts: equity against buy-and-hold, drawdown, and price with trade markers. Long series are
-downsampled to about 2,000 points per line keeping each bucket's min and max, so spikes and
-drawdown troughs survive.
+Why Bokeh, of the two libraries the trading tools use (freqtrade: plotly; backtesting.py: Bokeh):
+
+* it is already in every qtrain environment: backtesting.py, the reference backtester of the dev
+  extra (``tests/test_backtest_vs_backtestingpy.py``), draws its plots with it;
+* a page inlines only the BokehJS bundles it uses, once: ``bokeh.min.js`` (1.3 MB), plus the
+  widgets bundle (0.4 MB) where there is a fold picker; plotly's single bundle is 4.6 MB;
+* it draws on a 2D canvas, so the pages render in headless Chromium without a GPU or WebGL;
+* linked ranges (equity, drawdown and price pan and zoom together), hover tools and a Select
+  widget are its own models: the only JavaScript qtrain writes is the fold picker's few lines.
+
+Every page is ONE self-contained file that opens offline: BokehJS and the data inline, no CDN,
+font or image (``tests/test_report_browser.py`` opens each in Chromium with the network off). The
+page around the plots is ``templates/report.html`` (autoescaped); long series are cut to about
+``MAX_POINTS`` points per line, keeping each bucket's minimum and maximum so spikes and drawdown
+troughs survive.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
 
+import jinja2
 import numpy as np
+from bokeh.embed import file_html
+from bokeh.layouts import column
+from bokeh.models import (
+    BoxAnnotation,
+    ColumnDataSource,
+    HoverTool,
+    Label,
+    Model,
+    NumeralTickFormatter,
+    PrintfTickFormatter,
+)
+from bokeh.plotting import figure
+from bokeh.resources import INLINE
 
 from model.backtest import BacktestResult
-from model.candles import Candles
+from model.candles import Candles, minute_utc
 from model.metrics import METRIC_NAMES, drawdown_series
 
-MAX_POINTS = 2000
+MAX_POINTS = 4000
 MAX_MARKERS = 3000
-WIDTH, HEIGHT = 1100, 300
-PAD_L, PAD_R, PAD_T, PAD_B = 80, 20, 16, 28
-COLORS = {"equity": "#1f77b4", "bh": "#ff7f0e", "dd": "#d62728", "price": "#444444"}
+MAX_DECISIONS = 500
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+COLORS = {
+    "equity": PALETTE[0],
+    "bh": PALETTE[1],
+    "dd": PALETTE[3],
+    "price": "#444444",
+    "buy": PALETTE[2],
+    "sell": PALETTE[3],
+}
+BANDS = ("#9467bd", "#17becf", "#bcbd22", "#8c564b", "#e377c2")
+"""Background colours of the paper report's version bands (none of the lines' colours)."""
+TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
+ACTIONS = ("HOLD", "BUY", "SELL")
 
 
-def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most ~``max_points`` of (x, y), keeping the first, last, and each bucket's min and max."""
-    n = len(y)
-    if n <= max_points:
-        return np.asarray(x), np.asarray(y)
-    buckets = max(max_points // 2, 1)
-    size = math.ceil(n / buckets)
-    padded = np.full(buckets * size, np.nan)
-    padded[:n] = y
-    grid = padded.reshape(buckets, size)
-    valid = ~np.all(np.isnan(grid), axis=1)
-    base = np.arange(buckets)[valid] * size
-    lo = base + np.nanargmin(grid[valid], axis=1)
-    hi = base + np.nanargmax(grid[valid], axis=1)
-    idx = np.unique(np.concatenate(([0, n - 1], lo, hi)))
-    return np.asarray(x)[idx], np.asarray(y)[idx]
+@dataclass(frozen=True)
+class Table:
+    """An HTML table of text cells; a row that is a plain string is a group heading across it."""
+
+    head: Sequence[str] | None
+    rows: Sequence[Sequence[str] | str]
+    name: str = "metrics"
+    text_cols: int = 1
+    first_class: str = "key"
+
+    @property
+    def width(self) -> int:
+        """Number of columns."""
+        widths = [len(r) for r in self.rows if not isinstance(r, str)]
+        return len(self.head) if self.head else max(widths, default=1)
 
 
-def _fmt(v: float) -> str:
-    if isinstance(v, int):
+@dataclass(frozen=True)
+class Section:
+    """One heading of a page with its notes, and a plot (a named Bokeh root) and/or a table."""
+
+    heading: str
+    root: str | None = None
+    table: Table | None = None
+    notes: Sequence[str] = field(default_factory=tuple)
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html")
+
+
+def page(title: str, intro: Sequence[str], sections: Sequence[Section], roots: Sequence[Model]) -> str:
+    """The whole HTML page: BokehJS inlined once (only the bundles ``roots`` use), then ``sections``."""
+    names = {r.name for r in roots}
+    missing = [s.root for s in sections if s.root is not None and s.root not in names]
+    if missing:
+        raise ValueError(f"sections name plots that are not among the roots: {missing}")
+    vars_ = {"page": {"title": title, "intro": list(intro), "sections": list(sections)}}
+    return file_html(
+        list(roots), resources=INLINE, title=title, template=_template(), template_variables=vars_
+    )
+
+
+def fmt(v: Any) -> str:
+    """A metric as table text: ints as they are, NaN/None as a dash, 4 significant digits."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool | int | np.integer):
         return str(v)
+    v = float(v)
     if math.isnan(v):
         return "–"
     if math.isinf(v):
@@ -53,129 +140,213 @@ def _fmt(v: float) -> str:
     return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"
 
 
-def _date(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%d %H:%M")
+def keep_indices(*series: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Indices to draw of equally long ``series``: all of them when short, else the first, the last,
+    and each of ~``max_points / 2`` buckets' minimum and maximum of every series."""
+    n = len(series[0])
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max(max_points // 2, 1)
+    size = math.ceil(n / buckets)
+    keep = [np.array([0, n - 1])]
+    for y in series:
+        padded = np.full(buckets * size, np.nan)
+        padded[:n] = y
+        grid = padded.reshape(buckets, size)
+        valid = ~np.all(np.isnan(grid), axis=1)
+        base = np.arange(buckets)[valid] * size
+        keep += [base + np.nanargmin(grid[valid], axis=1), base + np.nanargmax(grid[valid], axis=1)]
+    return np.unique(np.concatenate(keep))
 
 
-class _Frame:
-    """Maps data coordinates to SVG pixels for one chart."""
-
-    def __init__(self, x0: float, x1: float, y0: float, y1: float, *, pad_top: bool = True) -> None:
-        if y1 <= y0:
-            y0 = y0 - 1.0
-        pad = (y1 - y0) * 0.04
-        top = y1 + pad if pad_top else y1
-        self.x0, self.x1, self.y0, self.y1 = x0, max(x1, x0 + 1), y0 - pad, top
-
-    def px(self, x: np.ndarray) -> np.ndarray:
-        return PAD_L + (np.asarray(x, dtype=float) - self.x0) / (self.x1 - self.x0) * (WIDTH - PAD_L - PAD_R)
-
-    def py(self, y: np.ndarray) -> np.ndarray:
-        return PAD_T + (self.y1 - np.asarray(y, dtype=float)) / (self.y1 - self.y0) * (HEIGHT - PAD_T - PAD_B)
+def when(ts: np.ndarray) -> np.ndarray:
+    """Epoch seconds as the datetimes Bokeh's time axes take."""
+    return np.asarray(ts, dtype=np.int64).astype("datetime64[s]")
 
 
-def _points(frame: _Frame, x: np.ndarray, y: np.ndarray) -> str:
-    xs, ys = downsample(x, y)
-    return " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(frame.px(xs), frame.py(ys), strict=True))
-
-
-def _axes(frame: _Frame, unit: str) -> str:
-    parts = [
-        f'<rect x="{PAD_L}" y="{PAD_T}" width="{WIDTH - PAD_L - PAD_R}" '
-        f'height="{HEIGHT - PAD_T - PAD_B}" fill="#fbfbfd" stroke="#ccc"/>'
-    ]
-    for frac in np.linspace(0.0, 1.0, 5):
-        v = frame.y0 + (frame.y1 - frame.y0) * frac
-        y = float(frame.py(np.array([v]))[0])
-        parts.append(f'<line x1="{PAD_L}" x2="{WIDTH - PAD_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e4e4"/>')
-        parts.append(
-            f'<text x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{html.escape(_fmt(v))}{unit}</text>'
-        )
-    parts.append(f'<text x="{PAD_L}" y="{HEIGHT - 8}">{_date(frame.x0)}</text>')
-    parts.append(f'<text x="{WIDTH - PAD_R}" y="{HEIGHT - 8}" text-anchor="end">{_date(frame.x1)}</text>')
-    return "".join(parts)
-
-
-def _svg(body: str, label: str) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{html.escape(label)}">{body}</svg>'
+def time_figure(title: str, height: int, **kw: Any) -> Any:
+    """A full-width figure on a time axis with pan, wheel zoom (time only), box zoom and reset."""
+    p = figure(
+        title=title,
+        height=height,
+        x_axis_type="datetime",
+        sizing_mode="stretch_width",
+        tools=TOOLS,
+        active_drag="xpan",
+        active_scroll="xwheel_zoom",
+        toolbar_location="right",
+        **kw,
     )
+    p.title.text_font_size = "13px"
+    return p
 
 
-def _line(frame: _Frame, x: np.ndarray, y: np.ndarray, color: str, width: float = 1.4) -> str:
-    return f'<polyline fill="none" stroke="{color}" stroke-width="{width}" points="{_points(frame, x, y)}"/>'
-
-
-def _equity_chart(ts: np.ndarray, equity: np.ndarray, bh: np.ndarray) -> str:
-    lo = float(min(equity.min(), bh.min()))
-    hi = float(max(equity.max(), bh.max()))
-    f = _Frame(float(ts[0]), float(ts[-1]), lo, hi)
-    return _svg(
-        _axes(f, "") + _line(f, ts, bh, COLORS["bh"]) + _line(f, ts, equity, COLORS["equity"], 1.8),
-        "equity against buy-and-hold",
-    )
-
-
-def _drawdown_chart(ts: np.ndarray, equity: np.ndarray) -> str:
-    dd = -drawdown_series(equity) * 100.0
-    f = _Frame(float(ts[0]), float(ts[-1]), float(dd.min()), 0.0, pad_top=False)
-    xs, ys = downsample(ts, dd)
-    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(f.px(xs), f.py(ys), strict=True))
-    x_first, x_last = f.px(xs[[0, -1]])
-    y_zero = float(f.py(np.array([0.0]))[0])
-    area = (
-        f'<polygon fill="{COLORS["dd"]}" fill-opacity="0.35" stroke="{COLORS["dd"]}" '
-        f'points="{x_first:.1f},{y_zero:.1f} {pts} {x_last:.1f},{y_zero:.1f}"/>'
-    )
-    return _svg(_axes(f, "%") + area, "drawdown")
-
-
-def _price_chart(candles: Candles, trades: np.ndarray) -> str:
-    ts, close = candles.ts, np.asarray(candles.close, dtype=float)
-    prices = [close]
-    if len(trades):
-        prices += [trades["entry_price"], trades["exit_price"]]
-    lo = float(min(p.min() for p in prices))
-    hi = float(max(p.max() for p in prices))
-    f = _Frame(float(ts[0]), float(ts[-1]), lo, hi)
-    body = [_axes(f, ""), _line(f, ts, close, COLORS["price"], 1.0)]
-    shown = (
-        trades
-        if len(trades) <= MAX_MARKERS
-        else trades[np.linspace(0, len(trades) - 1, MAX_MARKERS).astype(int)]
-    )
-    for key, color, sign in (("entry", "#2ca02c", 1), ("exit", "#d62728", -1)):
-        xs = f.px(shown[f"{key}_ts"])
-        ys = f.py(shown[f"{key}_price"])
-        marks = "".join(
-            f'<path d="M{x:.1f},{y:.1f}l-5,{6 * sign}h10z"/>' for x, y in zip(xs, ys, strict=True)
-        )
-        body.append(f'<g fill="{color}" class="{key}-markers">{marks}</g>')
-    return _svg("".join(body), "price with trade markers")
-
-
-def _table(metrics_table: Mapping[str, Mapping[str, float]]) -> str:
+def metrics_rows(metrics_table: Mapping[str, Mapping[str, Any]]) -> Table:
+    """A metric per row, a column per policy (in ``METRIC_NAMES`` order, those any policy has)."""
     cols = list(metrics_table)
     names = [k for k in METRIC_NAMES if any(k in metrics_table[c] for c in cols)]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    rows = "".join(
-        f"<tr><td>{k}</td>"
-        + "".join(f"<td>{_fmt(metrics_table[c].get(k, math.nan))}</td>" for c in cols)
-        + "</tr>"
-        for k in names
-    )
-    return (
-        f'<table class="metrics"><thead><tr><th>metric</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
-    )
+    rows = [[k, *(fmt(metrics_table[c].get(k)) for c in cols)] for k in names]
+    return Table(head=["metric", *cols], rows=rows)
 
 
-CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#222;background:#fff}
-h1{font-size:20px}h2{font-size:16px;margin:20px 0 4px}svg text{font-size:11px;fill:#555}
-.legend span{display:inline-block;margin-right:16px}.legend i{display:inline-block;width:18px;height:4px;
-margin-right:6px;vertical-align:middle}table.metrics{border-collapse:collapse;margin-top:8px}
-table.metrics td,table.metrics th{border:1px solid #ddd;padding:3px 10px;text-align:right}
-table.metrics td:first-child{text-align:left;font-family:monospace}"""
+def _version_at(decisions: Sequence[Mapping[str, Any]], ts: np.ndarray) -> np.ndarray:
+    """The version of the last decision at or before each of ``ts`` ("" before the first)."""
+    d_ts = np.array([int(d["ts"]) for d in decisions], dtype=np.int64)
+    names = np.array([""] + [f"v{d['version']}" for d in decisions], dtype=object)
+    return names[np.searchsorted(d_ts, np.asarray(ts, dtype=np.int64), side="right")]
+
+
+def _version_bands(figs: Sequence[Any], decisions: Sequence[Mapping[str, Any]], end_ts: int) -> None:
+    """A shaded band per run of decisions by one version, on every figure, labelled on the first."""
+    runs: list[tuple[int, Any]] = []  # (first candle, version)
+    for d in decisions:
+        if not runs or runs[-1][1] != d["version"]:
+            runs.append((int(d["ts"]), d["version"]))
+    stops = [start for start, _ in runs[1:]] + [end_ts]
+    for k, ((start, version), stop) in enumerate(zip(runs, stops, strict=True)):
+        color = BANDS[k % len(BANDS)]
+        for p in figs:
+            p.add_layout(
+                BoxAnnotation(left=start * 1000, right=stop * 1000, fill_color=color, fill_alpha=0.07)
+            )
+        figs[0].add_layout(
+            Label(
+                x=start * 1000,
+                y=4,
+                y_units="screen",
+                text=f"v{version}",
+                text_color=color,
+                text_font_size="12px",
+                x_offset=4,
+            )
+        )
+
+
+def _trade_markers(p: Any, trades: np.ndarray, result: BacktestResult, versions: Any) -> None:
+    """Entries (green up) and exits (red down) on the price, hover: time, side, price, the trade's P&L."""
+    shown = trades
+    if len(trades) > MAX_MARKERS:
+        shown = trades[np.linspace(0, len(trades) - 1, MAX_MARKERS).astype(int)]
+    pnl = [f"{t['pnl']:+,.2f} ({t['return_pct']:+.2f}%)" for t in shown]
+    legs = {
+        "buy": (list(shown["entry_ts"]), list(shown["entry_price"]), list(pnl), "triangle"),
+        "sell": (list(shown["exit_ts"]), list(shown["exit_price"]), list(pnl), "inverted_triangle"),
+    }
+    if result.open_trade is not None:
+        o = result.open_trade
+        legs["buy"][0].append(o.entry_ts)
+        legs["buy"][1].append(o.entry_price)
+        legs["buy"][2].append("open at the end")
+    for side, (ts, price, text, marker) in legs.items():
+        ts_arr = np.asarray(ts, dtype=np.int64)
+        data: dict[str, Any] = {
+            "t": when(ts_arr),
+            "when": [minute_utc(int(x)) for x in ts_arr],
+            "price": np.asarray(price, float),
+            "side": [side] * len(ts_arr),
+            "pnl": text,
+        }
+        tips = [("", "@side"), ("time", "@when UTC"), ("price", "@price{0,0.00}"), ("trade P&L", "@pnl")]
+        if versions is not None:
+            data["version"] = list(versions(ts_arr))
+            tips.append(("version", "@version"))
+        r = p.scatter(
+            "t",
+            "price",
+            source=ColumnDataSource(data),
+            marker=marker,
+            size=9,
+            color=COLORS[side],
+            line_color="white",
+            legend_label=f"{side}s",
+        )
+        p.add_tools(HoverTool(renderers=[r], tooltips=tips))
+
+
+def backtest_charts(
+    result: BacktestResult,
+    candles: Candles,
+    bh: np.ndarray,
+    decisions: Sequence[Mapping[str, Any]] | None = None,
+) -> Model:
+    """Equity against buy-and-hold, the drawdown under it and the price with the trades, on one
+    shared time axis (pan or zoom one, all follow); with ``decisions``, the versions as bands."""
+    ts = np.asarray(candles.ts, dtype=np.int64)
+    eq = np.asarray(result.equity, dtype=float)
+    close = np.asarray(candles.close, dtype=float)
+    dd = -drawdown_series(eq) * 100.0
+    idx = keep_indices(eq, bh, dd, close)
+    data: dict[str, Any] = {
+        "t": when(ts[idx]),
+        "equity": eq[idx],
+        "bh": bh[idx],
+        "dd": dd[idx],
+        "close": close[idx],
+    }
+    tips = [
+        ("time", "@t{%F %H:%M} UTC"),
+        ("strategy", "@equity{0,0.00}"),
+        ("buy and hold", "@bh{0,0.00}"),
+        ("drawdown", "@dd{0.00}%"),
+    ]
+    versions = None
+    if decisions:
+        versions = partial(_version_at, decisions)
+        data["version"] = list(versions(ts[idx]))
+        tips.append(("version", "@version"))
+    src = ColumnDataSource(data)
+    eqf = time_figure("Equity against buy-and-hold", 320)
+    eqf.line("t", "bh", source=src, color=COLORS["bh"], line_width=1.6, legend_label="buy and hold")
+    line = eqf.line("t", "equity", source=src, color=COLORS["equity"], line_width=2, legend_label="strategy")
+    eqf.add_tools(HoverTool(renderers=[line], tooltips=tips, formatters={"@t": "datetime"}, mode="vline"))
+    eqf.yaxis.formatter = NumeralTickFormatter(format="0,0")
+    eqf.legend.location = "top_left"
+    ddf = time_figure("Drawdown", 170, x_range=eqf.x_range)
+    ddf.varea("t", y1=0.0, y2="dd", source=src, fill_color=COLORS["dd"], fill_alpha=0.35)
+    ddf.line("t", "dd", source=src, color=COLORS["dd"], line_width=1)
+    ddf.yaxis.formatter = PrintfTickFormatter(format="%.0f%%")
+    pf = time_figure("Price and trades (hover a marker)", 320, x_range=eqf.x_range)
+    pf.line("t", "close", source=src, color=COLORS["price"], line_width=1, legend_label="close")
+    pf.yaxis.formatter = NumeralTickFormatter(format="0,0.[00]")
+    _trade_markers(pf, result.trades, result, versions)
+    pf.legend.location = "top_left"
+    figs = [eqf, ddf, pf]
+    if decisions:
+        _version_bands(figs, decisions, int(ts[-1]))
+    return column(*figs, sizing_mode="stretch_width", name="charts")
+
+
+def decisions_table(decisions: Sequence[Mapping[str, Any]], limit: int = MAX_DECISIONS) -> Table:
+    """The newest ``limit`` decisions, newest first: candle, version, action, scores, what was missing."""
+    rows = []
+    for d in reversed(decisions[-limit:]):
+        comps = ", ".join(f"{k} {v:+.2f}" for k, v in (d.get("components") or {}).items())
+        score = "" if d.get("score") is None else f"{d['score']:+.3f}"
+        rows.append(
+            [
+                minute_utc(int(d["ts"])),
+                f"v{d['version']}",
+                ACTIONS[int(d["action"])],
+                f"{d['confidence']:.2f}",
+                score,
+                comps,
+                ", ".join(d.get("missing") or []),
+                str(d.get("source") or ""),
+                f"{d['equity']:,.2f}",
+            ]
+        )
+    head = [
+        "candle (UTC)",
+        "version",
+        "action",
+        "confidence",
+        "score",
+        "components",
+        "missing",
+        "source",
+        "equity",
+    ]
+    return Table(head=head, rows=rows, name="decisions", text_cols=3, first_class="text")
 
 
 def render_report(
@@ -184,15 +355,18 @@ def render_report(
     title: str,
     candles: Candles,
     bh_equity: np.ndarray | None = None,
-    metrics_table: Mapping[str, Mapping[str, float]] | None = None,
+    metrics_table: Mapping[str, Mapping[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    decisions: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The HTML report of ``result`` on ``candles`` (buy-and-hold defaults to the closes scaled to
-    the starting equity; ``metrics_table`` maps a column name, e.g. a policy, to its metrics)."""
+    the starting equity; ``metrics_table`` maps a column name, e.g. a policy, to its metrics;
+    ``decisions``, a paper account's oldest first, add the versions and the decisions table)."""
     n = len(candles)
     if len(result.equity) != n:
         raise ValueError(f"result has {len(result.equity)} candles, candles has {n}")
-    ts = np.asarray(candles.ts)
+    if n < 1:
+        raise ValueError("a report needs at least one candle")
     eq = np.asarray(result.equity, dtype=float)
     if bh_equity is None:
         close = np.asarray(candles.close, dtype=float)
@@ -202,20 +376,25 @@ def render_report(
         if len(bh) != n:
             raise ValueError(f"bh_equity has {len(bh)} values, candles has {n}")
     table = metrics_table if metrics_table is not None else {title: result.metrics}
-    legend = (
-        f'<div class="legend"><span><i style="background:{COLORS["equity"]}"></i>strategy</span>'
-        f'<span><i style="background:{COLORS["bh"]}"></i>buy and hold</span></div>'
+    span = (
+        f"{candles.symbol} {candles.timeframe}, {minute_utc(int(candles.ts[0]))} – "
+        f"{minute_utc(int(candles.ts[-1]))} UTC, {n} candles, {len(result.trades)} closed trades."
     )
-    what = html.escape(f"{candles.symbol} {candles.timeframe}")
-    span = f"{what}, {_date(ts[0])} – {_date(ts[-1])} UTC"
-    note_html = "".join(f"<p>{html.escape(s)}</p>" for s in notes)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
-        f"<p>{span}, {n} candles, {len(result.trades)} closed trades.</p>{note_html}"
-        f"<h2>Equity</h2>{legend}{_equity_chart(ts, eq, bh)}"
-        f"<h2>Drawdown</h2>{_drawdown_chart(ts, eq)}"
-        f"<h2>Price and trades</h2>{_price_chart(candles, result.trades)}"
-        f"<h2>Metrics</h2>{_table(table)}</body></html>\n"
-    )
+    sections = [
+        Section(
+            "Equity, drawdown, price and trades",
+            root="charts",
+            notes=["Drag to pan, wheel to zoom the time axis (the three charts move together)."],
+        ),
+        Section("Metrics", table=metrics_rows(table)),
+    ]
+    if decisions:
+        shown = min(MAX_DECISIONS, len(decisions))
+        sections.append(
+            Section(
+                f"Decisions (last {shown})",
+                table=decisions_table(decisions),
+                notes=["Newest first; the version column is the Q-table version that decided."],
+            )
+        )
+    return page(title, [span, *notes], sections, [backtest_charts(result, candles, bh, decisions)])

@@ -71,7 +71,7 @@ def test_table_report_and_one_line_errors(db, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "median Sharpe" in res.output and "buy_and_hold" in res.output
     page = report.read_text()
-    assert page.count("<polyline") == 5 and "<script" not in page  # one line per policy, no scripts
+    assert page.count('data-root-id="') == 2 and "<script src" not in page  # Sharpe bars, fold picker; inline
     for args, needle in (
         (("--symbols", "BTC-USDT", "--train-days", "400"), "no fold"),
         (("--symbols", "NOPE-USDT"), "NOPE-USDT"),

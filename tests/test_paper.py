@@ -259,7 +259,7 @@ def test_paper_cli_start_status_gap_report_stop(
     r = _run(url, monkeypatch, "paper", "report", "cli", "--out", str(html_path))
     assert r.exit_code == 0, (r.output, r.exception)
     page = html_path.read_text()
-    assert "<svg" in page and "Decisions (last 39)" in page and f"v{v}" in page
+    assert 'data-root-id="' in page and "Decisions (last 39)" in page and f"v{v}" in page
 
     assert _run(url, monkeypatch, "paper", "stop", "cli").exit_code == 0
     insert_candles_of(url, c.slice(140, 150))

@@ -1,95 +1,131 @@
-"""The HTML report is self-contained and renders in headless Chromium (screenshot not blank).
+"""The HTML reports' content, without a browser (``test_report_browser.py`` opens them).
 
-Needs the Debian package ``chromium`` (``apt-get install -y --no-install-recommends chromium``)
-and Pillow (installed with backtesting.py's bokeh) to read the screenshot.
+One self-contained page each; text escaped; the backtest's three charts on one time axis with
+the trades' hover; the paper page's versions and decisions; the evaluate page draws every policy
+the data has and the parameters as a table, not JSON.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
+from bokeh.models import BoxAnnotation, HoverTool, Label, Select
 
 from model.backtest import run_backtest
-from model.policies import buy_and_hold, sma_crossover
+from model.policies import buy_and_hold
 from model.synthetic import make_candles
-from producer.report import downsample, render_report
-from tests.services import require_chromium
+from producer.report import backtest_charts, decisions_table, keep_indices, render_report
+from producer.report_scoreboard import (
+    equity_picker,
+    parameters_table,
+    policy_names,
+    render_scoreboard,
+    sharpe_chart,
+)
+from tests.report_pages import EXTRA_POLICY, backtest_page, paper_decisions, scoreboard_board
+from worker.evaluation.scoreboard import Scoreboard
 
 
-@pytest.fixture(scope="module")
-def report_html() -> str:
-    c = make_candles(5000, seed=9)
-    res = run_backtest(c, sma_crossover(c.close, 12, 48))
-    bh = run_backtest(c, buy_and_hold(len(c)))
-    table = {"sma 12/48": res.metrics, "buy and hold": bh.metrics}
-    return render_report(
-        res, title="SMA <crossover> & co", candles=c, bh_equity=bh.equity, metrics_table=table
-    )
+def _tooltips(fig) -> list[list[str]]:
+    return [[label for label, _ in t.tooltips] for t in fig.tools if isinstance(t, HoverTool)]
 
 
-def test_report_is_self_contained(report_html):
-    assert report_html.startswith("<!DOCTYPE html>")
-    urls = set(re.findall(r"https?://[^\"' )]+", report_html))
-    assert urls == {"http://www.w3.org/2000/svg"}
-    assert "<script" not in report_html and "<link" not in report_html
-    assert report_html.count("<svg") == 3
-    assert "SMA &lt;crossover&gt; &amp; co" in report_html
+def test_backtest_page_is_one_escaped_file_with_the_metrics() -> None:
+    html = backtest_page()
+    assert html.lstrip().startswith("<!DOCTYPE html>")
+    assert "qtrain backtest: BTC-USDT Q-table v3 &lt;&amp;&gt;" in html and "<&>" not in html
+    assert "<svg" not in html.split("<script", 1)[0]  # no hand-drawn charts left
     for name in ("total_return_pct", "sharpe", "max_drawdown_pct", "buy_and_hold_return_pct", "n_trades"):
-        assert f"<td>{name}</td>" in report_html
-    assert 'class="entry-markers"' in report_html and "<path d=" in report_html
+        assert f'<td class="key">{name}</td>' in html
+    assert "<th>qtable</th>" in html and "<th>buy_and_hold</th>" in html
 
 
-def test_downsample_keeps_extremes_and_bounds():
+def test_charts_share_one_time_axis_and_trades_hover_time_side_price_pnl() -> None:
+    c = make_candles(500, seed=2)
+    pos = np.zeros(len(c), dtype=np.int8)
+    pos[50:120] = 1
+    pos[300:] = 1  # still open at the end
+    res = run_backtest(c, pos)
+    bh = run_backtest(c, buy_and_hold(len(c))).equity
+    equity, drawdown, price = backtest_charts(res, c, bh).children
+    assert equity.x_range is drawdown.x_range is price.x_range
+    assert ["time", "strategy", "buy and hold", "drawdown"] in _tooltips(equity)
+    assert _tooltips(price) == [["", "time", "price", "trade P&L"]] * 2  # buys, sells
+    buys, sells = (r.data_source.data for r in price.renderers[1:])
+    assert list(buys["side"]) == ["buy", "buy"] and list(sells["side"]) == ["sell"]
+    assert buys["pnl"][1] == "open at the end" and sells["pnl"][0].startswith(("+", "-"))
+    assert buys["price"][0] == pytest.approx(res.trades["entry_price"][0])
+
+
+def test_keep_indices_keeps_every_series_extremes_and_bounds() -> None:
     rng = np.random.default_rng(0)
-    y = rng.normal(size=100_000).cumsum()
-    y[54_321] = 1e6
-    x = np.arange(len(y))
-    xs, ys = downsample(x, y, 2000)
-    assert len(xs) <= 2002
-    assert ys.max() == 1e6 and ys.min() == y.min()
-    assert xs[0] == 0 and xs[-1] == len(y) - 1 and np.all(np.diff(xs) > 0)
-    small_x, small_y = downsample(x[:10], y[:10], 2000)
-    assert np.array_equal(small_y, y[:10])
+    a = rng.normal(size=100_000).cumsum()
+    b = rng.normal(size=100_000).cumsum()
+    a[54_321], b[77_777] = 1e6, -1e6
+    idx = keep_indices(a, b, max_points=2000)
+    assert len(idx) <= 2 * 2000 + 2 and np.all(np.diff(idx) > 0)
+    assert idx[0] == 0 and idx[-1] == len(a) - 1 and {54_321, 77_777} <= set(idx.tolist())
+    assert a[idx].min() == a.min() and b[idx].max() == b.max()
+    assert np.array_equal(keep_indices(a[:10], b[:10]), np.arange(10))
 
 
-def test_report_renders_in_headless_chromium(report_html, tmp_path: Path):
-    image = pytest.importorskip("PIL.Image")
-    exe = require_chromium()
-    page = tmp_path / "report.html"
-    page.write_text(report_html, encoding="utf-8")
-    png = tmp_path / "shot.png"
-    cmd = [
-        exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={png}",
-        "--window-size=1200,1600",
-        page.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert png.exists(), f"no screenshot; chromium said: {proc.stderr[-2000:]}"
-    img = np.asarray(image.open(png).convert("RGB"))
-    assert img.shape[:2] == (1600, 1200)
-    # The three charts fill the band under the title; each must have drawn lines, not just paper.
-    for top, bottom in ((120, 400), (440, 740), (780, 1080)):
-        band = img[top:bottom, 60:1150].reshape(-1, 3)
-        non_white = np.mean(np.any(band < 235, axis=1))
-        colours = len(np.unique(band, axis=0))
-        assert non_white > 0.02, f"chart band {top}-{bottom} is almost blank ({non_white:.3%})"
-        assert colours > 20, f"chart band {top}-{bottom} has only {colours} colours"
-    # The strategy's blue and buy-and-hold's orange lines are there.
-    flat = img.reshape(-1, 3).astype(int)
-    blue = np.sum((abs(flat[:, 0] - 0x1F) < 40) & (abs(flat[:, 1] - 0x77) < 40) & (flat[:, 2] > 150))
-    orange = np.sum((flat[:, 0] > 200) & (abs(flat[:, 1] - 0x7F) < 40) & (flat[:, 2] < 80))
-    assert blue > 500 and orange > 500
+def test_paper_page_shows_each_version_and_the_decisions_newest_first() -> None:
+    c, res, decisions = paper_decisions(n=600, switch=400)
+    charts = backtest_charts(res, c, np.asarray(c.close) / c.close[0] * res.equity[0], decisions)
+    equity = charts.children[0]
+    bands = [a for a in equity.renderers + equity.center if isinstance(a, BoxAnnotation)]
+    labels = [a.text for a in equity.center if isinstance(a, Label)]
+    assert len(bands) == 2 and labels == ["v3", "v4"]
+    assert bands[0].right == bands[1].left == int(c.ts[400]) * 1000
+    assert "version" in _tooltips(equity)[0]
+    table = decisions_table(decisions, limit=50)
+    assert len(table.rows) == 50 and table.rows[0][1] == "v4" and table.head[1] == "version"
+    html = render_report(res, title="paper", candles=c, decisions=decisions)
+    assert "Decisions (last 500)" in html and '<td class="text">v3</td>' in html
+
+
+def test_report_refuses_mismatched_series() -> None:
+    c = make_candles(50, seed=1)
+    res = run_backtest(c, buy_and_hold(len(c)))
+    with pytest.raises(ValueError, match="bh_equity has 10 values"):
+        render_report(res, title="x", candles=c, bh_equity=np.ones(10))
+    with pytest.raises(ValueError, match="result has 50 candles"):
+        render_report(res, title="x", candles=c.slice(0, 40))
+
+
+def test_evaluate_page_draws_every_policy_the_data_names() -> None:
+    board = scoreboard_board()
+    names = policy_names(board)
+    assert EXTRA_POLICY in names and {"qtable", "rules", "buy_and_hold", "random", "flat"} <= set(names)
+    bars = sharpe_chart(board, names, {n: "#000000" for n in names})
+    assert [item.label.value for item in bars.legend[0].items] == names
+    assert [r.data_source.data["policy"][0] for r in bars.renderers] == names
+    picker = equity_picker(board, names, {n: "#000000" for n in names})
+    select, fig = picker.children
+    assert isinstance(select, Select) and len(select.options) == len(board.folds)
+    drawn = {r.glyph.y for r in fig.renderers}
+    assert drawn == set(names) - {"random"}  # random is a median of metrics: no one curve
+
+
+def test_evaluate_parameters_are_a_table_not_json() -> None:
+    board = scoreboard_board()
+    table = parameters_table(board)
+    rows = {r[0]: r[1] for r in table.rows if not isinstance(r, str)}
+    groups = [r for r in table.rows if isinstance(r, str)]
+    assert "recipe sweep (policy qtable)" in groups and rows["turnover_cost"] == "0.003"
+    assert rows["fee"] == "0.001 per side (0.1%)" and "seeds 0–4" in rows["random baseline"]
+    assert rows["BTC-USDT"].startswith("trains from 2024-01-02; tested 2024-01-22")
+    html = render_scoreboard(board)
+    assert json.dumps(board.params, sort_keys=True) not in html and "&#34;train_days&#34;" not in html
+
+
+def test_evaluate_page_without_per_fold_equity_says_so() -> None:
+    board = scoreboard_board()
+    old = Scoreboard(
+        folds=[{k: v for k, v in f.items() if k != "equity"} for f in board.folds], summary=board.summary,
+        params=board.params,
+    )  # fmt: skip
+    html = render_scoreboard(old)
+    assert "This scoreboard has no per-fold equity." in html and "fold_picker" not in html
