@@ -10,7 +10,9 @@ test start leaves the tables unchanged (``tests/test_pooled.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from model.candles import Candles
 from model.folds import Fold
@@ -19,6 +21,8 @@ from model.states import StateSpace
 from model.training import AnalysedWindow, Recipe, get_recipe, train_pooled
 
 PoolPart = tuple[Candles, Fold, Sequence[AnalysedWindow]]
+Twins = tuple[FastQLearning, FastQLearning]
+"""A recipe's table of one fold and its unshaped twin (the same recipe trained without analyses)."""
 """One symbol's part of a fold date: its candles, its fold of that date, its analyses (any)."""
 
 
@@ -44,3 +48,65 @@ def pooled_fold_tables(
     past = {s: [w for w in a if w.end_ts < f.test_since] for s, (_, f, a) in parts.items()}
     trained = train_pooled(trains, past, space=space, recipe=recipe)
     return {s: trained[s][0] for s in parts}
+
+
+def pooled_tables_by_date(
+    series: Mapping[str, tuple[Candles, Sequence[Fold]]],
+    analyses: Callable[[str, Fold], Sequence[AnalysedWindow]],
+    *,
+    recipes: Sequence[str],
+    space: StateSpace | None = None,
+) -> dict[int, dict[str, dict[str, Twins]]]:
+    """Test start -> symbol -> pooled recipe -> (table, unshaped twin): for each date on which some
+    symbols of ``series`` (symbol -> candles and folds) have a fold, every recipe of ``recipes``
+    trained across those symbols' folds of that date (``analyses(symbol, fold)`` gives a fold's
+    analyses; the twin trains across the same folds with none)."""
+    pooled = [r for r in recipes if is_pooled(r)]
+    dates: dict[int, dict[str, tuple[Candles, Fold]]] = {}
+    for symbol, (candles, folds) in series.items():
+        for fold in folds:
+            dates.setdefault(fold.test_since, {})[symbol] = (candles, fold)
+    out: dict[int, dict[str, dict[str, Twins]]] = {}
+    for since in sorted(dates) if pooled else ():
+        group = dates[since]
+        shaped = {s: (c, f, analyses(s, f)) for s, (c, f) in group.items()}
+        bare: dict[str, PoolPart] = {s: (c, f, ()) for s, (c, f) in group.items()}
+        out[since] = {s: {} for s in group}
+        for r in pooled:
+            tables = pooled_fold_tables(shaped, recipe=r, space=space)
+            twins = pooled_fold_tables(bare, recipe=r, space=space)
+            for s in group:
+                out[since][s][r] = (tables[s], twins[s])
+    return out
+
+
+def pool_record(
+    series: Mapping[str, tuple[Candles, Sequence[Fold]]], recipes: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per pooled recipe of ``recipes``: what it pooled, for the scoreboard's JSON and report: the
+    symbols, the number of fold dates, the fewest and most symbols pooled on one date, and its
+    parameters."""
+    counts: dict[int, int] = {}
+    for _, folds in series.values():
+        for fold in folds:
+            counts[fold.test_since] = counts.get(fold.test_since, 0) + 1
+    out = {}
+    for r in recipes:
+        if is_pooled(r):
+            out[r] = {
+                "symbols": sorted(series),
+                "fold_dates": len(counts),
+                "symbols_per_date": [min(counts.values(), default=0), max(counts.values(), default=0)],
+                "params": dataclasses.asdict(get_recipe(r)),
+            }
+    return out
+
+
+def pool_note(record: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One sentence per pooled recipe of ``pool_record``: which symbols it trained across."""
+    return [
+        f"recipe {r} pooled {len(p['symbols'])} symbols ({', '.join(p['symbols'])}) on each of"
+        f" {p['fold_dates']} fold dates ({p['symbols_per_date'][0]}-{p['symbols_per_date'][1]} a date):"
+        " every symbol's table learned from all of their training parts, none from any test range"
+        for r, p in record.items()
+    ]

@@ -170,3 +170,31 @@ def test_volatility_aware_states_read_the_gaps_in_atrs():
     zero = {**f, "atr_pct": np.zeros_like(f["atr_pct"])}
     assert (vol.encode(zero) == -1).all()  # a ratio over 0 is NaN: no state
     assert StateSpace.from_json(vol.to_json()) == vol
+
+
+def test_tables_by_date_pool_the_symbols_of_each_date_and_say_so():
+    """Each date's pooled tables are ``pooled_fold_tables`` of that date's folds (and the twins the
+    same without analyses); a sweep-only call trains nothing; the record names what was pooled."""
+    from model.pooled_folds import pool_note, pool_record, pooled_tables_by_date
+
+    series = {"AAA-USDT": (A, folds_of(A)), "BBB-USDT": (B, folds_of(B)[1:])}
+
+    def analyses(symbol, fold):
+        return heuristic_analyses(series[symbol][0], until_ts=fold.test_since)
+
+    got = pooled_tables_by_date(series, analyses, recipes=("sweep", "pooled"))
+    dates = [f.test_since for f in folds_of(A)]
+    assert list(got) == dates and set(got[dates[0]]) == {"AAA-USDT"}  # BBB has no fold that date
+    f1 = folds_of(A)[1]
+    parts = {s: (c, f1, analyses(s, f1)) for s, (c, _) in series.items()}
+    ref = pooled_fold_tables(parts)
+    bare = pooled_fold_tables({s: (c, f, ()) for s, (c, f, _) in parts.items()})
+    for s in series:
+        table, twin = got[f1.test_since][s]["pooled"]
+        assert table.q.tobytes() == ref[s].q.tobytes() and twin.q.tobytes() == bare[s].q.tobytes()
+    assert pooled_tables_by_date(series, analyses, recipes=("sweep",)) == {}
+    rec = pool_record(series, ("sweep", "pooled"))
+    assert list(rec) == ["pooled"] and rec["pooled"]["symbols"] == ["AAA-USDT", "BBB-USDT"]
+    assert rec["pooled"]["symbols_per_date"] == [1, 2] and rec["pooled"]["fold_dates"] == len(dates)
+    assert json.loads(json.dumps(rec, allow_nan=False)) == rec
+    assert "recipe pooled pooled 2 symbols (AAA-USDT, BBB-USDT)" in pool_note(rec)[0]
