@@ -1,5 +1,5 @@
 """The ``qtrain evaluate --report`` page: the walk-forward scoreboard drawn with Bokeh (why Bokeh:
-``producer.report``).
+``producer.report_page``).
 
 Sections: the parameters as a table (data range, folds, recipes and their values, fee, baselines,
 seeds), each policy's Sharpe per fold as grouped bars, a fold picker with that fold's equity
