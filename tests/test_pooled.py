@@ -50,6 +50,74 @@ def test_one_symbol_with_the_pool_alone_is_the_sweep():
     assert pooled.visits.tobytes() == sweep.visits.tobytes() and stats.converged
 
 
+def reference_pooled(series, *, n_market, gamma, cost, k, j, sweeps):
+    """The model of ``model.pooled`` written as plain loops over each symbol's candles."""
+    valid = [[t for t in range(len(m)) if m[t] >= 0 and np.isfinite(r[t])] for m, r, _ in series]
+    sig = [np.std([r[t] for t in v]) for (_, r, _), v in zip(series, valid, strict=True)]
+    out = []
+    for s in range(len(series)):
+        q = np.zeros((n_market, 2, 3))
+        for _ in range(sweeps):
+            v = q.max(axis=2)
+            own, tot = np.zeros((n_market, 2)), np.zeros((n_market, 2))
+            n_own, n_all = np.zeros(n_market), np.zeros(n_market)
+            sh_own, sh_all = np.zeros((n_market, 3)), np.zeros((n_market, 3))
+            pooled_cont, steps = np.zeros(2), 0
+            for o, (m, r, sh) in enumerate(series):
+                for t in valid[o]:
+                    nxt = m[t + 1] if t + 1 < len(m) and t + 1 in valid[o] else -1
+                    for p in (0, 1):
+                        cont = gamma * v[nxt, p] if nxt >= 0 else 0.0
+                        tot[m[t], p] += p * r[t] * sig[s] / sig[o] + cont
+                        pooled_cont[p] += cont
+                        if o == s:
+                            own[m[t], p] += p * r[t] + cont
+                    n_all[m[t]] += 1
+                    sh_all[m[t]] += sh[t] * sig[s] / sig[o]
+                    steps += 1
+                    if o == s:
+                        n_own[m[t]] += 1
+                        sh_own[m[t]] += sh[t]
+            u0 = pooled_cont / steps
+            new = np.zeros_like(q)
+            for x in range(n_market):
+                pool_u = (tot[x] + k * u0) / (n_all[x] + k) if n_all[x] + k > 0 else u0
+                pool_sh = sh_all[x] / (n_all[x] + k) if n_all[x] + k > 0 else np.zeros(3)
+                if n_own[x] + j > 0:
+                    u = (own[x] + j * pool_u) / (n_own[x] + j)
+                    sbar = (sh_own[x] + j * pool_sh) / (n_own[x] + j)
+                else:
+                    u, sbar = pool_u, pool_sh
+                for p in (0, 1):
+                    for a, p2 in ((HOLD, p), (BUY, 1), (2, 0)):
+                        new[x, p, a] = u[p2] + sbar[a] - cost[s] * abs(p2 - p)
+            q = new
+        out.append(q.reshape(n_market * 2, 3))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pooled_value_iteration_equals_plain_loops(seed):
+    rng = np.random.default_rng(seed)
+    nm = int(rng.integers(1, 5))
+    series = []
+    for scale in (0.01, 0.03):
+        n = int(rng.integers(5, 40))
+        m = rng.integers(-1, nm, n)
+        r = rng.normal(0.0, scale, n)
+        r[rng.random(n) < 0.1] = np.nan
+        series.append((m, r, rng.normal(0.0, 0.001, (n, 3))))
+    gamma, k, j, z = [0.0, 0.5, 0.9][seed % 3], [0.0, 5.0][seed % 2], [0.0, 3.0, 25.0][seed % 3], 0.35
+    got = pooled_value_iteration(*zip(*series, strict=True), n_market=nm, gamma=gamma, turnover_cost=0.003,
+                                 cost_per_sigma=z, prior_strength=k, symbol_strength=j, tol=0.0,
+                                 max_sweeps=30)  # fmt: skip
+    sig = [np.nanstd(np.where(m >= 0, r, np.nan)) for m, r, _ in series]
+    cost = [max(0.003, z * s) for s in sig]
+    ref = reference_pooled(series, n_market=nm, gamma=gamma, cost=cost, k=k, j=j, sweeps=30)
+    for (q, _, _), want in zip(got, ref, strict=True):
+        np.testing.assert_allclose(q, want, rtol=1e-9, atol=1e-12)
+
+
 def test_the_pool_fills_a_symbol_s_unseen_state():
     """Symbol 0 never sees state 1; symbol 1 sees it rise 0.5 %/candle. Alone, symbol 0 holds there
     (the no-edge prior); pooled, it buys there. Symbol 1's own strong data keep their edge."""
