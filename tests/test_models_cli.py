@@ -23,7 +23,7 @@ from tests.evaluation_support import (
     zigzag_candles,
 )
 from tests.pipeline_support import query, seed_candles
-from worker.pipeline import promotion
+from worker.pipeline import promotion, records
 from worker.store.versions import model_path
 
 SYMBOL = "ZIG-USDT"
@@ -164,3 +164,11 @@ def test_incumbent_margin_in_the_list(env):
 def test_the_cli_holds_no_sql():
     source = Path(models_cmd.__file__).read_text()
     assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE)\b|execute\(", source)
+
+
+def test_the_gate_line_of_a_version_promoted_by_hand(env):
+    assert run("models", "promote", "--symbol", SYMBOL, "--version", "2", "--by", "alice").exit_code == 0
+    recs = records.version_records(env.database_url, SYMBOL, promotion.PromotionConfig())
+    line = records.gate_line(recs[1])
+    assert "-> promoted by alice (the gate said no: decided by buy-and-hold" in line, line
+    assert "promoted then, since replaced" in records.gate_line(recs[2])

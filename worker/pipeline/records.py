@@ -108,6 +108,10 @@ def gate_line(rec: VersionRecord) -> str:
     decided = [labels.get(k, k) for k in gate.get("decided_by", [])]
     if rec.row.promoted and gate.get("promoted"):
         verdict = "promoted" + (f" (closest: {decided[0]})" if decided else "")
+    elif rec.row.promoted:  # a person's `qtrain models promote` or rollback, over the gate's no
+        verdict = f"promoted by {rec.row.promoted_by} (the gate said no" + (
+            f": decided by {' and '.join(decided)})" if decided else ")"
+        )
     elif gate.get("promoted"):
         verdict = "promoted then, since replaced"
     elif gate.get("reason") == "already promoted":
