@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -114,6 +115,8 @@ class Browser:
                 break
         else:
             raise RuntimeError(f"chromium did not start DevTools: {''.join(seen)[-2000:]}")
+        # keep reading its log, or a full pipe would stall Chromium
+        threading.Thread(target=seen.extend, args=(self.proc.stderr,), daemon=True).start()
 
     def close(self) -> None:
         """Stop Chromium."""
