@@ -30,7 +30,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SOURCES = ("model", "worker", "producer")
 #: ``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}``, ``$VAR``; ``$$`` is a literal dollar.
 VAR_RE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|([A-Za-z_][A-Za-z0-9_]*))")
-SECRET_KEY_RE = re.compile(r"PASSWORD|SECRET|TOKEN|BASIC_AUTH|API_KEY", re.IGNORECASE)
+#: Names whose value must be a change-me placeholder (MAX_TOKENS is a count, not a token).
+SECRET_KEY_RE = re.compile(r"PASSWORD|SECRET|(?<!MAX_)TOKEN|BASIC_AUTH|API_KEY", re.IGNORECASE)
 URL_PASSWORD_RE = re.compile(r"://[^:/@\s]*:([^@\s]*)@")
 HEALTH_PROBES = {"postgres": "pg_isready", "redis": "redis-cli", "ollama": "ollama list"}
 ONE_SHOT = {"migrate", "ollama-pull"}
