@@ -48,8 +48,16 @@ from model.rules import (
 
 REGIMES: tuple[str, ...] = ("bull", "bear", "range", "volatile")
 DEFAULT_REGIME = "range"
+#: Rules kept of one answer at most (an answer from a server that ignored the schema may have more).
 MAX_RULES = 8
 MAX_SUMMARY_CHARS = 2000
+#: What the schema asks for, so that an answer costs few tokens (decoding is a window's GPU time):
+#: at most ``ASKED_RULES`` rules, a rationale of a few words, a one-sentence summary. The reducer
+#: and the run-time agent read a rule's conditions, action and confidence; rationale and summary
+#: are only stored and shown, so they are kept short rather than dropped.
+ASKED_RULES = 2
+ASKED_RATIONALE_CHARS = 32
+ASKED_SUMMARY_CHARS = 100
 _MAX_OBJECT_TRIES = 20
 
 OP_ALIASES: dict[str, str] = {
@@ -73,18 +81,21 @@ _CONDITION_SCHEMA: dict[str, Any] = {
         "value": {"type": "number"},
     },
     "required": ["feature", "op", "value"],
+    "additionalProperties": False,
 }
 
-#: JSON schema of the answer, passed as Ollama's ``format`` (structured outputs).
+#: JSON schema of the answer: Ollama's ``format``, the OpenAI API's ``response_format`` schema.
+#: Only keywords llama.cpp's grammar honours (it skips others silently, rejects repetition bounds
+#: >= 2000 and handles minimum/maximum on integers only): confidences are clamped by the parser.
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "regime": {"type": "string", "enum": list(REGIMES)},
         "action": {"type": "string", "enum": list(ACTIONS)},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "confidence": {"type": "number"},
         "rules": {
             "type": "array",
-            "maxItems": MAX_RULES,
+            "maxItems": ASKED_RULES,
             "items": {
                 "type": "object",
                 "properties": {
@@ -95,15 +106,17 @@ ANSWER_SCHEMA: dict[str, Any] = {
                         "items": _CONDITION_SCHEMA,
                     },
                     "action": {"type": "string", "enum": list(ACTIONS)},
-                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                    "rationale": {"type": "string"},
+                    "confidence": {"type": "number"},
+                    "rationale": {"type": "string", "maxLength": ASKED_RATIONALE_CHARS},
                 },
                 "required": ["conditions", "action", "confidence", "rationale"],
+                "additionalProperties": False,
             },
         },
-        "summary": {"type": "string"},
+        "summary": {"type": "string", "maxLength": ASKED_SUMMARY_CHARS},
     },
     "required": ["regime", "action", "confidence", "rules", "summary"],
+    "additionalProperties": False,
 }
 
 _FIELDS = ("regime", "action", "confidence", "rules", "summary")

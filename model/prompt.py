@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model import ACTIONS
-from model.answer import MAX_RULES, REGIMES
+from model.answer import ASKED_RATIONALE_CHARS, ASKED_RULES, ASKED_SUMMARY_CHARS, REGIMES
 from model.candles import Candles
 from model.features import FEATURES
 from model.rules import MAX_CONDITIONS, OPS
 
-PROMPT_VERSION: int = 1
+PROMPT_VERSION: int = 2
 N_RECENT_CLOSES = 8
 
 #: Meaning and typical range of each feature, as the model is told.
@@ -54,16 +54,21 @@ def _price(x: float) -> str:
 
 
 def _system_message() -> str:
+    """The fixed instructions, byte-identical for every window (servers reuse their cached prefix).
+
+    The answer is a window's cost (decoding dominates the GPU time), so it is asked short: at most
+    ``ASKED_RULES`` rules, a rationale of a few words, a one-sentence summary; the schema bounds the
+    same where the server's grammar honours it (a small model fills the rules up to the bound)."""
     features = "\n".join(f"- {name}: {FEATURE_INFO.get(name, 'indicator')}" for name in FEATURES)
     return (
         "You are a quantitative crypto analyst. Read the indicator summary of one market window and "
         "answer with ONE JSON object, no prose, no code fences:\n"
         f'{{"regime": one of {"|".join(REGIMES)}, "action": one of {"|".join(ACTIONS)} for the next '
-        'candles, "confidence": number 0..1, "rules": list of at most '
-        f"{MAX_RULES} trading rules, "
-        '"summary": one or two sentences}.\n'
+        f'candles, "confidence": number 0..1, "rules": list of at most {ASKED_RULES} trading rules, '
+        f'"summary": one short sentence (at most {ASKED_SUMMARY_CHARS} characters)}}.\n'
         f'A rule is {{"conditions": 1..{MAX_CONDITIONS} objects {{"feature", "op", "value"}} that must '
-        'ALL hold, "action": BUY|SELL|HOLD, "confidence": 0..1, "rationale": short text}.\n'
+        'ALL hold, "action": BUY|SELL|HOLD, "confidence": 0..1, "rationale": a few words (at most '
+        f"{ASKED_RATIONALE_CHARS} characters)}}.\n"
         f"Operators: {' '.join(OPS)}. Values are plain numbers in the feature's own unit.\n"
         f"Features (use only these names):\n{features}\n"
         "Write rules that would have been useful in this window and generalise to similar ones."

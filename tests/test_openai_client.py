@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from model.answer import ANSWER_SCHEMA, parse_answer
+from worker.clients.factory import chat_client
 from worker.clients.llm import (
     AnswerCut,
     AnswerRefused,
     ContextExceeded,
     LLMBadRequest,
     PromptTruncated,
-    chat_client,
 )
 from worker.clients.ollama import OllamaClient
 from worker.clients.openai import OpenAIClient, error_info

@@ -101,3 +101,23 @@ def test_cache_key() -> None:
     assert k != cache_key("abc", "qwen2.5-coder:7b", PROMPT_VERSION + 1)
     with pytest.raises(ValueError):
         cache_key("", "m", 1)
+
+
+def test_the_instructions_come_first_and_ask_for_the_answer_budget() -> None:
+    """The system message (fixed, so servers reuse its cached prefix) states the bounds the schema sets."""
+    from model.answer import ANSWER_SCHEMA, ASKED_RATIONALE_CHARS, ASKED_RULES, ASKED_SUMMARY_CHARS
+
+    w, fw = _window()
+    w2, fw2 = _window(seed=5, start=300)
+    a = build_messages(w, fw, symbol="BTC-USDT", timeframe="1h")
+    b = build_messages(w2, fw2, symbol="ETH-USDT", timeframe="4h")
+    assert a[0] == b[0] and a[0]["role"] == "system" and "BTC-USDT" not in a[0]["content"]
+    system = a[0]["content"]
+    assert f"at most {ASKED_RULES} trading rules" in system
+    assert (
+        f"at most {ASKED_RATIONALE_CHARS} characters" in system and f"at most {ASKED_SUMMARY_CHARS}" in system
+    )
+    rules = ANSWER_SCHEMA["properties"]["rules"]
+    assert rules["maxItems"] == ASKED_RULES
+    assert rules["items"]["properties"]["rationale"]["maxLength"] == ASKED_RATIONALE_CHARS
+    assert ANSWER_SCHEMA["properties"]["summary"]["maxLength"] == ASKED_SUMMARY_CHARS

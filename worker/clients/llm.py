@@ -2,10 +2,11 @@
 
 qtrain speaks two HTTP APIs: Ollama's native ``/api/chat`` (``worker.clients.ollama``) and the
 OpenAI-compatible ``/v1/chat/completions`` served by llama.cpp's llama-server, llama-cpp-python,
-vLLM, SGLang, LM Studio and Ollama's ``/v1`` (``worker.clients.openai``). ``chat_client`` picks
-one by ``QTRAIN_LLM_API``. Both keep the same contract: hosts share the load round-robin, temporary
-failures are retried with backoff and jitter on the next host, an answer is read up to 4 MiB, 64
-levels of nesting and the call's timeout, and the context and answer budget is explicit:
+vLLM, SGLang, LM Studio and Ollama's ``/v1`` (``worker.clients.openai``);
+``worker.clients.factory.chat_client`` picks one by ``QTRAIN_LLM_API``. Both keep the same
+contract: hosts share the load round-robin, temporary failures are retried with backoff and
+jitter on the next host, an answer is read up to 4 MiB, 64 levels of nesting and the call's
+timeout, and the context and answer budget is explicit:
 
 - before a call, a prompt whose estimated size plus the answer cap does not fit the context
   (``QTRAIN_LLM_NUM_CTX``) is refused (``ContextExceeded``), and so is a server's own "context
@@ -31,7 +32,6 @@ import numpy as np
 from model.answer import ANSWER_SCHEMA
 from worker.errors import OllamaTimeout, PermanentError, ServiceUnavailable, TemporaryError
 from worker.retry import backoff_s
-from worker.settings import Settings
 
 #: Seconds allowed for the small preflight calls (/api/version, /api/tags, /v1/models).
 PREFLIGHT_TIMEOUT_S = 10.0
@@ -295,15 +295,3 @@ class HttpLLM:
             plural = "s" if attempts > 1 else ""
             raise type(exc)(f"{exc} [gave up after {attempts} attempt{plural}]") from exc
         self._sleep(self.backoff_s(attempt))
-
-
-def chat_client(settings: Settings, model: str | None = None, **kwargs: Any) -> LLMClient:
-    """The client for ``settings.llm_api`` (QTRAIN_LLM_API: ollama or openai) serving ``model``
-    (default ``settings.llm_model``), with the settings' timeout and budget; one per process."""
-    if settings.llm_api == "openai":
-        from worker.clients.openai import OpenAIClient
-
-        return OpenAIClient.from_settings(settings, model, **kwargs)
-    from worker.clients.ollama import OllamaClient
-
-    return OllamaClient.from_settings(settings, model, **kwargs)

@@ -122,7 +122,7 @@ def check_broker(settings: Settings) -> None:
 def check_llm(settings: Settings, model: str) -> None:
     """Every LLM host of ``settings.llm_api`` answers and serves ``model``: Ollama's version and
     pulled models, or an OpenAI-compatible server's ``/models`` list (one line otherwise)."""
-    from worker.clients.llm import chat_client
+    from worker.clients.factory import chat_client
 
     client = chat_client(settings, model, max_retries=0)
     try:

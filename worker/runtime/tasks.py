@@ -38,7 +38,7 @@ _clients: dict[tuple[int, str], Any] = {}
 def llm_client(model: str | None = None) -> Any:
     """This process's LLM client for QTRAIN_LLM_API and ``model`` (default: the worker's), one httpx
     connection pool per process and model, reused; a batch's ``--model`` is the model it is sent."""
-    from worker.clients.llm import chat_client
+    from worker.clients.factory import chat_client
 
     key = (os.getpid(), model or SETTINGS.llm_model)
     if key not in _clients:
