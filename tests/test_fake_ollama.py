@@ -292,3 +292,113 @@ def test_round_trip_is_fast(fake: FakeOllama) -> None:
             c.chat(MSGS)
             times.append(time.perf_counter() - t0)
     assert statistics.median(times) < 0.02, statistics.median(times)
+
+
+# -- the budget, both APIs, and the OpenAI-compatible mode ---------------------------------------
+
+LONG = [
+    {"role": "system", "content": "s" * 6000},
+    {"role": "user", "content": "BTC-USDT " * 300},
+]  # ~2,180 tokens
+
+
+def test_ollama_cuts_a_long_prompt_silently_and_the_client_catches_it(fake: FakeOllama) -> None:
+    """Ollama (no ``truncate`` flag) reads only num_ctx tokens and answers 200: the window fails."""
+    from worker.clients.llm import PromptTruncated
+
+    fake.configure(faults=[{"mode": "truncated_prompt"}])
+    with (
+        client_for(fake) as c,
+        pytest.raises(PromptTruncated, match=r"prompt truncated by the server \(\d+ of"),
+    ):
+        c.chat(LONG)
+
+
+def test_an_ollama_from_0_12_4_is_sent_truncate_false_and_overflows_with_a_400(fake: FakeOllama) -> None:
+    from worker.clients.llm import ContextExceeded
+
+    fake.configure(version="0.12.4", faults=[{"mode": "context_exceeded", "times": 1}])
+    with client_for(fake, num_ctx=2048, max_tokens=16) as c:
+        with pytest.raises(ContextExceeded, match=r"\(2049 tokens\) exceeds the context \(2048 tokens\)"):
+            c.chat(LONG[1:])  # about 680 tokens: the client's estimate lets it go, the server refuses
+        assert fake.stats()["last_request"]["truncate"] is False
+        assert fake.stats()["last_request"]["options"]["num_ctx"] == 2048
+        with pytest.raises(ContextExceeded, match="plus the answer cap"):
+            c.chat(LONG)  # about 2,180 tokens: refused before it is sent
+    fake.configure(version="0.12.3")
+    with client_for(fake) as c:
+        c.chat(MSGS)
+        assert "truncate" not in fake.stats()["last_request"]
+
+
+def test_an_answer_at_the_cap_is_cut_on_both_apis(fake: FakeOllama) -> None:
+    from worker.clients.llm import AnswerCut
+    from worker.clients.openai import OpenAIClient
+
+    with client_for(fake, max_tokens=20) as c, pytest.raises(AnswerCut, match="answer cut at 20 tokens"):
+        c.chat(MSGS)
+    with (
+        OpenAIClient([fake.openai_url], MODEL, max_tokens=20) as o,
+        pytest.raises(AnswerCut, match=r"answer cut at 20 tokens \(QTRAIN_LLM_MAX_TOKENS=20\)"),
+    ):
+        o.chat(MSGS)
+
+
+@pytest.mark.parametrize("flavor", ["llama.cpp", "llama-cpp-python", "lmstudio"])
+def test_openai_mode_answers_like_each_server(fake: FakeOllama, flavor: str) -> None:
+    from worker.clients.openai import OpenAIClient
+
+    fake.configure(flavor=flavor)
+    with OpenAIClient([fake.openai_url], MODEL, max_retries=0) as o:
+        assert o.preflight() == {fake.openai_url: MODEL}
+        first, second = o.chat(MSGS), o.chat(MSGS)
+    assert first.text == json.dumps(default_answer(PROMPT)) and parse_answer(first.text).repairs == {}
+    assert first.prompt_tokens == len(PROMPT.replace("\n", "")) // 4 + 8 and first.completion_tokens
+    want = "json_object" if flavor == "llama-cpp-python" else "json_schema"
+    assert first.constrained == second.constrained == want
+    calls = fake.stats()["calls"]
+    assert calls["/v1/models"] == 1 and calls["/v1/chat/completions"] == (3 if want == "json_object" else 2)
+
+
+def test_openai_mode_unknown_model_and_faults(fake: FakeOllama) -> None:
+    from worker.clients.llm import ContextExceeded
+    from worker.clients.openai import OpenAIClient
+
+    with OpenAIClient([fake.openai_url], "nope:1b", max_retries=0) as o:
+        with pytest.raises(ModelNotFound, match=rf"not served by {fake.openai_url} \(it serves: {MODEL}\)"):
+            o.chat(MSGS)
+        with pytest.raises(ModelNotFound, match="set QTRAIN_LLM_MODEL"):
+            o.preflight()
+    fake.configure(flavor="llama-cpp-python")  # answers the unknown model with its own: preflight refuses
+    with OpenAIClient([fake.openai_url], "nope:1b") as o:
+        assert o.chat(MSGS).text
+        with pytest.raises(ModelNotFound):
+            o.preflight()
+    fake.configure(
+        flavor="llama.cpp", faults=[{"mode": "http_503", "times": 2}, {"mode": "context_exceeded"}]
+    )
+    with OpenAIClient([fake.openai_url], MODEL, max_retries=3, sleep=lambda s: None) as o:
+        with pytest.raises(ContextExceeded, match=r"tokens asked, context 4096 tokens"):
+            o.chat(MSGS)  # two 503s retried, then the permanent 400
+    assert fake.stats()["busy"] == 2
+
+
+def test_worker_start_up_line_names_the_api_and_refuses_an_unlisted_model(
+    fake: FakeOllama, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from worker.runtime.startup import log_startup
+    from worker.settings import Settings
+
+    secret = "sk-never-in-a-log-42"
+    env = {"QTRAIN_LLM_API": "openai", "OPENAI_BASE_URL": fake.openai_url, "OPENAI_API_KEY": secret}
+    with caplog.at_level(logging.WARNING, logger="qtrain.worker"):
+        log_startup(Settings.from_env({**env, "QTRAIN_LLM_MODEL": "nope"}))
+        log_startup(Settings.from_env({**env, "QTRAIN_LLM_MODEL": MODEL}))
+    text = caplog.text
+    assert "llm_api=openai" in text and f"hosts={fake.openai_url}" in text and "max_tokens=1024" in text
+    assert (
+        f"REFUSED openai host {fake.openai_url}: model nope is not served there (it serves: {MODEL})" in text
+    )
+    assert f"openai host {fake.openai_url}: serves model {MODEL}" in text and secret not in text
