@@ -3,6 +3,12 @@
 Database, candles (synthetic for two symbols, or ``--csv FILE --symbol S``), local workers when
 none is running, a batch trained with Ollama when it answers (else the heuristic analyst, saying
 so), and the summary. Running it again is cheap: every window is then a cache hit.
+
+``--llm embedded`` (``scripts/demo --llm embedded`` starts the embedded CPU model, SmolLM2-135M in
+``llama_cpp.server``, and exports QTRAIN_LLM_API=openai, OPENAI_BASE_URL, QTRAIN_LLM_MODEL): the
+batch goes through that real model, over ``EMBEDDED_WINDOWS`` windows per symbol only (a window
+takes ~20-40 s on 2 CPU cores, against milliseconds for the heuristic), spread over the candles
+after a warm-up, one worker slot per engine process; a few of its analyses are printed.
 """
 
 from __future__ import annotations
@@ -17,11 +23,18 @@ from producer import train_cmd
 from producer.workers import running_workers, start_workers
 from worker.errors import QtrainError
 from worker.pipeline import dispatch
-from worker.settings import Settings
+from worker.settings import DEFAULT_STRIDE, DEFAULT_WINDOW, Settings
 from worker.store import batches, db, migrate
 from worker.store.candles import insert_candles
 
 DEMO_SYMBOLS = {"BTC-USDT": (1, 30_000.0), "ETH-USDT": (2, 2_000.0)}
+#: Windows per symbol with ``--llm embedded`` (6 in all for the two symbols: 2-4 minutes on 2 cores).
+EMBEDDED_WINDOWS = 3
+#: Candles left before the first window with ``--llm embedded``: the indicators' warm-up (a window
+#: without it shows the model undefined features, and the 135M model then tends to loop to its cap).
+EMBEDDED_SKIP = 60
+#: Analyses printed after an ``--llm embedded`` batch.
+SHOWN_ANALYSES = 4
 
 
 def insert_synthetic(database_url: str, n: int, symbols: dict[str, tuple[int, float]]) -> None:
@@ -63,6 +76,10 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
     "--analyst", type=click.Choice(["auto", "ollama", "heuristic"]), default="auto", show_default=True
 )
 @click.option("--timeout", default=900.0, show_default=True, help="Give up waiting after this many seconds.")
+@click.option(
+    "--llm", type=click.Choice(["auto", "embedded"]), default="auto", show_default=True,
+    help="embedded: the real CPU model that scripts/demo --llm embedded starts (fewer windows).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 def demo(**kw: Any) -> None:
     """Run the whole pipeline on this machine: db init, candles, workers, training, summary."""
@@ -80,7 +97,14 @@ def demo(**kw: Any) -> None:
         symbols = load_demo_candles(settings, kw["n_candles"])
         say(f"synthetic candles: {kw['n_candles']} hourly candles for {', '.join(symbols)}")
     dispatch.check_broker(settings)
-    analyst, why = choose_analyst(settings, kw["analyst"])
+    embedded = kw["llm"] == "embedded"
+    since, stride = None, DEFAULT_STRIDE
+    if embedded:
+        analyst, why = embedded_analyst(settings)
+        since, stride = embedded_windows(settings, symbols)
+        kw["concurrency"] = 1  # one request per engine process at a time (llama_cpp.server serialises)
+    else:
+        analyst, why = choose_analyst(settings, kw["analyst"])
     say(f"analyst: {analyst} ({why})")
     started = None
     if running_workers(settings.broker_url) == 0:
@@ -89,7 +113,9 @@ def demo(**kw: Any) -> None:
     else:
         say("using the Celery workers already running")
     try:
-        req = dispatch.TrainRequest(symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42)
+        req = dispatch.TrainRequest(
+            symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42, since=since, stride=stride
+        )
         created = dispatch.create(settings, req)
         from worker.runtime import publish
 
@@ -104,8 +130,72 @@ def demo(**kw: Any) -> None:
         return
     train_cmd.print_summary(final)
     print_gate(settings, final)
+    if embedded:
+        print_analyses(settings, final.batch_id)
     say(f"Q-tables in {settings.models_dir}/ (fast_model_<SYMBOL>.npz = the promoted one)")
     say(f"next: qtrain backtest --symbol {symbols[0]} --report report.html   |   qtrain models list")
+    if not embedded:
+        say(
+            f"with a real model on this CPU (SmolLM2-135M, built and fetched the first time,"
+            f" {EMBEDDED_WINDOWS} windows per symbol): scripts/demo --llm embedded"
+        )
+
+
+def embedded_analyst(settings: Settings) -> tuple[str, str]:
+    """The LLM analyst on the embedded model, checked (``/v1/models`` lists it); (analyst, why)."""
+    from worker.errors import BadInput
+
+    if settings.llm_api != "openai":
+        raise BadInput(
+            "--llm embedded needs the embedded model running and its settings exported:"
+            ' run scripts/demo --llm embedded (or eval "$(python -m worker.embedded env --only llm)")'
+        )
+    dispatch.check_llm(settings, settings.llm_model)
+    hosts = ", ".join(settings.llm_hosts)
+    return "ollama", f"the embedded model {settings.llm_model} at {hosts} (OpenAI-compatible)"
+
+
+def embedded_windows(settings: Settings, symbols: list[str]) -> tuple[int, int]:
+    """(since, stride) giving ``EMBEDDED_WINDOWS`` windows per symbol after ``EMBEDDED_SKIP`` candles."""
+    from worker.errors import BadInput
+
+    with db.transaction(settings.database_url) as cur:
+        cur.execute(
+            "SELECT symbol, min(ts), count(*) FROM candles WHERE symbol = ANY(%s) AND timeframe = '1h'"
+            " GROUP BY symbol",
+            (symbols,),
+        )
+        rows = cur.fetchall()
+    after = min(int(n) for _, _, n in rows) - EMBEDDED_SKIP
+    window = DEFAULT_WINDOW
+    if not rows or after < window:
+        raise BadInput(f"--llm embedded needs at least {EMBEDDED_SKIP + window} hourly candles per symbol")
+    first = max(int(ts.timestamp()) for _, ts, _ in rows) + EMBEDDED_SKIP * 3600
+    return first, max(1, (after - window) // (EMBEDDED_WINDOWS - 1))
+
+
+def print_analyses(settings: Settings, batch_id: int, limit: int = SHOWN_ANALYSES) -> None:
+    """A few of the batch's analyses as the model wrote them: regime, action, rules, tokens, summary."""
+    from model import ACTIONS
+
+    with db.transaction(settings.database_url) as cur:
+        cur.execute(
+            "SELECT w.symbol, w.start_ts, a.regime, a.action, a.confidence, a.prompt_tokens,"
+            " a.completion_tokens, a.total_duration_ms, a.summary,"
+            " (SELECT count(*) FROM ollama_trading_rules r WHERE r.analysis_id = a.id)"
+            " FROM windows w JOIN ollama_analyses a ON a.id = w.analysis_id"
+            " WHERE w.batch_id = %s ORDER BY w.symbol, w.idx LIMIT %s",
+            (batch_id, limit),
+        )
+        rows = cur.fetchall()
+    click.echo(f"{len(rows)} of the model's analyses (qtrain status {batch_id} for all):")
+    for sym, start, regime, action, conf, p_tok, a_tok, ms, summary, n_rules in rows:
+        act = ACTIONS[action] if action is not None else "?"
+        secs = f"{ms / 1000:.0f} s" if ms is not None else "cached"
+        click.echo(
+            f"  {sym} {start:%Y-%m-%d %H:%M}: {regime} {act} confidence {conf or 0:.2f}, {n_rules} rule(s);"
+            f" {p_tok or 0} prompt + {a_tok or 0} answer tokens, {secs}; {(summary or '')[:100]!r}"
+        )
 
 
 def print_gate(settings: Settings, final: batches.BatchStatus) -> None:
