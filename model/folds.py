@@ -12,6 +12,10 @@ is cut at ``until`` and kept when it still has ``min_candles``. Each fold trains
 Spans are in epoch seconds, end exclusive. Index fields are positions in the ``ts`` the folds were
 built from: ``train = [train_lo, train_hi)``, ``test = [test_lo, test_hi)`` with
 ``train_hi == test_lo``. Nothing of a test range is in its training span by construction.
+
+These are the scoreboard's folds (``qtrain evaluate``); ``worker.evaluation.walk_forward`` keeps
+the expanding segments of ``qtrain backtest --walk-forward`` on one chosen range (its docstring
+says why both exist).
 """
 
 from __future__ import annotations

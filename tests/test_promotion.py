@@ -166,7 +166,7 @@ def test_a_second_reduce_run_finishes_a_gate_that_a_crash_skipped(database_url, 
     seed_candles(database_url, n=360, symbols={"BTC-USDT": (11, 30_000.0)})
     settings = settings_for(database_url, tmp_path)
     batch_id = heuristic_batch(settings, "BTC-USDT")
-    first = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")  # the worker dies right after this
+    first = reduce.make_version(settings, batch_id, "BTC-USDT")  # the worker dies right after this
     assert first.created and not first.gated
     assert query(database_url, "SELECT count(*) FROM backtests")[0][0] == 0
     assert query(database_url, "SELECT state FROM batches") == [("running",)]  # not done before its gate
@@ -278,11 +278,11 @@ def test_a_losing_llm_table_is_kept_and_the_setting_decides_its_promotion(databa
 
 def test_same_batch_same_bytes_twin_included(database_url, tmp_path):
     settings, batch_id = _twin_batch(database_url, tmp_path, TWIN_WINS)
-    first = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")
+    first = reduce.make_version(settings, batch_id, "BTC-USDT")
     blob = bytes(query(database_url, "SELECT npz FROM agent_state")[0][0])
     with db.transaction(database_url) as cur:
         cur.execute("DELETE FROM btc.agent_state")
-    again = reduce.reduce_symbol(settings, batch_id, "BTC-USDT")
+    again = reduce.make_version(settings, batch_id, "BTC-USDT")
     assert again.created and again.sha256 == first.sha256
     assert bytes(query(database_url, "SELECT npz FROM agent_state")[0][0]) == blob
     np.load(io.BytesIO(blob), allow_pickle=False)  # arrays only

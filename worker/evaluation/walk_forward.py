@@ -9,6 +9,12 @@ of ``worker.evaluation.backtest`` on segment k+1, plus ``qtable_unshaped``: the 
 same past without any analysis (what the analyses add is the difference with ``qtable``). The
 state space is the fixed default one (it is not fitted to data, so it cannot leak). Aggregate:
 mean and median of each metric over folds, and the compounded return of the folds in sequence.
+
+Why a second walk-forward beside ``model.folds`` (the scoreboard's): this one serves
+``qtrain backtest --walk-forward`` on ONE symbol's chosen range, cut into N equal segments with an
+expanding past (a user's question: "how would this recipe have done here, retrained as it went");
+``model.folds`` fixes rolling calendar folds shared by every symbol and run (the scoreboard's
+question: "does it beat chance across pairs and years"). Folds of the two are not comparable.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from worker.store.candles import load_candles
 
 
 @dataclass(frozen=True)
-class Fold:
+class SegmentFold:
     """One fold: its training and test spans (epoch s, end exclusive) and the policies' results."""
 
     fold: int
@@ -52,7 +58,7 @@ class WalkForward:
 
     symbol: str
     version: int | None
-    folds: tuple[Fold, ...]
+    folds: tuple[SegmentFold, ...]
     notes: tuple[str, ...]
     params: dict[str, Any]
 
@@ -112,7 +118,7 @@ def _trained_with(v: versions.StoredVersion | None, epochs: int | None) -> dict[
 def _fold(
     candles: Candles, k: int, bounds: np.ndarray, windows: list[AnalysedWindow], trained: dict[str, Any], *,
     fee: float, slippage_bps: float, seed: int,
-) -> tuple[Fold, tuple[str, ...]]:  # fmt: skip
+) -> tuple[SegmentFold, tuple[str, ...]]:  # fmt: skip
     """Train on segments ``0..k`` with the analyses that ended before segment k+1; test on it."""
     a, b = int(bounds[k + 1]), int(bounds[k + 2])
     train: Candles = candles.slice(0, a)
@@ -141,7 +147,7 @@ def _fold(
     positions.update(pset.positions)
     results = evaluate.run_policies(test, positions, fee=fee, slippage_bps=slippage_bps)
     step = timeframe_seconds(candles.timeframe)
-    fold = Fold(
+    fold = SegmentFold(
         k, int(candles.ts[0]), test_since, test_since, int(candles.ts[b - 1]) + step, data.n_windows, results
     )
     return fold, pset.notes
@@ -184,7 +190,7 @@ def walk_forward(
     model = meta.get("model")
     until_ts = int(candles.ts[-1]) + timeframe_seconds(timeframe)
     windows = analyses.cached_analyses(url, symbol, timeframe, until=until_ts, model=model)
-    out: list[Fold] = []
+    out: list[SegmentFold] = []
     notes: list[str] = []
     for k in range(folds):
         fold, fold_notes = _fold(

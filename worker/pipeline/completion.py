@@ -18,7 +18,7 @@ from worker.store import batches, versions
 def complete_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str, Any]:
     """Reduce ``symbol`` of ``batch_id``, gate the version, sync the model file, maybe mark the batch
     done; a tiny JSON-able summary (``waiting`` while windows are unfinished)."""
-    made = reduce.reduce_symbol(settings, batch_id, symbol)
+    made = reduce.make_version(settings, batch_id, symbol)
     if made.version is None:
         return {"symbol": symbol, "version": None, "created": False, "waiting": True}
     out: dict[str, Any] = {"symbol": symbol, "version": made.version, "created": made.created}

@@ -121,7 +121,7 @@ def _with_twin(
     return learner, stats, data, found
 
 
-def reduce_symbol(settings: Settings, batch_id: int, symbol: str) -> Reduced:
+def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
     """Create this batch's Q-table version for ``symbol`` unless it exists (idempotent per batch)."""
     url = settings.database_url
     loaded = batches.load_batch(url, batch_id)
