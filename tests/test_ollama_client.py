@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from model.answer import ANSWER_SCHEMA
+from worker.clients.llm import AnswerCut, ContextExceeded, PromptTruncated
 from worker.clients.ollama import ChatResult, OllamaBadRequest, OllamaClient
 from worker.errors import (
     ModelNotFound,
@@ -50,7 +51,9 @@ class Recorder:
     using up the script or being recorded."""
 
     def __init__(
-        self, script: list[Callable[[httpx.Request], httpx.Response] | httpx.Response], version: str | None = None
+        self,
+        script: list[Callable[[httpx.Request], httpx.Response] | httpx.Response],
+        version: str | None = None,
     ) -> None:
         self.script = list(script)
         self.requests: list[httpx.Request] = []
@@ -310,3 +313,54 @@ def test_404_on_a_preflight_path_is_not_model_not_found() -> None:
     client, _, _ = make([httpx.Response(404, text="404 page not found")], version=None)
     with pytest.raises(OllamaBadRequest, match="is this an Ollama server"):
         client.version()
+
+
+# -- the budget --------------------------------------------------------------------------------
+
+LONG = [{"role": "user", "content": "x" * 8000}]  # about 2,000 tokens
+
+
+@pytest.mark.parametrize(("version", "sent"), [("0.12.4", True), ("0.13.1", True), ("0.0.0", True),
+                                               ("0.12.3", False), ("0.6.2", False)])  # fmt: skip
+def test_truncate_false_goes_to_ollama_from_0_12_4(version: str, sent: bool) -> None:
+    client, rec, _ = make(
+        [httpx.Response(200, json=chat_body())], version=version, num_ctx=8192, max_tokens=256
+    )
+    client.chat(MSGS)
+    client.chat(MSGS)
+    bodies = [json.loads(r.content) for r in rec.requests]
+    assert all(("truncate" in b) is sent for b in bodies) and rec.version_calls == 1  # asked once per host
+    assert bodies[0]["options"]["num_ctx"] == 8192 and bodies[0]["options"]["num_predict"] == 256
+    if sent:
+        assert bodies[0]["truncate"] is False
+
+
+def test_done_reason_length_is_an_answer_cut() -> None:
+    body = {**chat_body('{"regime": "bu'), "done_reason": "length", "eval_count": 1024}
+    client, _, _ = make([httpx.Response(200, json=body)])
+    with pytest.raises(AnswerCut, match=r"answer cut at 1024 tokens \(QTRAIN_LLM_MAX_TOKENS=1024\)"):
+        client.chat(MSGS)
+
+
+def test_a_silently_cut_prompt_fails_unless_the_cache_explains_it() -> None:
+    cut = {**chat_body(), "prompt_eval_count": 2048 // 4}
+    client, _, _ = make([httpx.Response(200, json=cut)])
+    with pytest.raises(PromptTruncated, match=r"prompt truncated by the server \(512 of about 2004 tokens\)"):
+        client.chat(LONG)
+    # a server reporting only the newly evaluated part, and the cached rest beside it, is whole
+    cached = {**cut, "prompt_eval_cached_count": 1500}
+    ok, _, _ = make([httpx.Response(200, json=cached)])
+    assert ok.chat(LONG).prompt_tokens == 512
+
+
+def test_ollamas_context_error_is_permanent_with_both_numbers() -> None:
+    inner = {"error": {"code": 400, "message": "request (5001 tokens) exceeds the available context size"
+                       " (4096 tokens), try increasing it", "type": "exceed_context_size_error"}}  # fmt: skip
+    client, rec, sleeps = make([httpx.Response(400, json={"error": json.dumps(inner)})], version="0.12.4")
+    with pytest.raises(ContextExceeded, match=r"\(5001 tokens\) exceeds the context \(4096 tokens\)"):
+        client.chat(MSGS)
+    assert len(rec.requests) == 1 and sleeps == []
+    too_big, rec2, _ = make([httpx.Response(200, json=chat_body())], num_ctx=2048)
+    with pytest.raises(ContextExceeded, match="plus the answer cap"):
+        too_big.chat(LONG)
+    assert rec2.requests == []
