@@ -192,6 +192,12 @@ def print_summary(st: batches.BatchStatus) -> None:
     console = make_console()
     console.print(table)
     console.print(f"tokens {st.tokens:,}  LLM seconds {st.llm_seconds:.1f}  windows/s {st.windows_per_s:.2f}")
+    m = st.medians
+    if m is not None and m.windows:
+        console.print(
+            f"per window (median of {m.windows}): prompt {m.prompt_tokens or 0:,.0f} tokens, answer"
+            f" {m.answer_tokens or 0:,.0f} tokens, {m.seconds or 0:.1f} s"
+        )
 
 
 @click.command()

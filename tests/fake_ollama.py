@@ -7,14 +7,26 @@ Either way, ``GET /_fake/stats``, ``POST /_fake/reset`` and ``POST /_fake/config
 any of latency_s, num_parallel, max_queue, models, faults) work over HTTP.
 
 Endpoints: ``/api/chat``, ``/api/generate`` (non-streaming and NDJSON streaming), ``/api/tags``,
-``/api/version``, with Ollama's response shapes. ``num_parallel`` requests run at once, up to
-``max_queue`` more wait; past that the server answers 503 ``server busy`` like Ollama.
+``/api/version``, with Ollama's response shapes; and the OpenAI-compatible ``/v1/chat/completions``
+and ``/v1/models`` (base URL ``fake.url + "/v1"``) with the bodies of the server named by
+``flavor``: ``llama.cpp`` (llama-server: takes both ``response_format`` shapes), ``llama-cpp-python``
+(refuses ``json_schema`` with a 500 naming response_format and answers an unknown model with its
+own), ``lmstudio`` (refuses ``json_object``). Both APIs keep a budget like the real servers: a prompt
+longer than the context (Ollama's ``options.num_ctx``, else ``n_ctx``, default 4096) is cut
+silently by Ollama (``prompt_eval_count`` = the context) unless ``"truncate": false`` was sent
+(then a 400, like Ollama 0.12.4+), and is a 400 ``exceed_context_size_error`` on ``/v1``; an answer
+longer than ``num_predict`` / ``max_tokens`` is cut there with ``done_reason``/``finish_reason``
+``length``. Prompt tokens are counted as characters / 4 plus 4 per message. ``num_parallel``
+requests run at once, up to ``max_queue`` more wait; past that the server answers 503
+``server busy`` like Ollama.
 
 Faults: a list of dicts ``{"mode": M, "calls": [1, 3], "match": "ETH-USDT", "times": 2}``; the
 first fault whose ``calls`` (1-based index of the LLM call) and ``match`` (substring of the
 prompt) both fit, and whose ``times`` is not used up, decides the answer. Modes: ok, null_fields,
 string_numbers, code_fence, prose, truncated, not_json, enum_case, out_of_range,
-unknown_feature, http_400, http_404, http_500, http_503, hang (past any client timeout), close
+unknown_feature, http_400, http_404, http_500, http_503, length (the answer cut at the cap),
+context_exceeded (the server's 400), truncated_prompt (a 200 reporting a tenth of the prompt read),
+hang (past any client timeout), close
 (drop the connection without an answer), and hostile ones: huge (a 50 MB answer), deep (the
 model's answer is JSON nested 100,000 deep), endless (a 200 answer whose chunked body never ends:
 a byte every 50 ms until the client hangs up). Default answer: valid, derived from a hash of the
@@ -58,6 +70,9 @@ MODES = (
     "http_404",
     "http_500",
     "http_503",
+    "length",
+    "context_exceeded",
+    "truncated_prompt",
     "hang",
     "close",
     "huge",
@@ -68,6 +83,33 @@ MODES = (
 HUGE_BYTES = 50 * 1024 * 1024
 DEEP_LEVELS = 100_000
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
+FLAVORS = ("llama.cpp", "llama-cpp-python", "lmstudio")
+#: Context of the fake model when the request does not set one (Ollama's ``num_ctx``).
+FAKE_N_CTX = 4096
+#: What llama-cpp-python 0.3.36 answers to ``response_format: {"type": "json_schema", ...}`` (seen).
+LLAMA_CPP_PYTHON_SCHEMA_ERROR = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg':"
+    " \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}\n\n  File"
+    ' "llama_cpp/server/app.py", line 376, in create_chat_completion\n    POST /v1/chat/completions'
+)
+
+
+def count_tokens(messages: list[Any]) -> int:
+    """The fake tokenizer: characters / 4 plus 4 per message (as ``worker.clients.llm`` estimates)."""
+    chars = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
+    return chars // 4 + 4 * len(messages)
+
+
+def context_error(n_prompt: int, n_ctx: int) -> dict[str, Any]:
+    """llama-server's context-exceeded error object (Ollama passes it through as a string)."""
+    return {
+        "code": 400,
+        "message": f"request ({n_prompt} tokens) exceeds the available context size ({n_ctx} tokens),"
+        " try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": n_prompt,
+        "n_ctx": n_ctx,
+    }
 
 
 def default_answer(prompt: str) -> dict[str, Any]:
@@ -162,9 +204,13 @@ class _State:
         faults: list[dict[str, Any]],
         hang_s: float,
         version: str = FAKE_VERSION,
+        flavor: str = "llama.cpp",
     ) -> None:
         self.lock = threading.Condition()
         self.version = version
+        if flavor not in FLAVORS:
+            raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(FLAVORS)}")
+        self.flavor = flavor
         self.stop = threading.Event()
         self.models = tuple(models)
         self.latency_s = latency_s
@@ -223,6 +269,7 @@ class _State:
                 "max_queue": self.max_queue,
                 "latency_s": self.latency_s,
                 "models": list(self.models),
+                "flavor": self.flavor,
             }
 
     def configure(self, cfg: dict[str, Any]) -> None:
@@ -234,6 +281,7 @@ class _State:
             "faults",
             "hang_s",
             "version",
+            "flavor",
         }
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
@@ -244,6 +292,10 @@ class _State:
                 self.models = tuple(cfg["models"])
             if "version" in cfg:
                 self.version = str(cfg["version"])
+            if "flavor" in cfg:
+                if cfg["flavor"] not in FLAVORS:
+                    raise ValueError(f"unknown flavor {cfg['flavor']!r}; known: {', '.join(FLAVORS)}")
+                self.flavor = str(cfg["flavor"])
             for key in ("latency_s", "hang_s"):
                 if key in cfg:
                     setattr(self, key, float(cfg[key]))
@@ -330,6 +382,11 @@ class _Handler(BaseHTTPRequestHandler):
                 for m in st.models
             ]
             self._send_json(200, {"models": models})
+        elif path == "/v1/models":
+            data = [
+                {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "fake"} for m in st.models
+            ]
+            self._send_json(200, {"object": "list", "data": data})
         elif path == "/":
             body = b"Ollama is running"
             self.send_response(200)
@@ -362,28 +419,45 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, st.stats())
             return
         self._count(path)
-        if path not in ("/api/chat", "/api/generate"):
+        if path not in ("/api/chat", "/api/generate", "/v1/chat/completions"):
             self._send_json(404, {"error": "404 page not found"})
             return
         self._llm(path, req)
 
+    def _fail(self, api: str, status: int, message: str, kind: str = "") -> None:
+        """An error in the API's own body: Ollama ``{"error": "..."}``, OpenAI ``{"error": {...}}``."""
+        if api == "ollama":
+            self._send_json(status, {"error": message})
+        else:
+            self._send_json(
+                status, {"error": {"code": status, "message": message, "type": kind or "server_error"}}
+            )
+
     def _llm(self, path: str, req: dict[str, Any]) -> None:
         st = self.server.state
+        api = "openai" if path.startswith("/v1/") else "ollama"
         model = req.get("model")
         if not isinstance(model, str) or not model:
-            self._send_json(400, {"error": "model is required"})
+            self._fail(api, 400, "model is required", "invalid_request_error")
             return
-        if path == "/api/chat":
-            msgs = req.get("messages") or []
-            prompt = "\n".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))
-        else:
+        msgs: list[Any] = []
+        if path == "/api/generate":
             prompt = str(req.get("system") or "") + "\n" + str(req.get("prompt") or "")
+            msgs = [{"content": prompt}]
+        else:
+            msgs = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+            prompt = "\n".join(str(m.get("content", "")) for m in msgs)
         with st.lock:
             st.llm_calls += 1
             mode = st.pick_mode(st.llm_calls, prompt)
+            flavor = st.flavor
             known = model in st.models or (":" not in model and f"{model}:latest" in st.models)
+            if api == "openai" and flavor == "llama-cpp-python":
+                known = True  # it answers any model name with the one it has loaded, silently
+            refused = api == "openai" and self._refused_shape(flavor, req.get("response_format"))
             full = st.running + st.waiting >= st.num_parallel + st.max_queue
-            admit = known and not full and mode not in ("close", "http_400", "http_404", "http_503")
+            rejected = ("close", "http_400", "http_404", "http_503", "context_exceeded")
+            admit = known and not full and not refused and mode not in rejected
             st.last_request = {k: v for k, v in req.items() if k not in ("messages", "prompt")}
             if admit:  # reserve a place in the queue under the same lock as the capacity check
                 st.waiting += 1
@@ -396,17 +470,55 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if not known or mode == "http_404":
-            self._send_json(404, {"error": f'model "{model}" not found, try pulling it first'})
+            if api == "ollama":
+                self._fail(api, 404, f'model "{model}" not found, try pulling it first')
+            else:
+                self._fail(api, 404, f"The model `{model}` does not exist.", "NotFoundError")
+            return
+        if refused:
+            if flavor == "llama-cpp-python":
+                self._fail(api, 500, LLAMA_CPP_PYTHON_SCHEMA_ERROR, "internal_server_error")
+            else:
+                self._send_json(400, {"error": "'response_format.type' must be 'json_schema'"})
             return
         if mode == "http_400":
-            self._send_json(400, {"error": 'invalid format: expected "json" or a JSON schema'})
+            self._fail(api, 400, 'invalid format: expected "json" or a JSON schema', "invalid_request_error")
+            return
+        n_prompt = count_tokens(msgs)
+        n_ctx = (
+            int((req.get("options") or {}).get("num_ctx") or FAKE_N_CTX) if api == "ollama" else FAKE_N_CTX
+        )
+        strict = api == "openai" or req.get("truncate") is False
+        if mode == "context_exceeded" or (n_prompt > n_ctx and strict):
+            err = context_error(max(n_prompt, n_ctx + 1), n_ctx)
+            if api == "ollama":
+                self._send_json(400, {"error": json.dumps({"error": err})})
+            else:
+                self._send_json(400, {"error": err})
             return
         if not admit:
-            self._send_json(503, {"error": BUSY_ERROR})
+            if api == "ollama":
+                self._send_json(503, {"error": BUSY_ERROR})
+            else:
+                self._fail(api, 503, "Loading model", "unavailable_error")
             return
-        self._run_in_slot(path, req, model, prompt, mode)
+        if n_prompt > n_ctx:  # Ollama without "truncate": false cuts the prompt, silently
+            n_prompt = n_ctx
+        if mode == "truncated_prompt":
+            n_prompt = max(1, n_prompt // 10)
+        self._run_in_slot(path, req, model, prompt, mode, n_prompt)
 
-    def _run_in_slot(self, path: str, req: dict[str, Any], model: str, prompt: str, mode: str) -> None:
+    @staticmethod
+    def _refused_shape(flavor: str, response_format: Any) -> bool:
+        """Whether this flavour of server refuses the ``response_format`` it was sent."""
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        return (flavor == "llama-cpp-python" and kind == "json_schema") or (
+            flavor == "lmstudio" and kind == "json_object"
+        )
+
+    def _run_in_slot(
+        self, path: str, req: dict[str, Any], model: str, prompt: str, mode: str, n_prompt: int
+    ) -> None:
         st = self.server.state
         with st.lock:
             while st.running >= st.num_parallel and not st.stop.is_set():
@@ -429,30 +541,45 @@ class _Handler(BaseHTTPRequestHandler):
                 st.first_start = t0 if st.first_start is None else min(st.first_start, t0)
                 st.last_end = t1 if st.last_end is None else max(st.last_end, t1)
                 st.lock.notify_all()
+        api = "openai" if path.startswith("/v1/") else "ollama"
         if mode == "http_500":
-            self._send_json(500, {"error": "llama runner process has terminated: exit status 2"})
+            self._fail(api, 500, "llama runner process has terminated: exit status 2")
             return
         if mode == "hang":
             self.close_connection = True  # no answer, ever: the connection is dropped
             return
         if mode in ("huge", "endless"):
-            self._hostile_body(mode, model)
+            self._hostile_body(mode, model, api)
             return
         content = "[" * DEEP_LEVELS + "]" * DEEP_LEVELS if mode == "deep" else render_answer(mode, prompt)
-        elapsed_ns = int((t1 - t0) * 1e9) + 1
-        prompt_tokens = max(1, len(prompt) // 4)
         eval_tokens = max(1, len(content) // 4)
+        cap = req.get("max_tokens") if api == "openai" else (req.get("options") or {}).get("num_predict")
+        reason = "stop"
+        if mode == "length" or (isinstance(cap, int) and cap > 0 and eval_tokens > cap):
+            eval_tokens = cap if isinstance(cap, int) and cap > 0 else max(1, eval_tokens // 2)
+            content, reason = content[: eval_tokens * 4], "length"
+        if api == "openai":
+            self._send_json(200, {
+                "id": f"chatcmpl-{st.llm_calls}", "object": "chat.completion", "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "logprobs": None, "finish_reason": reason}],
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": eval_tokens,
+                          "total_tokens": n_prompt + eval_tokens},
+            })  # fmt: skip
+            return
+        elapsed_ns = int((t1 - t0) * 1e9) + 1
         usage = {
             "total_duration": elapsed_ns + 1_000_000,
             "load_duration": 1_000_000,
-            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_count": n_prompt,
             "prompt_eval_duration": elapsed_ns // 4,
             "eval_count": eval_tokens,
             "eval_duration": elapsed_ns - elapsed_ns // 4,
         }
         key = "message" if path == "/api/chat" else "response"
         piece: Any = {"role": "assistant", "content": content} if key == "message" else content
-        final: dict[str, Any] = {"model": model, "created_at": _now_iso(), key: piece, "done_reason": "stop"}
+        final: dict[str, Any] = {"model": model, "created_at": _now_iso(), key: piece, "done_reason": reason}
         final["done"] = True
         if path == "/api/generate":
             final["context"] = [1, 2, 3]
@@ -471,14 +598,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _hostile_body(self, mode: str, model: str) -> None:
+    def _hostile_body(self, mode: str, model: str, api: str = "ollama") -> None:
         """A 50 MB answer (``huge``) or a chunked body that never ends (``endless``), until the client
         hangs up or the server stops."""
         st = self.server.state
         self.close_connection = True
-        head = json.dumps(
-            {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""}}
-        )
+        if api == "openai":
+            head = json.dumps(
+                {"model": model, "choices": [{"message": {"role": "assistant", "content": ""}}]}
+            )
+        else:
+            head = json.dumps(
+                {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""}}
+            )
         prefix = head[: head.rindex('""') + 1].encode()  # ... "content": "   (the string stays open)
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -551,6 +683,7 @@ class FakeOllama:
         faults: list[dict[str, Any]] | None = None,
         hang_s: float = 30.0,
         version: str = FAKE_VERSION,
+        flavor: str = "llama.cpp",
     ) -> None:
         self.state = _State(
             models=tuple(models),
@@ -560,6 +693,7 @@ class FakeOllama:
             faults=copy.deepcopy(faults or []),
             hang_s=hang_s,
             version=version,
+            flavor=flavor,
         )
         self._host, self._port = host, port
         self._server: _Server | None = None
@@ -572,6 +706,11 @@ class FakeOllama:
             raise RuntimeError("FakeOllama is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def openai_url(self) -> str:
+        """The OpenAI-compatible base URL (``OPENAI_BASE_URL``): ``url + "/v1"``."""
+        return f"{self.url}/v1"
 
     def start(self) -> FakeOllama:
         """Bind and serve in a daemon thread; returns self."""
@@ -609,7 +748,7 @@ class FakeOllama:
             self.state.reset()
 
     def configure(self, **cfg: Any) -> None:
-        """Change latency_s, num_parallel, max_queue, models, faults, hang_s or version while running."""
+        """Change latency_s, num_parallel, max_queue, models, faults, hang_s, version or flavor, live."""
         self.state.configure(cfg)
 
     def __enter__(self) -> FakeOllama:
@@ -688,6 +827,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", action="append", help="a pulled model (repeatable)")
     p.add_argument("--faults", default="[]", help="JSON list of fault rules")
     p.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' call hangs")
+    p.add_argument(
+        "--flavor", default="llama.cpp", choices=FLAVORS, help="which OpenAI-compatible server /v1 is"
+    )
     a = p.parse_args(argv)
     fake = FakeOllama(
         host=a.host,
@@ -698,6 +840,7 @@ def main(argv: list[str] | None = None) -> None:
         max_queue=a.max_queue,
         faults=json.loads(a.faults),
         hang_s=a.hang,
+        flavor=a.flavor,
     ).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from model import BUY, HOLD, SELL
 from model.answer import (
     ANSWER_SCHEMA,
+    ASKED_RULES,
     MAX_RULES,
     REGIMES,
     Analysis,
     AnswerError,
+    note_schema_ignored,
     parse_answer,
     safe_float,
 )
@@ -311,8 +313,61 @@ def test_schema_lists_features_and_required_fields() -> None:
     cond = props["rules"]["items"]["properties"]["conditions"]["items"]["properties"]
     assert cond["feature"]["enum"] == list(FEATURES)
     assert set(ANSWER_SCHEMA["required"]) == {"regime", "action", "confidence", "rules", "summary"}
-    assert props["rules"]["maxItems"] == MAX_RULES
+    assert props["rules"]["maxItems"] == ASKED_RULES <= MAX_RULES
     json.dumps(ANSWER_SCHEMA)
+
+
+#: JSON-schema keywords llama.cpp's grammar (json-schema-to-grammar, also Ollama's and
+#: llama-cpp-python's) honours; others are skipped silently (grammars/README.md, "unsupported").
+GRAMMAR_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+                    "enum", "const", "minLength", "maxLength", "description", "title"}  # fmt: skip
+#: Honoured on integers only.
+INTEGER_ONLY = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+
+
+def _grammar_problems(node: Any, path: str = "$") -> list[str]:
+    """Keywords of ``node`` (a schema) that llama.cpp's grammar would skip or reject, with their paths."""
+    problems: list[str] = []
+    if not isinstance(node, dict):
+        return [f"{path}: not a schema object"]
+    for key, value in node.items():
+        if key in INTEGER_ONLY:
+            if node.get("type") != "integer":
+                problems.append(f"{path}.{key}: minimum/maximum are honoured on integers only")
+        elif key not in GRAMMAR_KEYWORDS:
+            problems.append(f"{path}.{key}: not supported by llama.cpp's grammar")
+        elif key in ("minItems", "maxItems", "minLength", "maxLength") and not 0 <= value < 2000:
+            problems.append(f"{path}.{key}={value}: repetition bounds must stay below 2000")
+    for name, sub in node.get("properties", {}).items():
+        problems += _grammar_problems(sub, f"{path}.{name}")
+    if "items" in node:
+        problems += _grammar_problems(node["items"], f"{path}[]")
+    if node.get("type") == "object" and node.get("additionalProperties") is not False:
+        problems.append(f"{path}: objects need additionalProperties false (else extra keys cost tokens)")
+    if "required" in node and set(node["required"]) - set(node.get("properties", {})):
+        problems.append(f"{path}.required names a property that is not defined")
+    return problems
+
+
+def test_the_schema_stays_inside_what_llama_cpp_grammar_supports() -> None:
+    assert _grammar_problems(ANSWER_SCHEMA) == []
+    # the walker finds what it is meant to find
+    props = {"c": {"type": "number", "minimum": 0}, "s": {"type": "string", "maxLength": 5000},
+             "u": {"type": "array", "uniqueItems": True, "items": {"type": "string"}}}  # fmt: skip
+    bad = {"type": "object", "properties": props}
+    found = " ".join(_grammar_problems(bad))
+    assert "$.c.minimum" in found and "$.s.maxLength=5000" in found and "$.u.uniqueItems" in found
+    assert "$: objects need additionalProperties false" in found
+
+
+def test_schema_ignored_is_counted_for_off_schema_repairs_only() -> None:
+    clean = parse_answer(json.dumps(good()))
+    assert note_schema_ignored(clean) is clean
+    fenced = note_schema_ignored(parse_answer("```json\n" + json.dumps(good()) + "\n```"))
+    assert fenced.repairs == {"code_fence": 1, "schema_ignored": 1}
+    for conf in (70, -2):  # the grammar cannot bound a number: a percent or a clamp is not off-schema
+        repaired = note_schema_ignored(parse_answer(json.dumps(good(confidence=conf))))
+        assert repaired.repairs and "schema_ignored" not in repaired.repairs
 
 
 # -- property tests --------------------------------------------------------------------------

@@ -71,3 +71,46 @@ def test_a_symbol_without_volume_is_refused(database_url: str, redis_url: str, t
     proc = qtrain(env, "train", "--symbols", "NOVOL-USDT", "--analyst", "heuristic")
     _one_line_error(proc, "NOVOL-USDT", "no volume", "volume_z")
     assert query(database_url, "SELECT count(*) FROM batches")[0][0] == 0
+
+
+def test_openai_api_end_to_end_with_workers(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    """QTRAIN_LLM_API=openai against the fake's llama-cpp-python mode (json_schema refused, unknown
+    models answered anyway): a wrong model is refused in one line before any batch; a real batch
+    through a real worker ends with every window final and none failed, tokens stored and shown
+    per window; the same batch again makes no LLM call."""
+    from producer.workers import start_workers
+    from tests.pipeline_support import train_json
+
+    seed_candles(database_url, n=150)
+    with FakeOllama(models=("smollm2",), flavor="llama-cpp-python") as fake:
+        base = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "m")
+        env = {
+            **base,
+            "QTRAIN_LLM_API": "openai",
+            "OPENAI_BASE_URL": fake.openai_url,
+            "QTRAIN_LLM_MODEL": "smollm2",
+        }
+        wrong = {**env, "QTRAIN_LLM_MODEL": "qwen2.5-coder:7b"}
+        _one_line_error(
+            qtrain(wrong, "train", "--symbols", "BTC-USDT"), "not served by", "it serves: smollm2"
+        )
+        assert (
+            query(database_url, "SELECT count(*) FROM batches")[0][0] == 0 and fake.stats()["llm_calls"] == 0
+        )
+        with start_workers(1, concurrency=2, env=env, log_dir=tmp_path, prefix="openai"):
+            final = train_json(env, symbols="BTC-USDT")
+            calls = fake.stats()["llm_calls"]
+            again = train_json(env, symbols="BTC-USDT")
+        s = final["symbols"]["BTC-USDT"]
+        assert final["state"] == "done" and s["failed"] == 0 and s["done"] == s["total"] > 3
+        # + the json_schema request each worker child sent once (refused; then json_object, remembered)
+        assert s["total"] + 1 <= calls <= s["total"] + 2
+        assert fake.stats()["llm_calls"] == calls and again["symbols"]["BTC-USDT"]["cached"] == s["total"]
+        per = final["per_window"]
+        assert per["windows"] == s["total"] and per["prompt_tokens"] > 100 and per["answer_tokens"] > 10
+        rows = query(database_url, "SELECT prompt_tokens, completion_tokens, host FROM ollama_analyses")
+        assert len(rows) == s["total"] and all(
+            p > 100 and c > 10 and h == fake.openai_url for p, c, h in rows
+        )
+        shown = qtrain(env, "status", str(final["batch_id"]))
+        assert shown.returncode == 0 and "per window (median of" in shown.stdout, shown.stdout + shown.stderr

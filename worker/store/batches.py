@@ -405,6 +405,8 @@ class BatchStatus:
     tokens: int
     llm_seconds: float
     symbols: dict[str, SymbolStatus]
+    #: Medians per analysed window (``window_medians``): prompt tokens, answer tokens, LLM seconds.
+    medians: WindowMedians | None = None
 
     @property
     def total(self) -> int:
@@ -433,8 +435,43 @@ class BatchStatus:
             "eta_s": self.eta_s,
             "tokens": self.tokens,
             "llm_seconds": self.llm_seconds,
+            "per_window": asdict(self.medians) if self.medians else None,
             "symbols": {sym: {**asdict(v), "reduced": v.reduced} for sym, v in self.symbols.items()},
         }
+
+
+@dataclass(frozen=True)
+class WindowMedians:
+    """Per analysed window of a batch, medians: what a window costs the LLM."""
+
+    prompt_tokens: float | None
+    answer_tokens: float | None
+    seconds: float | None
+    windows: int
+
+
+#: Analysed windows the medians read at most (a sample, so that the status stays quick).
+MEDIAN_SAMPLE = 1000
+
+
+def window_medians(cur: Cursor, batch_id: int) -> WindowMedians:
+    """Median prompt tokens, answer tokens and LLM seconds of the batch's analysed (``done``) windows,
+    over at most ``MEDIAN_SAMPLE`` of them (an index range: the cost does not grow with the batch)."""
+    cur.execute(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.prompt_tokens),"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY a.completion_tokens),"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY a.total_duration_ms), count(*)"
+        " FROM (SELECT analysis_id FROM btc.windows WHERE batch_id = %s AND status = 'done'"
+        " AND analysis_id IS NOT NULL LIMIT %s) w JOIN btc.ollama_analyses a ON a.id = w.analysis_id",
+        (batch_id, MEDIAN_SAMPLE),
+    )
+    p, c, ms, n = cur.fetchone()
+    return WindowMedians(
+        prompt_tokens=None if p is None else round(float(p)),
+        answer_tokens=None if c is None else round(float(c)),
+        seconds=None if ms is None else round(float(ms) / 1000.0, 2),
+        windows=int(n),
+    )
 
 
 def _symbol_counts(cur: Cursor, batch_id: int) -> tuple[dict[str, dict[str, int]], int, float]:
@@ -485,6 +522,7 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
         )
         made = {r[0]: (int(r[1]), bool(r[2])) for r in cur.fetchall()}
         reclaimed = reclaimed_by_symbol(cur, batch_id)  # issue 13
+        medians = window_medians(cur, batch_id)  # issue 20
     skipped = spec.params.get("skipped", {})
     symbols = {}
     for sym in spec.symbols:
@@ -502,5 +540,5 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
         batch_id=batch_id, state=state, error=error, created_at=created_at, finished_at=finished_at,
         analyst=spec.analyst, model=spec.model, epochs=spec.epochs, windows_per_s=round(rate, 3),
         eta_s=None if eta is None else round(eta, 1), tokens=int(tokens),
-        llm_seconds=round(float(llm_seconds), 2), symbols=symbols,
+        llm_seconds=round(float(llm_seconds), 2), symbols=symbols, medians=medians,
     )  # fmt: skip
