@@ -5,6 +5,8 @@ numbers of the README and of issue 10 can be reproduced from the files alone.
     python bench/scoreboard_research.py [--recipe NAME]... [--symbols BTC,ETH] [--json] [--first-half]
                                         [--null N]
 
+``--symbols`` also takes the 8 pairs of ``../shared/data/universe`` (``CELR,DASH,EOS,ETC,ONE,QTUM,
+XMR,ZEC``); a pooled recipe (``--recipe pooled``) trains across the symbols given on each fold date.
 The CSVs are read through the project's importer parser (duplicates resolved, bad rows dropped);
 they are never copied into the repository. ``--first-half`` scores only the older half of each
 symbol's folds (the split used to choose parameters; the report uses all folds). ``--null N`` adds
@@ -32,6 +34,7 @@ from model.features import compute_features  # noqa: E402
 from model.folds import Fold, rolling_folds  # noqa: E402
 from model.learning import value_iteration  # noqa: E402
 from model.policies import qtable_policy  # noqa: E402
+from model.pooled_folds import pooled_tables_by_date  # noqa: E402
 from model.scoreboard import evaluate_fold, fold_record, heuristic_analyses, summarise  # noqa: E402
 from model.states import StateSpace  # noqa: E402
 from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow, SweepRecipe, training_data  # noqa: E402
@@ -98,24 +101,31 @@ def scoreboard(
     fee: float = 0.001,
     null: int = 0,
 ) -> dict:
-    """``{"folds": [...], "summary": {...}}`` as ``qtrain evaluate --json`` prints it."""
+    """``{"folds": [...], "summary": {...}}`` as ``qtrain evaluate --json`` prints it (a pooled
+    recipe trains across ``symbols`` on each fold date, as there)."""
     records = []
+    series = {}
+    caches: dict[str, dict] = {}
     for sym in symbols:
         candles = load(sym)
         folds = rolling_folds(candles.ts, timeframe="1h")
-        if first_half:
-            folds = folds[: len(folds) // 2]
-        cache: dict = {}
+        series[candles.symbol] = (candles, folds[: len(folds) // 2] if first_half else folds)
+        caches[candles.symbol] = {}
+
+    def analyses(symbol: str, fold: Fold) -> list[AnalysedWindow]:
+        return heuristic_analyses(
+            series[symbol][0], since_ts=fold.train_since, until_ts=fold.train_until, window=window,
+            stride=stride, cache=caches[symbol],
+        )  # fmt: skip
+
+    pooled = pooled_tables_by_date(series, analyses, recipes=recipes)
+    for sym, (candles, folds) in series.items():
         for fold in folds:
-            analysed = heuristic_analyses(
-                candles,
-                since_ts=fold.train_since,
-                until_ts=fold.train_until,
-                window=window,
-                stride=stride,
-                cache=cache,
-            )
-            pol = evaluate_fold(candles, fold, analysed, recipes=recipes, random_seeds=random_seeds, fee=fee)
+            analysed = analyses(sym, fold)
+            pol = evaluate_fold(
+                candles, fold, analysed, recipes=recipes, random_seeds=random_seeds, fee=fee,
+                trained=pooled.get(fold.test_since, {}).get(sym),
+            )  # fmt: skip
             records.append(fold_record(candles.symbol, fold, pol))
             if null:
                 records[-1]["null"] = null_sharpes(candles, fold, analysed, null)
