@@ -56,8 +56,8 @@ MAX_SUMMARY_CHARS = 2000
 #: and the run-time agent read a rule's conditions, action and confidence; rationale and summary
 #: are only stored and shown, so they are kept short rather than dropped.
 ASKED_RULES = 2
-ASKED_RATIONALE_CHARS = 32
-ASKED_SUMMARY_CHARS = 100
+ASKED_RATIONALE_CHARS = 24
+ASKED_SUMMARY_CHARS = 60
 _MAX_OBJECT_TRIES = 20
 
 OP_ALIASES: dict[str, str] = {

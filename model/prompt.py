@@ -22,7 +22,7 @@ from model.candles import Candles
 from model.features import FEATURES
 from model.rules import MAX_CONDITIONS, OPS
 
-PROMPT_VERSION: int = 2
+PROMPT_VERSION: int = 3
 N_RECENT_CLOSES = 8
 
 #: Meaning and typical range of each feature, as the model is told.
