@@ -37,6 +37,7 @@ from model.heuristic import heuristic_analysis
 from model.metrics import json_safe
 from model.policies import buy_and_hold, qtable_policy, rules_policy
 from model.policy_set import heuristic_rules
+from model.pooled_folds import is_pooled
 from model.qlearning import FastQLearning
 from model.rules import fired
 from model.states import StateSpace
@@ -124,18 +125,33 @@ def evaluate_fold(
     seed: int = 0,
     space: StateSpace | None = None,
     equity: dict[str, np.ndarray] | None = None,
+    trained: Mapping[str, tuple[FastQLearning, FastQLearning]] | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Policy name -> JSON-safe metrics (``model.metrics``; NaN/inf -> None) of every policy of the
     module docstring on ``fold``'s test range. ``analysed``: any analyses (heuristic or cached LLM
     ones) of the series; only those ending before the test range are used. ``seed`` seeds the
     recipes that use one and the first random policy. ``equity`` (optional) receives each
-    backtested policy's equity per test candle (not ``random``'s: a median is no one curve)."""
+    backtested policy's equity per test candle (not ``random``'s: a median is no one curve).
+    ``trained``: recipe -> (table, unshaped twin) trained elsewhere, for the pooled recipes that
+    train across symbols (``model.pooled_folds.pooled_tables_by_date``); required for those."""
     if random_seeds < 1:
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     space = StateSpace.default() if space is None else space
-    tables = fold_tables(candles, fold, analysed, recipes=recipes, space=space, seed=seed)
+    given = dict(trained or {})
+    missing = [r for r in recipes if r not in given and is_pooled(r)]
+    if missing:
+        raise ValueError(
+            f"recipe {', '.join(missing)} trains across symbols: pass its tables as trained="
+            " (model.pooled_folds.pooled_tables_by_date)"
+        )
+    own = [r for r in recipes if r not in given]
+    tables = fold_tables(candles, fold, analysed, recipes=own, space=space, seed=seed)
     shaped = any(w.end_ts < fold.test_since for w in analysed)  # else the unshaped tables are the same
-    twins = fold_tables(candles, fold, (), recipes=recipes, space=space, seed=seed) if shaped else tables
+    twins = fold_tables(candles, fold, (), recipes=own, space=space, seed=seed) if shaped else tables
+    tables, twins = (
+        {r: given[r][0] if r in given else tables[r] for r in recipes},
+        {r: given[r][1] if r in given else twins[r] for r in recipes},
+    )
     ctx = candles.slice(fold.train_lo, fold.test_hi)
     start = fold.test_lo - fold.train_lo
     feats = compute_features(ctx)

@@ -180,10 +180,14 @@ def parameters_table(board: Any) -> Table:
     model = prm.pop("model", None)
     rows.append(["analyst", analyst + (f" (model {model})" if model else "")])
     rows.append(["windows", f"{prm.pop('window', '?')} candles, stride {prm.pop('stride', '?')}"])
+    pools = prm.pop("pooled", {})
     for recipe in prm.pop("recipes", []):
         rows.append(f"recipe {recipe} (policy {policy_name(recipe)})")
         values = recipe_metadata(recipe)["params"] if recipe in RECIPES else {}
         rows.extend([k, str(v)] for k, v in values.items())
+        if recipe in pools:  # a pooled recipe: which symbols each fold date's tables learned from
+            p = pools[recipe]
+            rows.append(["pooled", f"{', '.join(p['symbols'])} on each of {p['fold_dates']} fold dates"])
     rows.append("costs and baselines")
     fee = prm.pop("fee", None)
     rows.append(["fee", "?" if fee is None else f"{fee:g} per side ({fee * 100:g}%)"])

@@ -7,7 +7,9 @@ from earlier batches) for the windows of each fold's training part, and never ca
 way each fold also scores the same recipe trained without analyses (``qtable:unshaped``), and the
 scoreboard counts the folds where the analyses helped (``ablation``, and a line of ``notes``). The
 same inputs give the same output, byte for byte: folds, analyses and every policy are
-deterministic (the random baseline is seeded).
+deterministic (the random baseline is seeded). A pooled recipe (``--recipe pooled``) trains across
+all the symbols of the call on each fold date (``model.pooled_folds``); ``params["pooled"]`` and a
+line of ``notes`` say which symbols it pooled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from model import scoreboard
+from model import pooled_folds, scoreboard
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
 from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
 from worker.errors import BadInput
@@ -131,15 +133,21 @@ def evaluate(
     notes: list[str] = []
     cached_found = 0
     done = 0
+    caches: dict[str, dict[Any, AnalysedWindow]] = {p.symbol: {} for p in plans}
+    by_symbol = {p.symbol: p for p in plans}
+    series = {p.symbol: (p.candles, p.folds) for p in plans}
+    pooled = pooled_folds.pooled_tables_by_date(  # pooled recipes: each fold date across the symbols
+        series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes
+    )
     for p in plans:
-        cache: dict[Any, AnalysedWindow] = {}
+        cache = caches[p.symbol]
         for fold in p.folds:
             analysed = _analyses_for(url, req, p, fold, cache)
             cached_found += len(analysed) if req.analyst == "cached" else 0
             curves: dict[str, Any] = {}
             policies = scoreboard.evaluate_fold(
                 p.candles, fold, analysed, recipes=req.recipes, random_seeds=req.random_seeds, fee=req.fee,
-                seed=req.seed, equity=curves,
+                seed=req.seed, equity=curves, trained=pooled.get(fold.test_since, {}).get(p.symbol),
             )  # fmt: skip
             records.append(scoreboard.fold_record(p.symbol, fold, policies))
             records[-1]["equity"] = equity_record(p.candles.ts[fold.test_lo : fold.test_hi], curves)
@@ -158,6 +166,10 @@ def evaluate(
         "analyst": req.analyst, "recipes": list(req.recipes), "random_seeds": req.random_seeds,
         "fee": req.fee, "seed": req.seed, "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE,
     }  # fmt: skip
+    pool = pooled_folds.pool_record(series, req.recipes)
+    if pool:  # which recipe pooled what (absent without a pooled recipe: older outputs stay byte-identical)
+        params["pooled"] = pool
+        notes.extend(pooled_folds.pool_note(pool))
     return Scoreboard(
         folds=records, summary=scoreboard.summarise(records), notes=notes, params=params, ablation=ablation
     )
