@@ -122,7 +122,10 @@ class FastTradingModel:
         has = den > 0
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(has, num / np.where(has, den, 1.0), np.nan)
-            conf = np.where(agree > 0, np.abs(num) / np.where(agree > 0, agree, 1.0), 0.0)
+            # Agreement below the rounding resolution of the weights is none: a vote of 5e-324 * s
+            # underflows differently at different weight scales (hypothesis found 0 vs 1).
+            voted = agree > 10.0**-DECIMALS * den
+            conf = np.where(voted, np.abs(num) / np.where(voted, agree, 1.0), 0.0)
         # Round away the last bits of float noise, so 0.35 * 0.2 / 0.35 is exactly 0.2 at a threshold
         # and scaling the weights cannot flip a decision; then a unanimous vote is exactly 1.
         score = np.asarray(np.round(score, DECIMALS), dtype=np.float64)
