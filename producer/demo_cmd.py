@@ -25,7 +25,7 @@ from worker.errors import QtrainError
 from worker.pipeline import dispatch
 from worker.settings import DEFAULT_STRIDE, DEFAULT_WINDOW, Settings
 from worker.store import batches, db, migrate
-from worker.store.candles import insert_candles
+from worker.store.candles import candle_spans, insert_candles
 
 DEMO_SYMBOLS = {"BTC-USDT": (1, 30_000.0), "ETH-USDT": (2, 2_000.0)}
 #: Windows per symbol with ``--llm embedded`` (6 in all for the two symbols: 2-4 minutes on 2 cores).
@@ -159,42 +159,30 @@ def embedded_windows(settings: Settings, symbols: list[str]) -> tuple[int, int]:
     """(since, stride) giving ``EMBEDDED_WINDOWS`` windows per symbol after ``EMBEDDED_SKIP`` candles."""
     from worker.errors import BadInput
 
-    with db.transaction(settings.database_url) as cur:
-        cur.execute(
-            "SELECT symbol, min(ts), count(*) FROM candles WHERE symbol = ANY(%s) AND timeframe = '1h'"
-            " GROUP BY symbol",
-            (symbols,),
-        )
-        rows = cur.fetchall()
+    rows = candle_spans(settings.database_url, symbols, "1h")
     after = min(int(n) for _, _, n in rows) - EMBEDDED_SKIP
     window = DEFAULT_WINDOW
     if not rows or after < window:
         raise BadInput(f"--llm embedded needs at least {EMBEDDED_SKIP + window} hourly candles per symbol")
-    first = max(int(ts.timestamp()) for _, ts, _ in rows) + EMBEDDED_SKIP * 3600
+    first = max(ts for _, ts, _ in rows) + EMBEDDED_SKIP * 3600
     return first, max(1, (after - window) // (EMBEDDED_WINDOWS - 1))
 
 
 def print_analyses(settings: Settings, batch_id: int, limit: int = SHOWN_ANALYSES) -> None:
     """A few of the batch's analyses as the model wrote them: regime, action, rules, tokens, summary."""
     from model import ACTIONS
+    from model.candles import minute_utc
+    from worker.store.analyses import shown_analyses
 
-    with db.transaction(settings.database_url) as cur:
-        cur.execute(
-            "SELECT w.symbol, w.start_ts, a.regime, a.action, a.confidence, a.prompt_tokens,"
-            " a.completion_tokens, a.total_duration_ms, a.summary,"
-            " (SELECT count(*) FROM ollama_trading_rules r WHERE r.analysis_id = a.id)"
-            " FROM windows w JOIN ollama_analyses a ON a.id = w.analysis_id"
-            " WHERE w.batch_id = %s ORDER BY w.symbol, w.idx LIMIT %s",
-            (batch_id, limit),
-        )
-        rows = cur.fetchall()
+    rows = shown_analyses(settings.database_url, batch_id, limit)
     click.echo(f"{len(rows)} of the model's analyses (qtrain status {batch_id} for all):")
-    for sym, start, regime, action, conf, p_tok, a_tok, ms, summary, n_rules in rows:
-        act = ACTIONS[action] if action is not None else "?"
-        secs = f"{ms / 1000:.0f} s" if ms is not None else "cached"
+    for a in rows:
+        act = ACTIONS[a.action] if a.action is not None else "?"
+        secs = f"{a.total_duration_ms / 1000:.0f} s" if a.total_duration_ms is not None else "cached"
         click.echo(
-            f"  {sym} {start:%Y-%m-%d %H:%M}: {regime} {act} confidence {conf or 0:.2f}, {n_rules} rule(s);"
-            f" {p_tok or 0} prompt + {a_tok or 0} answer tokens, {secs}; {(summary or '')[:100]!r}"
+            f"  {a.symbol} {minute_utc(a.start_ts)}: {a.regime} {act} confidence {a.confidence or 0:.2f},"
+            f" {a.n_rules} rule(s); {a.prompt_tokens or 0} prompt + {a.completion_tokens or 0} answer tokens,"
+            f" {secs}; {(a.summary or '')[:100]!r}"
         )
 
 

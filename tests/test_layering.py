@@ -203,3 +203,12 @@ def test_the_room_check_catches_an_arrow_back_up(tmp_path: Path) -> None:
         ("worker.pipeline.reduce", "worker.trading.paper"),
         ("worker.store.db", "worker.pipeline.reduce"),
     ]
+
+
+def test_no_module_of_the_cli_holds_sql() -> None:
+    """The CLI parses, calls one function of ``worker/`` and prints: queries live in ``worker/store``."""
+    import re
+
+    sql = re.compile(r"\b(SELECT|INSERT INTO|UPDATE btc|DELETE FROM)\b|\.execute\(")
+    found = [p.name for p in sorted((ROOT / "producer").rglob("*.py")) if sql.search(p.read_text())]
+    assert found == []

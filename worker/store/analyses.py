@@ -182,3 +182,33 @@ def _analysed(cur: Cursor, rows: list[Any]) -> list[AnalysedWindow]:
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class ShownAnalysis:
+    """One analysed window of a batch as a person reads it (the demo prints a few)."""
+
+    symbol: str
+    start_ts: int
+    regime: str | None
+    action: int | None
+    confidence: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_duration_ms: float | None
+    summary: str | None
+    n_rules: int
+
+
+def shown_analyses(url: str, batch_id: int, limit: int) -> list[ShownAnalysis]:
+    """The first ``limit`` analysed windows of a batch (by symbol and index) with their rule counts."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "SELECT w.symbol, extract(epoch FROM w.start_ts)::bigint AS start_ts, a.regime, a.action,"
+            " a.confidence, a.prompt_tokens, a.completion_tokens, a.total_duration_ms, a.summary,"
+            " (SELECT count(*) FROM btc.ollama_trading_rules r WHERE r.analysis_id = a.id) AS n_rules"
+            " FROM btc.windows w JOIN btc.ollama_analyses a ON a.id = w.analysis_id"
+            " WHERE w.batch_id = %s ORDER BY w.symbol, w.idx LIMIT %s",
+            (batch_id, limit),
+        )
+        return [ShownAnalysis(**db.named(cur, r)) for r in cur.fetchall()]

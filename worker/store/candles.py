@@ -290,3 +290,14 @@ def load_range(
             " `qtrain candles fetch`, or pick another --since/--until"
         )
     return ctx, start
+
+
+def candle_spans(url: str, symbols: list[str], timeframe: str) -> list[tuple[str, int, int]]:
+    """(symbol, first candle ts, number of candles) of each symbol that has ``timeframe`` candles."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "SELECT symbol, extract(epoch FROM min(ts))::bigint, count(*) FROM btc.candles"
+            " WHERE symbol = ANY(%s) AND timeframe = %s GROUP BY symbol ORDER BY symbol",
+            (symbols, timeframe),
+        )
+        return [(r[0], int(r[1]), int(r[2])) for r in cur.fetchall()]
