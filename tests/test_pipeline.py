@@ -85,6 +85,17 @@ def test_rerunning_a_finished_batch_makes_no_llm_call(env, database_url, fake, t
     assert {v for _, v in versions} == {2}
 
 
+def test_a_pooled_batch_reduces_every_symbol_across_both(env, database_url, fake, tmp_path) -> None:
+    """The symbol whose windows end first gets its version too: the last one to finish enqueues both."""
+    with _workers(env, 2, tmp_path):
+        final = train_json(env, "--recipe", "pooled")
+    assert final["state"] == "done"
+    assert all(s["reduced"] and s["q_version"] == 1 for s in final["symbols"].values())
+    for symbol, blob in query(database_url, "SELECT symbol, npz FROM agent_state ORDER BY symbol"):
+        _, meta = FastQLearning.from_bytes(bytes(blob))
+        assert meta["pooled"]["symbols"] == ["BTC-USDT", "ETH-USDT"], symbol
+
+
 FAULTS = [
     {"mode": "null_fields", "calls": [1]},
     {"mode": "string_numbers", "calls": [2]},

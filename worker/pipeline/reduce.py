@@ -10,6 +10,12 @@ reward) is ``model.training``'s; the batch records its recipe (``params.recipe``
 state space, an iterative recipe (``qlearning``) continues from it (the trader's "load the
 current Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
 
+Pooled batches: with a pooled recipe and several symbols, each symbol's table is trained on ALL
+the batch's symbols at once (``model.training.train_pooled``), so a symbol's version waits until
+every window of the batch is final (``pool_peers``; the runtime then enqueues every symbol's
+reducer) and every symbol's training candles are cut at the earliest training end among them: no
+candle of any symbol's holdout tail reaches any table. Each symbol still gets its own version.
+
 What the analyses add: a batch with analysed windows also trains its unshaped twin (the same batch
 without them) and backtests both on the held-out tail; ``QTRAIN_PROMOTION_TWIN`` says which table
 the version holds (``worker.pipeline.ablation``), the metadata records both.
@@ -21,13 +27,17 @@ promotion gate and marks the batch done, in that order.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from model.candles import Candles, timeframe_seconds
+from model.pooled import PooledRecipe
 from model.qlearning import FastQLearning
+from model.scoreboard import iso
 from model.states import StateSpace
-from model.training import AnalysedWindow, recipe_metadata, train_qtable
+from model.training import AnalysedWindow, get_recipe, recipe_metadata, train_pooled, train_qtable
 from worker.errors import BadInput
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig
@@ -77,6 +87,45 @@ def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, sym
     )
 
 
+@dataclass(frozen=True)
+class Pool:
+    """A pooled batch's training data: every symbol's training candles cut at ``until`` (the
+    earliest training end among them) and its analysed windows."""
+
+    trains: dict[str, Candles]
+    analysed: dict[str, list[AnalysedWindow]]
+    until: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The version's ``pooled`` metadata: what was pooled, up to when."""
+        return {"symbols": sorted(self.trains), "train_until": self.until}
+
+
+def pool_peers(spec: batches.BatchSpec) -> tuple[str, ...]:
+    """The symbols a version of this batch is trained across: all of them with a pooled recipe
+    and several symbols, else none (each symbol alone)."""
+    recipe, overrides = batch_recipe(spec)
+    if len(spec.symbols) < 2 or not isinstance(get_recipe(recipe, **overrides), PooledRecipe):
+        return ()
+    return tuple(sorted(spec.symbols))
+
+
+def build_pool(settings: Settings, batch_id: int, spec: batches.BatchSpec, peers: tuple[str, ...]) -> Pool:
+    """Every peer's training inputs, cut at the earliest training end (see the module doc)."""
+    inputs = {s: train_inputs(settings, batch_id, spec, s) for s in peers}
+    until = min(i.train_until for i in inputs.values())
+    trains = {}
+    for s, i in inputs.items():
+        n = int(np.searchsorted(i.train.ts, until, side="left"))
+        if n < 2:
+            raise BadInput(
+                f"{s}: fewer than 2 training candles before {iso(until)} (the pooled batch's common training"
+                " end): give the batch's symbols overlapping ranges"
+            )
+        trains[s] = i.train.slice(0, n)
+    return Pool(trains, {s: i.analysed for s, i in inputs.items()}, until)
+
+
 def _warm_start(cur: Any, symbol: str, space: StateSpace) -> tuple[int, FastQLearning | None]:
     """The latest version number, and its table when it can seed this one (same state space)."""
     version, learner, meta = versions.latest_version(cur, symbol)
@@ -93,10 +142,14 @@ def batch_recipe(spec: batches.BatchSpec) -> tuple[str, dict[str, Any]]:
 
 def _train(
     spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace, *,
-    shaped: bool = True,
+    shaped: bool = True, pool: Pool | None = None, symbol: str = "",
 ) -> Any:  # fmt: skip
-    """The batch's table; ``shaped=False``: its unshaped twin (no analysis: shaping off, all else equal)."""
+    """The batch's table; ``shaped=False``: its unshaped twin (no analysis: shaping off, all else
+    equal); with a ``pool``: ``symbol``'s table trained across the pool."""
     recipe, overrides = batch_recipe(spec)
+    if pool is not None:
+        analysed = pool.analysed if shaped else {}
+        return train_pooled(pool.trains, analysed, space=space, recipe=recipe, **overrides)[symbol]
     return train_qtable(
         inputs.train, inputs.analysed if shaped else (), space=space, recipe=recipe, epochs=spec.epochs,
         seed=spec.seed, initial=initial, **overrides,
@@ -105,14 +158,14 @@ def _train(
 
 def _with_twin(
     settings: Settings, spec: batches.BatchSpec, symbol: str, inputs: TrainInputs,
-    initial: FastQLearning | None, space: StateSpace,
+    initial: FastQLearning | None, space: StateSpace, pool: Pool | None = None,
 ) -> tuple[Any, Any, Any, ablation.Ablation | None]:  # fmt: skip
     """The batch's table, stats and data, and its ablation: when analyses shaped it, the unshaped
     twin trained and both backtested on the tail; the table kept is the one ``ablation.choose`` keeps."""
-    learner, stats, data = _train(spec, inputs, initial, space)
+    learner, stats, data = _train(spec, inputs, initial, space, pool=pool, symbol=symbol)
     if data.n_windows == 0:
         return learner, stats, data, None
-    twin, twin_stats, _ = _train(spec, inputs, initial, space, shaped=False)
+    twin, twin_stats, _ = _train(spec, inputs, initial, space, shaped=False, pool=pool, symbol=symbol)
     cfg = PromotionConfig.from_settings(settings)
     tail = (inputs.train_until, inputs.range_until)
     found = ablation.measure(settings.database_url, symbol, spec.timeframe, tail, space, learner, twin, cfg)
@@ -133,16 +186,22 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         existing = versions.batch_version(cur, symbol, batch_id)
         if existing is not None:  # a second run, or a concurrent one that won the lock
             return Reduced(symbol, existing[0], created=False, gated=existing[1])
-        if batches.unfinished_count_in(cur, batch_id, symbol) > 0:
+        peers = pool_peers(spec)
+        if any(batches.unfinished_count_in(cur, batch_id, s) > 0 for s in peers or (symbol,)):
             return Reduced(symbol, None, created=False)
         inputs = train_inputs(settings, batch_id, spec, symbol)
+        pool = build_pool(settings, batch_id, spec, peers) if peers else None
+        if pool is not None:
+            inputs = replace(inputs, train=pool.trains[symbol], train_until=pool.until)
         space = StateSpace.default()
         prev_version, initial = _warm_start(cur, symbol, space)
-        learner, stats, data, ablated = _with_twin(settings, spec, symbol, inputs, initial, space)
+        learner, stats, data, ablated = _with_twin(settings, spec, symbol, inputs, initial, space, pool)
         version = prev_version + 1
         warm = initial is not None and bool(getattr(stats, "warm_start_used", True))
         metadata = _metadata(spec, batch_id, symbol, version, inputs, space, stats, data.n_windows,
                              warm=prev_version if warm else None)  # fmt: skip
+        if pool is not None:
+            metadata["pooled"] = pool.to_json()
         if ablated is not None and ablated.served == ablation.UNSHAPED:
             metadata["shaping"] = "off"  # the unshaped twin won on the tail (absent: the LLM-shaped table)
         blob = learner.to_bytes(metadata)  # no wall-clock values inside: same batch -> same bytes

@@ -52,9 +52,6 @@ def paper_tick(name: str | None = None) -> dict[str, Any]:
     """Catch up every active paper account (or the one named) to the newest closed candle."""
     result = paper.tick(SETTINGS, name=name)
     return {
-        acct: [
-            {"symbol": p.symbol, "decided": len(p.decided), "error": p.error}
-            for p in per
-        ]
+        acct: [{"symbol": p.symbol, "decided": len(p.decided), "error": p.error} for p in per]
         for acct, per in result.items()
     }

@@ -17,7 +17,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.errors import PermanentError, ServiceUnavailable, TemporaryError
-from worker.pipeline import completion
+from worker.pipeline import completion, reduce
 from worker.pipeline.analyze import HEURISTIC, analyze
 from worker.retry import backoff_s
 from worker.runtime.app import (
@@ -58,11 +58,18 @@ def retry_delay(attempt: int, base: float) -> float:
 
 
 def maybe_reduce(batch_id: int, symbol: str) -> bool:
-    """Enqueue the symbol's reducer when none of its windows is pending or running."""
-    if batches.unfinished_count(SETTINGS.database_url, batch_id, symbol) == 0:
-        reduce_symbol.apply_async((batch_id, symbol))
-        return True
-    return False
+    """Enqueue the symbol's reducer when none of its windows is pending or running; in a pooled
+    batch (``reduce.pool_peers``) every symbol's, once none of the batch's windows is left."""
+    url = SETTINGS.database_url
+    if batches.unfinished_count(url, batch_id, symbol) > 0:
+        return False
+    loaded = batches.load_batch(url, batch_id)
+    peers = reduce.pool_peers(loaded[0]) if loaded is not None else ()
+    if any(batches.unfinished_count(url, batch_id, s) > 0 for s in peers):
+        return False  # the last symbol to finish enqueues them all
+    for s in peers or (symbol,):
+        reduce_symbol.apply_async((batch_id, s))
+    return True
 
 
 @app.task(
