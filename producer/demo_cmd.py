@@ -55,14 +55,16 @@ def load_demo_candles(settings: Settings, n: int) -> list[str]:
 
 
 def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
-    """``auto``: Ollama when every host answers and has the model, else heuristic; (analyst, why)."""
+    """``auto``: the LLM (Ollama, or the OpenAI-compatible server of ``QTRAIN_LLM_API=openai``) when
+    every host answers and has the model, else heuristic; (analyst, why)."""
     if wanted != "auto":
         return wanted, f"--analyst {wanted}"
+    server = "the OpenAI-compatible server" if settings.llm_api == "openai" else "Ollama"
     try:
-        dispatch.check_ollama(settings, settings.ollama_model)
+        dispatch.check_llm(settings, settings.llm_model)
     except QtrainError as exc:
-        return "heuristic", f"Ollama not usable ({exc}); using the built-in heuristic analyst"
-    return "ollama", f"Ollama answers at {', '.join(settings.ollama_hosts)} with {settings.ollama_model}"
+        return "heuristic", f"{server} not usable ({exc}); using the built-in heuristic analyst"
+    return "ollama", f"{server} answers at {', '.join(settings.llm_hosts)} with {settings.llm_model}"
 
 
 @click.command()

@@ -27,3 +27,17 @@ def test_demo_runs_the_whole_path_offline(database_url: str, redis_url: str, tmp
     assert again.returncode == 0, again.stderr[-2000:]
     second = json.loads(again.stdout.strip().splitlines()[-1])
     assert all(s["cached"] == s["total"] for s in second["symbols"].values())
+
+
+SERVERS = [("openai", "the OpenAI-compatible server"), ("ollama", "Ollama")]
+
+
+@pytest.mark.parametrize(("api", "server"), SERVERS)
+def test_auto_analyst_names_the_server_it_tried(api: str, server: str) -> None:
+    from producer.demo_cmd import choose_analyst
+    from worker.settings import Settings
+
+    dead = "http://127.0.0.1:9"  # discard port: nothing answers
+    settings = Settings(llm_api=api, openai_base_urls=(dead + "/v1",), ollama_hosts=(dead,))
+    analyst, why = choose_analyst(settings, "auto")
+    assert analyst == "heuristic" and why.startswith(f"{server} not usable (") and dead in why
