@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -100,6 +101,29 @@ def analyze_window(
         ) from exc
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a failed attempt leaves: the window's next status, the reason recorded, and the delay
+    before the retry (``pending`` only)."""
+
+    status: str
+    reason: str
+    delay: float | None = None
+
+
+def failed_attempt(exc: BaseException, attempt: int, max_attempts: int, base_s: float) -> Outcome:
+    """A temporary failure (or the soft time limit) retries until ``max_attempts``; a permanent
+    one, and any other exception (a bug, recorded as an internal error), fails the window now."""
+    if isinstance(exc, (TemporaryError, SoftTimeLimitExceeded)):
+        reason = str(exc) or type(exc).__name__
+        if attempt < max_attempts:
+            return Outcome("pending", f"attempt {attempt} failed: {reason}", retry_delay(attempt, base_s))
+        return Outcome("failed", f"gave up after {attempt} attempts: {reason}")
+    if isinstance(exc, PermanentError):
+        return Outcome("failed", str(exc))
+    return Outcome("failed", f"internal error: {exc!r}")
+
+
 SUPERSEDED = {"status": "superseded"}
 """What a copy whose claim was taken over returns: it wrote nothing (see ``batches.finish_window``)."""
 
@@ -123,31 +147,19 @@ def _analyze_window(
         status = analyze(url, window, client)
     except batches.Superseded:
         return SUPERSEDED
-    except (TemporaryError, SoftTimeLimitExceeded) as exc:
-        reason = str(exc) or type(exc).__name__
-        if window.attempts < SETTINGS.max_attempts:
-            delay = retry_delay(window.attempts, SETTINGS.retry_base_s)
-            if not batches.set_window_status(
-                url, batch_id, symbol, idx, "pending", f"attempt {attempt} failed: {reason}",
-                attempt=attempt, lease_s=delay + SETTINGS.lease_s,
-            ):  # fmt: skip
-                return SUPERSEDED
-            raise self.retry(countdown=delay, kwargs={}) from exc
-        status = "failed"
-        if not batches.set_window_status(
-            url, batch_id, symbol, idx, status, f"gave up after {attempt} attempts: {reason}", attempt=attempt
-        ):
+    except Exception as exc:  # every failure ends in a recorded state; a bug must not leave the batch stuck
+        if not isinstance(exc, (TemporaryError, PermanentError, SoftTimeLimitExceeded)):
+            log.exception("analyse %s/%s/%s crashed", batch_id, symbol, idx)
+        out = failed_attempt(exc, attempt, SETTINGS.max_attempts, SETTINGS.retry_base_s)
+        lease = {} if out.delay is None else {"lease_s": out.delay + SETTINGS.lease_s}
+        recorded = batches.set_window_status(
+            url, batch_id, symbol, idx, out.status, out.reason, attempt=attempt, **lease
+        )
+        if not recorded:
             return SUPERSEDED
-    except PermanentError as exc:
-        status = "failed"
-        if not batches.set_window_status(url, batch_id, symbol, idx, status, str(exc), attempt=attempt):
-            return SUPERSEDED
-    except Exception as exc:  # a bug must not leave the batch stuck: record it, log the traceback
-        log.exception("analyse %s/%s/%s crashed", batch_id, symbol, idx)
-        status = "failed"
-        reason = f"internal error: {exc!r}"
-        if not batches.set_window_status(url, batch_id, symbol, idx, status, reason, attempt=attempt):
-            return SUPERSEDED
+        if out.delay is not None:
+            raise self.retry(countdown=out.delay, kwargs={}) from exc
+        status = out.status
     maybe_reduce(batch_id, symbol)
     return {"status": status}
 
