@@ -162,9 +162,9 @@ def embedded_windows(settings: Settings, symbols: list[str]) -> tuple[int, int]:
     from worker.errors import BadInput
 
     rows = candle_spans(settings.database_url, symbols, "1h")
-    after = min(int(n) for _, _, n in rows) - EMBEDDED_SKIP
+    after = min((n for _, _, n in rows), default=0) - EMBEDDED_SKIP
     window = DEFAULT_WINDOW
-    if not rows or after < window:
+    if after < window:
         raise BadInput(f"--llm embedded needs at least {EMBEDDED_SKIP + window} hourly candles per symbol")
     first = max(ts for _, ts, _ in rows) + EMBEDDED_SKIP * 3600
     return first, max(1, (after - window) // (EMBEDDED_WINDOWS - 1))

@@ -89,16 +89,15 @@ def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, sym
 
 @dataclass(frozen=True)
 class Pool:
-    """A pooled batch's training data: every symbol's training candles cut at ``until`` (the
-    earliest training end among them) and its analysed windows."""
+    """A pooled batch's training inputs: every symbol's, its training candles cut at ``until`` (the
+    earliest training end among them)."""
 
-    trains: dict[str, Candles]
-    analysed: dict[str, list[AnalysedWindow]]
+    inputs: dict[str, TrainInputs]
     until: int
 
     def to_json(self) -> dict[str, Any]:
         """The version's ``pooled`` metadata: what was pooled, up to when."""
-        return {"symbols": sorted(self.trains), "train_until": self.until}
+        return {"symbols": sorted(self.inputs), "train_until": self.until}
 
 
 def pool_peers(spec: batches.BatchSpec) -> tuple[str, ...]:
@@ -114,7 +113,7 @@ def build_pool(settings: Settings, batch_id: int, spec: batches.BatchSpec, peers
     """Every peer's training inputs, cut at the earliest training end (see the module doc)."""
     inputs = {s: train_inputs(settings, batch_id, spec, s) for s in peers}
     until = min(i.train_until for i in inputs.values())
-    trains = {}
+    cut = {}
     for s, i in inputs.items():
         n = int(np.searchsorted(i.train.ts, until, side="left"))
         if n < 2:
@@ -122,8 +121,8 @@ def build_pool(settings: Settings, batch_id: int, spec: batches.BatchSpec, peers
                 f"{s}: fewer than 2 training candles before {iso(until)} (the pooled batch's common training"
                 " end): give the batch's symbols overlapping ranges"
             )
-        trains[s] = i.train.slice(0, n)
-    return Pool(trains, {s: i.analysed for s, i in inputs.items()}, until)
+        cut[s] = replace(i, train=i.train.slice(0, n), train_until=until)
+    return Pool(cut, until)
 
 
 def _warm_start(cur: Any, symbol: str, space: StateSpace) -> tuple[int, FastQLearning | None]:
@@ -148,8 +147,9 @@ def _train(
     equal); with a ``pool``: ``symbol``'s table trained across the pool."""
     recipe, overrides = batch_recipe(spec)
     if pool is not None:
-        analysed = pool.analysed if shaped else {}
-        return train_pooled(pool.trains, analysed, space=space, recipe=recipe, **overrides)[symbol]
+        trains = {s: i.train for s, i in pool.inputs.items()}
+        analysed = {s: i.analysed for s, i in pool.inputs.items()} if shaped else {}
+        return train_pooled(trains, analysed, space=space, recipe=recipe, **overrides)[symbol]
     return train_qtable(
         inputs.train, inputs.analysed if shaped else (), space=space, recipe=recipe, epochs=spec.epochs,
         seed=spec.seed, initial=initial, **overrides,
@@ -189,10 +189,8 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         peers = pool_peers(spec)
         if any(batches.unfinished_count_in(cur, batch_id, s) > 0 for s in peers or (symbol,)):
             return Reduced(symbol, None, created=False)
-        inputs = train_inputs(settings, batch_id, spec, symbol)
         pool = build_pool(settings, batch_id, spec, peers) if peers else None
-        if pool is not None:
-            inputs = replace(inputs, train=pool.trains[symbol], train_until=pool.until)
+        inputs = pool.inputs[symbol] if pool is not None else train_inputs(settings, batch_id, spec, symbol)
         space = StateSpace.default()
         prev_version, initial = _warm_start(cur, symbol, space)
         learner, stats, data, ablated = _with_twin(settings, spec, symbol, inputs, initial, space, pool)
