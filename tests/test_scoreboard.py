@@ -262,3 +262,25 @@ def test_ablation_counts_the_folds_against_each_control(rows):
     assert ablation([{"policies": {"qtable": {"sharpe": 1.0}}}])["qtable"].keys() == {
         "unshaped", "helped", "hurt", "tied", "folds", "median_sharpe_margin"
     }  # fmt: skip
+
+
+def test_pooled_controls_apply_each_symbols_control_before_pooling():
+    from model.pooled_folds import pooled_controls_by_date, pooled_fold_tables
+
+    other = make_candles(2400, seed=22, symbol="ETH-USDT")
+    series = {"BTC-USDT": (CANDLES, FOLDS), "ETH-USDT": (other, FOLDS)}
+
+    def analyses(symbol, fold):
+        return analyses_for(series[symbol][0], fold)
+
+    got = pooled_controls_by_date(series, analyses, recipes=("sweep", "pooled"), controls=CONTROLS, seed=3)
+    fold = FOLDS[1]
+    for c in CONTROLS:
+        own = {s: fold_control(c, analyses(s, fold), fold, seed=3) for s in series}
+        parts = {s: (cs, fold, own[s]) for s, (cs, _) in series.items()}
+        ref = pooled_fold_tables(parts)
+        for s in series:
+            assert got[fold.test_since][s]["pooled"][c].q.tobytes() == ref[s].q.tobytes()
+    shaped = pooled_fold_tables({s: (cs, fold, analyses(s, fold)) for s, (cs, _) in series.items()})
+    assert not np.array_equal(shaped["BTC-USDT"].q, got[fold.test_since]["BTC-USDT"]["pooled"]["shuffled"].q)
+    assert pooled_controls_by_date(series, analyses, recipes=("sweep",), controls=CONTROLS, seed=3) == {}
