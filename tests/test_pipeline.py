@@ -57,6 +57,10 @@ def test_end_to_end_two_symbols_two_workers(env, broker, database_url, fake, tmp
         assert meta["symbol"] == symbol and np.isfinite(learner.q).all() and learner.visits.sum() > 0
         on_disk, _ = FastQLearning.load(Path(env["QTRAIN_MODELS_DIR"]) / f"fast_model_{symbol}.npz")
         assert on_disk.q.tobytes() == learner.q.tobytes()
+    for rec in records.version_records(database_url, None, promotion.PromotionConfig()):
+        line = records.gate_line(rec)
+        print(line)  # the report quotes it (pytest -s)
+        assert "content adds" in line and "(controls: shuffled " in line, line
 
 
 def test_same_batch_with_one_and_three_workers_gives_identical_tables(
