@@ -273,8 +273,8 @@ def ablation(
 def _counts(a: Mapping[str, Any]) -> str:
     median = a["median_sharpe_margin"]
     return (
-        f"in {a['helped']} of {a['folds']} folds, hurt in {a['hurt']}, tied in {a['tied']}; median margin"
-        f" {'n/a' if median is None else f'{median:+.2f}'}"
+        f"in {a['helped']} of {a['folds']} folds, lost to it in {a['hurt']}, tied in {a['tied']};"
+        f" median margin {'n/a' if median is None else f'{median:+.2f}'}"
     )
 
 
