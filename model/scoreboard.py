@@ -173,11 +173,10 @@ def evaluate_fold(
     tables = fold_tables(candles, fold, analysed, recipes=own, space=space, seed=seed)
     shaped = any(w.end_ts < fold.test_since for w in analysed)  # else the unshaped tables are the same
     twins = fold_tables(candles, fold, (), recipes=own, space=space, seed=seed) if shaped else tables
-    ctl = {
-        c: fold_tables(candles, fold, fold_control(c, analysed, fold, seed=seed), recipes=own, space=space,
-                       seed=seed) if shaped else twins
-        for c in controls
-    }  # fmt: skip
+    ctl = {}
+    for c in controls:  # without analyses, a control is the unshaped table
+        moved = fold_control(c, analysed, fold, seed=seed)
+        ctl[c] = fold_tables(candles, fold, moved, recipes=own, space=space, seed=seed) if shaped else twins
     tables, twins = (
         {r: given[r][0] if r in given else tables[r] for r in recipes},
         {r: given[r][1] if r in given else twins[r] for r in recipes},

@@ -182,8 +182,9 @@ def _with_twin(
     if data.n_windows == 0:
         return learner, stats, data, None
     twin, twin_stats, _ = _train(spec, inputs, initial, space, shaped=False, pool=pool, symbol=symbol)
-    ctl = {c: _train(spec, inputs, initial, space, pool=pool, symbol=symbol, control=c)[0]
-           for c in controls.CONTROLS}  # fmt: skip
+    ctl = {}
+    for c in controls.CONTROLS:
+        ctl[c] = _train(spec, inputs, initial, space, pool=pool, symbol=symbol, control=c)[0]
     cfg = PromotionConfig.from_settings(settings)
     tail = (inputs.train_until, inputs.range_until)
     found = ablation.measure(
