@@ -401,3 +401,23 @@ def test_choose_with_controls_and_the_setting():
     assert promotion.content_margin(show, 1.0, {"shuffled": None, "constant": math.nan}) == (None, None)
     sentence = ablation.sentence(a.to_json())
     assert "content adds +0.10 sharpe over constant (controls: shuffled 0.80, constant 0.90)" in sentence
+
+
+def test_a_duplicate_gate_run_keeps_the_verdict_that_promoted_the_version(zig):
+    """Two reducer tasks of one symbol (acks-late, or two last windows at once) may both find the
+    version ungated and both run the gate: the second, under the lock, returns the first's verdict
+    instead of recording "already promoted" over it (the line then said "the gate said no")."""
+    settings, span = zig
+    v = _add(settings, "momentum", span)
+    first = promotion.gate(settings, SYMBOL, v)
+    assert first["promoted"]
+    again = promotion.gate(settings, SYMBOL, v)
+    assert again == first
+    ((stored,),) = query(settings.database_url, "SELECT gate FROM agent_state WHERE version = %s", (v,))
+    assert stored["promoted"] is True and stored["reason"] == first["reason"]
+    rec = records.version_records(settings.database_url, SYMBOL, promotion.PromotionConfig())[0]
+    line = records.gate_line(rec)
+    assert "-> promoted (closest: " in line and "the gate said no" not in line, line
+    # a person's re-run of the gate with another criterion still judges afresh
+    res = promotion.evaluate_and_promote(settings, SYMBOL, v, config=promotion.PromotionConfig())
+    assert res["reason"] == "already promoted"

@@ -265,10 +265,12 @@ def _why_not(cfg: PromotionConfig, margin: float | None) -> str:
 
 
 def evaluate_and_promote(
-    settings: Settings, symbol: str, version: int, *, config: PromotionConfig | None = None
-) -> dict[str, Any]:
+    settings: Settings, symbol: str, version: int, *, config: PromotionConfig | None = None,
+    once: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Backtest ``version`` on its held-out tail, record it, promote it if it wins, mark it gated;
-    a tiny summary with the margins."""
+    a tiny summary with the margins. ``once``: when the version's gate has already run (a duplicate
+    reducer task got there first, under the lock), return its recorded verdict and change nothing."""
     cfg = config or PromotionConfig.from_settings(settings)
     url = settings.database_url
     new = versions.load_version(url, symbol, version)
@@ -286,6 +288,9 @@ def evaluate_and_promote(
     ablation = twin_record(cfg, new.metadata.get("ablation"))
     with db.transaction(url) as cur:
         versions.lock_symbol(cur, symbol)
+        earlier = versions.gate_verdict(cur, symbol, version) if once else None
+        if earlier is not None:  # else its "already promoted" would overwrite the verdict that promoted it
+            return earlier
         incumbent = versions.promoted_version(cur, symbol)
         runs = _tail_runs(new, incumbent, ctx, start)
         if ablation is not None:  # the reducer's backtests of both tables on this tail
@@ -355,7 +360,7 @@ def gate(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
     """Run the promotion gate on a committed version; a failure is recorded (the version stays,
     gated, not promoted), never raised, unless even recording it fails (TemporaryError: retry)."""
     try:
-        return evaluate_and_promote(settings, symbol, version)
+        return evaluate_and_promote(settings, symbol, version, once=True)
     except Exception as exc:  # the version is committed: report the gate's failure, keep the version
         error = f"{type(exc).__name__}: {exc}"[:500]
         log.exception("promotion gate failed for %s version %s", symbol, version)
