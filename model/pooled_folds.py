@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from model.candles import Candles
+from model.controls import fold_control
 from model.folds import Fold
 from model.qlearning import FastQLearning
 from model.states import StateSpace
@@ -77,6 +78,39 @@ def pooled_tables_by_date(
             twins = pooled_fold_tables(bare, recipe=r, space=space)
             for s in group:
                 out[since][s][r] = (tables[s], twins[s])
+    return out
+
+
+def pooled_controls_by_date(
+    series: Mapping[str, tuple[Candles, Sequence[Fold]]],
+    analyses: Callable[[str, Fold], Sequence[AnalysedWindow]],
+    *,
+    recipes: Sequence[str],
+    controls: Sequence[str],
+    seed: int,
+    space: StateSpace | None = None,
+) -> dict[int, dict[str, dict[str, dict[str, FastQLearning]]]]:
+    """Test start -> symbol -> pooled recipe -> control -> table: as ``pooled_tables_by_date``, each
+    recipe trained across the symbols of a date on a negative control (``model.controls``) of their
+    analyses, the control applied to each symbol's own analyses and fold before pooling."""
+    pooled = [r for r in recipes if is_pooled(r)]
+    dates: dict[int, dict[str, tuple[Candles, Fold]]] = {}
+    for symbol, (candles, folds) in series.items():
+        for fold in folds:
+            dates.setdefault(fold.test_since, {})[symbol] = (candles, fold)
+    out: dict[int, dict[str, dict[str, dict[str, FastQLearning]]]] = {}
+    for since in sorted(dates) if pooled and controls else ():
+        group = dates[since]
+        given = {s: analyses(s, f) for s, (_, f) in group.items()}
+        out[since] = {s: {r: {} for r in pooled} for s in group}
+        for c in controls:
+            parts: dict[str, PoolPart] = {
+                s: (cs, f, fold_control(c, given[s], f, seed=seed)) for s, (cs, f) in group.items()
+            }
+            for r in pooled:
+                tables = pooled_fold_tables(parts, recipe=r, space=space)
+                for s in group:
+                    out[since][s][r][c] = tables[s]
     return out
 
 

@@ -6,6 +6,10 @@ Policies (names in the output):
 * ``qtable``: the Q-table of ``DEFAULT_RECIPE``; ``qtable:<recipe>`` for each other recipe asked.
 * ``qtable:unshaped`` (``qtable:<recipe>:unshaped``): the same recipe on the same candles without
   any analysis (shaping off): what the analyses add is the difference (``ablation``).
+* ``qtable:shuffled`` and ``qtable:constant`` (``qtable:<recipe>:<control>``), when asked
+  (``controls``): the same recipe trained on the negative controls of the fold's analyses
+  (``model.controls``: the same answers on the wrong windows; the most common answer everywhere).
+  What the analyses' CONTENT adds is the shaped table's margin over them (``ablation``).
 * ``rules``: the heuristic analyst's rules written from the fold's training part, net vote.
 * ``buy_and_hold``: long from the first test candle on.
 * ``random``: the MEDIAN of each metric over ``random_seeds`` seeded random policies (p_trade
@@ -31,6 +35,7 @@ import numpy as np
 from model.backtest import run_backtest
 from model.baselines import random_policy_metrics
 from model.candles import Candles, timeframe_seconds
+from model.controls import CONTROLS, fold_control
 from model.features import WARMUP, compute_features
 from model.folds import Fold
 from model.heuristic import heuristic_analysis
@@ -58,6 +63,11 @@ def policy_name(recipe: str) -> str:
 def unshaped_name(recipe: str) -> str:
     """Scoreboard name of a recipe's table trained without analyses: ``<policy_name>:unshaped``."""
     return f"{policy_name(recipe)}:unshaped"
+
+
+def control_name(recipe: str, control: str) -> str:
+    """Scoreboard name of a recipe's table trained on a negative control: ``<policy_name>:<control>``."""
+    return f"{policy_name(recipe)}:{control}"
 
 
 def heuristic_analyses(
@@ -126,6 +136,8 @@ def evaluate_fold(
     space: StateSpace | None = None,
     equity: dict[str, np.ndarray] | None = None,
     trained: Mapping[str, tuple[FastQLearning, FastQLearning]] | None = None,
+    controls: Sequence[str] = (),
+    trained_controls: Mapping[str, Mapping[str, FastQLearning]] | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Policy name -> JSON-safe metrics (``model.metrics``; NaN/inf -> None) of every policy of the
     module docstring on ``fold``'s test range. ``analysed``: any analyses (heuristic or cached LLM
@@ -133,7 +145,10 @@ def evaluate_fold(
     recipes that use one and the first random policy. ``equity`` (optional) receives each
     backtested policy's equity per test candle (not ``random``'s: a median is no one curve).
     ``trained``: recipe -> (table, unshaped twin) trained elsewhere, for the pooled recipes that
-    train across symbols (``model.pooled_folds.pooled_tables_by_date``); required for those."""
+    train across symbols (``model.pooled_folds.pooled_tables_by_date``); required for those.
+    ``controls`` (of ``model.controls.CONTROLS``): also score each recipe trained on those negative
+    controls of the fold's analyses (seeded by ``seed``); ``trained_controls``: recipe -> control ->
+    table for the pooled recipes (``model.pooled_folds.pooled_controls_by_date``)."""
     if random_seeds < 1:
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     space = StateSpace.default() if space is None else space
@@ -144,14 +159,29 @@ def evaluate_fold(
             f"recipe {', '.join(missing)} trains across symbols: pass its tables as trained="
             " (model.pooled_folds.pooled_tables_by_date)"
         )
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise ValueError(f"unknown control {', '.join(unknown)}: use {', '.join(CONTROLS)}")
+    given_controls = dict(trained_controls or {})
+    missing = [r for r in given if controls and not set(controls) <= set(given_controls.get(r, {}))]
+    if missing:
+        raise ValueError(
+            f"recipe {', '.join(missing)} trains across symbols: pass its control tables as trained_controls="
+            " (model.pooled_folds.pooled_controls_by_date)"
+        )
     own = [r for r in recipes if r not in given]
     tables = fold_tables(candles, fold, analysed, recipes=own, space=space, seed=seed)
     shaped = any(w.end_ts < fold.test_since for w in analysed)  # else the unshaped tables are the same
     twins = fold_tables(candles, fold, (), recipes=own, space=space, seed=seed) if shaped else tables
+    ctl = {}
+    for c in controls:  # without analyses, a control is the unshaped table
+        moved = fold_control(c, analysed, fold, seed=seed)
+        ctl[c] = fold_tables(candles, fold, moved, recipes=own, space=space, seed=seed) if shaped else twins
     tables, twins = (
         {r: given[r][0] if r in given else tables[r] for r in recipes},
         {r: given[r][1] if r in given else twins[r] for r in recipes},
     )
+    ctl = {c: {r: given_controls[r][c] if r in given else t[r] for r in recipes} for c, t in ctl.items()}
     ctx = candles.slice(fold.train_lo, fold.test_hi)
     start = fold.test_lo - fold.train_lo
     feats = compute_features(ctx)
@@ -162,6 +192,8 @@ def evaluate_fold(
     for r, t in tables.items():
         positions[policy_name(r)] = qtable_policy(t.q, m)
         positions[unshaped_name(r)] = qtable_policy(twins[r].q, m)
+        for c in controls:
+            positions[control_name(r, c)] = qtable_policy(ctl[c][r].q, m)
     rules = heuristic_rules(candles.slice(fold.train_lo, fold.train_hi))
     if rules:
         f = fired(list(rules), feats)[:, start:]
@@ -199,35 +231,55 @@ def fold_record(symbol: str, fold: Fold, policies: Mapping[str, Mapping[str, Any
     }
 
 
+def _versus(folds: Sequence[Mapping[str, Any]], name: str, other: str) -> dict[str, Any]:
+    """Folds where ``name``'s Sharpe is above / below / equal to ``other``'s (of those where both
+    have one) and the median Sharpe margin (``name`` - ``other``)."""
+    margins = []
+    for f in folds:
+        a = f["policies"].get(name, {}).get("sharpe")
+        b = f["policies"].get(other, {}).get("sharpe")
+        if a is not None and b is not None:
+            margins.append(float(a) - float(b))
+    arr = np.array(margins)
+    return {
+        "helped": int((arr > 0).sum()),
+        "hurt": int((arr < 0).sum()),
+        "tied": int((arr == 0).sum()),
+        "folds": len(margins),
+        "median_sharpe_margin": float(np.median(arr)) if arr.size else None,
+    }
+
+
 def ablation(
     folds: Sequence[Mapping[str, Any]], recipes: Sequence[str] = (DEFAULT_RECIPE,)
 ) -> dict[str, dict[str, Any]]:
     """Per recipe's table over ``folds``: in how many folds its Sharpe is above (``helped``), below
     (``hurt``) or equal to (``tied``) the same fold's unshaped table, of ``folds`` where both have
-    one, and the median Sharpe margin (shaped - unshaped)."""
+    one, and the median Sharpe margin (shaped - unshaped). When the folds score negative controls,
+    ``controls`` holds the same counts against each (control -> its policy and counts)."""
     out: dict[str, dict[str, Any]] = {}
     for r in recipes:
         name, twin = policy_name(r), unshaped_name(r)
-        margins = []
-        for f in folds:
-            a = f["policies"].get(name, {}).get("sharpe")
-            b = f["policies"].get(twin, {}).get("sharpe")
-            if a is not None and b is not None:
-                margins.append(float(a) - float(b))
-        arr = np.array(margins)
-        out[name] = {
-            "unshaped": twin,
-            "helped": int((arr > 0).sum()),
-            "hurt": int((arr < 0).sum()),
-            "tied": int((arr == 0).sum()),
-            "folds": len(margins),
-            "median_sharpe_margin": float(np.median(arr)) if arr.size else None,
-        }
+        out[name] = {"unshaped": twin, **_versus(folds, name, twin)}
+        scored = [c for c in CONTROLS if any(control_name(r, c) in f["policies"] for f in folds)]
+        if scored:  # absent without controls: older outputs stay byte-identical
+            out[name]["controls"] = {
+                c: {"policy": control_name(r, c), **_versus(folds, name, control_name(r, c))} for c in scored
+            }
     return out
 
 
+def _counts(a: Mapping[str, Any]) -> str:
+    median = a["median_sharpe_margin"]
+    return (
+        f"in {a['helped']} of {a['folds']} folds, lost to it in {a['hurt']}, tied in {a['tied']};"
+        f" median margin {'n/a' if median is None else f'{median:+.2f}'}"
+    )
+
+
 def ablation_note(record: Mapping[str, Mapping[str, Any]], analyst: str) -> list[str]:
-    """One sentence per recipe's table: in how many folds the analyses helped (``ablation``'s counts)."""
+    """One sentence per recipe's table: in how many folds the analyses helped (``ablation``'s
+    counts), and one per negative control: in how many folds their content beat it."""
     lines = []
     for name, a in record.items():
         median = a["median_sharpe_margin"]
@@ -237,6 +289,8 @@ def ablation_note(record: Mapping[str, Mapping[str, Any]], analyst: str) -> list
             " median margin"
             f" {'n/a' if median is None else f'{median:+.2f}'}"
         )
+        for c, v in a.get("controls", {}).items():
+            lines.append(f"{analyst} analyses' content beat {v['policy']} ({c} control) {_counts(v)}")
     return lines
 
 

@@ -99,8 +99,27 @@ def print_summary(board: scoreboard.Scoreboard) -> None:
                       f"{s['beats_buy_and_hold']}/{n}", _num(s["trades_per_fold"], "{:.0f}"))  # fmt: skip
     console = make_console()
     console.print(table)
+    versus = ablation_table(board)
+    if versus is not None:
+        console.print(versus)
     for note in board.notes:
         console.print(note)
+
+
+def ablation_table(board: scoreboard.Scoreboard) -> Table | None:
+    """Per shaped table: the folds it helped / hurt / tied against its unshaped twin and each
+    negative control, with the median Sharpe margin; None when the board has no ablation."""
+    if not board.ablation:
+        return None
+    table = Table(title="what the analyses add: the shaped table against each (Sharpe per fold)")
+    for col in ("table", "against", "helped", "hurt", "tied", "median margin"):
+        table.add_column(col, justify="left" if col in ("table", "against") else "right")
+    for name, a in board.ablation.items():
+        rows = [(a["unshaped"], a)] + [(v["policy"], v) for v in a.get("controls", {}).values()]
+        for other, v in rows:
+            table.add_row(name, other, f"{v['helped']}/{v['folds']}", str(v["hurt"]), str(v["tied"]),
+                          _num(v["median_sharpe_margin"]))  # fmt: skip
+    return table
 
 
 COMMANDS = [evaluate]

@@ -49,8 +49,9 @@ TABLE_OF = {"llm_shaped": "LLM", "unshaped": "unshaped twin"}
 def list_cmd(symbol: str | None, as_json: bool) -> None:
     """Versions with their held-out backtest: the criterion, its margin over buy-and-hold, the
     random-policy median and the version promoted when it was gated (positive = better), what the
-    LLM adds over the same batch trained without analyses, and which table the version holds;
-    return, drawdown; * = promoted."""
+    LLM adds over the same batch trained without analyses, what their content adds over the best
+    negative control (the same analyses on the wrong windows, or one constant answer), and which
+    table the version holds; return, drawdown; * = promoted."""
     settings = Settings.from_env()
     cfg = promotion.PromotionConfig.from_settings(settings)
     metric = cfg.metric
@@ -61,9 +62,10 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
     if not rows:
         click.echo("no Q-table versions yet: `qtrain train --symbols ...` creates them")
         return
-    table = Table(title=f"Q-table versions (holdout criterion: {metric}; LLM adds = shaped - unshaped twin)")
+    table = Table(title=f"Q-table versions (holdout criterion: {metric}; LLM adds = shaped - unshaped twin;"
+                        " content adds = shaped - best control)")  # fmt: skip
     cols = ("symbol", "version", "promoted", "created", "batch", metric, "vs bh", "vs random", "vs promoted",
-            "LLM adds", "table", "return %", "max dd %", "bh return %")  # fmt: skip
+            "LLM adds", "content adds", "table", "return %", "max dd %", "bh return %")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="right" if col not in ("symbol", "created", "table") else "left")
     for rec in rows:
@@ -74,7 +76,7 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
         table.add_row(
             r.symbol, str(r.version), mark, r.created_at.isoformat()[:16].replace("T", " "), _fmt(r.batch_id),
             _fmt(h.get("value")), _margin(h, "buy_and_hold"), _margin(h, "random_median"),
-            _margin(h, "incumbent"), _llm(rec.ablation),
+            _margin(h, "incumbent"), _llm(rec.ablation), _content(rec.ablation),
             TABLE_OF.get(rec.served or "", "–"), _fmt(h.get("total_return_pct")),
             _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
         )  # fmt: skip
@@ -85,6 +87,13 @@ def _llm(ablation: dict[str, Any] | None) -> str:
     """The LLM's margin over the unshaped twin, or – when the version has no twin."""
     m = None if ablation is None else ablation.get("margin")
     return "–" if m is None else f"{m:+.3g}"
+
+
+def _content(ablation: dict[str, Any] | None) -> str:
+    """The LLM's margin over its best negative control and which (``+0.08 over shuffled``), or –."""
+    if ablation is None or ablation.get("content_margin") is None:
+        return "–"
+    return f"{ablation['content_margin']:+.3g} over {ablation['best_control']}"
 
 
 def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:

@@ -221,6 +221,22 @@ def summary_table(board: Any) -> Table:
     return Table(head=head, rows=rows, name="summary")
 
 
+def ablation_table(board: Any) -> Table | None:
+    """Per shaped table: the folds its Sharpe was above / below / equal to its unshaped twin's and
+    each negative control's, with the median margin; None when the board has no ablation."""
+    ablation = getattr(board, "ablation", None) or {}
+    rows: list[list[str]] = []
+    for name, a in ablation.items():
+        versus = [(a["unshaped"], a)] + [(v["policy"], v) for v in a.get("controls", {}).values()]
+        for other, v in versus:
+            counts = [f"{v['helped']}/{v['folds']}", str(v["hurt"]), str(v["tied"])]
+            rows.append([name, other, *counts, _num(v.get("median_sharpe_margin"))])
+    if not rows:
+        return None
+    head = ["table", "against", "helped", "hurt", "tied", "median margin"]
+    return Table(head=head, rows=rows, name="ablation", text_cols=2)
+
+
 def folds_table(board: Any, names: Sequence[str]) -> Table:
     """A row per fold: its test range and each policy's Sharpe."""
     rows = [
@@ -256,6 +272,14 @@ def render_scoreboard(board: Any) -> str:
         Section("Summary", table=summary_table(board), notes=list(board.notes)),
         Section("Sharpe per fold", root="sharpe", notes=[hide]),
     ]
+    versus = ablation_table(board)
+    if versus is not None:
+        why = (
+            "Shaped table against the same recipe without analyses (unshaped) and on the negative"
+            " controls (shuffled: the same answers on the wrong windows; constant: the most common"
+            " answer everywhere)."
+        )
+        sections.insert(1, Section("What the analyses add", table=versus, notes=[why]))
     if any(f.get("equity") for f in board.folds):
         roots.append(equity_picker(board, names, colors))
         pick = "Pick a fold. random has no curve: it is the median of metrics over seeded random policies."

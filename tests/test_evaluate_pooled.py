@@ -50,8 +50,11 @@ def test_pooled_recipe_in_one_call_says_what_it_pooled_and_is_byte_identical(db)
     assert any("recipe pooled pooled 3 symbols" in n for n in out["notes"])
     for f in out["folds"]:
         assert {"qtable", "qtable:pooled", "qtable:pooled:unshaped"} <= set(f["policies"])
+        assert {"qtable:pooled:shuffled", "qtable:pooled:constant", "qtable:shuffled"} <= set(f["policies"])
     assert out["summary"]["qtable:pooled"]["folds"] == len(out["folds"])
     assert "qtable:pooled" in out["ablation"]
+    assert list(out["ablation"]["qtable:pooled"]["controls"]) == ["constant", "shuffled"]  # sorted keys
+    assert out["ablation"]["qtable:pooled"]["controls"]["shuffled"]["folds"] == len(out["folds"])
 
 
 def test_pooled_tables_are_those_of_the_fold_date_across_all_symbols(db) -> None:

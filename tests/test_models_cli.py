@@ -151,6 +151,21 @@ def test_list_shows_what_the_llm_adds_and_the_incumbent_margin(database_url, tmp
     assert [b["bar"] for b in row["gate"]["bars"]] == ["buy_and_hold", "random_median"]  # no incumbent yet
     table = run("models", "list").output
     assert "LLM adds" in table and f"{ab['margin']:+.3g}" in table and "unshaped twin" in table
+    # the negative controls: what the analyses' content adds over the best of them
+    best = max(("shuffled", "constant"), key=lambda c: ab["controls"][c])
+    assert ab["best_control"] == best and ab["content_margin"] == pytest.approx(
+        ab["llm_shaped"] - ab["controls"][best]
+    )
+    assert "content adds" in table and f"{ab['content_margin']:+.3g} over {best}" in table, table
+
+
+def test_a_bad_controls_setting_is_one_line_exit_2(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("QTRAIN_PROMOTION_CONTROLS", "sometimes")
+    res = run("models", "list")
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.strip().splitlines()
+    assert "QTRAIN_PROMOTION_CONTROLS 'sometimes' is not one of show, require" in line
 
 
 def test_incumbent_margin_in_the_list(env):

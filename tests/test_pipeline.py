@@ -17,6 +17,7 @@ from producer.workers import start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles, train_json
+from worker.pipeline import promotion, records
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,10 @@ def test_end_to_end_two_symbols_two_workers(env, broker, database_url, fake, tmp
         assert meta["symbol"] == symbol and np.isfinite(learner.q).all() and learner.visits.sum() > 0
         on_disk, _ = FastQLearning.load(Path(env["QTRAIN_MODELS_DIR"]) / f"fast_model_{symbol}.npz")
         assert on_disk.q.tobytes() == learner.q.tobytes()
+    for rec in records.version_records(database_url, None, promotion.PromotionConfig()):
+        line = records.gate_line(rec)
+        print(line)  # the report quotes it (pytest -s)
+        assert "content adds" in line and "(controls: shuffled " in line, line
 
 
 def test_same_batch_with_one_and_three_workers_gives_identical_tables(
@@ -94,6 +99,16 @@ def test_a_pooled_batch_reduces_every_symbol_across_both(env, database_url, fake
     for symbol, blob in query(database_url, "SELECT symbol, npz FROM agent_state ORDER BY symbol"):
         _, meta = FastQLearning.from_bytes(bytes(blob))
         assert meta["pooled"]["symbols"] == ["BTC-USDT", "ETH-USDT"], symbol
+    # every version's gate names its negative controls (each trained across both symbols, on each
+    # symbol's own control): the record, and the line `models list` and the demo print
+    cfg = promotion.PromotionConfig()
+    for rec in records.version_records(database_url, None, cfg):
+        ab = rec.ablation
+        assert ab is not None and set(ab["controls"]) == {"shuffled", "constant"}, rec.row.symbol
+        assert ab["best_control"] in ab["controls"] and ab["content_margin"] is not None
+        line = records.gate_line(rec)
+        print(line)  # the report quotes it (pytest -s)
+        assert "content adds" in line and "(controls: shuffled " in line and ", constant " in line, line
 
 
 FAULTS = [

@@ -117,12 +117,17 @@ def test_reducer_runs_the_gate_and_writes_files(database_url, tmp_path):
     assert gate["version"] == 1 and gate["metric"] == "sharpe" and "error" not in gate
     sharpe = {p: m["sharpe"] for p, m in query(database_url, "SELECT policy, metrics FROM backtests")}
     twins = {"qtable_llm_shaped", "qtable_unshaped"}  # the reducer's ablation, recorded by the gate
-    assert set(sharpe) == {"qtable", "buy_and_hold", "random_median"} | twins
+    controls = {"qtable_shuffled", "qtable_constant"}  # and its negative controls
+    assert set(sharpe) == {"qtable", "buy_and_hold", "random_median"} | twins | controls
     q = sharpe["qtable"]
     assert q == max(sharpe["qtable_llm_shaped"], sharpe["qtable_unshaped"])  # default rule: the better
     assert gate["ablation"]["margin"] == pytest.approx(
         sharpe["qtable_llm_shaped"] - sharpe["qtable_unshaped"]
     )
+    best = max(("qtable_shuffled", "qtable_constant"), key=lambda p: sharpe[p])  # a tie: the first
+    assert gate["ablation"]["best_control"] == best.removeprefix("qtable_")
+    assert gate["ablation"]["content_margin"] == pytest.approx(sharpe["qtable_llm_shaped"] - sharpe[best])
+    assert gate["ablation"]["controls"] == {c: sharpe[f"qtable_{c}"] for c in ("shuffled", "constant")}
     assert gate["promoted"] == (q > sharpe["buy_and_hold"] and q > sharpe["random_median"])
     assert gate["margins"]["buy_and_hold"] == pytest.approx(sharpe["qtable"] - sharpe["buy_and_hold"])
     assert gate["margins"]["random_median"] == pytest.approx(sharpe["qtable"] - sharpe["random_median"])
@@ -210,9 +215,11 @@ TWIN_WINS, LLM_WINS = 6, 4
 0.00) or its LLM-shaped table (4: 14.28 vs 10.19) is the better one on the held-out tail."""
 
 
-def _twin_batch(database_url, tmp_path, seed, twin="better"):
+def _twin_batch(database_url, tmp_path, seed, twin="better", controls="show"):
     seed_candles(database_url, n=360, symbols={"BTC-USDT": (seed, 30_000.0)})
-    settings = dataclasses.replace(settings_for(database_url, tmp_path), promotion_twin=twin)
+    settings = dataclasses.replace(
+        settings_for(database_url, tmp_path), promotion_twin=twin, promotion_controls=controls
+    )
     return settings, heuristic_batch(settings, "BTC-USDT")
 
 
@@ -333,3 +340,84 @@ def test_choose_keeps_the_llm_table_on_a_tie_or_without_a_value():
     assert picked.served == "unshaped" and picked.margin == -5.0
     allow = promotion.PromotionConfig(twin="allow")
     assert ablation.choose(allow, {"sharpe": 0.0}, {"sharpe": 9.0}).served == "llm_shaped"
+
+
+# --------------------------------------------------------------------------- negative controls (issue 27)
+
+
+@pytest.mark.parametrize("rule", ["show", "require"])
+def test_the_controls_are_trained_shown_and_required_only_when_asked(database_url, tmp_path, rule):
+    """Seed ``LLM_WINS``: the LLM-shaped table beats its twin but only ties its controls (the heuristic's
+    content adds nothing there): ``show`` serves it and says so; ``require`` serves the twin."""
+    settings, batch_id = _twin_batch(database_url, tmp_path, LLM_WINS, controls=rule)
+    shaped, unshaped = _tables(settings, batch_id)
+    spec, _ = batches.load_batch(settings.database_url, batch_id)
+    inputs = reduce.train_inputs(settings, batch_id, spec, "BTC-USDT")
+    for c in ("shuffled", "constant"):  # each control is a table of its own, trained on moved answers
+        ctl = reduce._train(spec, inputs, None, StateSpace.default(), control=c)[0].q
+        assert not np.array_equal(ctl, shaped) and not np.array_equal(ctl, unshaped)
+    gate = complete_symbol(settings, batch_id, "BTC-USDT")["promotion"]
+    q, npz_meta, meta, stored = _stored(database_url)
+    ab = meta["ablation"]
+    assert set(ab["metrics"]) == {"llm_shaped", "unshaped", "shuffled", "constant"}
+    assert ab["controls"] == {c: ab["metrics"][c]["sharpe"] for c in ("shuffled", "constant")}
+    assert ab["margin"] > 0 and ab["content_margin"] == 0.0 and ab["best_control"] == "shuffled"
+    assert ab["controls_rule"] == rule and ab["controls_beaten"] is False
+    assert stored["ablation"]["content_margin"] == 0.0 and stored["ablation"]["best_control"] == "shuffled"
+    rec = records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
+    line = records.gate_line(rec)
+    value = ab["controls"]["shuffled"]
+    assert "content adds nothing over shuffled: +0.00 sharpe (controls: " in line, line
+    assert f"shuffled {value:.2f}" in line and f"constant {ab['controls']['constant']:.2f}" in line
+    if rule == "show":
+        assert np.array_equal(q, shaped) and ab["served"] == "llm_shaped" and "unshaped twin" not in line
+    else:
+        assert np.array_equal(q, unshaped) and npz_meta["shaping"] == "off" and ab["served"] == "unshaped"
+        assert "(the version holds the unshaped twin: no better than its controls)" in line
+        assert gate["ablation"]["served"] == "unshaped"
+
+
+def test_choose_with_controls_and_the_setting():
+    show = promotion.PromotionConfig()
+    require = promotion.PromotionConfig.from_env({"QTRAIN_PROMOTION_CONTROLS": " Require "})
+    assert show.controls == "show" and require.controls == "require"
+    with pytest.raises(BadInput, match="^QTRAIN_PROMOTION_CONTROLS 'always' is not one of show, require"):
+        promotion.PromotionConfig.from_env({"QTRAIN_PROMOTION_CONTROLS": "always"})
+    ctl = {"shuffled": {"sharpe": 0.8}, "constant": {"sharpe": 0.9}}
+    a = ablation.choose(require, {"sharpe": 1.0}, {"sharpe": 0.5}, ctl)
+    assert a.served == "llm_shaped" and a.best_control == "constant"
+    assert a.content_margin == pytest.approx(0.1)
+    assert a.controls_beaten is True and a.to_json()["controls"] == {"shuffled": 0.8, "constant": 0.9}
+    lost = ablation.choose(require, {"sharpe": 0.85}, {"sharpe": 0.5}, ctl)
+    assert lost.served == "unshaped" and lost.controls_beaten is False  # beats shuffled, not constant
+    assert ablation.choose(show, {"sharpe": 0.85}, {"sharpe": 0.5}, ctl).served == "llm_shaped"
+    assert ablation.choose(show, {"sharpe": 0.85}, {"sharpe": 0.5}).to_json().keys() == {
+        "metric", "llm_shaped", "unshaped", "margin", "served", "rule", "metrics"
+    }  # fmt: skip
+    low = promotion.PromotionConfig(metric="max_drawdown_pct")  # lower is better: the best is the lowest
+    dd_ctl = {"shuffled": {"max_drawdown_pct": 4.0}, "constant": {"max_drawdown_pct": 7.0}}
+    dd = ablation.choose(low, {"max_drawdown_pct": 5.0}, {"max_drawdown_pct": 9.0}, dd_ctl)
+    assert dd.best_control == "shuffled" and dd.content_margin == pytest.approx(-1.0)
+    assert promotion.content_margin(show, 1.0, {"shuffled": None, "constant": math.nan}) == (None, None)
+    sentence = ablation.sentence(a.to_json())
+    assert "content adds +0.10 sharpe over constant (controls: shuffled 0.80, constant 0.90)" in sentence
+
+
+def test_a_duplicate_gate_run_keeps_the_verdict_that_promoted_the_version(zig):
+    """Two reducer tasks of one symbol (acks-late, or two last windows at once) may both find the
+    version ungated and both run the gate: the second, under the lock, returns the first's verdict
+    instead of recording "already promoted" over it (the line then said "the gate said no")."""
+    settings, span = zig
+    v = _add(settings, "momentum", span)
+    first = promotion.gate(settings, SYMBOL, v)
+    assert first["promoted"]
+    again = promotion.gate(settings, SYMBOL, v)
+    assert again == first
+    ((stored,),) = query(settings.database_url, "SELECT gate FROM agent_state WHERE version = %s", (v,))
+    assert stored["promoted"] is True and stored["reason"] == first["reason"]
+    rec = records.version_records(settings.database_url, SYMBOL, promotion.PromotionConfig())[0]
+    line = records.gate_line(rec)
+    assert "-> promoted (closest: " in line and "the gate said no" not in line, line
+    # a person's re-run of the gate with another criterion still judges afresh
+    res = promotion.evaluate_and_promote(settings, SYMBOL, v, config=promotion.PromotionConfig())
+    assert res["reason"] == "already promoted"

@@ -7,6 +7,7 @@ the data has and the parameters as a table, not JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,9 +16,11 @@ from bokeh.models import BoxAnnotation, HoverTool, Label, Select
 
 from model.backtest import run_backtest
 from model.policies import buy_and_hold
+from model.scoreboard import ablation
 from model.synthetic import make_candles
 from producer.report import backtest_charts, decisions_table, keep_indices, render_report
 from producer.report_scoreboard import (
+    ablation_table,
     equity_picker,
     parameters_table,
     policy_names,
@@ -129,3 +132,21 @@ def test_evaluate_page_without_per_fold_equity_says_so() -> None:
     )  # fmt: skip
     html = render_scoreboard(old)
     assert "This scoreboard has no per-fold equity." in html and "fold_picker" not in html
+
+
+def test_evaluate_page_shows_what_the_analyses_add_against_each_control() -> None:
+    board = scoreboard_board()
+    records = [
+        {**f, "policies": {**f["policies"], "qtable:shuffled": {"sharpe": 0.0},
+                           "qtable:constant": {"sharpe": 9.0}}}
+        for f in board.folds
+    ]  # fmt: skip
+    with_controls = dataclasses.replace(board, folds=records, ablation=ablation(records))
+    table = ablation_table(with_controls)
+    assert table is not None
+    assert [r[1] for r in table.rows] == ["qtable:unshaped", "qtable:shuffled", "qtable:constant"]
+    n = len(records)
+    assert table.rows[2][2:5] == [f"0/{n}", str(n), "0"]  # every fold below a constant control of Sharpe 9
+    html = render_scoreboard(with_controls)
+    assert "What the analyses add" in html and "qtable:constant" in html
+    assert ablation_table(board) is None and "What the analyses add" not in render_scoreboard(board)

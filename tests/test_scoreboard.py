@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from model import BUY
 from model.candles import Candles
+from model.controls import CONTROLS, fold_control
 from model.features import WARMUP, compute_features
 from model.folds import rolling_folds
 from model.heuristic import heuristic_analysis
 from model.scoreboard import (
     ablation,
     ablation_note,
+    control_name,
     evaluate_fold,
     fold_record,
     fold_tables,
@@ -190,3 +192,95 @@ def test_ablation_counts_the_folds_where_the_analyses_helped(rows):
     json.dumps(got, allow_nan=False)
     (line,) = ablation_note({"qtable": got}, "heuristic")
     assert line.startswith(f"heuristic analyses helped qtable in {got['helped']} of {got['folds']} folds")
+
+
+# --------------------------------------------------------------------------- negative controls (issue 27)
+
+
+def test_the_control_rows_are_the_recipe_trained_on_each_control():
+    """``qtable:shuffled`` / ``qtable:constant``: the same recipe trained on ``model.controls`` of the
+    fold's analyses; deterministic; without analyses they are the unshaped table."""
+    fold = FOLDS[1]
+    an = analyses_for(CANDLES, fold)
+    recipes = (DEFAULT_RECIPE, "qlearning")
+    out = evaluate_fold(CANDLES, fold, an, recipes=recipes, random_seeds=3, controls=CONTROLS, seed=5)
+    again = evaluate_fold(CANDLES, fold, an, recipes=recipes, random_seeds=3, controls=CONTROLS, seed=5)
+    assert json.dumps(out, allow_nan=False) == json.dumps(again, allow_nan=False)
+    names = {control_name(r, c) for r in recipes for c in CONTROLS}
+    assert names == {f"qtable:{c}" for c in CONTROLS} | {f"qtable:qlearning:{c}" for c in CONTROLS}
+    assert names <= set(out)
+    for c in CONTROLS:
+        ctl = fold_control(c, an, fold, seed=5)
+        assert ctl and ctl != [w for w in an if w.end_ts < fold.test_since]  # the analyses changed
+        ref = fold_tables(CANDLES, fold, ctl, seed=5)[DEFAULT_RECIPE].q
+        assert not np.array_equal(ref, fold_tables(CANDLES, fold, an, seed=5)[DEFAULT_RECIPE].q)
+        alone = evaluate_fold(CANDLES, fold, ctl, recipes=(DEFAULT_RECIPE,), random_seeds=3, seed=5)
+        assert out[control_name(DEFAULT_RECIPE, c)] == alone["qtable"]
+    bare = evaluate_fold(CANDLES, fold, [], recipes=recipes, random_seeds=3, controls=CONTROLS)
+    assert all(bare[control_name(r, c)] == bare[unshaped_name(r)] for r in recipes for c in CONTROLS)
+    no_controls = evaluate_fold(CANDLES, fold, an, recipes=recipes, random_seeds=3, seed=5)
+    assert not names & set(no_controls)  # off unless asked: older callers' outputs unchanged
+    with pytest.raises(ValueError, match="unknown control"):
+        evaluate_fold(CANDLES, fold, an, random_seeds=3, controls=("reversed",))
+
+
+def test_a_pooled_recipe_needs_its_control_tables():
+    fold = FOLDS[1]
+    an = analyses_for(CANDLES, fold)
+    tables = fold_tables(CANDLES, fold, an)[DEFAULT_RECIPE]
+    with pytest.raises(ValueError, match="trained_controls"):
+        evaluate_fold(CANDLES, fold, an, recipes=("pooled",), random_seeds=3, controls=CONTROLS,
+                      trained={"pooled": (tables, tables)})  # fmt: skip
+    assert control_name("pooled", "shuffled") == "qtable:pooled:shuffled"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(sharpe, sharpe, sharpe, sharpe), min_size=0, max_size=12))
+def test_ablation_counts_the_folds_against_each_control(rows):
+    folds = [
+        {"policies": {"qtable": {"sharpe": a}, "qtable:unshaped": {"sharpe": b},
+                      "qtable:shuffled": {"sharpe": s}, "qtable:constant": {"sharpe": k}}}
+        for a, b, s, k in rows
+    ]  # fmt: skip
+    got = ablation(folds)["qtable"]
+    if not rows:
+        assert "controls" not in got
+        return
+    assert list(got["controls"]) == list(CONTROLS)
+    for i, c in enumerate(CONTROLS):
+        v = got["controls"][c]
+        both = [(r[0], r[2 + i]) for r in rows if r[0] is not None and r[2 + i] is not None]
+        assert v["policy"] == f"qtable:{c}" and v["folds"] == len(both)
+        assert v["helped"] == sum(a > b for a, b in both) and v["hurt"] == sum(a < b for a, b in both)
+        assert v["helped"] + v["hurt"] + v["tied"] == len(both)
+        median = v["median_sharpe_margin"]
+        assert median == (pytest.approx(float(np.median([a - b for a, b in both]))) if both else None)
+    json.dumps(got, allow_nan=False)
+    lines = ablation_note({"qtable": got}, "heuristic")
+    assert len(lines) == 3
+    assert lines[1].startswith("heuristic analyses' content beat qtable:shuffled (shuffled control) in")
+    assert ablation([{"policies": {"qtable": {"sharpe": 1.0}}}])["qtable"].keys() == {
+        "unshaped", "helped", "hurt", "tied", "folds", "median_sharpe_margin"
+    }  # fmt: skip
+
+
+def test_pooled_controls_apply_each_symbols_control_before_pooling():
+    from model.pooled_folds import pooled_controls_by_date, pooled_fold_tables
+
+    other = make_candles(2400, seed=22, symbol="ETH-USDT")
+    series = {"BTC-USDT": (CANDLES, FOLDS), "ETH-USDT": (other, FOLDS)}
+
+    def analyses(symbol, fold):
+        return analyses_for(series[symbol][0], fold)
+
+    got = pooled_controls_by_date(series, analyses, recipes=("sweep", "pooled"), controls=CONTROLS, seed=3)
+    fold = FOLDS[1]
+    for c in CONTROLS:
+        own = {s: fold_control(c, analyses(s, fold), fold, seed=3) for s in series}
+        parts = {s: (cs, fold, own[s]) for s, (cs, _) in series.items()}
+        ref = pooled_fold_tables(parts)
+        for s in series:
+            assert got[fold.test_since][s]["pooled"][c].q.tobytes() == ref[s].q.tobytes()
+    shaped = pooled_fold_tables({s: (cs, fold, analyses(s, fold)) for s, (cs, _) in series.items()})
+    assert not np.array_equal(shaped["BTC-USDT"].q, got[fold.test_since]["BTC-USDT"]["pooled"]["shuffled"].q)
+    assert pooled_controls_by_date(series, analyses, recipes=("sweep",), controls=CONTROLS, seed=3) == {}

@@ -46,7 +46,8 @@ def test_k_folds_from_cached_analyses(env):
     for a, b in zip(folds, folds[1:], strict=False):
         assert a["test_until"] == b["test_since"] and a["train_until"] < b["train_until"]
     for f in folds:
-        assert f["train_until"] == f["test_since"] and set(f["policies"]) == {*POLICIES, "qtable_unshaped"}
+        assert f["train_until"] == f["test_since"]
+        assert set(f["policies"]) == {*POLICIES, "qtable_unshaped", "qtable_shuffled", "qtable_constant"}
     windows = [f["n_windows"] for f in folds]
     assert windows[0] > 0 and windows == sorted(windows)  # more of the cached analyses as the past grows
     assert out["analyses_available"] > 0 and out["analyses_model"] == "heuristic"
@@ -60,7 +61,7 @@ def test_k_folds_from_cached_analyses(env):
     rows = query(
         env, "SELECT count(*), count(DISTINCT params->>'fold') FROM backtests WHERE kind = 'walk_forward'"
     )
-    assert rows == [(3 * (len(POLICIES) + 1), 3)]
+    assert rows == [(3 * (len(POLICIES) + 3), 3)]  # + the unshaped twin and the two controls
 
 
 def test_table_output(env):
@@ -93,7 +94,7 @@ def test_a_fold_does_not_see_its_future(env):
     part = walk_forward.walk_forward(env, SYMBOL, folds=1, since=ts, until=ts + 240 * 3600)
     f, p = full.folds[0], part.folds[0]
     assert (f.test_since, f.test_until, f.n_windows) == (p.test_since, p.test_until, p.n_windows)
-    for policy in (*POLICIES, "qtable_unshaped"):
+    for policy in (*POLICIES, "qtable_unshaped", "qtable_shuffled", "qtable_constant"):
         assert f.results[policy].metrics == p.results[policy].metrics, policy
         assert (f.results[policy].position == p.results[policy].position).all(), policy
 
@@ -142,3 +143,9 @@ def test_the_unshaped_row_is_the_same_fold_without_analyses(env):
     shaped = [f.results["qtable"].position for f in with_windows]
     twins = [f.results["qtable_unshaped"].position for f in with_windows]
     assert any((a != b).any() for a, b in zip(shaped, twins, strict=True))  # the analyses moved some fold
+    again = walk_forward.walk_forward(env, SYMBOL, folds=3)
+    for c in ("shuffled", "constant"):  # the negative controls: deterministic; without analyses, the twin
+        for f, g in zip(wf.folds, again.folds, strict=True):
+            assert (f.results[f"qtable_{c}"].position == g.results[f"qtable_{c}"].position).all()
+            if f.n_windows == 0:
+                assert (f.results[f"qtable_{c}"].position == f.results["qtable_unshaped"].position).all()

@@ -158,6 +158,8 @@ class Settings:
     promotion_margin: str = "0"
     #: QTRAIN_PROMOTION_TWIN: how the gate treats a version's unshaped twin (``worker.pipeline.ablation``).
     promotion_twin: str = "better"
+    #: QTRAIN_PROMOTION_CONTROLS: ``show`` or ``require`` the negative controls (``promotion`` module doc).
+    promotion_controls: str = "show"
     #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
     #: checked by ``worker.pipeline.schedule.RetrainConfig.from_env``).
     retrain_env: Mapping[str, str] = field(default_factory=dict)
@@ -217,6 +219,7 @@ class Settings:
             promotion_metric=e.get("QTRAIN_PROMOTION_METRIC", "sharpe"),
             promotion_margin=e.get("QTRAIN_PROMOTION_MARGIN", "0"),
             promotion_twin=e.get("QTRAIN_PROMOTION_TWIN", "better"),
+            promotion_controls=e.get("QTRAIN_PROMOTION_CONTROLS", "show"),
             retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
             agent_env={k: v for k, v in e.items() if k.startswith(AGENT_PREFIXES)},
         )

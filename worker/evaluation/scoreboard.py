@@ -4,8 +4,11 @@ candles in PostgreSQL, with the heuristic analyst in-process or the LLM analyses
 ``--analyst heuristic`` writes each fold's analyses in-process from its training part (no workers,
 no LLM); ``--analyst cached`` uses the analyses stored in ``btc.ollama_analyses`` (a real LLM's,
 from earlier batches) for the windows of each fold's training part, and never calls Ollama. Either
-way each fold also scores the same recipe trained without analyses (``qtable:unshaped``), and the
-scoreboard counts the folds where the analyses helped (``ablation``, and a line of ``notes``). The
+way each fold also scores the same recipe trained without analyses (``qtable:unshaped``) and on
+the two negative controls of its analyses (``qtable:shuffled``: the same answers on the wrong
+windows; ``qtable:constant``: the most common answer everywhere; ``model.controls``), and the
+scoreboard counts the folds where the analyses helped against each (``ablation``, and lines of
+``notes``). The
 same inputs give the same output, byte for byte: folds, analyses and every policy are
 deterministic (the random baseline is seeded). A pooled recipe (``--recipe pooled``) trains across
 all the symbols of the call on each fold date (``model.pooled_folds``); ``params["pooled"]`` and a
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from model import pooled_folds, scoreboard
+from model.controls import CONTROLS
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
 from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
 from worker.errors import BadInput
@@ -139,6 +143,10 @@ def evaluate(
     pooled = pooled_folds.pooled_tables_by_date(  # pooled recipes: each fold date across the symbols
         series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes
     )
+    pooled_controls = pooled_folds.pooled_controls_by_date(
+        series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes,
+        controls=CONTROLS, seed=req.seed,
+    )  # fmt: skip
     for p in plans:
         cache = caches[p.symbol]
         for fold in p.folds:
@@ -148,6 +156,7 @@ def evaluate(
             policies = scoreboard.evaluate_fold(
                 p.candles, fold, analysed, recipes=req.recipes, random_seeds=req.random_seeds, fee=req.fee,
                 seed=req.seed, equity=curves, trained=pooled.get(fold.test_since, {}).get(p.symbol),
+                controls=CONTROLS, trained_controls=pooled_controls.get(fold.test_since, {}).get(p.symbol),
             )  # fmt: skip
             records.append(scoreboard.fold_record(p.symbol, fold, policies))
             records[-1]["equity"] = equity_record(p.candles.ts[fold.test_lo : fold.test_hi], curves)

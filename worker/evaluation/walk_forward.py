@@ -6,7 +6,9 @@ start from a stored version would carry knowledge of later data) on segments ``0
 analyses ALREADY CACHED in ``btc.ollama_analyses`` whose windows end before segment k+1 starts (no
 LLM call, no Celery), writes the heuristic rules from the same past, and backtests every policy
 of ``worker.evaluation.backtest`` on segment k+1, plus ``qtable_unshaped``: the same recipe on the
-same past without any analysis (what the analyses add is the difference with ``qtable``). The
+same past without any analysis (what the analyses add is the difference with ``qtable``), and
+``qtable_shuffled`` / ``qtable_constant``: the same recipe on the negative controls of those
+analyses (``model.controls``; what their content adds is the difference with ``qtable``). The
 state space is the fixed default one (it is not fitted to data, so it cannot leak). Aggregate:
 mean and median of each metric over folds, and the compounded return of the folds in sequence.
 
@@ -27,6 +29,7 @@ import numpy as np
 from model import policy_set
 from model.backtest import BacktestResult
 from model.candles import Candles, timeframe_seconds
+from model.controls import CONTROLS, control
 from model.features import WARMUP, compute_features
 from model.metrics import METRIC_NAMES, json_safe
 from model.policies import qtable_policy
@@ -144,6 +147,15 @@ def _fold(
         )[0]  # fmt: skip
     m = space.encode(compute_features(ctx))[a - lo :]
     positions = {"qtable": pset.positions["qtable"], "qtable_unshaped": qtable_policy(twin.q, m)}
+    for c in CONTROLS:  # the negative controls of the same past (without analyses: the twin)
+        table = twin
+        if past:
+            moved = control(c, past, since=int(candles.ts[0]), until=test_since, seed=trained["seed"])
+            table = train_qtable(
+                train, moved, space=space, recipe=trained["recipe"], epochs=trained["epochs"],
+                seed=trained["seed"], **trained["overrides"],
+            )[0]  # fmt: skip
+        positions[f"qtable_{c}"] = qtable_policy(table.q, m)
     positions.update(pset.positions)
     results = evaluate.run_policies(test, positions, fee=fee, slippage_bps=slippage_bps)
     step = timeframe_seconds(candles.timeframe)

@@ -18,10 +18,19 @@ by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig
   (the reducer keeps the better of the two tables as the version, and the gate says which),
   ``bar`` (the LLM-shaped table is kept and its twin is one more bar it must beat) or ``allow``
   (the LLM-shaped table is kept and may be promoted even when its twin beats it).
+* ``QTRAIN_PROMOTION_CONTROLS`` (default ``show``): what the gate does with the version's negative
+  controls (the same batch trained on its analyses moved to the wrong windows, ``shuffled``, and
+  on its most common answer everywhere, ``constant``; ``model.controls``). ``show``: their margins
+  are recorded and shown, the version is served as the rules above say. ``require``: the version
+  holds the LLM-shaped table only when it beats BOTH controls on the tail (by more than the
+  margin, like every bar); otherwise it holds its unshaped twin, whatever ``QTRAIN_PROMOTION_TWIN``
+  says, and the gate holds that table to its usual bars (an analysis whose content does not beat
+  its own shuffled or constant answers is not served).
 
 The verdict (``agent_state.gate``, migration 0010) names every bar the version was held to, the
 promoted version included, with its value and margin, which bar(s) decided, and the LLM's margin
-over the twin; ``worker.pipeline.records.gate_line`` is its one-line form.
+over the twin and over the best control ("content adds ... over shuffled");
+``worker.pipeline.records.gate_line`` is its one-line form.
 
 Exactly one version per symbol is promoted: every switch runs in one transaction under the
 reducer's per-symbol advisory lock, and a partial unique index (migration 0003) enforces it. Each
@@ -66,6 +75,10 @@ LOWER_IS_BETTER = frozenset(
 GATE = "gate"
 TWIN_RULES = ("better", "bar", "allow")
 """Values of ``QTRAIN_PROMOTION_TWIN`` (module docstring); the first is the default."""
+CONTROL_RULES = ("show", "require")
+"""Values of ``QTRAIN_PROMOTION_CONTROLS`` (module docstring); the first is the default."""
+CONTROL_NAMES = ("shuffled", "constant")
+"""The negative controls' keys in a version's ablation metrics (``model.controls.CONTROLS``)."""
 FEE = 0.001
 """Fee per side of the holdout backtests (the engine's default)."""
 
@@ -77,6 +90,7 @@ class PromotionConfig:
     metric: str = DEFAULT_METRIC
     margin: float = DEFAULT_MARGIN
     twin: str = TWIN_RULES[0]
+    controls: str = CONTROL_RULES[0]
 
     def __post_init__(self) -> None:
         if self.metric not in METRIC_NAMES:
@@ -91,22 +105,33 @@ class PromotionConfig:
                 f"QTRAIN_PROMOTION_TWIN {self.twin!r} is not one of {', '.join(TWIN_RULES)}: fix it, or unset"
                 f" it (default {TWIN_RULES[0]})"
             )
+        if self.controls not in CONTROL_RULES:
+            raise BadInput(
+                f"QTRAIN_PROMOTION_CONTROLS {self.controls!r} is not one of {', '.join(CONTROL_RULES)}:"
+                f" fix it, or unset it (default {CONTROL_RULES[0]})"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PromotionConfig:
-        """Read ``QTRAIN_PROMOTION_METRIC``, ``_MARGIN`` and ``_TWIN`` of ``env`` (unset: defaults)."""
+        """Read ``QTRAIN_PROMOTION_METRIC``, ``_MARGIN``, ``_TWIN`` and ``_CONTROLS`` of ``env``
+        (unset: defaults)."""
         return cls.parse(
             env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC), env.get("QTRAIN_PROMOTION_MARGIN"),
-            env.get("QTRAIN_PROMOTION_TWIN"),
+            env.get("QTRAIN_PROMOTION_TWIN"), env.get("QTRAIN_PROMOTION_CONTROLS"),
         )  # fmt: skip
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PromotionConfig:
         """The criterion of a process's settings (its environment, read once by ``Settings``)."""
-        return cls.parse(settings.promotion_metric, settings.promotion_margin, settings.promotion_twin)
+        return cls.parse(
+            settings.promotion_metric, settings.promotion_margin, settings.promotion_twin,
+            settings.promotion_controls,
+        )  # fmt: skip
 
     @classmethod
-    def parse(cls, metric: str, margin: str | None, twin: str | None = None) -> PromotionConfig:
+    def parse(
+        cls, metric: str, margin: str | None, twin: str | None = None, controls: str | None = None
+    ) -> PromotionConfig:
         """Validate the texts of the settings; BadInput (one line) naming the bad one."""
         raw = str(DEFAULT_MARGIN) if margin is None else margin
         try:
@@ -114,7 +139,8 @@ class PromotionConfig:
         except ValueError:
             raise BadInput(f"QTRAIN_PROMOTION_MARGIN must be a number, got {raw!r}") from None
         rule = (twin or "").strip().lower() or TWIN_RULES[0]
-        return cls(metric=metric.strip(), margin=value, twin=rule)
+        need = (controls or "").strip().lower() or CONTROL_RULES[0]
+        return cls(metric=metric.strip(), margin=value, twin=rule, controls=need)
 
     def margin_of(self, new: float | None, old: float | None) -> float | None:
         """How much better ``new`` is than ``old`` in the metric's units (positive: better; None: unknown)."""
@@ -239,10 +265,12 @@ def _why_not(cfg: PromotionConfig, margin: float | None) -> str:
 
 
 def evaluate_and_promote(
-    settings: Settings, symbol: str, version: int, *, config: PromotionConfig | None = None
-) -> dict[str, Any]:
+    settings: Settings, symbol: str, version: int, *, config: PromotionConfig | None = None,
+    once: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Backtest ``version`` on its held-out tail, record it, promote it if it wins, mark it gated;
-    a tiny summary with the margins."""
+    a tiny summary with the margins. ``once``: when the version's gate has already run (a duplicate
+    reducer task got there first, under the lock), return its recorded verdict and change nothing."""
     cfg = config or PromotionConfig.from_settings(settings)
     url = settings.database_url
     new = versions.load_version(url, symbol, version)
@@ -260,6 +288,9 @@ def evaluate_and_promote(
     ablation = twin_record(cfg, new.metadata.get("ablation"))
     with db.transaction(url) as cur:
         versions.lock_symbol(cur, symbol)
+        earlier = versions.gate_verdict(cur, symbol, version) if once else None
+        if earlier is not None:  # else its "already promoted" would overwrite the verdict that promoted it
+            return earlier
         incumbent = versions.promoted_version(cur, symbol)
         runs = _tail_runs(new, incumbent, ctx, start)
         if ablation is not None:  # the reducer's backtests of both tables on this tail
@@ -298,17 +329,38 @@ def twin_record(cfg: PromotionConfig, ablation: Mapping[str, Any] | None) -> dic
         return None
     shaped = ablation["metrics"]["llm_shaped"].get(cfg.metric)
     unshaped = ablation["metrics"]["unshaped"].get(cfg.metric)
-    return {
+    out = {
         "metric": cfg.metric, "llm_shaped": shaped, "unshaped": unshaped,
         "margin": cfg.margin_of(shaped, unshaped), "served": ablation["served"], "rule": ablation["rule"],
     }  # fmt: skip
+    found = {c: ablation["metrics"][c].get(cfg.metric) for c in CONTROL_NAMES if c in ablation["metrics"]}
+    if found:  # versions made before the controls have none
+        best, margin = content_margin(cfg, shaped, found)
+        out.update(controls=found, best_control=best, content_margin=margin,
+                   controls_rule=ablation.get("controls_rule", CONTROL_RULES[0]),
+                   controls_beaten=ablation.get("controls_beaten"))  # fmt: skip
+    return out
+
+
+def content_margin(
+    cfg: PromotionConfig, shaped: float | None, controls: Mapping[str, float | None]
+) -> tuple[str | None, float | None]:
+    """The best of the negative ``controls`` (name -> value) by ``cfg``'s metric (a tie: the first
+    named) and the LLM-shaped table's margin over it (positive: the analyses' content adds);
+    ``(None, None)`` when no control has a value."""
+    known = {c: v for c, v in controls.items() if v is not None and not math.isnan(v)}
+    if not known:
+        return None, None
+    sign = -1.0 if cfg.metric in LOWER_IS_BETTER else 1.0
+    best = max(known, key=lambda c: sign * known[c])
+    return best, cfg.margin_of(shaped, known[best])
 
 
 def gate(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
     """Run the promotion gate on a committed version; a failure is recorded (the version stays,
     gated, not promoted), never raised, unless even recording it fails (TemporaryError: retry)."""
     try:
-        return evaluate_and_promote(settings, symbol, version)
+        return evaluate_and_promote(settings, symbol, version, once=True)
     except Exception as exc:  # the version is committed: report the gate's failure, keep the version
         error = f"{type(exc).__name__}: {exc}"[:500]
         log.exception("promotion gate failed for %s version %s", symbol, version)

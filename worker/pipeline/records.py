@@ -3,7 +3,8 @@
 A version's record joins its ``agent_state`` row (``versions.version_rows``), the latest held-out
 runs the gate stored (``backtests.latest_holdout_runs``) and the gate's verdict (``agent_state.gate``):
 the criterion's value, each bar's value and the margin over it (positive = better), the LLM's
-margin over the unshaped twin, and which table the version holds. ``gate_line`` is the verdict in
+margin over the unshaped twin and over the better of its negative controls (shuffled, constant),
+and which table the version holds. ``gate_line`` is the verdict in
 one line: every bar the version was held to, the promoted version included, and which decided.
 """
 
@@ -86,7 +87,8 @@ def _num(x: Any, *, sign: bool = False) -> str:
 def gate_line(rec: VersionRecord) -> str:
     """The gate's verdict on one version in one line: the value, every bar with its value and margin
     (the promoted version and the unshaped twin included when they were bars), the verdict and the
-    bar(s) that decided it, the LLM's margin, and the return against buy-and-hold."""
+    bar(s) that decided it, the LLM's margin (and its content's over the controls, naming them), and
+    the return against buy-and-hold."""
     h, gate = rec.holdout, rec.row.gate or {}
     head = f"{rec.row.symbol} v{rec.row.version}"
     if h is None:

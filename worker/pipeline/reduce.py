@@ -17,8 +17,11 @@ reducer) and every symbol's training candles are cut at the earliest training en
 candle of any symbol's holdout tail reaches any table. Each symbol still gets its own version.
 
 What the analyses add: a batch with analysed windows also trains its unshaped twin (the same batch
-without them) and backtests both on the held-out tail; ``QTRAIN_PROMOTION_TWIN`` says which table
-the version holds (``worker.pipeline.ablation``), the metadata records both.
+without them) and its two negative controls (its analyses shuffled onto other windows of the
+training range, and its most common answer everywhere: ``model.controls``, applied per symbol
+before a pooled recipe pools), and backtests all on the held-out tail; ``QTRAIN_PROMOTION_TWIN``
+and ``QTRAIN_PROMOTION_CONTROLS`` say which table the version holds (``worker.pipeline.ablation``),
+the metadata records them all.
 
 The reducer only makes the version; the task (``worker.runtime.tasks.reduce_symbol``) then runs the
 promotion gate and marks the batch done, in that order.
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from model import controls
 from model.candles import Candles, timeframe_seconds
 from model.pooled import PooledRecipe
 from model.qlearning import FastQLearning
@@ -139,20 +143,31 @@ def batch_recipe(spec: batches.BatchSpec) -> tuple[str, dict[str, Any]]:
     return str(spec.params.get("recipe", "qlearning")), dict(spec.params.get("recipe_params", {}))
 
 
+def _analysed(spec: batches.BatchSpec, inputs: TrainInputs, control: str | None) -> list[AnalysedWindow]:
+    """The analyses a table trains on: the batch's own, or their negative ``control`` over the
+    training range (``model.controls``, seeded by the batch's seed)."""
+    if control is None:
+        return list(inputs.analysed)
+    return controls.control(
+        control, inputs.analysed, since=inputs.range_since, until=inputs.train_until, seed=spec.seed
+    )
+
+
 def _train(
     spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace, *,
-    shaped: bool = True, pool: Pool | None = None, symbol: str = "",
+    shaped: bool = True, pool: Pool | None = None, symbol: str = "", control: str | None = None,
 ) -> Any:  # fmt: skip
     """The batch's table; ``shaped=False``: its unshaped twin (no analysis: shaping off, all else
-    equal); with a ``pool``: ``symbol``'s table trained across the pool."""
+    equal); ``control``: trained on that negative control of the analyses (each symbol's own, with
+    a pool); with a ``pool``: ``symbol``'s table trained across the pool."""
     recipe, overrides = batch_recipe(spec)
     if pool is not None:
         trains = {s: i.train for s, i in pool.inputs.items()}
-        analysed = {s: i.analysed for s, i in pool.inputs.items()} if shaped else {}
+        analysed = {s: _analysed(spec, i, control) for s, i in pool.inputs.items()} if shaped else {}
         return train_pooled(trains, analysed, space=space, recipe=recipe, **overrides)[symbol]
     return train_qtable(
-        inputs.train, inputs.analysed if shaped else (), space=space, recipe=recipe, epochs=spec.epochs,
-        seed=spec.seed, initial=initial, **overrides,
+        inputs.train, _analysed(spec, inputs, control) if shaped else (), space=space, recipe=recipe,
+        epochs=spec.epochs, seed=spec.seed, initial=initial, **overrides,
     )  # fmt: skip
 
 
@@ -161,14 +176,20 @@ def _with_twin(
     initial: FastQLearning | None, space: StateSpace, pool: Pool | None = None,
 ) -> tuple[Any, Any, Any, ablation.Ablation | None]:  # fmt: skip
     """The batch's table, stats and data, and its ablation: when analyses shaped it, the unshaped
-    twin trained and both backtested on the tail; the table kept is the one ``ablation.choose`` keeps."""
+    twin and the negative controls trained and all backtested on the tail; the table kept is the
+    one ``ablation.choose`` keeps."""
     learner, stats, data = _train(spec, inputs, initial, space, pool=pool, symbol=symbol)
     if data.n_windows == 0:
         return learner, stats, data, None
     twin, twin_stats, _ = _train(spec, inputs, initial, space, shaped=False, pool=pool, symbol=symbol)
+    ctl = {}
+    for c in controls.CONTROLS:
+        ctl[c] = _train(spec, inputs, initial, space, pool=pool, symbol=symbol, control=c)[0]
     cfg = PromotionConfig.from_settings(settings)
     tail = (inputs.train_until, inputs.range_until)
-    found = ablation.measure(settings.database_url, symbol, spec.timeframe, tail, space, learner, twin, cfg)
+    found = ablation.measure(
+        settings.database_url, symbol, spec.timeframe, tail, space, learner, twin, cfg, controls=ctl
+    )
     if found is not None and found.served == ablation.UNSHAPED:
         return twin, twin_stats, data, found
     return learner, stats, data, found

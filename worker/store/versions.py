@@ -155,6 +155,19 @@ def mark_gated(cur: Cursor, symbol: str, version: int) -> None:
     )
 
 
+def gate_verdict(cur: Cursor, symbol: str, version: int) -> dict[str, Any] | None:
+    """The verdict recorded on a version whose gate has run (``{}`` if none was stored), or None
+    while it has not run."""
+    cur.execute(
+        "SELECT gate, gated_at IS NOT NULL FROM btc.agent_state WHERE symbol = %s AND version = %s",
+        (symbol, version),
+    )
+    row = cur.fetchone()
+    if row is None or not row[1]:
+        return None
+    return dict(row[0] or {})
+
+
 def record_gate(cur: Cursor, symbol: str, version: int, verdict: dict[str, Any]) -> None:
     """Store the promotion gate's verdict on a version (``agent_state.gate``, migration 0010)."""
     cur.execute(
