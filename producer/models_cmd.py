@@ -128,7 +128,12 @@ def export_cmd(symbol: str, version: int | None, out: str, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(res))
     else:
-        click.echo(f"{res['symbol']} v{res['version']} -> {res['path']} (sha256 {res['sha256']} verified)")
+        state = (
+            "promoted" if res["promoted"] else "latest, not promoted" if version is None else "not promoted"
+        )
+        click.echo(
+            f"{res['symbol']} v{res['version']} ({state}) -> {res['path']} (sha256 {res['sha256']} verified)"
+        )
 
 
 def _who(by: str | None) -> str:
