@@ -37,7 +37,9 @@ def env(database_url, tmp_path, monkeypatch):
     settings = settings_for(database_url, tmp_path / "models")
     for kind in ("flat", "contrarian", "momentum"):  # v1 promoted, v2 refused, v3 promoted
         v = insert_version(database_url, SYMBOL, momentum_table(kind), MOMENTUM_SPACE, **span)
-        promotion.evaluate_and_promote(settings, SYMBOL, v, config=promotion.PromotionConfig(min_days=0, min_trades=0))
+        promotion.evaluate_and_promote(
+            settings, SYMBOL, v, config=promotion.PromotionConfig(min_days=0, min_trades=0)
+        )
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("QTRAIN_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("COLUMNS", "220")

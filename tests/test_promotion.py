@@ -98,7 +98,9 @@ def test_gate_promotes_better_and_refuses_worse(zig):
 def test_margin_and_lower_is_better_metric(zig):
     settings, span = zig
     good = _add(settings, "momentum", span)
-    res = promotion.evaluate_and_promote(settings, SYMBOL, good, config=dataclasses.replace(LENIENT, margin=1e6))
+    res = promotion.evaluate_and_promote(
+        settings, SYMBOL, good, config=dataclasses.replace(LENIENT, margin=1e6)
+    )
     assert not res["promoted"]
     flat = _add(settings, "flat", span)
     dd = dataclasses.replace(LENIENT, metric="max_drawdown_pct")
@@ -226,7 +228,9 @@ TWIN_WINS, LLM_WINS = 6, 4
 def _twin_batch(database_url, tmp_path, seed, twin="better"):
     seed_candles(database_url, n=360, symbols={"BTC-USDT": (seed, 30_000.0)})
     settings = dataclasses.replace(
-        settings_for(database_url, tmp_path), promotion_twin=twin, promotion_min_days="0",
+        settings_for(database_url, tmp_path),
+        promotion_twin=twin,
+        promotion_min_days="0",
         promotion_min_trades="0",
     )  # fmt: skip  (a 3-day tail: the twin's logic without the evidence rule)
     return settings, heuristic_batch(settings, "BTC-USDT")
@@ -358,7 +362,9 @@ def test_a_short_tail_is_insufficient_evidence_the_version_stays_latest_not_prom
     settings, span = zig
     good = _add(settings, "momentum", span)
     res = promotion.evaluate_and_promote(settings, SYMBOL, good)  # the default criterion: 30 days, 3 trades
-    assert res["evidence"]["days"] == pytest.approx(200 / 24, abs=0.01) and res["evidence"]["closed_trades"] >= 3
+    assert (
+        res["evidence"]["days"] == pytest.approx(200 / 24, abs=0.01) and res["evidence"]["closed_trades"] >= 3
+    )
     assert not res["promoted"] and res["decided_by"] == ["evidence"]
     assert res["margins"]["buy_and_hold"] > 0  # it would have won on the bars: evidence alone said no
     assert f"a verdict needs >= {promotion.DEFAULT_MIN_DAYS:g} days" in res["reason"]
@@ -369,7 +375,9 @@ def test_a_short_tail_is_insufficient_evidence_the_version_stays_latest_not_prom
     sidecar = model_path(settings.models_dir, SYMBOL).with_suffix(".json").read_text()
     assert '"promoted": false' in sidecar and f'"version": {good}' in sidecar  # exported as the latest
     line = records.gate_line(records.version_records(settings.database_url, SYMBOL, LENIENT)[0])
-    assert "insufficient evidence: 8.3 days" in line and "-> not promoted: insufficient evidence" in line, line
+    assert "insufficient evidence: 8.3 days" in line and "-> not promoted: insufficient evidence" in line, (
+        line
+    )
     assert "sharpe not shown (annualised figures need >= 30 days)" in line and "vs random median" not in line
 
 
@@ -391,7 +399,10 @@ def test_too_few_trades_is_insufficient_and_a_table_that_never_trades_never_disp
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        ({"QTRAIN_PROMOTION_MIN_DAYS": "-1"}, "QTRAIN_PROMOTION_MIN_DAYS='-1' is not a number of days from 0"),
+        (
+            {"QTRAIN_PROMOTION_MIN_DAYS": "-1"},
+            "QTRAIN_PROMOTION_MIN_DAYS='-1' is not a number of days from 0",
+        ),
         ({"QTRAIN_PROMOTION_MIN_DAYS": "nan"}, "QTRAIN_PROMOTION_MIN_DAYS='nan'"),
         ({"QTRAIN_PROMOTION_MIN_DAYS": "1e99"}, "QTRAIN_PROMOTION_MIN_DAYS='1e99'"),
         ({"QTRAIN_PROMOTION_MIN_TRADES": "2.5"}, "QTRAIN_PROMOTION_MIN_TRADES='2.5' is not a whole number"),
@@ -407,7 +418,9 @@ def test_bad_evidence_settings_are_one_line(env, needle):
 def test_evidence_settings_from_env_and_their_defaults():
     cfg = promotion.PromotionConfig.from_env({})
     assert (cfg.min_days, cfg.min_trades) == (promotion.DEFAULT_MIN_DAYS, promotion.DEFAULT_MIN_TRADES)
-    cfg = promotion.PromotionConfig.from_env({"QTRAIN_PROMOTION_MIN_DAYS": "60", "QTRAIN_PROMOTION_MIN_TRADES": "0"})
+    cfg = promotion.PromotionConfig.from_env(
+        {"QTRAIN_PROMOTION_MIN_DAYS": "60", "QTRAIN_PROMOTION_MIN_TRADES": "0"}
+    )
     assert (cfg.min_days, cfg.min_trades) == (60.0, 0)
     runs = {"qtable": {"sharpe": 1.0, "n_trades": 2.0, "exposure_pct": 5.0},
             "buy_and_hold": {"sharpe": 0.5}, "random_median": {"sharpe": 0.2}}  # fmt: skip
