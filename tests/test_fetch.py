@@ -171,6 +171,8 @@ def test_missing_spans_property() -> None:
         spans = missing_spans([h * STEP for h in inside], lo * STEP, hi * STEP, STEP)
         covered = {t // STEP for a, b in spans for t in range(a, b, STEP)}
         assert covered == set(range(lo, hi)) - set(inside)  # exactly the missing candles
-        assert all(a < b for a, b in spans) and all(b1 < a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+        assert all(a < b for a, b in spans) and all(
+            b1 < a2 for (_, b1), (a2, _) in zip(spans, spans[1:], strict=False)
+        )
 
     check()
