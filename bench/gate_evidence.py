@@ -63,7 +63,7 @@ def cases(days: int, recipe: str) -> list[tuple[str, str, float, int]]:
             tables = {
                 s: train_qtable(trains[s], analysed[s], space=space, recipe=recipe, seed=1)[0] for s in trains
             }
-        for s, r in ranges.items():
+        for s in ranges:
             ctx = _cut(full[s], train_until - 200 * 3600, until)
             start = int(np.searchsorted(ctx.ts, train_until))
             m = tail_metrics(tables[s].q, space, ctx, start)
@@ -77,10 +77,11 @@ def main() -> None:
             rows = cases(days, recipe)
             trades = np.array([t for *_, t in rows])
             tail = np.median([d for _, _, d, _ in rows])
+            enough = int((trades >= 3).sum())
             print(
                 f"{recipe:7} {days:3}-day batches (tail {tail:.0f} d): closed trades on the tail"
-                f" {sorted(trades.tolist())}; median {np.median(trades):g}, >= 3 in {int((trades >= 3).sum())}/"
-                f"{len(trades)}, p25 {np.percentile(trades, 25):g}"
+                f" {sorted(trades.tolist())}; median {np.median(trades):g}, >= 3 in {enough}/{len(trades)},"
+                f" p25 {np.percentile(trades, 25):g}"
             )
 
 
