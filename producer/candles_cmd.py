@@ -269,7 +269,7 @@ def delete_cmd(
         settings.database_url, name, timeframe=timeframe, since=lo, until=hi, dry_run=not yes
     )
     total = sum(counts.values())
-    span = f"[{_when(lo) if lo is not None else 'first'}, {_when(hi) if hi is not None else 'last'}]"
+    span = f"[{_when(lo) if lo is not None else 'first'}, " + (f"{_when(hi)})" if hi is not None else "last]")
     what = ", ".join(f"{n} {tf}" for tf, n in counts.items()) or "0"
     if as_json:
         click.echo(json.dumps({"symbol": name, "since": lo, "until": hi, "counts": counts, "total": total,
