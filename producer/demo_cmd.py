@@ -42,8 +42,9 @@ from worker.pipeline import dispatch
 from worker.settings import DEFAULT_STRIDE, DEFAULT_WINDOW, Settings
 from worker.store import db, migrate
 from worker.store.candles import candle_spans, insert_candles
+from worker.symbols import SYNTHETIC_PREFIX
 
-DEMO_SYMBOLS = {"SYNTH1-USDT": (1, 30_000.0), "SYNTH2-USDT": (2, 2_000.0)}
+DEMO_SYMBOLS = {f"{SYNTHETIC_PREFIX}1-USDT": (1, 30_000.0), f"{SYNTHETIC_PREFIX}2-USDT": (2, 2_000.0)}
 """The synthetic symbols -> (seed, start price): names no exchange lists, so that no table, report
 or summary of their invented prices can pass for a real market's."""
 DEMO_SUFFIX = "_demo"

@@ -81,9 +81,16 @@ def test_demo_runs_the_whole_path_offline_and_never_touches_real_candles(
     assert "(synthetic data: SYNTH1-USDT, SYNTH2-USDT are seeded random walks, no market's prices)" in out
     assert f"DATABASE_URL={demo_db} QTRAIN_MODELS_DIR=" in out  # the next commands name the demo's database
     for symbol in ("SYNTH1-USDT", "SYNTH2-USDT"):  # 300 candles hold out 2.5 days: said, and what to do
-        assert f"{symbol} v2 (2.5 days, " in out and "-> not promoted: insufficient evidence" in out, out
+        assert (
+            f"{symbol} v2 (synthetic data, 2.5 days, " in out
+            and "-> not promoted: insufficient evidence" in out
+        ), out
     assert "`qtrain demo --candles 4000` holds out 33 days" in out
     assert query(database_url, CHECKSUM)[0] == before
+    # a backtest of the demo's tables says, in its notes (and its HTML report), that the data are synthetic
+    bt = qtrain({**env, "DATABASE_URL": demo_db}, "backtest", "--symbol", "SYNTH1-USDT", "--json")
+    assert bt.returncode == 0, bt.stderr[-2000:]
+    assert json.loads(bt.stdout)["notes"][0].startswith("synthetic data: SYNTH1-USDT is qtrain demo's seeded")
 
 
 def test_demo_refuses_workers_that_serve_another_database(

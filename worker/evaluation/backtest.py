@@ -41,7 +41,8 @@ from model.metrics import (
 from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
 from worker.errors import BadInput
 from worker.store import db, versions
-from worker.store.candles import load_candles, load_range  # load_range: also for the gate
+from worker.store.candles import load_candles, load_range
+from worker.symbols import is_synthetic  # load_range: also for the gate
 
 
 def run_policies(
@@ -105,6 +106,8 @@ def compare(
     gate's bar (``model.baselines``); its equity curve in a report is the one of ``seed``."""
     v = versions.load_version(url, symbol, version, prefer_promoted=True)
     notes: list[str] = [f"version: {versions.which(v, version)}"]
+    if is_synthetic(symbol):
+        notes.insert(0, f"synthetic data: {symbol} is qtrain demo's seeded random walk, no market's prices")
     if since is None and until is None:
         tail = v.holdout()
         if tail is None:

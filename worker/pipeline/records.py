@@ -16,6 +16,7 @@ from model.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, too_short_to_annual
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig, twin_record
 from worker.store import backtests, versions
+from worker.symbols import is_synthetic
 
 HOLDOUT_METRICS = ("total_return_pct", "max_drawdown_pct")
 
@@ -126,7 +127,8 @@ def gate_line(rec: VersionRecord) -> str:
         verdict = "not promoted" + (f" (decided by {' and '.join(decided)})" if decided else "")
     if ev:
         trades = ev["closed_trades"]
-        head += f" ({days:.1f} days, {trades} closed trade{'s' if trades != 1 else ''})"
+        synthetic = "synthetic data, " if is_synthetic(rec.row.symbol) else ""
+        head += f" ({synthetic}{days:.1f} days, {trades} closed trade{'s' if trades != 1 else ''})"
     figures = f"{metric} {_num(h['value'])} {', '.join(parts)}"
     if hide:  # an annualised figure of a short tail extrapolates luck: not shown
         figures = f"{metric} not shown (annualised figures need >= {MIN_DAYS_TO_ANNUALISE:g} days)"
