@@ -19,7 +19,7 @@ from model.candles import Candles, minute_utc
 from model.features import compute_features
 from model.live import trades_from_backtest
 from model.lookahead import check_lookahead, default_cut_points
-from model.metrics import METRIC_NAMES, json_safe
+from model.metrics import METRIC_NAMES, json_safe, too_short_to_annualise
 from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.console import make_console
@@ -196,18 +196,22 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
     for p in policies:
         table.add_column(p, justify="right")
     for f in wf.folds:
+        short = too_short_to_annualise((f.test_until - f.test_since) / 86_400)  # no annualised Sharpe then
         cells = [
-            f"{_fmt(f.results[p].metrics['total_return_pct'])} / {_fmt(f.results[p].metrics['sharpe'])}"
+            f"{_fmt(f.results[p].metrics['total_return_pct'])} / "
+            + ("n/a" if short else _fmt(f.results[p].metrics["sharpe"]))
             for p in policies
         ]
         table.add_row(
             str(f.fold), f"{minute_utc(f.train_since)} – {minute_utc(f.train_until)}",
             f"{minute_utc(f.test_since)} – {minute_utc(f.test_until)}", str(f.n_windows), *cells,
         )  # fmt: skip
+    any_short = any(too_short_to_annualise((f.test_until - f.test_since) / 86_400) for f in wf.folds)
     for stat in ("mean", "median"):
         table.add_row(
             stat, "", "", "",
-            *(f"{_fmt(agg[p]['total_return_pct'][stat])} / {_fmt(agg[p]['sharpe'][stat])}" for p in policies),
+            *(f"{_fmt(agg[p]['total_return_pct'][stat])} / "
+              + ("n/a" if any_short else _fmt(agg[p]["sharpe"][stat])) for p in policies),
         )  # fmt: skip
     table.add_row("compounded", "", "", "", *(_fmt(agg[p]["compounded_return_pct"]) for p in policies))
     console.print(table)

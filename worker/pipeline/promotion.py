@@ -21,7 +21,8 @@ by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig
   figures start to mean something (``model.metrics.MIN_DAYS_TO_ANNUALISE``); 3 round trips is the
   fewest that separate a trading rule from one lucky entry, and the ``pooled`` recipe, which trades
   a few times a quarter, gets them on the tail of a batch of a year or more (the tail is
-  ``--holdout`` 20% of the range: a year gives 73 days). Either may be set to 0.
+  ``--holdout`` 20% of the range: a year gives 73 days; ``bench/gate_evidence.py``: one-year
+  BTC/ETH batches closed a median of 7.5 trades there, 3 or more in 9 of 12). Either may be 0.
 * A table that never trades on the tail (0 closed trades, never in the market) never displaces a
   promoted version, whatever the settings: "doing nothing" is not a better model.
 * ``QTRAIN_PROMOTION_TWIN`` (default ``better``): what the gate does with the version's unshaped
