@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -139,6 +140,11 @@ def test_reducer_runs_the_gate_and_writes_files(database_url, tmp_path):
     # 360 candles hold out 72 hours: too little evidence for any verdict, whatever the bars say
     assert not gate["promoted"] and gate["decided_by"] == ["evidence"], gate
     assert gate["evidence"]["days"] == 3.0 and gate["reason"].startswith("insufficient evidence: 3.0 days")
+    line = records.gate_line(
+        records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
+    )
+    assert "what the LLM adds not shown (sharpe of a tail under 30 days)" in line, line
+    assert not re.search(r"[-+]?\d+\.\d+ sharpe", line), line  # the twin's annualised margin neither
     assert gate["margins"]["buy_and_hold"] == pytest.approx(sharpe["qtable"] - sharpe["buy_and_hold"])
     assert gate["margins"]["random_median"] == pytest.approx(sharpe["qtable"] - sharpe["random_median"])
     assert summary["batch_done"]
@@ -264,8 +270,9 @@ def test_the_better_twin_is_kept_and_said(database_url, tmp_path):
     assert ab["margin"] == pytest.approx(ab["llm_shaped"] - ab["unshaped"]) and ab["margin"] < 0
     assert gate["ablation"]["served"] == "unshaped" and out["promotion"]["promoted"] == gate["promoted"]
     rec = records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
-    line = records.gate_line(rec)
-    assert f"LLM adds nothing here: {ab['margin']:+.2f} sharpe" in line and "unshaped twin" in line
+    assert f"LLM adds nothing here: {ab['margin']:+.2f} sharpe" in ablation.sentence(rec.ablation)
+    line = records.gate_line(rec)  # a 3-day tail: the annualised margin is not printed, the table held is
+    assert "what the LLM adds not shown" in line and "(the version holds the unshaped twin)" in line, line
 
 
 def test_the_llm_table_is_kept_when_it_wins(database_url, tmp_path):
@@ -276,7 +283,10 @@ def test_the_llm_table_is_kept_when_it_wins(database_url, tmp_path):
     assert np.array_equal(q, shaped) and "shaping" not in npz_meta
     assert meta["ablation"]["served"] == "llm_shaped" and meta["ablation"]["margin"] > 0
     rec = records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
-    assert f"LLM adds {meta['ablation']['margin']:+.2f} sharpe on the holdout" in records.gate_line(rec)
+    assert f"LLM adds {meta['ablation']['margin']:+.2f} sharpe on the holdout" in ablation.sentence(
+        rec.ablation
+    )
+    assert "unshaped twin" not in records.gate_line(rec)
 
 
 @pytest.mark.parametrize("rule", ["bar", "allow"])
@@ -379,6 +389,7 @@ def test_a_short_tail_is_insufficient_evidence_the_version_stays_latest_not_prom
         line
     )
     assert "sharpe not shown (annualised figures need >= 30 days)" in line and "vs random median" not in line
+    assert not re.search(r"[-+]?\d+\.\d+ sharpe", line), line  # no annualised number anywhere in it
 
 
 def test_too_few_trades_is_insufficient_and_a_table_that_never_trades_never_displaces_one(zig):

@@ -130,10 +130,15 @@ def gate_line(rec: VersionRecord) -> str:
         synthetic = "synthetic data, " if is_synthetic(rec.row.symbol) else ""
         head += f" ({synthetic}{days:.1f} days, {trades} closed trade{'s' if trades != 1 else ''})"
     figures = f"{metric} {_num(h['value'])} {', '.join(parts)}"
+    twin = ablation.sentence(rec.ablation)
+    if hide and rec.ablation is not None:
+        twin = f"what the LLM adds not shown ({metric} of a tail under {MIN_DAYS_TO_ANNUALISE:g} days)" + (
+            " (the version holds the unshaped twin)" if rec.served == ablation.UNSHAPED else ""
+        )
     if hide:  # an annualised figure of a short tail extrapolates luck: not shown
         figures = f"{metric} not shown (annualised figures need >= {MIN_DAYS_TO_ANNUALISE:g} days)"
     return (
         f"{head} on its held-out tail: {figures} -> {verdict};"
-        f" {ablation.sentence(rec.ablation)}; return {_num(h['total_return_pct'])}% vs buy-and-hold"
+        f" {twin}; return {_num(h['total_return_pct'])}% vs buy-and-hold"
         f" {_num(h['buy_and_hold_return_pct'])}%"
     )
