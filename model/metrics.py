@@ -210,3 +210,22 @@ def compute_metrics(
 def json_safe(metrics: Mapping[str, float]) -> dict[str, float | None]:
     """The metrics with NaN and +-inf replaced by None, so that ``json.dumps`` writes valid JSON."""
     return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+ANNUALISED: tuple[str, ...] = ("cagr_pct", "volatility_ann_pct", "sharpe", "sortino", "calmar")
+"""Metrics scaled to a year: on a short range they extrapolate luck (12 days at +18% is a CAGR
+of 27,000%), so reports show them only from ``MIN_DAYS_TO_ANNUALISE`` days on."""
+MIN_DAYS_TO_ANNUALISE = 30.0
+"""Days a range must span before its annualised metrics are shown (a month of hourly candles)."""
+
+
+def too_short_to_annualise(days: float) -> bool:
+    """True when a range of ``days`` is too short for its annualised metrics to be shown."""
+    return not days >= MIN_DAYS_TO_ANNUALISE
+
+
+def without_annualised(metrics: Mapping[str, float], days: float) -> dict[str, float]:
+    """``metrics`` with the ``ANNUALISED`` ones set to NaN when ``days`` is under
+    ``MIN_DAYS_TO_ANNUALISE`` (shown as n/a; the others are kept as they are)."""
+    short = too_short_to_annualise(days)
+    return {k: (math.nan if short and k in ANNUALISED else v) for k, v in metrics.items()}

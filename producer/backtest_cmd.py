@@ -19,7 +19,7 @@ from model.candles import Candles, minute_utc
 from model.features import compute_features
 from model.live import trades_from_backtest
 from model.lookahead import check_lookahead, default_cut_points
-from model.metrics import METRIC_NAMES, json_safe
+from model.metrics import METRIC_NAMES, json_safe, too_short_to_annualise
 from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.console import make_console
@@ -59,15 +59,21 @@ def _check_costs(fee: float, slippage_bps: float) -> None:
         raise BadInput(f"--slippage-bps must be in [0, 1000), got {slippage_bps}")
 
 
+def _promoted(c: evaluate.Comparison) -> str:
+    return "promoted" if c.params.get("promoted") else "not promoted"
+
+
 def _write_report(path: str, c: evaluate.Comparison) -> None:
     from producer.report import render_report  # Bokeh: imported only for --report
 
     html = render_report(
         c.results["qtable"],
-        title=f"qtrain backtest: {c.symbol} Q-table v{c.version}",
+        title=f"qtrain backtest: {c.symbol} Q-table v{c.version} ({_promoted(c)})",
         candles=c.candles,
         bh_equity=c.results["buy_and_hold"].equity,
-        metrics_table={k: r.metrics for k, r in c.results.items()},
+        metrics_table={
+            k: {m: math.nan if v is None else v for m, v in ms.items()} for k, ms in c.metrics().items()
+        },
         notes=c.notes,
     )
     try:
@@ -78,12 +84,18 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
 
 @click.command()
 @click.option("--symbol", required=True, help="e.g. BTC-USDT.")
-@click.option("--version", "version", type=int, default=None, help="Q-table version (default: the latest).")
+@click.option(
+    "--version", "version", type=int, default=None,
+    help="Q-table version (default: the promoted one, else the latest, as `models export`).",
+)  # fmt: skip
 @click.option("--since", default=None, help="Range start (default: the version's held-out tail).")
 @click.option("--until", default=None, help="Range end, exclusive.")
 @click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side (0.001 = 0.1%).")
 @click.option("--slippage-bps", default=0.0, show_default=True, type=float, help="Worsens every fill.")
-@click.option("--seed", default=policy_set.DEFAULT_SEED, show_default=True, type=int, help="Random baseline.")
+@click.option(
+    "--seed", default=policy_set.DEFAULT_SEED, show_default=True, type=int,
+    help="The random policy drawn in --report (the random column is the median of 50, as the gate's).",
+)  # fmt: skip
 @click.option("--walk-forward", is_flag=True, help="Retrain on each fold's past, test on the next segment.")
 @click.option("--folds", default=4, show_default=True, type=int, help="With --walk-forward.")
 @click.option("--epochs", default=None, type=int, help="With --walk-forward (default: the version's).")
@@ -131,7 +143,8 @@ def backtest(**kw: Any) -> None:
         return
     console = make_console()
     title = (
-        f"{c.symbol} Q-table v{c.version}: {minute_utc(c.since)} – {minute_utc(c.until)} UTC,"
+        f"{c.symbol} Q-table v{c.version} ({_promoted(c)}): {minute_utc(c.since)} –"
+        f" {minute_utc(c.until)} UTC,"
         f" {len(c.candles)} candles,"
         f" fee {kw['fee']:g}/side, slippage {kw['slippage_bps']:g} bps"
     )
@@ -183,18 +196,22 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
     for p in policies:
         table.add_column(p, justify="right")
     for f in wf.folds:
+        short = too_short_to_annualise((f.test_until - f.test_since) / 86_400)  # no annualised Sharpe then
         cells = [
-            f"{_fmt(f.results[p].metrics['total_return_pct'])} / {_fmt(f.results[p].metrics['sharpe'])}"
+            f"{_fmt(f.results[p].metrics['total_return_pct'])} / "
+            + ("n/a" if short else _fmt(f.results[p].metrics["sharpe"]))
             for p in policies
         ]
         table.add_row(
             str(f.fold), f"{minute_utc(f.train_since)} – {minute_utc(f.train_until)}",
             f"{minute_utc(f.test_since)} – {minute_utc(f.test_until)}", str(f.n_windows), *cells,
         )  # fmt: skip
+    any_short = any(too_short_to_annualise((f.test_until - f.test_since) / 86_400) for f in wf.folds)
     for stat in ("mean", "median"):
         table.add_row(
             stat, "", "", "",
-            *(f"{_fmt(agg[p]['total_return_pct'][stat])} / {_fmt(agg[p]['sharpe'][stat])}" for p in policies),
+            *(f"{_fmt(agg[p]['total_return_pct'][stat])} / "
+              + ("n/a" if any_short else _fmt(agg[p]["sharpe"][stat])) for p in policies),
         )  # fmt: skip
     table.add_row("compounded", "", "", "", *(_fmt(agg[p]["compounded_return_pct"]) for p in policies))
     console.print(table)
@@ -225,7 +242,13 @@ SERIES = lookahead_series
 
 @click.command(name="check-lookahead")
 @click.option("--symbol", required=True, help="e.g. BTC-USDT.")
-@click.option("--version", "version", type=int, default=None, help="Q-table version (default: the latest).")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Q-table version (default: the promoted one, else the latest).",
+)
 @click.option("--timeframe", default=None, help="Default: the version's, else 1h.")
 @click.option("--since", default=None, help="First candle checked (default: all stored).")
 @click.option("--until", default=None, help="End of the checked range, exclusive.")
@@ -242,9 +265,9 @@ def check_lookahead_cmd(**kw: Any) -> None:
     timeframe = kw["timeframe"] or "1h"
     note = ""
     try:
-        v = versions.load_version(settings.database_url, symbol, kw["version"])
+        v = versions.load_version(settings.database_url, symbol, kw["version"], prefer_promoted=True)
         learner, space, timeframe = v.learner, v.space, kw["timeframe"] or v.timeframe
-        note = f"Q-table version {v.version}"
+        note = f"Q-table {versions.which(v, kw['version'])}"
     except BadInput:
         if kw["version"] is not None:
             raise

@@ -199,7 +199,8 @@ def fetch_cmd(
     as_json: bool,
     api_url: str | None,
 ) -> None:
-    """Fetch closed candles through ccxt, resuming after the newest stored candle."""
+    """Fetch the closed candles of [--since, --until) that are not stored yet through ccxt: gaps
+    inside the stored ones included, then the part after the newest."""
     from worker.clients.exchange import fetch_symbol, make_exchange  # ccxt: ~0.5 s to import, only here
 
     settings = Settings.from_env()
@@ -218,12 +219,15 @@ def fetch_cmd(
         click.echo(json.dumps([r.to_dict() for r in results]))
         return
     table = Table(title=f"fetch {exchange_id} {timeframe}")
-    for col in ("symbol", "from", "requests", "retries", "received", "inserted", "present", "open skipped"):
+    cols = ("symbol", "from", "missing ranges", "requests", "retries", "received", "inserted", "present",
+            "open skipped")  # fmt: skip
+    for col in cols:
         table.add_column(col)
     for r in results:
         table.add_row(
             r.symbol,
             _when(r.start) + (" (resumed)" if r.resumed else ""),
+            str(r.missing_ranges),
             str(r.requests),
             str(r.retries),
             str(r.received),
@@ -236,6 +240,51 @@ def fetch_cmd(
 
 def _when(ts: int | None) -> str:
     return "-" if ts is None else minute_utc(ts)
+
+
+@candles.command(name="delete")
+@click.option("--symbol", required=True, help="e.g. BTC-USDT.")
+@click.option("--timeframe", default=None, help="Only this timeframe (default: every stored one).")
+@click.option(
+    "--since", default=None, help="First candle deleted (YYYY-MM-DD or ISO 8601, UTC; default: the first)."
+)
+@click.option("--until", default=None, help="End of the deleted range, exclusive (default: after the last).")
+@click.option("--yes", is_flag=True, help="Delete them. Without it: only say what would be deleted (exit 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def delete_cmd(
+    symbol: str, timeframe: str | None, since: str | None, until: str | None, yes: bool, as_json: bool
+) -> None:
+    """Delete a symbol's stored candles, or those of [--since, --until); asks for --yes.
+
+    Without --yes nothing is deleted: the command prints how many candles it would delete and exits 1,
+    so that a script that forgot the flag does not go on as if they were gone. With --yes it deletes
+    them in one transaction and prints the count (exit 0). Nothing matching: exit 0, nothing done.
+    """
+    settings = Settings.from_env()
+    name = normalize_symbol(symbol)
+    lo, hi = parse_date(since, flag="--since"), parse_date(until, flag="--until")
+    if lo is not None and hi is not None and hi <= lo:
+        raise BadInput(f"--until ({until}) must be after --since ({since})")
+    counts = candles_store.delete_candles(
+        settings.database_url, name, timeframe=timeframe, since=lo, until=hi, dry_run=not yes
+    )
+    total = sum(counts.values())
+    span = f"[{_when(lo) if lo is not None else 'first'}, " + (f"{_when(hi)})" if hi is not None else "last]")
+    what = ", ".join(f"{n} {tf}" for tf, n in counts.items()) or "0"
+    if as_json:
+        click.echo(json.dumps({"symbol": name, "since": lo, "until": hi, "counts": counts, "total": total,
+                               "deleted": yes and total > 0}))  # fmt: skip
+    elif total == 0:
+        click.echo(f"no stored candles of {name} in {span}: nothing to delete")
+    elif yes:
+        click.echo(f"deleted {total} candles of {name} in {span} ({what})")
+    else:
+        click.echo(
+            f"would delete {total} candles of {name} in {span} ({what}); nothing deleted: add --yes to"
+            " delete them"
+        )
+    if total and not yes:
+        raise SystemExit(1)
 
 
 @candles.command(name="list")

@@ -1,8 +1,21 @@
 """``qtrain demo``: the whole path on one machine in one command.
 
-Database, candles (synthetic for two symbols, or ``--csv FILE --symbol S``), local workers when
-none is running, a batch trained with Ollama when it answers (else the heuristic analyst, saying
-so), and the summary. Running it again is cheap: every window is then a cache hit.
+Database, candles (synthetic for two symbols, or ``--csv FILE --symbol S``), local workers, a batch
+trained with Ollama when it answers (else the heuristic analyst, saying so), and the summary.
+Running it again is cheap: every window is then a cache hit.
+
+The demo never touches a trader's data (decision, issue 29):
+
+* it runs in its OWN database, ``DATABASE_URL``'s name plus ``_demo`` (``qtrain`` ->
+  ``qtrain_demo``, on the same server), created when missing; ``--database-url URL`` runs it in
+  another one, given explicitly. Its model files go to ``QTRAIN_MODELS_DIR/demo/``.
+* its synthetic candles are stored under symbols no market has, ``SYNTH1-USDT`` and
+  ``SYNTH2-USDT`` (seeded random walks from 30,000 and 2,000), so that every table, report and
+  summary made from them says "SYNTH" in its title, in whatever database they end up; it prints
+  "synthetic" wherever it shows them. A real symbol's candles are written only from ``--csv``.
+* it starts its own workers, with its database: workers already consuming the broker's queues serve
+  another database and would take its tasks, so the demo stops with one line (exit 2) saying how to
+  stop them or use another broker, unless ``--database-url`` names the database they serve.
 
 ``--llm embedded`` (``scripts/demo --llm embedded`` starts the embedded CPU model, SmolLM2-135M in
 ``llama_cpp.server``, and exports QTRAIN_LLM_API=openai, OPENAI_BASE_URL, QTRAIN_LLM_MODEL): the
@@ -14,7 +27,10 @@ after a warm-up, one worker slot per engine process; a few of its analyses are p
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -24,10 +40,17 @@ from producer.workers import running_workers, start_workers
 from worker.errors import QtrainError
 from worker.pipeline import dispatch
 from worker.settings import DEFAULT_STRIDE, DEFAULT_WINDOW, Settings
-from worker.store import batches, db, migrate
+from worker.store import db, migrate
 from worker.store.candles import candle_spans, insert_candles
+from worker.symbols import SYNTHETIC_PREFIX
 
-DEMO_SYMBOLS = {"BTC-USDT": (1, 30_000.0), "ETH-USDT": (2, 2_000.0)}
+DEMO_SYMBOLS = {f"{SYNTHETIC_PREFIX}1-USDT": (1, 30_000.0), f"{SYNTHETIC_PREFIX}2-USDT": (2, 2_000.0)}
+"""The synthetic symbols -> (seed, start price): names no exchange lists, so that no table, report
+or summary of their invented prices can pass for a real market's."""
+DEMO_SUFFIX = "_demo"
+"""Added to DATABASE_URL's database name for the demo's own database (``qtrain`` -> ``qtrain_demo``)."""
+MAX_DATABASE_NAME = 63
+"""PostgreSQL's longest identifier."""
 #: Windows per symbol with ``--llm embedded`` (6 in all for the two symbols: 2-4 minutes on 2 cores).
 EMBEDDED_WINDOWS = 3
 #: Candles left before the first window with ``--llm embedded``: the indicators' warm-up (a window
@@ -67,7 +90,29 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
     return "ollama", f"{server} answers at {', '.join(settings.llm_hosts)} with {settings.llm_model}"
 
 
+def demo_database_url(url: str) -> str:
+    """The demo's own database on the server of ``url``: its name plus ``_demo`` (unchanged when it
+    already ends so); BadInput when the URL names no database or the name gets too long."""
+    from worker.errors import BadInput
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise BadInput(f"DATABASE_URL {db.redact(url)} names no database: add /qtrain")
+    if not name.endswith(DEMO_SUFFIX):
+        name += DEMO_SUFFIX
+    if len(name) > MAX_DATABASE_NAME:
+        raise BadInput(
+            f"the demo's database name {name!r} is longer than {MAX_DATABASE_NAME}: give --database-url"
+        )
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
 @click.command()
+@click.option(
+    "--database-url", default=None,
+    help="Run the demo in this database (default: its own, DATABASE_URL's name + _demo, created if missing).",
+)  # fmt: skip
 @click.option("--workers", "n_workers", default=2, show_default=True, help="Worker processes to start.")
 @click.option("--concurrency", default=2, show_default=True, help="Pool processes per worker.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Import this CSV.")
@@ -84,11 +129,21 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 def demo(**kw: Any) -> None:
-    """Run the whole pipeline on this machine: db init, candles, workers, training, summary."""
-    settings = Settings.from_env()
+    """Run the whole pipeline on this machine in its own database: db init, synthetic candles,
+    workers, training, summary (see `qtrain demo` in the README)."""
+    import dataclasses
+
+    user = Settings.from_env()
+    explicit = kw["database_url"] is not None
+    url = kw["database_url"] if explicit else demo_database_url(user.database_url)
+    models_dir = str(Path(user.models_dir) / "demo")
+    # the edge of this command: its workers and the task module read the environment
+    os.environ.update(DATABASE_URL=url, QTRAIN_MODELS_DIR=models_dir)
+    settings = dataclasses.replace(user, database_url=url, models_dir=models_dir)
     say = (lambda *_: None) if kw["as_json"] else click.echo
     migrate.migrate(settings.database_url)
-    say(f"database ready: {db.redact(settings.database_url)}")
+    own = "" if explicit else " (the demo's own: your DATABASE_URL's data is never read or written)"
+    say(f"database ready: {db.redact(settings.database_url)}{own}")
     if kw["csv_path"]:
         from producer.candles_cmd import import_file
 
@@ -97,7 +152,10 @@ def demo(**kw: Any) -> None:
         say(f"imported {kw['csv_path']}: {report.inserted} new candles")
     else:
         symbols = load_demo_candles(settings, kw["n_candles"])
-        say(f"synthetic candles: {kw['n_candles']} hourly candles for {', '.join(symbols)}")
+        say(
+            f"synthetic candles (seeded random walks, not market data): {kw['n_candles']} hourly candles"
+            f" for {', '.join(symbols)}"
+        )
     dispatch.check_broker(settings)
     embedded = kw["llm"] == "embedded"
     since, stride = None, DEFAULT_STRIDE
@@ -109,11 +167,20 @@ def demo(**kw: Any) -> None:
         analyst, why = choose_analyst(settings, kw["analyst"])
     say(f"analyst: {analyst} ({why})")
     started = None
-    if running_workers(settings.broker_url) == 0:
+    running = running_workers(settings.broker_url)
+    if running == 0:
         say(f"starting {kw['n_workers']} worker process(es) x {kw['concurrency']} slots")
         started = start_workers(kw["n_workers"], concurrency=kw["concurrency"], prefix="demo")
+    elif explicit:
+        say("using the Celery workers already running (they must serve --database-url)")
     else:
-        say("using the Celery workers already running")
+        from worker.errors import BadInput
+
+        raise BadInput(
+            f"{running} Celery worker(s) already consume this broker's queues and serve another database:"
+            " they would take the demo's tasks. Stop them, or give the demo its own broker"
+            " (CELERY_BROKER_URL=redis://127.0.0.1:6379/2 CELERY_RESULT_BACKEND=redis://127.0.0.1:6379/3)"
+        )
     try:
         req = dispatch.TrainRequest(
             symbols=tuple(symbols), epochs=kw["epochs"], analyst=analyst, seed=42, since=since, stride=stride
@@ -127,15 +194,31 @@ def demo(**kw: Any) -> None:
     finally:
         if started is not None:
             started.stop()
+    synthetic = not kw["csv_path"]
     if kw["as_json"]:
-        click.echo(json.dumps(final.to_json()))
+        click.echo(json.dumps({**final.to_json(), "demo": {
+            "database": db.redact(settings.database_url), "synthetic": synthetic, "models_dir": models_dir,
+        }}))  # fmt: skip
         return
     train_cmd.print_summary(final)
-    print_gate(settings, final)
+    if synthetic:
+        say(f"(synthetic data: {', '.join(symbols)} are seeded random walks, no market's prices)")
+    verdicts = train_cmd.print_verdicts(settings, final)
+    if any(v.get("decided_by") == ["evidence"] for v in verdicts.values()):
+        say(
+            f"the gate wants more evidence than {kw['n_candles']} candles give (its tail is the last 20%):"
+            " `qtrain demo --candles 4000` holds out 33 days; with your own market data, import a year or"
+            " more (README, Quick start) and train on it"
+        )
     if embedded:
         print_analyses(settings, final.batch_id)
-    say(f"Q-tables in {settings.models_dir}/ (fast_model_<SYMBOL>.npz = the promoted one)")
-    say(f"next: qtrain backtest --symbol {symbols[0]} --report report.html   |   qtrain models list")
+    say(
+        f"Q-tables in {settings.models_dir}/ (fast_model_<SYMBOL>.npz = the promoted one, else the latest,"
+        " its .json says which)"
+    )
+    env = f"DATABASE_URL={db.redact(settings.database_url)} QTRAIN_MODELS_DIR={models_dir}"
+    say(f"next, in the demo's database: {env} qtrain backtest --symbol {symbols[0]} --report report.html")
+    say(f"                              {env} qtrain models list")
     if not embedded:
         say(
             f"with a real model on this CPU (SmolLM2-135M, built and fetched the first time,"
@@ -186,24 +269,6 @@ def print_analyses(settings: Settings, batch_id: int, limit: int = SHOWN_ANALYSE
             f" {a.n_rules} rule(s); {a.prompt_tokens or 0} prompt + {a.completion_tokens or 0} answer tokens,"
             f" {secs}; {(a.summary or '')[:100]!r}"
         )
-
-
-def print_gate(settings: Settings, final: batches.BatchStatus) -> None:
-    """One line per symbol: the new version on its held-out tail against every bar the gate held it
-    to (buy-and-hold, the random-policy median, the promoted version), by how much, the verdict and
-    which bar decided, and what the LLM adds over the same batch trained without analyses."""
-    from worker.pipeline import records
-    from worker.pipeline.promotion import PromotionConfig
-
-    cfg = PromotionConfig.from_settings(settings)
-    for symbol, s in final.symbols.items():
-        rows = [
-            r
-            for r in records.version_records(settings.database_url, symbol, cfg)
-            if r.row.version == s.q_version
-        ]
-        if rows and rows[0].holdout is not None:
-            click.echo(records.gate_line(rows[0]))
 
 
 COMMANDS = [demo]

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from model.metrics import ANNUALISED, too_short_to_annualise
 from model.qlearning import FastQLearning
 from producer.console import make_console
 from worker.errors import BadInput, QtrainError
@@ -64,8 +65,9 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
         return
     table = Table(title=f"Q-table versions (holdout criterion: {metric}; LLM adds = shaped - unshaped twin;"
                         " content adds = shaped - best control)")  # fmt: skip
-    cols = ("symbol", "version", "promoted", "created", "batch", metric, "vs bh", "vs random", "vs promoted",
-            "LLM adds", "content adds", "table", "return %", "max dd %", "bh return %")  # fmt: skip
+    cols = ("symbol", "version", "promoted", "created", "batch", "evidence", metric, "vs bh", "vs random",
+            "vs promoted", "LLM adds", "content adds", "table", "return %", "max dd %",
+            "bh return %")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="right" if col not in ("symbol", "created", "table") else "left")
     for rec in rows:
@@ -73,14 +75,27 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
         mark = "*" if r.promoted else ""
         if r.promoted and r.promoted_by:
             mark = f"* ({r.promoted_by})"
+        ev = (r.gate or {}).get("evidence")
+        hide = ev is not None and metric in ANNUALISED and too_short_to_annualise(ev["days"])
+        figures = (
+            ["n/a"] * 6 if hide else  # an annualised figure of a tail under 30 days: not shown
+            [_fmt(h.get("value")), _margin(h, "buy_and_hold"), _margin(h, "random_median"),
+             _margin(h, "incumbent"), _llm(rec.ablation), _content(rec.ablation)]
+        )  # fmt: skip
         table.add_row(
             r.symbol, str(r.version), mark, r.created_at.isoformat()[:16].replace("T", " "), _fmt(r.batch_id),
-            _fmt(h.get("value")), _margin(h, "buy_and_hold"), _margin(h, "random_median"),
-            _margin(h, "incumbent"), _llm(rec.ablation), _content(rec.ablation),
+            _evidence(ev), *figures,
             TABLE_OF.get(rec.served or "", "–"), _fmt(h.get("total_return_pct")),
             _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
         )  # fmt: skip
     make_console().print(table)
+
+
+def _evidence(ev: dict[str, Any] | None) -> str:
+    """The held-out tail's days and closed trades, and whether that was too little for a verdict."""
+    if ev is None:
+        return "–"
+    return f"{ev['days']:.0f} d, {ev['closed_trades']} trades" + ("" if ev["enough"] else " (too little)")
 
 
 def _llm(ablation: dict[str, Any] | None) -> str:
@@ -137,7 +152,12 @@ def export_cmd(symbol: str, version: int | None, out: str, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(res))
     else:
-        click.echo(f"{res['symbol']} v{res['version']} -> {res['path']} (sha256 {res['sha256']} verified)")
+        state = (
+            "promoted" if res["promoted"] else "latest, not promoted" if version is None else "not promoted"
+        )
+        click.echo(
+            f"{res['symbol']} v{res['version']} ({state}) -> {res['path']} (sha256 {res['sha256']} verified)"
+        )
 
 
 def _who(by: str | None) -> str:

@@ -66,9 +66,13 @@ class BatchFailed(QtrainError):
 def train(**kw: Any) -> None:
     """Create a training batch, enqueue one analysis per window, print the batch id."""
     from worker.pipeline import dispatch
+    from worker.pipeline.promotion import PromotionConfig
     from worker.runtime import publish
 
     settings = Settings.from_env()
+    PromotionConfig.from_settings(
+        settings
+    )  # a bad QTRAIN_PROMOTION_* is one line now, not a failed gate later
     req = dispatch.TrainRequest(
         symbols=parse_symbols(kw["symbols"]),
         timeframe=kw["timeframe"],
@@ -95,13 +99,44 @@ def train(**kw: Any) -> None:
     if kw["wait"]:
         final = wait(settings, batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
         if kw["as_json"]:
-            click.echo(json.dumps(final.to_json()))
+            found = verdicts(settings, final)
+            click.echo(
+                json.dumps({**final.to_json(), "verdicts": {s: line for s, (_, line) in found.items()}})
+            )
         else:
             print_summary(final)
+            print_verdicts(settings, final)
     elif kw["as_json"]:
         click.echo(json.dumps(created.to_json()))
     else:
         click.echo(batch_id)
+
+
+def verdicts(settings: Settings, final: batches.BatchStatus) -> dict[str, tuple[dict[str, Any], str]]:
+    """Per symbol of a finished batch: the gate's verdict on its version (``agent_state.gate``) and
+    its one line (``records.gate_line``: promoted or not, and why)."""
+    from worker.pipeline import records
+    from worker.pipeline.promotion import PromotionConfig
+
+    cfg = PromotionConfig.from_settings(settings)
+    out = {}
+    for symbol, s in final.symbols.items():
+        rows = [
+            r
+            for r in records.version_records(settings.database_url, symbol, cfg)
+            if r.row.version == s.q_version
+        ]
+        if rows:
+            out[symbol] = (rows[0].row.gate or {}, records.gate_line(rows[0]))
+    return out
+
+
+def print_verdicts(settings: Settings, final: batches.BatchStatus) -> dict[str, dict[str, Any]]:
+    """Print the gate's line for each symbol of a finished batch; the verdicts by symbol."""
+    found = verdicts(settings, final)
+    for _, line in found.values():
+        click.echo(line)
+    return {symbol: gate for symbol, (gate, _) in found.items()}
 
 
 def _progress(quiet: bool) -> Progress:
@@ -162,6 +197,9 @@ def wait(
             if st.state == "done":
                 return st
             if st.state == "failed":
+                if not quiet:
+                    progress.stop()
+                    print_summary(st)
                 raise BatchFailed(f"batch {batch_id} failed: {st.error}")
             if deadline is not None and time.monotonic() > deadline:
                 raise BadInput(
@@ -192,6 +230,12 @@ def print_summary(st: batches.BatchStatus) -> None:
     console = make_console()
     console.print(table)
     console.print(f"tokens {st.tokens:,}  LLM seconds {st.llm_seconds:.1f}  windows/s {st.windows_per_s:.2f}")
+    for sym, s in st.symbols.items():
+        if s.failure_reasons:
+            top = "; ".join(f"{r['count']}x {r['reason']}" for r in s.failure_reasons)
+            console.print(f"{sym}: {s.failed} failed window(s), most frequent reasons: {top}", soft_wrap=True)
+    if st.state == "failed" and st.error:
+        console.print(f"batch {st.batch_id} failed: {st.error}", soft_wrap=True)
     m = st.medians
     if m is not None and m.windows:
         console.print(

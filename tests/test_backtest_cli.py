@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from model.metrics import METRIC_NAMES
+from model.metrics import ANNUALISED, METRIC_NAMES
 from model.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_version, settings_for
@@ -36,8 +36,19 @@ def test_json_has_every_policy_and_metric_and_is_recorded(env):
     out = json.loads(res.output)
     assert out["version"] == 1 and out["range"] == "holdout" and out["fee"] == 0.001
     assert set(out["policies"]) == set(POLICIES)
-    for metrics in out["policies"].values():
-        assert set(metrics) == set(METRIC_NAMES)
+    for name, metrics in out["policies"].items():
+        assert set(metrics) == set(METRIC_NAMES) | ({"sharpe_p90"} if name == "random" else set())
+    # issue 29: the random column is the gate's median of 50 seeded random policies, the same numbers
+    (gate_random,) = query(
+        env, "SELECT metrics FROM backtests WHERE kind = 'holdout' AND policy = 'random_median'"
+    )[0]
+    assert out["random_seeds"] == 50 and any("median of 50 seeded random policies" in n for n in out["notes"])
+    for m in ("total_return_pct", "max_drawdown_pct", "n_trades", "exposure_pct"):
+        assert out["policies"]["random"][m] == pytest.approx(gate_random[m]), m
+    # a 3.5-day tail: no annualised figure for any policy, and a note says why
+    assert all(p[m] is None for p in out["policies"].values() for m in ANNUALISED)
+    assert any("3.5 days: annualised figures" in n for n in out["notes"])
+    assert out["promoted"] is False and out["notes"][0].startswith("version: v1, the latest (no version")
     bh = out["policies"]["buy_and_hold"]
     assert bh["total_return_pct"] == pytest.approx(bh["buy_and_hold_return_pct"], abs=0.5)
     assert bh["n_trades"] == 0 and out["policies"]["qtable"]["buy_and_hold_return_pct"] is not None

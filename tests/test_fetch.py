@@ -89,3 +89,90 @@ def test_unknown_exchange_and_market_are_one_line(database_url: str, monkeypatch
         monkeypatch.setenv("QTRAIN_EXCHANGE_API_URL", fake.url)
         r = CliRunner().invoke(cli, ["candles", "fetch", "--symbols", "DOGE-USDT", "--since", "2024-01-01"])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (r.stderr, r.exception)
+
+
+def _delete(args: list[str]):
+    return CliRunner().invoke(cli, ["candles", "delete", *args])
+
+
+def test_delete_asks_for_yes_then_fetch_since_fills_the_gap_and_the_older_part(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29: `fetch --since` used to resume after the newest candle and never fill what lay
+    before it. Now a hole in the middle and the part before the first stored candle are fetched."""
+    fake = FakeKucoin(page_cap=1500)
+    ts = [int(t) for t in fake.add_series("BTC-USDT", start=T0, count=72, seed=3)]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    args = [
+        "candles",
+        "fetch",
+        "--symbols",
+        "BTC-USDT",
+        "--since",
+        "2024-01-01",
+        "--until",
+        "2024-01-03",
+        "--json",
+    ]
+    with serve(fake):
+        monkeypatch.setenv("QTRAIN_EXCHANGE_API_URL", fake.url)
+        assert CliRunner().invoke(cli, args).exit_code == 0
+        assert _stored(database_url, "BTC-USDT") == ts[:48]
+        # without --yes: says what it would delete, deletes nothing, exit 1
+        span = ["--symbol", "btc/usdt", "--since", "2024-01-01T10:00", "--until", "2024-01-01T20:00"]
+        dry = _delete(span)
+        assert dry.exit_code == 1 and "would delete 10 candles of BTC-USDT" in dry.stdout, dry.output
+        assert "nothing deleted: add --yes" in dry.stdout and len(_stored(database_url, "BTC-USDT")) == 48
+        done = _delete([*span, "--yes"])
+        assert done.exit_code == 0 and "deleted 10 candles of BTC-USDT" in done.stdout, done.output
+        assert _stored(database_url, "BTC-USDT") == ts[:10] + ts[20:48]
+        first = _delete(["--symbol", "BTC-USDT", "--until", "2024-01-01T05:00", "--yes", "--json"])
+        assert json.loads(first.stdout) == {
+            "symbol": "BTC-USDT", "since": None, "until": T0 + 5 * STEP, "counts": {"1h": 5}, "total": 5,
+            "deleted": True,
+        }  # fmt: skip
+        n_before = len(fake.candle_requests())
+        again = CliRunner().invoke(cli, args)
+        asked = [int(r["startAt"]) for r in fake.candle_requests()[n_before:]]
+    (r,) = json.loads(again.stdout)
+    assert _stored(database_url, "BTC-USDT") == ts[:48]  # both holes filled, nothing else changed
+    assert r["missing_ranges"] == 2 and r["inserted"] == 15 and r["already_present"] == 0
+    assert asked == [ts[0], ts[10]] and r["start"] == ts[0] and not r["resumed"]
+    assert fake.unexpected == []
+
+
+def test_delete_refuses_bad_input_in_one_line(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    cases = [
+        (["--symbol", "BTC-USDT;DROP TABLE x"], "invalid symbol"),
+        (["--symbol", "BTC-USDT", "--since", "2024-02-01", "--until", "2024-01-01"], "must be after --since"),
+        (["--symbol", "BTC-USDT", "--timeframe", "7x"], "timeframe"),
+        (["--symbol", "BTC-USDT", "--since", "yesterday-ish"], "--since"),
+    ]
+    for extra, needle in cases:
+        r = _delete([*extra, "--yes"])
+        assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
+            extra,
+            r.output,
+        )
+    r = _delete(["--symbol", "ETH-USDT"])
+    assert r.exit_code == 0 and "nothing to delete" in r.stdout
+
+
+def test_missing_spans_property() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from worker.clients.exchange import missing_spans
+
+    @given(st.sets(st.integers(0, 59)), st.integers(0, 30), st.integers(0, 60))
+    def check(have: set[int], lo: int, hi: int) -> None:
+        inside = sorted(h for h in have if lo <= h < hi)
+        spans = missing_spans([h * STEP for h in inside], lo * STEP, hi * STEP, STEP)
+        covered = {t // STEP for a, b in spans for t in range(a, b, STEP)}
+        assert covered == set(range(lo, hi)) - set(inside)  # exactly the missing candles
+        assert all(a < b for a, b in spans) and all(
+            b1 < a2 for (_, b1), (a2, _) in zip(spans, spans[1:], strict=False)
+        )
+
+    check()

@@ -136,3 +136,13 @@ def test_drawdown_duration_matches_backtestingpy(levels):
     assert ours == bt
     if ours:
         assert eq[start] == eq[: start + 1].max() and end - start == ours
+
+
+def test_annualised_metrics_are_left_out_under_a_month() -> None:
+    from model.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, without_annualised
+
+    m = {name: 1.5 for name in METRIC_NAMES}
+    short = without_annualised(m, MIN_DAYS_TO_ANNUALISE - 0.01)
+    assert all(math.isnan(short[k]) for k in ANNUALISED)
+    assert all(short[k] == 1.5 for k in METRIC_NAMES if k not in ANNUALISED)
+    assert without_annualised(m, MIN_DAYS_TO_ANNUALISE) == m and without_annualised(m, float("nan")) != m

@@ -37,7 +37,9 @@ def env(database_url, tmp_path, monkeypatch):
     settings = settings_for(database_url, tmp_path / "models")
     for kind in ("flat", "contrarian", "momentum"):  # v1 promoted, v2 refused, v3 promoted
         v = insert_version(database_url, SYMBOL, momentum_table(kind), MOMENTUM_SPACE, **span)
-        promotion.evaluate_and_promote(settings, SYMBOL, v, config=promotion.PromotionConfig())
+        promotion.evaluate_and_promote(
+            settings, SYMBOL, v, config=promotion.PromotionConfig(min_days=0, min_trades=0)
+        )
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("QTRAIN_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("COLUMNS", "220")
@@ -96,7 +98,27 @@ def test_promote_rollback_export_round_trip(env, tmp_path):
     assert meta["symbol"] == SYMBOL and (learner.q == momentum_table("momentum").q).all()
     assert json.loads(out.with_suffix(".json").read_text())["file_sha256"] == stored
     res = run("models", "export", "--symbol", SYMBOL, "--version", "2", "--out", str(out))
-    assert res.exit_code == 0 and "v2" in res.output and "verified" in res.output
+    assert res.exit_code == 0 and "v2 (not promoted)" in res.output and "verified" in res.output
+
+
+def test_backtest_export_and_lookahead_default_to_the_same_version_and_say_which(env, tmp_path):
+    """Issue 29: `backtest` used the latest version while `models export` and `signal` used the
+    promoted one. Now all default to the promoted one (else the latest) and say which."""
+    out = str(tmp_path / "t.npz")
+
+    def used() -> tuple[int, int, str, str]:
+        bt = json.loads(run("backtest", "--symbol", SYMBOL, "--json").output)
+        ex = run("models", "export", "--symbol", SYMBOL, "--out", out)
+        la = json.loads(run("check-lookahead", "--symbol", SYMBOL, "--cuts", "2", "--json").output)
+        return bt["version"], int(ex.output.split(" v")[1].split(" ")[0]), bt["notes"][0], la["note"]
+
+    run("models", "promote", "--symbol", SYMBOL, "--version", "1", "--by", "test")
+    bt, ex, note, la = used()
+    assert bt == ex == 1 and note == "version: v1, the promoted one" and la == "Q-table v1, the promoted one"
+    query_commit(env.database_url, "UPDATE agent_state SET promoted = false")
+    bt, ex, note, la = used()
+    assert bt == ex == 3 and note.startswith("version: v3, the latest (no version of ZIG-USDT is promoted")
+    assert "(latest, not promoted)" in run("models", "export", "--symbol", SYMBOL, "--out", out).output
 
 
 def test_tampered_table_is_not_exported(env, tmp_path):
@@ -150,13 +172,17 @@ def test_list_shows_what_the_llm_adds_and_the_incumbent_margin(database_url, tmp
     assert ab["margin"] < 0 and row["gate"]["ablation"]["margin"] == pytest.approx(ab["margin"])
     assert [b["bar"] for b in row["gate"]["bars"]] == ["buy_and_hold", "random_median"]  # no incumbent yet
     table = run("models", "list").output
-    assert "LLM adds" in table and f"{ab['margin']:+.3g}" in table and "unshaped twin" in table
+    assert "LLM adds" in table and "unshaped twin" in table and "content adds" in table
     # the negative controls: what the analyses' content adds over the best of them
     best = max(("shuffled", "constant"), key=lambda c: ab["controls"][c])
     assert ab["best_control"] == best and ab["content_margin"] == pytest.approx(
         ab["llm_shaped"] - ab["controls"][best]
     )
-    assert "content adds" in table and f"{ab['content_margin']:+.3g} over {best}" in table, table
+    # a 3-day tail (360 candles): its annualised Sharpe and margins are not shown, its evidence is
+    (line,) = [ln for ln in table.splitlines() if "BTC-USDT" in ln]
+    assert f"{ab['margin']:+.3g}" not in line and line.count("n/a") == 6, line
+    assert f"over {best}" not in line, line
+    assert "3 d, " in line and "(too little)" in line, line
 
 
 def test_a_bad_controls_setting_is_one_line_exit_2(database_url, monkeypatch):

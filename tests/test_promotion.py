@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -31,11 +32,22 @@ from worker.store.versions import model_path, version_model_path
 
 SYMBOL = "ZIG-USDT"
 N = 600
+LENIENT = promotion.PromotionConfig(min_days=0, min_trades=0)
+"""The gate without its evidence rule: the zigzag's tail is 8.3 days (the bars' logic on their own)."""
 
 
 @pytest.fixture
 def zig(database_url, tmp_path):
     c = zigzag_candles(N, symbol=SYMBOL)
+    insert_candles_of(database_url, c)
+    span = {"train_since": int(c.ts[0]), "train_until": int(c.ts[400]), "holdout_until": int(c.ts[-1]) + 3600}
+    return settings_for(database_url, tmp_path), span
+
+
+@pytest.fixture
+def zig_long(database_url, tmp_path):
+    """The zigzag with a 33-day held-out tail: long enough for annualised figures to be shown."""
+    c = zigzag_candles(1200, symbol=SYMBOL)
     insert_candles_of(database_url, c)
     span = {"train_since": int(c.ts[0]), "train_until": int(c.ts[400]), "holdout_until": int(c.ts[-1]) + 3600}
     return settings_for(database_url, tmp_path), span
@@ -53,7 +65,7 @@ def _promoted(url):
 
 def test_gate_promotes_better_and_refuses_worse(zig):
     settings, span = zig
-    cfg = promotion.PromotionConfig()
+    cfg = LENIENT
     flat = _add(settings, "flat", span)
     res = promotion.evaluate_and_promote(settings, SYMBOL, flat, config=cfg)
     assert res["buy_and_hold"] < 0  # the zigzag drifts down: never buying beats holding
@@ -87,10 +99,12 @@ def test_gate_promotes_better_and_refuses_worse(zig):
 def test_margin_and_lower_is_better_metric(zig):
     settings, span = zig
     good = _add(settings, "momentum", span)
-    res = promotion.evaluate_and_promote(settings, SYMBOL, good, config=promotion.PromotionConfig(margin=1e6))
+    res = promotion.evaluate_and_promote(
+        settings, SYMBOL, good, config=dataclasses.replace(LENIENT, margin=1e6)
+    )
     assert not res["promoted"]
     flat = _add(settings, "flat", span)
-    dd = promotion.PromotionConfig(metric="max_drawdown_pct")
+    dd = dataclasses.replace(LENIENT, metric="max_drawdown_pct")
     res = promotion.evaluate_and_promote(settings, SYMBOL, flat, config=dd)
     assert res["promoted"] and res["value"] == 0.0  # no position, no drawdown: lower wins
     res = promotion.evaluate_and_promote(settings, SYMBOL, good, config=dd)
@@ -128,7 +142,14 @@ def test_reducer_runs_the_gate_and_writes_files(database_url, tmp_path):
     assert gate["ablation"]["best_control"] == best.removeprefix("qtable_")
     assert gate["ablation"]["content_margin"] == pytest.approx(sharpe["qtable_llm_shaped"] - sharpe[best])
     assert gate["ablation"]["controls"] == {c: sharpe[f"qtable_{c}"] for c in ("shuffled", "constant")}
-    assert gate["promoted"] == (q > sharpe["buy_and_hold"] and q > sharpe["random_median"])
+    # 360 candles hold out 72 hours: too little evidence for any verdict, whatever the bars say
+    assert not gate["promoted"] and gate["decided_by"] == ["evidence"], gate
+    assert gate["evidence"]["days"] == 3.0 and gate["reason"].startswith("insufficient evidence: 3.0 days")
+    line = records.gate_line(
+        records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
+    )
+    assert "what the LLM adds not shown (sharpe of a tail under 30 days)" in line, line
+    assert not re.search(r"[-+]?\d+\.\d+ sharpe", line), line  # the twin's annualised margin neither
     assert gate["margins"]["buy_and_hold"] == pytest.approx(sharpe["qtable"] - sharpe["buy_and_hold"])
     assert gate["margins"]["random_median"] == pytest.approx(sharpe["qtable"] - sharpe["random_median"])
     assert summary["batch_done"]
@@ -218,8 +239,12 @@ TWIN_WINS, LLM_WINS = 6, 4
 def _twin_batch(database_url, tmp_path, seed, twin="better", controls="show"):
     seed_candles(database_url, n=360, symbols={"BTC-USDT": (seed, 30_000.0)})
     settings = dataclasses.replace(
-        settings_for(database_url, tmp_path), promotion_twin=twin, promotion_controls=controls
-    )
+        settings_for(database_url, tmp_path),
+        promotion_twin=twin,
+        promotion_controls=controls,
+        promotion_min_days="0",
+        promotion_min_trades="0",
+    )  # fmt: skip  (a 3-day tail: the twin's logic without the evidence rule)
     return settings, heuristic_batch(settings, "BTC-USDT")
 
 
@@ -251,8 +276,9 @@ def test_the_better_twin_is_kept_and_said(database_url, tmp_path):
     assert ab["margin"] == pytest.approx(ab["llm_shaped"] - ab["unshaped"]) and ab["margin"] < 0
     assert gate["ablation"]["served"] == "unshaped" and out["promotion"]["promoted"] == gate["promoted"]
     rec = records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
-    line = records.gate_line(rec)
-    assert f"LLM adds nothing here: {ab['margin']:+.2f} sharpe" in line and "unshaped twin" in line
+    assert f"LLM adds nothing here: {ab['margin']:+.2f} sharpe" in ablation.sentence(rec.ablation)
+    line = records.gate_line(rec)  # a 3-day tail: the annualised margin is not printed, the table held is
+    assert "what the LLM adds not shown" in line and "(the version holds the unshaped twin)" in line, line
 
 
 def test_the_llm_table_is_kept_when_it_wins(database_url, tmp_path):
@@ -263,7 +289,10 @@ def test_the_llm_table_is_kept_when_it_wins(database_url, tmp_path):
     assert np.array_equal(q, shaped) and "shaping" not in npz_meta
     assert meta["ablation"]["served"] == "llm_shaped" and meta["ablation"]["margin"] > 0
     rec = records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
-    assert f"LLM adds {meta['ablation']['margin']:+.2f} sharpe on the holdout" in records.gate_line(rec)
+    assert f"LLM adds {meta['ablation']['margin']:+.2f} sharpe on the holdout" in ablation.sentence(
+        rec.ablation
+    )
+    assert "unshaped twin" not in records.gate_line(rec)
 
 
 @pytest.mark.parametrize("rule", ["bar", "allow"])
@@ -295,9 +324,9 @@ def test_same_batch_same_bytes_twin_included(database_url, tmp_path):
     np.load(io.BytesIO(blob), allow_pickle=False)  # arrays only
 
 
-def test_a_tie_with_the_promoted_version_is_named_in_the_line(zig):
-    settings, span = zig
-    cfg = promotion.PromotionConfig()
+def test_a_tie_with_the_promoted_version_is_named_in_the_line(zig_long):
+    settings, span = zig_long
+    cfg = LENIENT
     first = _add(settings, "momentum", span)
     assert promotion.evaluate_and_promote(settings, SYMBOL, first, config=cfg)["promoted"]
     same = _add(settings, "momentum", span)
@@ -365,15 +394,16 @@ def test_the_controls_are_trained_shown_and_required_only_when_asked(database_ur
     assert ab["controls_rule"] == rule and ab["controls_beaten"] is False
     assert stored["ablation"]["content_margin"] == 0.0 and stored["ablation"]["best_control"] == "shuffled"
     rec = records.version_records(database_url, "BTC-USDT", promotion.PromotionConfig())[0]
-    line = records.gate_line(rec)
+    line = records.gate_line(rec)  # a 3-day tail: the line shows no annualised margin, the sentence does
+    said = ablation.sentence(rec.ablation)
     value = ab["controls"]["shuffled"]
-    assert "content adds nothing over shuffled: +0.00 sharpe (controls: " in line, line
-    assert f"shuffled {value:.2f}" in line and f"constant {ab['controls']['constant']:.2f}" in line
+    assert "content adds nothing over shuffled: +0.00 sharpe (controls: " in said, said
+    assert f"shuffled {value:.2f}" in said and f"constant {ab['controls']['constant']:.2f}" in said
     if rule == "show":
         assert np.array_equal(q, shaped) and ab["served"] == "llm_shaped" and "unshaped twin" not in line
     else:
         assert np.array_equal(q, unshaped) and npz_meta["shaping"] == "off" and ab["served"] == "unshaped"
-        assert "(the version holds the unshaped twin: no better than its controls)" in line
+        assert "(the version holds the unshaped twin: no better than its controls)" in line, line
         assert gate["ablation"]["served"] == "unshaped"
 
 
@@ -408,6 +438,7 @@ def test_a_duplicate_gate_run_keeps_the_verdict_that_promoted_the_version(zig):
     version ungated and both run the gate: the second, under the lock, returns the first's verdict
     instead of recording "already promoted" over it (the line then said "the gate said no")."""
     settings, span = zig
+    settings = dataclasses.replace(settings, promotion_min_days="0", promotion_min_trades="0")  # 8-day tail
     v = _add(settings, "momentum", span)
     first = promotion.gate(settings, SYMBOL, v)
     assert first["promoted"]
@@ -421,3 +452,78 @@ def test_a_duplicate_gate_run_keeps_the_verdict_that_promoted_the_version(zig):
     # a person's re-run of the gate with another criterion still judges afresh
     res = promotion.evaluate_and_promote(settings, SYMBOL, v, config=promotion.PromotionConfig())
     assert res["reason"] == "already promoted"
+
+
+# --------------------------------------------------------------------------- evidence (issue 29)
+
+
+def test_a_short_tail_is_insufficient_evidence_the_version_stays_latest_not_promoted(zig):
+    settings, span = zig
+    good = _add(settings, "momentum", span)
+    res = promotion.evaluate_and_promote(settings, SYMBOL, good)  # the default criterion: 30 days, 3 trades
+    assert (
+        res["evidence"]["days"] == pytest.approx(200 / 24, abs=0.01) and res["evidence"]["closed_trades"] >= 3
+    )
+    assert not res["promoted"] and res["decided_by"] == ["evidence"]
+    assert res["margins"]["buy_and_hold"] > 0  # it would have won on the bars: evidence alone said no
+    assert f"a verdict needs >= {promotion.DEFAULT_MIN_DAYS:g} days" in res["reason"]
+    assert "closed trades" not in res["reason"].split("needs")[1].split("(")[0]  # its trades were enough
+    assert f"qtrain models promote --symbol {SYMBOL} --version {good}" in res["reason"]
+    assert "(the tail is its last 33%: >= 90 days of candles)" in res["reason"]  # 200 of 600 candles held out
+    assert _promoted(settings.database_url) == []
+    sidecar = model_path(settings.models_dir, SYMBOL).with_suffix(".json").read_text()
+    assert '"promoted": false' in sidecar and f'"version": {good}' in sidecar  # exported as the latest
+    line = records.gate_line(records.version_records(settings.database_url, SYMBOL, LENIENT)[0])
+    assert "insufficient evidence: 8.3 days" in line and "-> not promoted: insufficient evidence" in line, (
+        line
+    )
+    assert "sharpe not shown (annualised figures need >= 30 days)" in line and "vs random median" not in line
+    assert not re.search(r"[-+]?\d+\.\d+ sharpe", line), line  # no annualised number anywhere in it
+
+
+def test_too_few_trades_is_insufficient_and_a_table_that_never_trades_never_displaces_one(zig):
+    settings, span = zig
+    flat = _add(settings, "flat", span)
+    res = promotion.evaluate_and_promote(settings, SYMBOL, flat, config=promotion.PromotionConfig(min_days=1))
+    assert not res["promoted"] and res["decided_by"] == ["evidence"]
+    assert "0 closed trades on the held-out tail, a verdict needs >= 3 closed trades" in res["reason"]
+    bad = _add(settings, "contrarian", span)
+    promotion.set_promoted(settings, SYMBOL, bad, by="alice")  # a poor incumbent, promoted by hand
+    again = _add(settings, "flat", span)
+    res = promotion.evaluate_and_promote(settings, SYMBOL, again, config=LENIENT)
+    assert all(b["beaten"] for b in res["bars"]), res["bars"]  # 0.00 beats every bar here...
+    assert not res["promoted"] and res["decided_by"] == ["never_trades"]  # ...and still does not displace it
+    assert "never trades" in res["reason"] and _promoted(settings.database_url) == [bad]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        (
+            {"QTRAIN_PROMOTION_MIN_DAYS": "-1"},
+            "QTRAIN_PROMOTION_MIN_DAYS='-1' is not a number of days from 0",
+        ),
+        ({"QTRAIN_PROMOTION_MIN_DAYS": "nan"}, "QTRAIN_PROMOTION_MIN_DAYS='nan'"),
+        ({"QTRAIN_PROMOTION_MIN_DAYS": "1e99"}, "QTRAIN_PROMOTION_MIN_DAYS='1e99'"),
+        ({"QTRAIN_PROMOTION_MIN_TRADES": "2.5"}, "QTRAIN_PROMOTION_MIN_TRADES='2.5' is not a whole number"),
+        ({"QTRAIN_PROMOTION_MIN_TRADES": "lots"}, "QTRAIN_PROMOTION_MIN_TRADES='lots'"),
+    ],
+)
+def test_bad_evidence_settings_are_one_line(env, needle):
+    with pytest.raises(BadInput) as got:
+        promotion.PromotionConfig.from_env(env)
+    assert needle in str(got.value) and "\n" not in str(got.value)
+
+
+def test_evidence_settings_from_env_and_their_defaults():
+    cfg = promotion.PromotionConfig.from_env({})
+    assert (cfg.min_days, cfg.min_trades) == (promotion.DEFAULT_MIN_DAYS, promotion.DEFAULT_MIN_TRADES)
+    cfg = promotion.PromotionConfig.from_env(
+        {"QTRAIN_PROMOTION_MIN_DAYS": "60", "QTRAIN_PROMOTION_MIN_TRADES": "0"}
+    )
+    assert (cfg.min_days, cfg.min_trades) == (60.0, 0)
+    runs = {"qtable": {"sharpe": 1.0, "n_trades": 2.0, "exposure_pct": 5.0},
+            "buy_and_hold": {"sharpe": 0.5}, "random_median": {"sharpe": 0.2}}  # fmt: skip
+    assert promotion._decide(cfg, runs, None, days=60.0)["promoted"]
+    out = promotion._decide(cfg, runs, None, days=59.9)
+    assert not out["promoted"] and out["evidence"]["enough"] is False and "59.9 days" in out["reason"]

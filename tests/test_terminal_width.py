@@ -46,7 +46,19 @@ def test_demo_status_and_models_list_in_a_file_keep_names_whole(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     env = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "models")
-    demo = _to_file(env, tmp_path / "demo.log", "demo", "--workers", "1", "--candles", "300", "--epochs", "1")
+    demo = _to_file(
+        env,
+        tmp_path / "demo.log",
+        "demo",
+        "--database-url",
+        database_url,
+        "--workers",
+        "1",
+        "--candles",
+        "300",
+        "--epochs",
+        "1",
+    )  # fmt: skip  (in the test's database, so that status and models list see its batch)
     status = _to_file(env, tmp_path / "status.log", "status")
     listed = _to_file(env, tmp_path / "models.log", "models", "list")
     for name, text in (("demo", demo), ("status", status), ("models list", listed)):
@@ -54,9 +66,13 @@ def test_demo_status_and_models_list_in_a_file_keep_names_whole(
     for text in (demo, status):
         assert set(STATUS_COLUMNS) <= set(_header(text, "symbol")), text
         rows = [ln for ln in text.splitlines() if ln.startswith("│")]
-        assert {r.split("│")[1].strip() for r in rows} >= {"BTC-USDT", "ETH-USDT"}, text
+        assert {r.split("│")[1].strip() for r in rows} >= {"SYNTH1-USDT", "SYNTH2-USDT"}, text
     assert set(VERSION_COLUMNS) <= set(_header(listed, "symbol")), listed
-    assert "BTC-USDT" in listed and "ETH-USDT" in listed
+    assert "SYNTH1-USDT" in listed and "SYNTH2-USDT" in listed
+    gate_lines = [ln for ln in demo.splitlines() if " on its held-out tail" in ln]
+    assert len(gate_lines) == 2, demo
+    for line in gate_lines:  # the gate's lines whole
+        assert line.endswith("%") and "insufficient evidence" in line, line
 
 
 def test_console_is_wide_off_a_terminal_and_the_terminals_width_on_one(monkeypatch) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from producer.workers import start_workers
-from tests.pipeline_support import pipeline_env, query, seed_candles, train_json
+from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles, train_json
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +47,47 @@ def test_model_file_and_gate_record_are_ready_when_wait_returns(database_url, re
                 sidecar = json.loads(path.with_suffix(".json").read_text())
                 assert sidecar["version"] == want and sidecar["promoted"] == promoted
                 assert (models / "versions" / f"fast_model_{symbol}_v{version}.npz").exists()
+                verdict = final["verdicts"][symbol]  # the gate's line, as the human output ends
+                assert verdict.startswith(f"{symbol} v{version} (3.0 days, ") and " -> " in verdict, verdict
+        # the human output ends with the gate's verdict per symbol: here, why nothing was promoted
+        proc = qtrain(env, "train", "--symbols", "BTC-USDT,ETH-USDT", "--analyst", "heuristic", "--wait")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        last = proc.stdout.strip().splitlines()[-2:]
+        for symbol, line in zip(("BTC-USDT", "ETH-USDT"), last, strict=True):
+            assert (
+                line.startswith(f"{symbol} v5 (3.0 days, ")
+                and "-> not promoted: insufficient evidence" in line
+            )
+            assert "a verdict needs >= 30 days" in line and "qtrain models promote --symbol" in line, line
+
+
+def test_a_batch_whose_every_analysis_failed_fails_and_says_why(database_url, redis_url, tmp_path) -> None:
+    """Issue 29: an LLM answering errors to every call used to end "done" with a version made from
+    zero analyses. Now: no version, `train --wait` exits 2 with the reason, `status` (table and JSON)
+    lists the top failure reasons with their counts per symbol."""
+    from tests.fake_ollama import FakeOllamaProcess
+
+    seed_candles(database_url, n=200, symbols={"BTC-USDT": (1, 30_000.0)})
+    with FakeOllamaProcess("--faults", json.dumps([{"mode": "http_500"}])) as fake:
+        env = pipeline_env(database_url, redis_url, fake.url, tmp_path / "models")
+        with start_workers(1, concurrency=2, env=env, log_dir=tmp_path):
+            proc = qtrain(env, "train", "--symbols", "BTC-USDT", "--seed", "1", "--wait", "--timeout", "120")
+        calls = fake.stats()
+    assert proc.returncode == 2, (proc.stdout[-1500:], proc.stderr[-1500:])
+    line = proc.stderr.strip().splitlines()[-1]  # after the progress bars (stderr)
+    assert line.startswith("qtrain: error: batch 1 failed: "), line
+    total = query(database_url, "SELECT count(*) FROM windows")[0][0]
+    assert (
+        f"failed: BTC-USDT: {total} of {total} windows failed, more than QTRAIN_MAX_FAILED_SHARE 0.5" in line
+    )
+    assert "no version made" in line and "Top reasons: " in line and "500" in line, line
+    assert query(database_url, "SELECT count(*) FROM agent_state")[0][0] == 0  # no version from nothing
+    assert f"BTC-USDT: {total} failed window(s), most frequent reasons: {total}x " in proc.stdout, proc.stdout
+    assert calls, "the fake LLM was called"
+    status = qtrain(env, "status", "--json")
+    st = json.loads(status.stdout)
+    assert st["state"] == "failed" and "QTRAIN_MAX_FAILED_SHARE" in st["error"]
+    (reason,) = st["symbols"]["BTC-USDT"]["failure_reasons"]
+    assert reason["count"] == total and "500" in reason["reason"], reason
+    table = qtrain(env, "status")
+    assert table.returncode == 0 and f"{total}x " in table.stdout and "batch 1 failed" in table.stdout

@@ -57,6 +57,10 @@ DEFAULT_REAP_INTERVAL_S = 60.0
 DEFAULT_WORKER_NICE = 10
 #: A pool child whose resident memory passes this many MiB is replaced after its task (0: never).
 DEFAULT_WORKER_MAX_MEMORY_MB = 512
+#: Share of a symbol's windows that may fail before its batch fails instead of making a version:
+#: past it the analyses left are a biased sample (an LLM that answers errors fails every window,
+#: and a version trained on none of them would pass for an LLM-trained one). QTRAIN_MAX_FAILED_SHARE.
+DEFAULT_MAX_FAILED_SHARE = 0.5
 #: Seconds a window's lease outlives the analyse task's hard time limit (``lease_s`` default).
 LEASE_MARGIN_S = 60.0
 
@@ -154,12 +158,18 @@ class Settings:
     worker_nice: int = DEFAULT_WORKER_NICE
     #: Celery's ``worker_max_memory_per_child``, in MiB (0: off).
     worker_max_memory_mb: int = DEFAULT_WORKER_MAX_MEMORY_MB
+    #: QTRAIN_MAX_FAILED_SHARE: past this share of failed windows a symbol gets no version, its batch fails.
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE
     promotion_metric: str = "sharpe"
     promotion_margin: str = "0"
     #: QTRAIN_PROMOTION_TWIN: how the gate treats a version's unshaped twin (``worker.pipeline.ablation``).
     promotion_twin: str = "better"
     #: QTRAIN_PROMOTION_CONTROLS: ``show`` or ``require`` the negative controls (``promotion`` module doc).
     promotion_controls: str = "show"
+    #: QTRAIN_PROMOTION_MIN_DAYS / _MIN_TRADES as given: the evidence a verdict needs (parsed and
+    #: checked by ``worker.pipeline.promotion.PromotionConfig``; empty: its defaults).
+    promotion_min_days: str = ""
+    promotion_min_trades: str = ""
     #: The ``QTRAIN_RETRAIN_*`` and ``QTRAIN_EXCHANGE_API_URL`` variables as given (parsed and
     #: checked by ``worker.pipeline.schedule.RetrainConfig.from_env``).
     retrain_env: Mapping[str, str] = field(default_factory=dict)
@@ -216,10 +226,15 @@ class Settings:
             worker_max_memory_mb=int(
                 env_number(e, "QTRAIN_WORKER_MAX_MEMORY_MB", DEFAULT_WORKER_MAX_MEMORY_MB, low=0, whole=True)
             ),
+            max_failed_share=env_number(
+                e, "QTRAIN_MAX_FAILED_SHARE", DEFAULT_MAX_FAILED_SHARE, low=0, high=1
+            ),
             promotion_metric=e.get("QTRAIN_PROMOTION_METRIC", "sharpe"),
             promotion_margin=e.get("QTRAIN_PROMOTION_MARGIN", "0"),
             promotion_twin=e.get("QTRAIN_PROMOTION_TWIN", "better"),
             promotion_controls=e.get("QTRAIN_PROMOTION_CONTROLS", "show"),
+            promotion_min_days=e.get("QTRAIN_PROMOTION_MIN_DAYS", ""),
+            promotion_min_trades=e.get("QTRAIN_PROMOTION_MIN_TRADES", ""),
             retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
             agent_env={k: v for k, v in e.items() if k.startswith(AGENT_PREFIXES)},
         )

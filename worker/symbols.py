@@ -67,3 +67,13 @@ def normalize_symbol(raw: str) -> str:
 def to_ccxt(symbol: str) -> str:
     """The ccxt unified spelling (``BTC/USDT``) of a qtrain symbol."""
     return normalize_symbol(symbol).replace("-", "/")
+
+
+SYNTHETIC_PREFIX = "SYNTH"
+"""Base currencies starting with this are ``qtrain demo``'s invented markets (``SYNTH1-USDT``): no
+exchange lists them, and whatever shows their numbers says they are synthetic."""
+
+
+def is_synthetic(symbol: str) -> bool:
+    """True for the demo's synthetic symbols (``SYNTH1-USDT``, ``SYNTH2-USDT``)."""
+    return symbol.upper().startswith(SYNTHETIC_PREFIX)

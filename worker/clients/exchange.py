@@ -1,8 +1,11 @@
 """Fetch closed candles from an exchange through ccxt and store them (resumable, rate-limited).
 
-Pagination: ``fetch_ohlcv(symbol, timeframe, since, limit)`` from a cursor that starts at the
-later of ``--since`` and the candle after the newest stored one, and moves to the candle after
-the newest received (or one page further when a page is empty: a gap at the exchange). ccxt's
+Pagination: the closed candles of ``[--since, --until)`` that are NOT stored yet, found in
+PostgreSQL as missing ranges (``missing_spans``: a gap inside what is stored as well as the part
+after the newest stored candle, so ``--since`` before a gap fills it), each fetched with
+``fetch_ohlcv(symbol, timeframe, since, limit)`` from a cursor that starts at the range's first
+candle and moves to the candle after the newest received (or one page further when a page is
+empty: a gap at the exchange). A range the exchange has no candles for is asked once per run. ccxt's
 ``enableRateLimit`` spaces requests; 429 / ``RateLimitExceeded`` / ``DDoSProtection`` and
 network errors are retried with exponential backoff. A candle is stored only once closed
 (``ts + timeframe <= now``). Each page is committed on its own, so an interrupted fetch resumes
@@ -57,6 +60,8 @@ class FetchResult:
     rejected: int = 0
     flagged: int = 0
     last_ts: int | None = None
+    #: Ranges of missing candles requested (the part after the newest stored one counts as one).
+    missing_ranges: int = 0
 
     def count_retry(self) -> None:
         """One more request was retried."""
@@ -134,8 +139,8 @@ def fetch_symbol(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FetchResult:
-    """Fetch and store the closed candles of ``symbol`` in ``[since, until)`` (epoch s), resuming
-    after the newest stored candle."""
+    """Fetch and store the closed candles of ``symbol`` in ``[since, until)`` (epoch s) that are not
+    stored yet: gaps inside the stored ones and the part after the newest (module docstring)."""
     symbol = normalize_symbol(symbol)
     try:
         step = timeframe_seconds(timeframe)
@@ -145,35 +150,50 @@ def fetch_symbol(
         raise BadInput(f"limit must be >= 1, got {limit}")
     now_s = time.time() if now is None else now
     end = now_s if until is None else min(until, now_s)
+    start = -(-since // step) * step
+    stop = int(end // step) * step  # candles before it are closed at end
     with db.transaction(database_url) as cur:
         stored = candles_store.max_ts(cur, symbol, timeframe)
-    start = -(-since // step) * step
-    resumed = stored is not None and stored + step > start
-    if stored is not None and resumed:
-        start = stored + step
-    result = FetchResult(symbol, timeframe, exchange.id, start, resumed, last_ts=stored)
+        have = candles_store.stored_ts(cur, symbol, timeframe, start, max(start, stop))
+    spans = missing_spans(have, start, stop, step)
+    resumed = len(have) > 0 and (not spans or spans[0][0] > start)
+    first = spans[0][0] if spans else max(start, stop)
+    result = FetchResult(
+        symbol, timeframe, exchange.id, first, resumed, last_ts=stored, missing_ranges=len(spans)
+    )
     market = to_ccxt(symbol)
-    cursor = start
-    while cursor + step <= end:
-        result.requests += 1
-        page = ccxt_call(
-            partial(exchange.fetch_ohlcv, market, timeframe, cursor * 1000, limit),
-            what=result.exchange, symbol=symbol, max_attempts=max_attempts, sleep=sleep,
-            on_retry=result.count_retry,
-        )  # fmt: skip
-        rows = [r for r in page if r and r[0] is not None and r[0] // 1000 >= cursor]
-        result.received += len(rows)
-        if not rows:
-            cursor += limit * step
-            continue
-        closed = [r for r in rows if r[0] // 1000 + step <= now_s and (until is None or r[0] // 1000 < until)]
-        result.open_candle_skipped += sum(1 for r in rows if r[0] // 1000 + step > now_s)
-        _store(database_url, symbol, timeframe, step, closed, result)
-        newest = max(r[0] // 1000 for r in rows)
-        if len(closed) < len(rows):
-            break
-        cursor = newest + step
+    for lo, hi in spans:
+        cursor = lo
+        while cursor < hi:
+            result.requests += 1
+            page = ccxt_call(
+                partial(exchange.fetch_ohlcv, market, timeframe, cursor * 1000, limit),
+                what=result.exchange, symbol=symbol, max_attempts=max_attempts, sleep=sleep,
+                on_retry=result.count_retry,
+            )  # fmt: skip
+            rows = [r for r in page if r and r[0] is not None and r[0] // 1000 >= cursor]
+            result.received += len(rows)
+            if not rows:
+                cursor += limit * step
+                continue
+            result.open_candle_skipped += sum(1 for r in rows if r[0] // 1000 + step > now_s)
+            closed = [r for r in rows if r[0] // 1000 < hi]
+            _store(database_url, symbol, timeframe, step, closed, result)
+            newest = max(r[0] // 1000 for r in rows)
+            if not closed or newest + step >= hi:
+                break  # the range is filled, or the exchange has nothing in the rest of it
+            cursor = newest + step
     return result
+
+
+def missing_spans(have: np.ndarray, start: int, stop: int, step: int) -> list[tuple[int, int]]:
+    """The ranges ``[lo, hi)`` of ``[start, stop)`` (multiples of ``step``) with no candle in
+    ``have`` (sorted epoch seconds inside the range), oldest first."""
+    if stop <= start:
+        return []
+    edges = np.concatenate(([start - step], np.asarray(have, dtype=np.int64), [stop]))
+    gap = np.diff(edges) > step
+    return [(int(a) + step, int(b)) for a, b in zip(edges[:-1][gap], edges[1:][gap], strict=True)]
 
 
 def _store(

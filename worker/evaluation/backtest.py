@@ -9,8 +9,9 @@ Policies compared (all causal, all start flat at the first candle of the range):
   order-book history, so that component is left out and the weights renormalised (the notes say
   so). ``q_score`` depends on the position, so the decision is computed for flat and for long and
   the position scan picks the right one at each candle.
-* ``buy_and_hold``, ``random`` (seeded), and ``heuristic_rules``: the rules ``model.heuristic``
-  writes from the candles BEFORE the range (the version's training part), fired on the range.
+* ``buy_and_hold``, ``random`` (the median of the promotion gate's 50 seeded random policies), and
+  ``heuristic_rules``: the rules ``model.heuristic`` writes from the candles BEFORE the range (the
+  version's training part), fired on the range.
 
 Features need ``WARMUP`` candles of history: the range's candles are loaded with that much history
 before them; decisions are taken on the range only.
@@ -19,6 +20,7 @@ before them; decisions are taken on the range only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +28,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.backtest import BacktestResult, run_backtest
+from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
 from model.candles import Candles, minute_utc, timeframe_seconds
 from model.features import WARMUP
-from model.metrics import json_safe
+from model.metrics import (
+    ANNUALISED,
+    MIN_DAYS_TO_ANNUALISE,
+    json_safe,
+    too_short_to_annualise,
+    without_annualised,
+)
 from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
 from worker.errors import BadInput
 from worker.store import db, versions
-from worker.store.candles import load_candles, load_range  # load_range: also for the gate
+from worker.store.candles import load_candles, load_range
+from worker.symbols import is_synthetic  # load_range: also for the gate
 
 
 def run_policies(
@@ -60,10 +70,23 @@ class Comparison:
     results: dict[str, BacktestResult]
     notes: tuple[str, ...]
     params: dict[str, Any]
+    #: The median metrics of the gate's random policies on the range (``random`` in ``metrics``).
+    random_median: dict[str, float] | None = None
+    #: Days the range spans (annualised metrics are left out under ``MIN_DAYS_TO_ANNUALISE``).
+    days: float | None = None
+
+    def raw_metrics(self) -> dict[str, dict[str, float]]:
+        """Policy -> its metrics as computed; ``random`` is the median of the gate's random policies."""
+        out = {name: dict(r.metrics) for name, r in self.results.items()}
+        if self.random_median is not None and "random" in out:
+            out["random"] = dict(self.random_median)
+        return out
 
     def metrics(self) -> dict[str, dict[str, float | None]]:
-        """Policy -> its metrics, NaN/inf as None (JSON-ready)."""
-        return {name: json_safe(r.metrics) for name, r in self.results.items()}
+        """Policy -> its metrics, NaN/inf as None (JSON-ready); annualised ones None on a range
+        too short for them."""
+        days = math.inf if self.days is None else self.days
+        return {name: json_safe(without_annualised(m, days)) for name, m in self.raw_metrics().items()}
 
 
 def compare(
@@ -77,9 +100,14 @@ def compare(
     slippage_bps: float = 0.0,
     seed: int = DEFAULT_SEED,
 ) -> Comparison:
-    """Backtest a version and the baselines on its held-out tail, or on ``[since, until)`` if given."""
-    v = versions.load_version(url, symbol, version)
-    notes: list[str] = []
+    """Backtest a version (default: the promoted one, else the latest, as ``models export`` and the
+    model file) and the baselines on its held-out tail, or on ``[since, until)`` if given. The
+    ``random`` column is the median of ``DEFAULT_RANDOM_SEEDS`` random policies, the promotion
+    gate's bar (``model.baselines``); its equity curve in a report is the one of ``seed``."""
+    v = versions.load_version(url, symbol, version, prefer_promoted=True)
+    notes: list[str] = [f"version: {versions.which(v, version)}"]
+    if is_synthetic(symbol):
+        notes.insert(0, f"synthetic data: {symbol} is qtrain demo's seeded random walk, no market's prices")
     if since is None and until is None:
         tail = v.holdout()
         if tail is None:
@@ -107,8 +135,22 @@ def compare(
     rules = heuristic_rules(train) if len(train) > WARMUP else None
     pset = policy_positions(ctx, start=start, learner=v.learner, space=v.space, rules=rules, seed=seed)
     results = run_policies(test, pset.positions, fee=fee, slippage_bps=slippage_bps)
+    random_median = random_policy_metrics(
+        test, seeds=DEFAULT_RANDOM_SEEDS, fee=fee, slippage_bps=slippage_bps
+    )
+    notes.append(
+        f"random: the median of {DEFAULT_RANDOM_SEEDS} seeded random policies (the promotion gate's bar);"
+        f" a report's random curve is seed {seed}'s"
+    )
     step = timeframe_seconds(v.timeframe)
-    params = {"fee": fee, "slippage_bps": slippage_bps, "seed": seed, "range": source}
+    days = (int(test.ts[-1]) + step - int(test.ts[0])) / 86_400
+    if too_short_to_annualise(days):
+        notes.append(
+            f"{days:.1f} days: annualised figures ({', '.join(ANNUALISED)}) are not shown under"
+            f" {MIN_DAYS_TO_ANNUALISE:g} days (they would extrapolate a few days' luck to a year)"
+        )
+    params = {"fee": fee, "slippage_bps": slippage_bps, "seed": seed, "range": source,
+              "random_seeds": DEFAULT_RANDOM_SEEDS, "promoted": v.promoted}  # fmt: skip
     return Comparison(
         symbol=symbol,
         version=v.version,
@@ -118,6 +160,8 @@ def compare(
         results=results,
         notes=tuple(notes) + pset.notes,
         params=params,
+        random_median=random_median,
+        days=days,
     )
 
 
@@ -141,6 +185,6 @@ def record(
     params = {**c.params, **(extra or {})}
     with db.transaction(url) as cur:
         return [
-            insert_backtest(cur, c.symbol, c.version, c.since, c.until, name, kind, params, r.metrics)
-            for name, r in c.results.items()
+            insert_backtest(cur, c.symbol, c.version, c.since, c.until, name, kind, params, m)
+            for name, m in c.raw_metrics().items()
         ]

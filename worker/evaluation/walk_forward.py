@@ -183,7 +183,7 @@ def walk_forward(
     the version when there is one, else the reducer's defaults."""
     v = None
     try:
-        v = versions.load_version(url, symbol, version)
+        v = versions.load_version(url, symbol, version, prefer_promoted=True)
     except BadInput:
         if version is not None:
             raise

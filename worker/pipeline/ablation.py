@@ -124,6 +124,14 @@ def measure(
     return choose(cfg, runs[SHAPED], runs[UNSHAPED], found or None)
 
 
+def holds(record: dict[str, Any] | None) -> str:
+    """`` (the version holds the unshaped twin...)`` when it does (and why, under ``require``), else ''."""
+    if not record or record.get("served") != UNSHAPED:
+        return ""
+    lost = record.get("controls_rule") == "require" and record.get("controls_beaten") is False
+    return " (the version holds the unshaped twin" + (": no better than its controls)" if lost else ")")
+
+
 def sentence(record: dict[str, Any] | None) -> str:
     """The margin in words: ``LLM adds +0.12 sharpe on the holdout`` or ``LLM adds nothing here:
     -0.30 sharpe``, and which table the version holds when it is the twin."""
@@ -136,9 +144,7 @@ def sentence(record: dict[str, Any] | None) -> str:
         text = f"LLM adds {m:+.2f} {metric} on the holdout"
     else:
         text = f"LLM adds nothing here: {m:+.2f} {metric} on the holdout"
-    if record.get("served") == UNSHAPED:
-        lost = record.get("controls_rule") == "require" and record.get("controls_beaten") is False
-        text += " (the version holds the unshaped twin" + (": no better than its controls)" if lost else ")")
+    text += holds(record)
     if record.get("controls"):
         text += "; " + content_sentence(record)
     return text

@@ -13,6 +13,18 @@ by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig
   better, except ``LOWER_IS_BETTER`` ones (drawdown, volatility, fees).
 * ``QTRAIN_PROMOTION_MARGIN`` (default 0): the new value must be better by MORE than this margin
   (in the metric's units). NaN never wins; a tie is not a win.
+* ``QTRAIN_PROMOTION_MIN_DAYS`` (default 30) and ``QTRAIN_PROMOTION_MIN_TRADES`` (default 3): the
+  evidence a verdict needs. A held-out tail shorter than that many days, or on which the table
+  closes fewer trades, says ``insufficient evidence`` and promotes nothing: the version is stored
+  and exported as "latest, not promoted" (``models/fast_model_{SYMBOL}.npz`` while nothing is
+  promoted), and the gate's line says what would be needed. 30 days is also where annualised
+  figures start to mean something (``model.metrics.MIN_DAYS_TO_ANNUALISE``); 3 round trips is the
+  fewest that separate a trading rule from one lucky entry, and the ``pooled`` recipe, which trades
+  a few times a quarter, gets them on the tail of a batch of a year or more (the tail is
+  ``--holdout`` 20% of the range: a year gives 73 days; ``bench/gate_evidence.py``: one-year
+  BTC/ETH batches closed a median of 7.5 trades there, 3 or more in 9 of 12). Either may be 0.
+* A table that never trades on the tail (0 closed trades, never in the market) never displaces a
+  promoted version, whatever the settings: "doing nothing" is not a better model.
 * ``QTRAIN_PROMOTION_TWIN`` (default ``better``): what the gate does with the version's unshaped
   twin (the same batch trained without its analyses, ``worker.pipeline.ablation``): ``better``
   (the reducer keeps the better of the two tables as the version, and the gate says which),
@@ -68,6 +80,13 @@ log = logging.getLogger("qtrain.promotion")
 
 DEFAULT_METRIC = "sharpe"
 DEFAULT_MARGIN = 0.0
+DEFAULT_MIN_DAYS = 30.0
+"""Days of held-out tail a verdict needs (QTRAIN_PROMOTION_MIN_DAYS; module docstring)."""
+DEFAULT_MIN_TRADES = 3
+"""Closed trades on the held-out tail a verdict needs (QTRAIN_PROMOTION_MIN_TRADES)."""
+MAX_MIN_DAYS = 3650.0
+MAX_MIN_TRADES = 100_000
+INSUFFICIENT = "insufficient evidence"
 LOWER_IS_BETTER = frozenset(
     {"max_drawdown_pct", "max_drawdown_duration_candles", "max_drawdown_duration_days", "volatility_ann_pct",
      "fees_paid"}
@@ -91,6 +110,8 @@ class PromotionConfig:
     margin: float = DEFAULT_MARGIN
     twin: str = TWIN_RULES[0]
     controls: str = CONTROL_RULES[0]
+    min_days: float = DEFAULT_MIN_DAYS
+    min_trades: int = DEFAULT_MIN_TRADES
 
     def __post_init__(self) -> None:
         if self.metric not in METRIC_NAMES:
@@ -110,14 +131,25 @@ class PromotionConfig:
                 f"QTRAIN_PROMOTION_CONTROLS {self.controls!r} is not one of {', '.join(CONTROL_RULES)}:"
                 f" fix it, or unset it (default {CONTROL_RULES[0]})"
             )
+        if not (math.isfinite(self.min_days) and 0 <= self.min_days <= MAX_MIN_DAYS):
+            raise BadInput(
+                f"QTRAIN_PROMOTION_MIN_DAYS must be a number of days from 0 to {MAX_MIN_DAYS:g}, got"
+                f" {self.min_days:g}: fix it, or unset it (default {DEFAULT_MIN_DAYS:g})"
+            )
+        if not 0 <= self.min_trades <= MAX_MIN_TRADES:
+            raise BadInput(
+                f"QTRAIN_PROMOTION_MIN_TRADES must be a whole number from 0 to {MAX_MIN_TRADES}, got"
+                f" {self.min_trades}: fix it, or unset it (default {DEFAULT_MIN_TRADES})"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PromotionConfig:
-        """Read ``QTRAIN_PROMOTION_METRIC``, ``_MARGIN``, ``_TWIN`` and ``_CONTROLS`` of ``env``
-        (unset: defaults)."""
+        """Read ``QTRAIN_PROMOTION_METRIC``, ``_MARGIN``, ``_TWIN``, ``_CONTROLS``, ``_MIN_DAYS`` and
+        ``_MIN_TRADES`` of ``env`` (unset: defaults)."""
         return cls.parse(
             env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC), env.get("QTRAIN_PROMOTION_MARGIN"),
             env.get("QTRAIN_PROMOTION_TWIN"), env.get("QTRAIN_PROMOTION_CONTROLS"),
+            min_days=env.get("QTRAIN_PROMOTION_MIN_DAYS"), min_trades=env.get("QTRAIN_PROMOTION_MIN_TRADES"),
         )  # fmt: skip
 
     @classmethod
@@ -125,13 +157,15 @@ class PromotionConfig:
         """The criterion of a process's settings (its environment, read once by ``Settings``)."""
         return cls.parse(
             settings.promotion_metric, settings.promotion_margin, settings.promotion_twin,
-            settings.promotion_controls,
+            settings.promotion_controls, min_days=settings.promotion_min_days,
+            min_trades=settings.promotion_min_trades,
         )  # fmt: skip
 
     @classmethod
     def parse(
-        cls, metric: str, margin: str | None, twin: str | None = None, controls: str | None = None
-    ) -> PromotionConfig:
+        cls, metric: str, margin: str | None, twin: str | None = None, controls: str | None = None, *,
+        min_days: str | None = None, min_trades: str | None = None,
+    ) -> PromotionConfig:  # fmt: skip
         """Validate the texts of the settings; BadInput (one line) naming the bad one."""
         raw = str(DEFAULT_MARGIN) if margin is None else margin
         try:
@@ -140,7 +174,12 @@ class PromotionConfig:
             raise BadInput(f"QTRAIN_PROMOTION_MARGIN must be a number, got {raw!r}") from None
         rule = (twin or "").strip().lower() or TWIN_RULES[0]
         need = (controls or "").strip().lower() or CONTROL_RULES[0]
-        return cls(metric=metric.strip(), margin=value, twin=rule, controls=need)
+        days = _number("QTRAIN_PROMOTION_MIN_DAYS", min_days, DEFAULT_MIN_DAYS, MAX_MIN_DAYS)
+        trades = _number(
+            "QTRAIN_PROMOTION_MIN_TRADES", min_trades, DEFAULT_MIN_TRADES, MAX_MIN_TRADES, whole=True
+        )
+        return cls(metric=metric.strip(), margin=value, twin=rule, controls=need, min_days=days,
+                   min_trades=int(trades))  # fmt: skip
 
     def margin_of(self, new: float | None, old: float | None) -> float | None:
         """How much better ``new`` is than ``old`` in the metric's units (positive: better; None: unknown)."""
@@ -157,6 +196,23 @@ class PromotionConfig:
         if self.metric in LOWER_IS_BETTER:
             return new < old - self.margin
         return new > old + self.margin
+
+
+def _number(name: str, raw: str | None, default: float, high: float, *, whole: bool = False) -> float:
+    """The text of an evidence setting as a number in [0, high] (unset or empty: ``default``)."""
+    text = (raw or "").strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value <= high):
+        kind = "a whole number" if whole else "a number of days"
+        raise BadInput(
+            f"{name}={text!r} is not {kind} from 0 to {high:g}: fix it, or unset it (default {default:g})"
+        )
+    return value
 
 
 def _switch(
@@ -219,10 +275,13 @@ def _decide(
     incumbent: int | None,
     *,
     twin: float | None = None,
+    days: float | None = None,
 ) -> dict[str, Any]:
     """The gate's verdict: the values, every bar it was held to (its value, the margin over it,
     positive = better, and whether it was beaten), which bar(s) decided, and why. ``twin``: the
-    unshaped twin's value when it is a bar (``QTRAIN_PROMOTION_TWIN=bar``)."""
+    unshaped twin's value when it is a bar (``QTRAIN_PROMOTION_TWIN=bar``). ``days``: the tail's
+    span; with the table's ``n_trades`` it is the evidence (``evidence``): too little of it, or a
+    table that never trades against a promoted version, is never promoted (None: not checked)."""
     value = runs["qtable"][cfg.metric]
     bars = {name: runs[name][cfg.metric] for name, _ in _BARS}
     labels = dict(_BARS)
@@ -250,7 +309,62 @@ def _decide(
         closest = min(out["bars"], key=lambda b: b["margin"] if b["margin"] is not None else math.inf)
         out["decided_by"] = [closest["bar"]]  # cleared every bar; the closest call is named
         out["reason"] = "beats " + ", ".join(labels[name] for name in bars)
+    found = evidence(cfg, runs["qtable"], days)
+    if found is not None:
+        out["evidence"] = found
+        if not found["enough"]:
+            out.update(promoted=False, decided_by=["evidence"], reason=found["reason"])
+        elif found["never_trades"] and "incumbent" in bars:
+            out.update(
+                promoted=False, decided_by=["never_trades"],
+                reason="it never trades on the held-out tail: doing nothing does not displace"
+                f" {labels['incumbent']}",
+            )  # fmt: skip
     return out
+
+
+def evidence(cfg: PromotionConfig, table: Mapping[str, float], days: float | None) -> dict[str, Any] | None:
+    """What the held-out tail shows of a table: its span in days, its closed trades, whether it ever
+    held a position, and whether that is enough for a verdict (``cfg.min_days``, ``cfg.min_trades``),
+    with the reason when not; None when ``days`` or the trade count is unknown."""
+    trades = table.get("n_trades")
+    if days is None or trades is None or math.isnan(trades):
+        return None
+    n, exposure = int(trades), table.get("exposure_pct", 0.0)
+    never = n == 0 and not (exposure is not None and exposure > 0)
+    short = []
+    if days < cfg.min_days:
+        short.append(f">= {cfg.min_days:g} days")
+    if n < cfg.min_trades:
+        short.append(f">= {cfg.min_trades} closed trades")
+    out: dict[str, Any] = {
+        "days": round(days, 2), "closed_trades": n, "never_trades": never, "min_days": cfg.min_days,
+        "min_trades": cfg.min_trades, "enough": not short,
+    }  # fmt: skip
+    if short:
+        out["reason"] = (
+            f"{INSUFFICIENT}: {days:.1f} days and {n} closed trade{'s' if n != 1 else ''} on the held-out"
+            f" tail, a verdict needs {' and '.join(short)} (QTRAIN_PROMOTION_MIN_DAYS,"
+            " QTRAIN_PROMOTION_MIN_TRADES)"
+        )
+    return out
+
+
+def _evidence_hint(cfg: PromotionConfig, new: versions.StoredVersion, symbol: str, ev: dict[str, Any]) -> str:
+    """What would give the gate enough evidence: a longer range (the tail is a share of it), a lower
+    setting, or a person's promotion."""
+    meta = new.metadata
+    span = int(meta["holdout_until"]) - int(meta.get("train_since") or meta["train_until"])
+    share = (int(meta["holdout_until"]) - int(meta["train_until"])) / span if span > 0 else 0.0
+    need = (
+        f" (the tail is its last {share:.0%}: >= {cfg.min_days / share:.0f} days of candles)"
+        if share > 0
+        else ""
+    )
+    return (
+        f"train on a longer range{need if ev['days'] < cfg.min_days else ''} for more days and trades, or"
+        f" promote it by hand: `qtrain models promote --symbol {symbol} --version {new.version}`"
+    )
 
 
 def _why_not(cfg: PromotionConfig, margin: float | None) -> str:
@@ -310,7 +424,9 @@ def evaluate_and_promote(
         if incumbent is not None and incumbent.version == version:
             out.update(promoted=False, reason="already promoted")
         else:
-            out.update(_decide(cfg, runs, out["incumbent"], twin=twin))
+            out.update(_decide(cfg, runs, out["incumbent"], twin=twin, days=(tail[1] - since) / 86_400))
+            if out.get("decided_by") == ["evidence"]:
+                out["reason"] += "; " + _evidence_hint(cfg, new, symbol, out["evidence"])
         if out["promoted"]:
             details = {
                 k: out.get(k) for k in ("metric", "value", "buy_and_hold", "random_median", "incumbent")

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from model.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, too_short_to_annualise
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig, twin_record
 from worker.store import backtests, versions
+from worker.symbols import is_synthetic
 
 HOLDOUT_METRICS = ("total_return_pct", "max_drawdown_pct")
 
@@ -94,6 +96,9 @@ def gate_line(rec: VersionRecord) -> str:
     if h is None:
         return f"{head}: {gate.get('reason') or gate.get('error') or 'not gated yet'}"
     metric = h["metric"]
+    ev = gate.get("evidence") or {}
+    days = ev.get("days")
+    hide = metric in ANNUALISED and days is not None and too_short_to_annualise(days)
     bars = gate.get("bars")
     if bars is None:  # gated before verdicts were recorded: the bars of its holdout runs
         old = (("buy_and_hold", "buy-and-hold"), ("random_median", "random median"))
@@ -118,10 +123,23 @@ def gate_line(rec: VersionRecord) -> str:
         verdict = "promoted then, since replaced"
     elif gate.get("reason") == "already promoted":
         verdict = "not promoted (already the promoted version)"
+    elif gate.get("decided_by") in (["evidence"], ["never_trades"]):
+        verdict = f"not promoted: {gate['reason']}"
     else:
         verdict = "not promoted" + (f" (decided by {' and '.join(decided)})" if decided else "")
+    if ev:
+        trades = ev["closed_trades"]
+        synthetic = "synthetic data, " if is_synthetic(rec.row.symbol) else ""
+        head += f" ({synthetic}{days:.1f} days, {trades} closed trade{'s' if trades != 1 else ''})"
+    figures = f"{metric} {_num(h['value'])} {', '.join(parts)}"
+    twin = ablation.sentence(rec.ablation)
+    if hide and rec.ablation is not None:
+        twin = f"what the LLM adds not shown ({metric} of a tail under {MIN_DAYS_TO_ANNUALISE:g} days)"
+        twin += ablation.holds(rec.ablation)
+    if hide:  # an annualised figure of a short tail extrapolates luck: not shown
+        figures = f"{metric} not shown (annualised figures need >= {MIN_DAYS_TO_ANNUALISE:g} days)"
     return (
-        f"{head} on its held-out tail: {metric} {_num(h['value'])} {', '.join(parts)} -> {verdict};"
-        f" {ablation.sentence(rec.ablation)}; return {_num(h['total_return_pct'])}% vs buy-and-hold"
+        f"{head} on its held-out tail: {figures} -> {verdict};"
+        f" {twin}; return {_num(h['total_return_pct'])}% vs buy-and-hold"
         f" {_num(h['buy_and_hold_return_pct'])}%"
     )

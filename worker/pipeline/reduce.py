@@ -23,6 +23,10 @@ before a pooled recipe pools), and backtests all on the held-out tail; ``QTRAIN_
 and ``QTRAIN_PROMOTION_CONTROLS`` say which table the version holds (``worker.pipeline.ablation``),
 the metadata records them all.
 
+Too many failed windows: when more than ``QTRAIN_MAX_FAILED_SHARE`` (default half) of a symbol's
+windows failed (an LLM answering errors fails them all), no version is made from what is left:
+``TooManyFailed`` names the share and the top reasons, and the batch is marked failed with it.
+
 The reducer only makes the version; the task (``worker.runtime.tasks.reduce_symbol``) then runs the
 promotion gate and marks the batch done, in that order.
 """
@@ -42,12 +46,30 @@ from model.qlearning import FastQLearning
 from model.scoreboard import iso
 from model.states import StateSpace
 from model.training import AnalysedWindow, get_recipe, recipe_metadata, train_pooled, train_qtable
-from worker.errors import BadInput
+from worker.errors import BadInput, PermanentError
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig
 from worker.settings import DEFAULT_HOLDOUT, Settings
 from worker.store import analyses, batches, db, versions
 from worker.store.candles import load_candles
+
+
+class TooManyFailed(PermanentError):
+    """Raised when more of a symbol's windows failed than ``QTRAIN_MAX_FAILED_SHARE`` allows: no version."""
+
+
+def check_failures(settings: Settings, cur: Any, batch_id: int, symbols: tuple[str, ...]) -> None:
+    """TooManyFailed when a symbol of ``symbols`` has more failed windows than the allowed share
+    (the message: the share, the setting and the top reasons with their counts)."""
+    for symbol in symbols:
+        failed, total = batches.failed_count_in(cur, batch_id, symbol)
+        if total and failed / total > settings.max_failed_share:
+            reasons = "; ".join(f"{n}x {why}" for why, n in batches.failure_reasons_in(cur, batch_id, symbol))
+            raise TooManyFailed(
+                f"{symbol}: {failed} of {total} windows failed, more than QTRAIN_MAX_FAILED_SHARE"
+                f" {settings.max_failed_share:g} allows: no version made from the rest. Top reasons:"
+                f" {reasons}"
+            )
 
 
 @dataclass(frozen=True)
@@ -210,6 +232,7 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         peers = pool_peers(spec)
         if any(batches.unfinished_count_in(cur, batch_id, s) > 0 for s in peers or (symbol,)):
             return Reduced(symbol, None, created=False)
+        check_failures(settings, cur, batch_id, peers or (symbol,))
         pool = build_pool(settings, batch_id, spec, peers) if peers else None
         inputs = pool.inputs[symbol] if pool is not None else train_inputs(settings, batch_id, spec, symbol)
         space = StateSpace.default()

@@ -310,6 +310,41 @@ def unfinished_count_in(cur: Cursor, batch_id: int, symbol: str) -> int:
     return int(cur.fetchone()[0])
 
 
+def failed_count_in(cur: Cursor, batch_id: int, symbol: str) -> tuple[int, int]:
+    """(failed, total) windows of a symbol in a batch (caller's cursor)."""
+    cur.execute(
+        "SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM btc.windows"
+        " WHERE batch_id = %s AND symbol = %s",
+        (batch_id, symbol),
+    )
+    failed, total = cur.fetchone()
+    return int(failed), int(total)
+
+
+#: Failure reasons ``failure_reasons_in`` returns per symbol at most (the most frequent).
+TOP_REASONS = 3
+
+
+def failure_reasons_in(cur: Cursor, batch_id: int, symbol: str) -> list[tuple[str, int]]:
+    """The most frequent reasons of a symbol's failed windows in a batch, with their counts."""
+    return failure_reasons(cur, batch_id).get(symbol, [])
+
+
+def failure_reasons(cur: Cursor, batch_id: int) -> dict[str, list[tuple[str, int]]]:
+    """Symbol -> its most frequent failure reasons with counts (``TOP_REASONS`` at most, most first)."""
+    cur.execute(
+        "SELECT symbol, coalesce(error, 'no reason recorded'), count(*) FROM btc.windows"
+        " WHERE batch_id = %s AND status = 'failed' GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2",
+        (batch_id,),
+    )
+    out: dict[str, list[tuple[str, int]]] = {}
+    for symbol, why, n in cur.fetchall():
+        rows = out.setdefault(symbol, [])
+        if len(rows) < TOP_REASONS:
+            rows.append((str(why)[:300], int(n)))
+    return out
+
+
 def unfinished_count(url: str, batch_id: int, symbol: str) -> int:
     """How many of a symbol's windows in a batch are still pending or running, from the counters
     the triggers of migration 0006 keep in the windows' own transactions (called after every
@@ -376,6 +411,8 @@ class SymbolStatus:
     gated: bool
     #: Windows taken back after their worker was lost (issue 13: reaper or redelivery).
     reclaimed: int = 0
+    #: The most frequent reasons of its failed windows, ``{"reason", "count"}`` (issue 29).
+    failure_reasons: tuple[dict[str, Any], ...] = ()
 
     @property
     def finished(self) -> int:
@@ -523,6 +560,8 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
         made = {r[0]: (int(r[1]), bool(r[2])) for r in cur.fetchall()}
         reclaimed = reclaimed_by_symbol(cur, batch_id)  # issue 13
         medians = window_medians(cur, batch_id)  # issue 20
+        any_failed = any(by.get("failed", 0) for by in counts.values())
+        reasons = failure_reasons(cur, batch_id) if any_failed else {}  # issue 29
     skipped = spec.params.get("skipped", {})
     symbols = {}
     for sym in spec.symbols:
@@ -530,7 +569,9 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
         version, gated = made.get(sym, (None, False))
         symbols[sym] = SymbolStatus(total=sum(by.values()), **by, skipped=int(skipped.get(sym, 0)),
                                     q_version=version, gated=gated,
-                                    reclaimed=reclaimed.get(sym, 0))  # fmt: skip
+                                    reclaimed=reclaimed.get(sym, 0),
+                                    failure_reasons=tuple({"reason": why, "count": n}
+                                                          for why, n in reasons.get(sym, [])))  # fmt: skip
     total = sum(v.total for v in symbols.values())
     finished = sum(v.finished for v in symbols.values())
     elapsed = float(elapsed or 0.0)

@@ -301,3 +301,44 @@ def candle_spans(url: str, symbols: list[str], timeframe: str) -> list[tuple[str
             (symbols, timeframe),
         )
         return [(r[0], int(r[1]), int(r[2])) for r in cur.fetchall()]
+
+
+def delete_candles(
+    url: str, symbol: str, *, timeframe: str | None = None, since: int | None = None,
+    until: int | None = None, dry_run: bool = True,
+) -> dict[str, int]:  # fmt: skip
+    """Count (``dry_run``) or delete the stored candles of ``symbol`` (one ``timeframe``, or every
+    one) with ``since <= ts < until``, in one transaction; timeframe -> candles counted or deleted."""
+    symbol = normalize_symbol(symbol)
+    if timeframe is not None:
+        _check_timeframe(timeframe)
+    where = (
+        " WHERE symbol = %s AND (%s::text IS NULL OR timeframe = %s)"
+        " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+        " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))"
+    )
+    args = (symbol, timeframe, timeframe, since, since, until, until)
+    with db.transaction(url) as cur:
+        try:
+            cur.execute(
+                f"SELECT timeframe, count(*) FROM btc.candles{where} GROUP BY timeframe ORDER BY 1", args
+            )
+        except psycopg2.errors.UndefinedTable:
+            raise BadInput(NO_SCHEMA) from None
+        counts = {str(r[0]): int(r[1]) for r in cur.fetchall()}
+        if not dry_run and counts:
+            cur.execute(f"DELETE FROM btc.candles{where}", args)
+    return counts
+
+
+def stored_ts(cur: Cursor, symbol: str, timeframe: str, since: int, until: int) -> np.ndarray:
+    """Epoch seconds of the stored candles of ``symbol``/``timeframe`` in ``[since, until)``, ascending."""
+    try:
+        cur.execute(
+            "SELECT extract(epoch FROM ts)::bigint FROM btc.candles WHERE symbol = %s AND timeframe = %s"
+            " AND ts >= to_timestamp(%s::bigint) AND ts < to_timestamp(%s::bigint) ORDER BY ts",
+            (normalize_symbol(symbol), timeframe, since, until),
+        )
+    except psycopg2.errors.UndefinedTable:
+        raise BadInput(NO_SCHEMA) from None
+    return np.fromiter((r[0] for r in cur.fetchall()), dtype=np.int64)

@@ -105,6 +105,16 @@ def load_version(
     return _stored(row)
 
 
+def which(v: StoredVersion, given: int | None) -> str:
+    """Which version a command used, in words: ``v3, the promoted one``, ``v3, the latest (none is
+    promoted)`` or ``v3, as given (not the promoted one)``."""
+    if v.promoted:
+        return f"v{v.version}, the promoted one"
+    if given is None:
+        return f"v{v.version}, the latest (no version of {v.symbol} is promoted: `qtrain models list`)"
+    return f"v{v.version}, as given (not the promoted one)"
+
+
 def promoted_version(cur: Cursor, symbol: str) -> StoredVersion | None:
     """The promoted version of ``symbol`` read through the caller's cursor, or None."""
     cur.execute(f"SELECT {_COLS} FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
