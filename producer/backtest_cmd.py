@@ -23,7 +23,7 @@ from model.metrics import METRIC_NAMES, json_safe
 from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.console import make_console
-from producer.options import parse_date
+from producer.options import output_path, parse_range
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.evaluation import walk_forward
@@ -98,10 +98,9 @@ def backtest(**kw: Any) -> None:
     settings = Settings.from_env()
     symbol = normalize_symbol(kw["symbol"])
     _check_costs(kw["fee"], kw["slippage_bps"])
-    since = parse_date(kw["since"], flag="--since")
-    until = parse_date(kw["until"], flag="--until")
-    if since is not None and until is not None and until <= since:
-        raise BadInput("--until must be after --since")
+    since, until = parse_range(kw["since"], kw["until"])
+    if kw["report"]:
+        output_path(kw["report"], flag="--report")  # before the work: one line, nothing written
     costs = {"fee": kw["fee"], "slippage_bps": kw["slippage_bps"], "seed": kw["seed"]}
     if kw["walk_forward"]:
         if kw["report"]:
@@ -237,6 +236,7 @@ def check_lookahead_cmd(**kw: Any) -> None:
     symbol = normalize_symbol(kw["symbol"])
     if kw["cuts"] < 1:
         raise BadInput(f"--cuts must be >= 1, got {kw['cuts']}")
+    since, until = parse_range(kw["since"], kw["until"])
     learner: FastQLearning | None = None
     space = StateSpace.default()
     timeframe = kw["timeframe"] or "1h"
@@ -249,10 +249,7 @@ def check_lookahead_cmd(**kw: Any) -> None:
         if kw["version"] is not None:
             raise
         note = "no Q-table version: features, market states only"
-    candles = load_candles(
-        settings.database_url, symbol, timeframe,
-        since=parse_date(kw["since"], flag="--since"), until=parse_date(kw["until"], flag="--until"),
-    )  # fmt: skip
+    candles = load_candles(settings.database_url, symbol, timeframe, since=since, until=until)
     if len(candles) < 3:
         raise BadInput(
             f"fewer than 3 {timeframe} candles for {symbol}: run `qtrain candles import` or"

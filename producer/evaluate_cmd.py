@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +13,8 @@ from rich.table import Table
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
 from producer.console import make_console
-from producer.options import parse_date, parse_symbols
+from producer.options import output_path, parse_range, parse_symbols
+from worker.errors import BadInput
 from worker.evaluation import scoreboard
 from worker.settings import DEFAULT_TIMEFRAME, Settings, check_fee
 
@@ -52,10 +52,11 @@ def evaluate(**kw: Any) -> None:
     """Walk-forward scoreboard: each fold trains on its past only and is tested on the next range;
     every policy (Q-table per recipe, rules, buy-and-hold, random median, flat) out of sample."""
     settings = Settings.from_env()
+    since, until = parse_range(kw["since"], kw["until"])
+    report = output_path(kw["report"], flag="--report") if kw["report"] else None
     req = scoreboard.EvaluateRequest(
         symbols=parse_symbols(kw["symbols"]), timeframe=kw["timeframe"], train_days=kw["train_days"],
-        test_days=kw["test_days"], since=parse_date(kw["since"], flag="--since"),
-        until=parse_date(kw["until"], flag="--until"), analyst=kw["analyst"],
+        test_days=kw["test_days"], since=since, until=until, analyst=kw["analyst"],
         recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
         model=kw["model"],
     )  # fmt: skip
@@ -69,10 +70,13 @@ def evaluate(**kw: Any) -> None:
             bar.update(task, completed=done, total=total, description=f"folds ({symbol})")
 
         board = scoreboard.evaluate(settings.database_url, req, progress=step)
-    if kw["report"]:
+    if report is not None:
         from producer.report_scoreboard import render_scoreboard  # Bokeh: imported only for --report
 
-        Path(kw["report"]).write_text(render_scoreboard(board), encoding="utf-8")
+        try:
+            report.write_text(render_scoreboard(board), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"--report {kw['report']}: cannot write ({exc.strerror})") from None
     if kw["as_json"]:
         click.echo(json.dumps(board.to_json(), sort_keys=True))
         return

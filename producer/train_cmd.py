@@ -10,7 +10,7 @@ import click
 import psycopg2.errors
 
 from producer.lazy import LazyChoice, LazyDefaultOption
-from producer.options import parse_date, parse_symbols
+from producer.options import parse_range, parse_symbols
 from worker.errors import BadInput, QtrainError, ServiceUnavailable
 from worker.settings import (
     DEFAULT_EPOCHS,
@@ -69,13 +69,14 @@ def train(**kw: Any) -> None:
     from worker.runtime import publish
 
     settings = Settings.from_env()
+    since, until = parse_range(kw["since"], kw["until"])
     req = dispatch.TrainRequest(
         symbols=parse_symbols(kw["symbols"]),
         timeframe=kw["timeframe"],
         window=kw["window"],
         stride=kw["stride"],
-        since=parse_date(kw["since"], flag="--since"),
-        until=parse_date(kw["until"], flag="--until"),
+        since=since,
+        until=until,
         epochs=kw["epochs"],
         model=kw["model"],
         analyst=kw["analyst"],
