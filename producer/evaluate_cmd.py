@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -61,7 +60,7 @@ def evaluate(**kw: Any) -> None:
         model=kw["model"],
     )  # fmt: skip
     check_fee(req.fee)
-    console = Console(stderr=True, quiet=kw["as_json"])
+    console = make_console(stderr=True, quiet=kw["as_json"])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:  # fmt: skip
         task = bar.add_task("folds", total=None)
