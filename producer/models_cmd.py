@@ -88,13 +88,14 @@ def _llm(ablation: dict[str, Any] | None) -> str:
 
 
 def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:
-    """Write a version's .npz and .json sidecar to ``out``; the sha256 is checked before and after."""
+    """Write a version's .npz and .json sidecar to ``out`` (a file, or an existing directory to write
+    ``fast_model_{SYMBOL}.npz`` in); the sha256 is checked before and after."""
+    path = output_path(out, flag="--out", directory_name=versions.model_path(".", symbol).name)
     v = versions.load_version(settings.database_url, symbol, version, prefer_promoted=True)
     if hashlib.sha256(v.npz).hexdigest() != v.sha256:
         raise QtrainError(
             f"{symbol} version {v.version}: stored table does not match its sha256; not exported"
         )
-    path = output_path(out, flag="--out", directory_name=versions.model_path(".", symbol).name)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     meta = {**v.metadata, "file_sha256": v.sha256, "promoted": v.promoted}

@@ -16,9 +16,10 @@ import re
 MASK = "***"
 
 #: ``scheme://user:password@host``: the password (whatever it holds up to the authority's last ``@``;
-#: the authority ends at ``/``, whitespace or a quote) is masked; the user name and host stay.
+#: the authority ends at ``/``, whitespace or a double quote) is masked; the user name and host stay.
+#: Passwords in URLs must be percent-encoded where they hold ``/``, ``"`` or spaces (RFC 3986).
 _USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)(?P<pw>[^\s/'\"]*)(?=@[^\s/@'\"]*(?:[\s/'\"]|$))"
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)(?P<pw>[^\s/\"]*)(?=@[^\s/@'\"]*(?:[\s/'\"]|$))"
 )
 
 

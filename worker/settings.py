@@ -159,10 +159,10 @@ def check_url(
         raise BadInput(
             f"{name}={shown!r} has {what}; it takes {', '.join(s + '://' for s in schemes)}: {fix}"
         )
-    if (hostname and not _HOST.fullmatch(hostname)) or (host and not hostname) or port == 0:
-        raise BadInput(f"{name}={shown!r} names no valid host and port: {fix}")
     if any(c.isspace() or not c.isprintable() for c in url):
         raise BadInput(f"{name}={shown!r} holds spaces or control characters: {fix}")
+    if (hostname and not _HOST.fullmatch(hostname)) or (host and not hostname) or port == 0:
+        raise BadInput(f"{name}={shown!r} names no valid host and port: {fix}")
     return url
 
 
