@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Decide now with the promoted version: action, confidence, score and every component.",
     ),
     "paper": ("paper_cmd", "Paper trading with the promoted Q-tables (no real orders, no API keys)."),
+    "flower": (
+        "flower_cmd",
+        "Start Flower with credentials required, on 127.0.0.1 by default; other options go to Flower.",
+    ),
 }
 
 
