@@ -27,7 +27,7 @@ from producer.options import output_path, parse_range
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.evaluation import walk_forward
-from worker.settings import Settings, check_fee
+from worker.settings import MAX_EPOCHS, Settings, check_fee
 from worker.store import versions
 from worker.store.candles import load_candles
 from worker.symbols import normalize_symbol
@@ -76,6 +76,11 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
         raise BadInput(f"--report {path}: cannot write ({exc.strerror})") from None
 
 
+#: Upper bounds of the walk-forward's folds and of check-lookahead's cuts (each is a full pass).
+MAX_FOLDS = 1000
+MAX_CUTS = 10_000
+
+
 @click.command()
 @click.option("--symbol", required=True, help="e.g. BTC-USDT.")
 @click.option("--version", "version", type=int, default=None, help="Q-table version (default: the latest).")
@@ -85,8 +90,15 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
 @click.option("--slippage-bps", default=0.0, show_default=True, type=float, help="Worsens every fill.")
 @click.option("--seed", default=policy_set.DEFAULT_SEED, show_default=True, type=int, help="Random baseline.")
 @click.option("--walk-forward", is_flag=True, help="Retrain on each fold's past, test on the next segment.")
-@click.option("--folds", default=4, show_default=True, type=int, help="With --walk-forward.")
-@click.option("--epochs", default=None, type=int, help="With --walk-forward (default: the version's).")
+@click.option(
+    "--folds", default=4, show_default=True, type=click.IntRange(max=MAX_FOLDS), help="With --walk-forward."
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(1, MAX_EPOCHS),
+    help="With --walk-forward (default: the version's).",
+)
 @click.option("--report", "report", default=None, help="Write a self-contained HTML report to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (snake_case, NaN -> null).")
 @click.option(
@@ -228,7 +240,13 @@ SERIES = lookahead_series
 @click.option("--timeframe", default=None, help="Default: the version's, else 1h.")
 @click.option("--since", default=None, help="First candle checked (default: all stored).")
 @click.option("--until", default=None, help="End of the checked range, exclusive.")
-@click.option("--cuts", default=20, show_default=True, type=int, help="Truncated histories compared.")
+@click.option(
+    "--cuts",
+    default=20,
+    show_default=True,
+    type=click.IntRange(max=MAX_CUTS),
+    help="Truncated histories compared.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check_lookahead_cmd(**kw: Any) -> None:
     """Recompute features, states and decisions on truncated histories; exit 1 if a past value changed."""

@@ -17,6 +17,9 @@ from worker.errors import BadInput
 from worker.evaluation import scoreboard
 from worker.settings import DEFAULT_TIMEFRAME, Settings, check_fee
 
+#: Upper bounds: a fold's span (100 years of days) and random policies per fold (each a backtest).
+MAX_DAYS = 36_500
+MAX_RANDOM_SEEDS = 10_000
 ANALYST_HELP = "heuristic: in-process, no LLM; cached: analyses already in PostgreSQL, no Ollama call."
 RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe is always scored."
 
@@ -25,10 +28,18 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
 @click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
 @click.option("--timeframe", default=DEFAULT_TIMEFRAME, show_default=True)
 @click.option(
-    "--train-days", default=DEFAULT_TRAIN_DAYS, show_default=True, type=int, help="Training span per fold."
+    "--train-days",
+    default=DEFAULT_TRAIN_DAYS,
+    show_default=True,
+    type=click.IntRange(max=MAX_DAYS),
+    help="Training span per fold.",
 )
 @click.option(
-    "--test-days", default=DEFAULT_TEST_DAYS, show_default=True, type=int, help="Test span per fold."
+    "--test-days",
+    default=DEFAULT_TEST_DAYS,
+    show_default=True,
+    type=click.IntRange(max=MAX_DAYS),
+    help="Test span per fold.",
 )
 @click.option(
     "--since", default=None, help="First test range starts here (default: first quarter after training)."
@@ -43,7 +54,13 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
 )
 @click.option("--model", default=None, help="With --analyst cached: only this model's analyses.")
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(sorted(RECIPES)), help=RECIPE_HELP)
-@click.option("--random-seeds", default=50, show_default=True, type=int, help="Random policies per fold.")
+@click.option(
+    "--random-seeds",
+    default=50,
+    show_default=True,
+    type=click.IntRange(max=MAX_RANDOM_SEEDS),
+    help="Random policies per fold.",
+)
 @click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side in the backtests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scoreboard as JSON.")
 @click.option("--report", "report", default=None, type=click.Path(dir_okay=False), help="Write an HTML page.")

@@ -251,3 +251,21 @@ def test_worker_start_up_line_httpx_lines_and_stored_host_are_redacted(
     assert "s3cretPW" not in shown.stdout + shown.stderr
     hosts = {h for (h,) in query(database_url, "SELECT DISTINCT host FROM ollama_analyses")}
     assert hosts and all("user:***@" in h for h in hosts)
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("evaluate", "--symbols", "BTC-USDT", "--train-days", HUGE),
+        ("evaluate", "--symbols", "BTC-USDT", "--test-days", HUGE),
+        ("evaluate", "--symbols", "BTC-USDT", "--random-seeds", HUGE),
+        ("backtest", "--symbol", "BTC-USDT", "--walk-forward", "--folds", HUGE),
+        ("backtest", "--symbol", "BTC-USDT", "--walk-forward", "--epochs", HUGE),
+        ("check-lookahead", "--symbol", "BTC-USDT", "--cuts", HUGE),
+    ],
+)
+def test_huge_numbers_elsewhere_are_one_line(database_url, args) -> None:
+    one_line(run(*args, env={"DATABASE_URL": database_url}), "is not in the range", args[-2])
