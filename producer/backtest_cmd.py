@@ -23,11 +23,11 @@ from model.metrics import METRIC_NAMES, json_safe, too_short_to_annualise
 from model.qlearning import FastQLearning
 from model.states import StateSpace
 from producer.console import make_console
-from producer.options import parse_date
+from producer.options import output_path, parse_range
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.evaluation import walk_forward
-from worker.settings import Settings, check_fee
+from worker.settings import MAX_EPOCHS, Settings, check_fee
 from worker.store import versions
 from worker.store.candles import load_candles
 from worker.symbols import normalize_symbol
@@ -82,6 +82,11 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
         raise BadInput(f"--report {path}: cannot write ({exc.strerror})") from None
 
 
+#: Upper bounds of the walk-forward's folds and of check-lookahead's cuts (each is a full pass).
+MAX_FOLDS = 1000
+MAX_CUTS = 10_000
+
+
 @click.command()
 @click.option("--symbol", required=True, help="e.g. BTC-USDT.")
 @click.option(
@@ -97,8 +102,15 @@ def _write_report(path: str, c: evaluate.Comparison) -> None:
     help="The random policy drawn in --report (the random column is the median of 50, as the gate's).",
 )  # fmt: skip
 @click.option("--walk-forward", is_flag=True, help="Retrain on each fold's past, test on the next segment.")
-@click.option("--folds", default=4, show_default=True, type=int, help="With --walk-forward.")
-@click.option("--epochs", default=None, type=int, help="With --walk-forward (default: the version's).")
+@click.option(
+    "--folds", default=4, show_default=True, type=click.IntRange(max=MAX_FOLDS), help="With --walk-forward."
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(1, MAX_EPOCHS),
+    help="With --walk-forward (default: the version's).",
+)
 @click.option("--report", "report", default=None, help="Write a self-contained HTML report to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (snake_case, NaN -> null).")
 @click.option(
@@ -110,10 +122,9 @@ def backtest(**kw: Any) -> None:
     settings = Settings.from_env()
     symbol = normalize_symbol(kw["symbol"])
     _check_costs(kw["fee"], kw["slippage_bps"])
-    since = parse_date(kw["since"], flag="--since")
-    until = parse_date(kw["until"], flag="--until")
-    if since is not None and until is not None and until <= since:
-        raise BadInput("--until must be after --since")
+    since, until = parse_range(kw["since"], kw["until"])
+    if kw["report"]:
+        output_path(kw["report"], flag="--report")  # before the work: one line, nothing written
     costs = {"fee": kw["fee"], "slippage_bps": kw["slippage_bps"], "seed": kw["seed"]}
     if kw["walk_forward"]:
         if kw["report"]:
@@ -252,7 +263,13 @@ SERIES = lookahead_series
 @click.option("--timeframe", default=None, help="Default: the version's, else 1h.")
 @click.option("--since", default=None, help="First candle checked (default: all stored).")
 @click.option("--until", default=None, help="End of the checked range, exclusive.")
-@click.option("--cuts", default=20, show_default=True, type=int, help="Truncated histories compared.")
+@click.option(
+    "--cuts",
+    default=20,
+    show_default=True,
+    type=click.IntRange(max=MAX_CUTS),
+    help="Truncated histories compared.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check_lookahead_cmd(**kw: Any) -> None:
     """Recompute features, states and decisions on truncated histories; exit 1 if a past value changed."""
@@ -260,6 +277,7 @@ def check_lookahead_cmd(**kw: Any) -> None:
     symbol = normalize_symbol(kw["symbol"])
     if kw["cuts"] < 1:
         raise BadInput(f"--cuts must be >= 1, got {kw['cuts']}")
+    since, until = parse_range(kw["since"], kw["until"])
     learner: FastQLearning | None = None
     space = StateSpace.default()
     timeframe = kw["timeframe"] or "1h"
@@ -272,10 +290,7 @@ def check_lookahead_cmd(**kw: Any) -> None:
         if kw["version"] is not None:
             raise
         note = "no Q-table version: features, market states only"
-    candles = load_candles(
-        settings.database_url, symbol, timeframe,
-        since=parse_date(kw["since"], flag="--since"), until=parse_date(kw["until"], flag="--until"),
-    )  # fmt: skip
+    candles = load_candles(settings.database_url, symbol, timeframe, since=since, until=until)
     if len(candles) < 3:
         raise BadInput(
             f"fewer than 3 {timeframe} candles for {symbol}: run `qtrain candles import` or"

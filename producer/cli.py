@@ -5,8 +5,9 @@ rich) is imported only when that command runs, so ``qtrain --help`` and ``qtrain
 a fraction of the time. ``COMMANDS`` names each command's module and repeats its one-line help for
 the group's help page (tests/test_scale.py checks both against the modules themselves).
 
-Any ``QtrainError`` (bad input, unreachable service, ...) is printed as one line on stderr with
-exit code 2; a traceback is a bug.
+Any ``QtrainError`` (bad input, unreachable service, ...) and any usage error click finds (an
+unknown option, a number out of its range) is printed as one line on stderr with exit code 2, with
+every URL's password masked (``worker.redact``); a traceback is a bug.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from worker.errors import QtrainError
+from worker.redact import install_log_redaction, redact_text
 
 #: Command name -> (module under ``producer``, the command's short help as its docstring says).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Decide now with the promoted version: action, confidence, score and every component.",
     ),
     "paper": ("paper_cmd", "Paper trading with the promoted Q-tables (no real orders, no API keys)."),
+    "flower": (
+        "flower_cmd",
+        "Start Flower with credentials required, on 127.0.0.1 by default; other options go to Flower.",
+    ),
 }
 
 
@@ -89,7 +95,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except QtrainError as exc:
-            click.echo(f"qtrain: error: {exc}", err=True)
+            click.echo(f"qtrain: error: {redact_text(str(exc))}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:  # click's own text is three lines (usage, hint, error)
+            where = exc.ctx.command_path if exc.ctx is not None else "qtrain"
+            message = " ".join(redact_text(exc.format_message()).split())
+            click.echo(f"qtrain: error: {message} (see `{where} --help`)", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("qtrain: interrupted", err=True)
@@ -104,6 +115,7 @@ def cli() -> None:
 
 def main() -> None:
     """Run the CLI (console script ``qtrain`` and ``python -m producer``)."""
+    install_log_redaction()
     cli.main(prog_name="qtrain")
 
 

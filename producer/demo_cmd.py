@@ -39,6 +39,7 @@ from producer import train_cmd
 from producer.workers import running_workers, start_workers
 from worker.errors import QtrainError
 from worker.pipeline import dispatch
+from worker.redact import redact, redact_text
 from worker.settings import DEFAULT_STRIDE, DEFAULT_WINDOW, Settings
 from worker.store import db, migrate
 from worker.store.candles import candle_spans, insert_candles
@@ -86,8 +87,11 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
     try:
         dispatch.check_llm(settings, settings.llm_model)
     except QtrainError as exc:
-        return "heuristic", f"{server} not usable ({exc}); using the built-in heuristic analyst"
-    return "ollama", f"{server} answers at {', '.join(settings.llm_hosts)} with {settings.llm_model}"
+        return (
+            "heuristic",
+            f"{server} not usable ({redact_text(str(exc))}); using the built-in heuristic analyst",
+        )
+    return "ollama", f"{server} answers at {redact(', '.join(settings.llm_hosts))} with {settings.llm_model}"
 
 
 def demo_database_url(url: str) -> str:
@@ -236,7 +240,7 @@ def embedded_analyst(settings: Settings) -> tuple[str, str]:
             ' run scripts/demo --llm embedded (or eval "$(python -m worker.embedded env --only llm)")'
         )
     dispatch.check_llm(settings, settings.llm_model)
-    hosts = ", ".join(settings.llm_hosts)
+    hosts = redact(", ".join(settings.llm_hosts))
     return "ollama", f"the embedded model {settings.llm_model} at {hosts} (OpenAI-compatible)"
 
 

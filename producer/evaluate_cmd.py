@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
 from producer.console import make_console
-from producer.options import parse_date, parse_symbols
+from producer.options import output_path, parse_range, parse_symbols
+from worker.errors import BadInput
 from worker.evaluation import scoreboard
 from worker.settings import DEFAULT_TIMEFRAME, Settings, check_fee
 
+#: Upper bounds: a fold's span (100 years of days) and random policies per fold (each a backtest).
+MAX_DAYS = 36_500
+MAX_RANDOM_SEEDS = 10_000
 ANALYST_HELP = "heuristic: in-process, no LLM; cached: analyses already in PostgreSQL, no Ollama call."
 RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe is always scored."
 
@@ -26,10 +28,18 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
 @click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
 @click.option("--timeframe", default=DEFAULT_TIMEFRAME, show_default=True)
 @click.option(
-    "--train-days", default=DEFAULT_TRAIN_DAYS, show_default=True, type=int, help="Training span per fold."
+    "--train-days",
+    default=DEFAULT_TRAIN_DAYS,
+    show_default=True,
+    type=click.IntRange(max=MAX_DAYS),
+    help="Training span per fold.",
 )
 @click.option(
-    "--test-days", default=DEFAULT_TEST_DAYS, show_default=True, type=int, help="Test span per fold."
+    "--test-days",
+    default=DEFAULT_TEST_DAYS,
+    show_default=True,
+    type=click.IntRange(max=MAX_DAYS),
+    help="Test span per fold.",
 )
 @click.option(
     "--since", default=None, help="First test range starts here (default: first quarter after training)."
@@ -44,7 +54,13 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
 )
 @click.option("--model", default=None, help="With --analyst cached: only this model's analyses.")
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(sorted(RECIPES)), help=RECIPE_HELP)
-@click.option("--random-seeds", default=50, show_default=True, type=int, help="Random policies per fold.")
+@click.option(
+    "--random-seeds",
+    default=50,
+    show_default=True,
+    type=click.IntRange(max=MAX_RANDOM_SEEDS),
+    help="Random policies per fold.",
+)
 @click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side in the backtests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scoreboard as JSON.")
 @click.option("--report", "report", default=None, type=click.Path(dir_okay=False), help="Write an HTML page.")
@@ -52,15 +68,16 @@ def evaluate(**kw: Any) -> None:
     """Walk-forward scoreboard: each fold trains on its past only and is tested on the next range;
     every policy (Q-table per recipe, rules, buy-and-hold, random median, flat) out of sample."""
     settings = Settings.from_env()
+    since, until = parse_range(kw["since"], kw["until"])
+    report = output_path(kw["report"], flag="--report") if kw["report"] else None
     req = scoreboard.EvaluateRequest(
         symbols=parse_symbols(kw["symbols"]), timeframe=kw["timeframe"], train_days=kw["train_days"],
-        test_days=kw["test_days"], since=parse_date(kw["since"], flag="--since"),
-        until=parse_date(kw["until"], flag="--until"), analyst=kw["analyst"],
+        test_days=kw["test_days"], since=since, until=until, analyst=kw["analyst"],
         recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
         model=kw["model"],
     )  # fmt: skip
     check_fee(req.fee)
-    console = Console(stderr=True, quiet=kw["as_json"])
+    console = make_console(stderr=True, quiet=kw["as_json"])
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:  # fmt: skip
         task = bar.add_task("folds", total=None)
@@ -69,10 +86,13 @@ def evaluate(**kw: Any) -> None:
             bar.update(task, completed=done, total=total, description=f"folds ({symbol})")
 
         board = scoreboard.evaluate(settings.database_url, req, progress=step)
-    if kw["report"]:
+    if report is not None:
         from producer.report_scoreboard import render_scoreboard  # Bokeh: imported only for --report
 
-        Path(kw["report"]).write_text(render_scoreboard(board), encoding="utf-8")
+        try:
+            report.write_text(render_scoreboard(board), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"--report {kw['report']}: cannot write ({exc.strerror})") from None
     if kw["as_json"]:
         click.echo(json.dumps(board.to_json(), sort_keys=True))
         return

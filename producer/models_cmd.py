@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +13,7 @@ from rich.table import Table
 from model.metrics import ANNUALISED, too_short_to_annualise
 from model.qlearning import FastQLearning
 from producer.console import make_console
+from producer.options import output_path
 from worker.errors import BadInput, QtrainError
 from worker.pipeline import promotion, records
 from worker.settings import Settings
@@ -112,13 +112,14 @@ def _content(ablation: dict[str, Any] | None) -> str:
 
 
 def export_version(settings: Settings, symbol: str, version: int | None, out: str) -> dict[str, Any]:
-    """Write a version's .npz and .json sidecar to ``out``; the sha256 is checked before and after."""
+    """Write a version's .npz and .json sidecar to ``out`` (a file, or an existing directory to write
+    ``fast_model_{SYMBOL}.npz`` in); the sha256 is checked before and after."""
+    path = output_path(out, flag="--out", directory_name=versions.model_path(".", symbol).name)
     v = versions.load_version(settings.database_url, symbol, version, prefer_promoted=True)
     if hashlib.sha256(v.npz).hexdigest() != v.sha256:
         raise QtrainError(
             f"{symbol} version {v.version}: stored table does not match its sha256; not exported"
         )
-    path = Path(out)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     meta = {**v.metadata, "file_sha256": v.sha256, "promoted": v.promoted}
@@ -144,7 +145,12 @@ def export_version(settings: Settings, symbol: str, version: int | None, out: st
 @click.option(
     "--version", "version", type=int, default=None, help="Default: the promoted one, else the latest."
 )
-@click.option("--out", required=True, help="Path of the .npz to write (a .json sidecar goes beside it).")
+@click.option(
+    "--out",
+    required=True,
+    help="The .npz file to write (a .json sidecar goes beside it), or an existing directory to write"
+    " fast_model_{SYMBOL}.npz in. Its directory must exist.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def export_cmd(symbol: str, version: int | None, out: str, as_json: bool) -> None:
     """Write a Q-table version from PostgreSQL to a file, checking its sha256."""

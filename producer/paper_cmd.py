@@ -8,7 +8,6 @@ commands only write and read PostgreSQL (``status`` reads nothing else).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +18,7 @@ from model.backtest import TRADE_DTYPE, BacktestResult
 from model.candles import Candles, minute_utc, timeframe_seconds
 from model.metrics import compute_metrics
 from producer.console import make_console
-from producer.options import parse_date, parse_symbols
+from producer.options import output_path, parse_range, parse_symbols
 from producer.signal_cmd import agent_options, agent_settings
 from worker.clients.exchange import DEFAULT_EXCHANGE
 from worker.errors import BadInput
@@ -147,6 +146,7 @@ def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
     from producer.report import render_report  # Bokeh: imported only here
 
     settings = Settings.from_env()
+    out = output_path(out_path, flag="--out")  # before the work: one line, nothing written
     (a,) = paper.accounts(settings, name=name)
     sym = normalize_symbol(symbol) if symbol else a.symbols[0]
     if sym not in a.symbols:
@@ -165,7 +165,7 @@ def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
                f"{len(h['fills'])} fills, fee {a.fee:g}/side"],
     )  # fmt: skip
     try:
-        Path(out_path).write_text(page, encoding="utf-8")
+        out.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"--out {out_path}: cannot write ({exc.strerror})") from None
     click.echo(f"report: {out_path}")
@@ -186,11 +186,8 @@ def replay_cmd(**kw: Any) -> None:
     """Run the paper tick over stored candles one at a time (no order book: as a backtest)."""
     settings = Settings.from_env()
     agent = agent_settings(settings, kw)
-    since = parse_date(kw["since"], flag="--since")
-    until = parse_date(kw["until"], flag="--until")
+    since, until = parse_range(kw["since"], kw["until"])
     assert since is not None
-    if until is not None and until <= since:
-        raise BadInput("--until must be after --since")
     if not kw["capital"] > 0:
         raise BadInput(f"--capital must be positive, got {kw['capital']}")
     res = paper.replay(

@@ -10,20 +10,24 @@ import click
 import psycopg2.errors
 
 from producer.lazy import LazyChoice, LazyDefaultOption
-from producer.options import parse_date, parse_symbols
+from producer.options import parse_range, parse_symbols
 from worker.errors import BadInput, QtrainError, ServiceUnavailable
 from worker.settings import (
+    ANALYZE_QUEUE,
     DEFAULT_EPOCHS,
     DEFAULT_HOLDOUT,
     DEFAULT_STRIDE,
     DEFAULT_TIMEFRAME,
     DEFAULT_WINDOW,
+    REDUCE_QUEUE,
     Settings,
 )
 from worker.store import batches
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+    from producer.liveness import Watch
 
 # worker.pipeline.dispatch (numpy, the model), rich and Celery are imported inside the commands that use
 # them: `qtrain status --json` needs none of them and starts in a fraction of the time.
@@ -70,16 +74,15 @@ def train(**kw: Any) -> None:
     from worker.runtime import publish
 
     settings = Settings.from_env()
-    PromotionConfig.from_settings(
-        settings
-    )  # a bad QTRAIN_PROMOTION_* is one line now, not a failed gate later
+    PromotionConfig.from_settings(settings)  # a bad QTRAIN_PROMOTION_* is one line now, not a failed gate
+    since, until = parse_range(kw["since"], kw["until"])
     req = dispatch.TrainRequest(
         symbols=parse_symbols(kw["symbols"]),
         timeframe=kw["timeframe"],
         window=kw["window"],
         stride=kw["stride"],
-        since=parse_date(kw["since"], flag="--since"),
-        until=parse_date(kw["until"], flag="--until"),
+        since=since,
+        until=until,
         epochs=kw["epochs"],
         model=kw["model"],
         analyst=kw["analyst"],
@@ -140,8 +143,9 @@ def print_verdicts(settings: Settings, final: batches.BatchStatus) -> dict[str, 
 
 
 def _progress(quiet: bool) -> Progress:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from producer.console import make_console
 
     columns = (
         TextColumn("{task.description}"),
@@ -150,7 +154,8 @@ def _progress(quiet: bool) -> Progress:
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    return Progress(*columns, console=Console(stderr=True, quiet=quiet), transient=False)
+    # off a terminal (a log), make_console is wide: each line whole, never cut at 80 columns ("61…")
+    return Progress(*columns, console=make_console(stderr=True, quiet=quiet), transient=False)
 
 
 def enqueue_with_progress(
@@ -178,17 +183,27 @@ def wait(
 ) -> batches.BatchStatus:
     """Poll the batch's state in PostgreSQL, with a progress bar per symbol, until it is done (its
     versions written and gated: the model files are then up to date)."""
+    from producer.liveness import Watch
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    watch = Watch(settings.broker_url)
     with _progress(quiet) as progress:
         tasks: dict[str, Any] = {}
         while True:
             st = batches.batch_status(settings.database_url, batch_id)
             if st is None:
                 raise BadInput(f"batch {batch_id} does not exist")
+            if st.state not in ("done", "failed"):
+                idle_line = watch.observe(st.finished, st.total)
+                if idle_line:
+                    progress.console.print(idle_line, markup=False, highlight=False, soft_wrap=True)
+                    if quiet:
+                        click.echo(idle_line, err=True)
+            pace = _pace(watch, st.finished, st.total)
             for sym, s in st.symbols.items():
                 detail = (
                     f"done {s.done} cached {s.cached} failed {s.failed}"
-                    f" | {st.windows_per_s:.1f} win/s ETA {_eta(st.eta_s)}"
+                    f" | {pace}"
                     f" | reduce {'v' + str(s.q_version) if s.reduced else '…'}"
                 )
                 if sym not in tasks:
@@ -206,6 +221,14 @@ def wait(
                     f"batch {batch_id} not done after {timeout:.0f} s; it goes on: `qtrain status {batch_id}`"
                 )
             time.sleep(POLL_S)
+
+
+def _pace(watch: Watch, finished: int, total: int) -> str:
+    """This run's rate and ETA, or that there is none yet (no ETA without progress)."""
+    rate = watch.rate(finished)
+    if rate is None:
+        return "no ETA before the first window"
+    return f"{rate:.1f} win/s ETA {_eta(watch.eta_s(finished, total))}"
 
 
 def _eta(eta: float | None) -> str:
@@ -260,11 +283,23 @@ def status(batch_id: int | None, as_json: bool) -> None:
         raise ServiceUnavailable("the qtrain schema is missing or old: run `qtrain db init`") from exc
     if st is None:
         raise BadInput(f"batch {batch_id} does not exist")
+    idle_line = None
+    if st.state not in ("done", "failed"):  # unfinished: does a worker consume its queue? (<= ~2 s)
+        from producer.liveness import consumers, no_worker_line
+
+        queue = ANALYZE_QUEUE if st.finished < st.total else REDUCE_QUEUE
+        count = consumers(settings.broker_url, queue)
+        idle_line = no_worker_line(settings.broker_url, queue) if count == 0 else None
     if as_json:
-        click.echo(json.dumps(st.to_json()))
+        out = st.to_json()
+        if idle_line:
+            out.update(eta_s=None, idle=idle_line)
+        click.echo(json.dumps(out))
     else:
         print_summary(st)
-        if st.eta_s:
+        if idle_line:
+            click.echo(idle_line, err=True)
+        elif st.eta_s and st.finished:
             click.echo(f"ETA {_eta(st.eta_s)}")
 
 

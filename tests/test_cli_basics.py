@@ -54,3 +54,13 @@ def test_settings_parse_host_list() -> None:
     s = Settings.from_env({"OLLAMA_HOST": "gpu1:11434, http://gpu2:11434/"})
     assert s.ollama_hosts == ("http://gpu1:11434", "http://gpu2:11434")
     assert Settings.from_env({}).database_url.endswith("/qtrain")
+
+
+def test_the_quick_start_says_how_to_get_qtrain_on_path() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = root.joinpath("README.md").read_text()
+    quick = readme[readme.index("## Quick start") : readme.index("### No services?")]
+    assert "source .venv/bin/activate" in quick and ".venv/bin/qtrain" in quick
+    assert "bin/activate" in root.joinpath("scripts", "demo").read_text()

@@ -180,6 +180,10 @@ def check_celery_commands(doc: dict[str, Any], queues: set[str]) -> list[str]:
     seen = set()
     for name, svc in doc["services"].items():
         argv = service_argv(svc)
+        if argv[:2] == ["qtrain", "flower"]:  # execs `celery -A worker flower` once credentials hold
+            argv = ["celery", "-A", "worker", "flower", *argv[2:]]
+        elif argv[:1] == ["celery"] and celery_subcommand(argv) == "flower":
+            problems.append(f"{name}: bare Flower: start it with `qtrain flower` (refuses empty credentials)")
         if not argv or argv[0] != "celery":
             continue
         if _option(argv, "-A", "--app") != "worker":
@@ -471,6 +475,15 @@ def test_qtrain_commands_exist_in_the_cli() -> None:
     assert service_argv(doc["services"]["migrate"]) == ["qtrain", "db", "init"]
 
 
+def test_flower_starts_through_the_guard_with_required_credentials() -> None:
+    flower = load_compose()["services"]["flower"]
+    argv = service_argv(flower)
+    assert argv[:2] == ["qtrain", "flower"] and "--address=0.0.0.0" in argv  # inside the container only
+    assert flower["ports"] == ["${FLOWER_BIND:-127.0.0.1}:${FLOWER_PORT:-5555}:5555"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert not any(w.startswith(("--basic-auth", "--basic_auth")) for w in argv)  # not on the command line
+
+
 def test_celery_commands_use_real_queues_and_flower_port_form() -> None:
     queues = app_queues()
     assert queues == {"analyze", "reduce"}
@@ -639,6 +652,10 @@ def test_checkers_catch_broken_compose(checker: Any, mutate: Any, expect: str) -
             "--port=5555",
         ),
         (["celery", "-A", "qtrain", "beat", "--schedule=/data/s"], "-A worker"),
+        (
+            ["celery", "-A", "worker", "flower", "--port=5555", "--persistent=True", "--db=/d/f"],
+            "bare Flower",
+        ),
     ],
 )
 def test_celery_checker_catches_broken_commands(argv: list[str], expect: str) -> None:

@@ -136,6 +136,8 @@ def test_qtrain_embedded_forces_embedded_servers_and_stops_them() -> None:
     assert len(started) == 1 and "QTRAIN_EMBEDDED=1" in started[0], proc.stderr
     assert "==> stopped embedded PostgreSQL and Redis" in proc.stderr
     assert embedded.read_state(ROOT / ".qtrain").get("postgres") is None
+    # the last lines say how to get qtrain on PATH (it is in the venv only), before the servers stop
+    assert f"source {venv}/bin/activate" in proc.stderr.strip().splitlines()[-2], proc.stderr
 
 
 # ---- the embedded model (worker/embedded/llm.py) -------------------------------------------------

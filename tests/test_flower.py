@@ -133,3 +133,97 @@ def test_documented_metric_names_exist_in_flower() -> None:
     for name in set(re.findall(r"\bflower_[a-z_]+", docs)):
         base = re.sub(r"_(bucket|count|sum|created)$", "", name)
         assert f"'{base}'" in source, name
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (None, "open to anyone"),
+        ("", "open to anyone"),
+        (":", "empty user or password"),
+        ("admin:", "empty user or password"),
+        (":secret", "empty user or password"),
+        ("me:s3cret,you:", "entry 2 has an empty user or password"),
+        ("admin:change-me-flower", "placeholder"),
+    ],
+)
+def test_qtrain_flower_refuses_empty_credentials(value: str | None, needle: str) -> None:
+    from click.testing import CliRunner
+
+    from producer.cli import cli
+
+    res = CliRunner().invoke(cli, ["flower", "--persistent=True"], env={"FLOWER_BASIC_AUTH": value})
+    assert res.exit_code == 2, res.output  # never reached exec: this test process is still pytest
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "FLOWER_BASIC_AUTH" in lines[0], lines
+
+
+def test_qtrain_flower_refuses_credentials_among_flowers_options() -> None:
+    from click.testing import CliRunner
+
+    from producer.cli import cli
+
+    res = CliRunner().invoke(cli, ["flower", "--basic_auth=x:leak"], env={"FLOWER_BASIC_AUTH": "me:s3cret"})
+    assert res.exit_code == 2 and "--basic_auth" in res.output and "leak" not in res.output
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp{,6} write them) with a listening socket on ``port``."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                out.add(address)
+    return out
+
+
+@pytest.mark.integration
+def test_qtrain_flower_listens_on_loopback_with_credentials_off_its_command_line(redis_url, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.flower_support import ROOT, _healthy, free_port
+    from tests.services import child_env
+
+    port = free_port()
+    env = child_env({"CELERY_BROKER_URL": redis_url, "FLOWER_BASIC_AUTH": "me:s3cret-pass"})
+    log = tmp_path / "flower.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "producer", "flower", f"--port={port}"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
+        )  # fmt: skip
+    flower = Flower(f"http://127.0.0.1:{port}", port, ("me", "s3cret-pass"), log, proc)
+    try:
+        wait_for("qtrain flower to answer", lambda: _healthy(flower), flower=flower)
+        assert _listening(port) == {"0100007F"}  # 127.0.0.1 only
+        assert flower.get("/api/workers", auth=("", "")).status_code == 401
+        assert flower.get("/api/workers").status_code == 200
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()  # the exec'd Flower itself
+        assert "flower" in cmdline and "s3cret-pass" not in cmdline
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "this machine only" in log.read_text()
+
+
+def test_the_docs_never_show_flower_open() -> None:
+    """Every Flower command in README.md and docs/FLOWER.md binds to loopback with credentials:
+    ``qtrain flower`` (refuses empty ones, 127.0.0.1 by default) or ``celery -A worker flower``
+    with ``--address=127.0.0.1`` and a literal ``--basic-auth=user:password`` (a ``$VAR`` is empty
+    when unset, and Flower then lets anyone in)."""
+    readme = DOCS.parents[1] / "README.md"
+    shown = 0
+    for doc in (readme, DOCS):
+        for line in doc.read_text().splitlines():
+            cmd = line.strip().strip("`")
+            if re.match(r"celery -A worker flower\b", cmd):
+                shown += 1
+                assert "--address=127.0.0.1" in cmd, line
+                assert re.search(r'--basic-auth="?[^"$:\s]+:[^"$\s]+', cmd), line
+            elif re.match(r"(FLOWER_BASIC_AUTH=\S+ )?qtrain flower\b", cmd):
+                shown += 1
+                assert "--address" not in cmd or "--address=127.0.0.1" in cmd, line
+    assert shown >= 3

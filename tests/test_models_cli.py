@@ -88,6 +88,9 @@ def test_promote_rollback_export_round_trip(env, tmp_path):
     assert log[-4:][0] == (2, "manual", "alice") and log[-3][1:] == ("rollback", "bob")
 
     out = tmp_path / "export" / "table.npz"
+    res = run("models", "export", "--symbol", SYMBOL, "--out", str(out))
+    assert res.exit_code == 2 and "does not exist" in res.output and not out.parent.exists()  # never created
+    out.parent.mkdir()
     res = run("models", "export", "--symbol", SYMBOL, "--out", str(out), "--json")
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
@@ -99,6 +102,15 @@ def test_promote_rollback_export_round_trip(env, tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["file_sha256"] == stored
     res = run("models", "export", "--symbol", SYMBOL, "--version", "2", "--out", str(out))
     assert res.exit_code == 0 and "v2 (not promoted)" in res.output and "verified" in res.output
+    # An existing directory: the file goes inside it, under the name the models directory uses.
+    res = run("models", "export", "--symbol", SYMBOL, "--out", str(out.parent), "--json")
+    assert res.exit_code == 0, res.output
+    inside = out.parent / model_path(".", SYMBOL).name
+    assert (
+        json.loads(res.output)["path"] == str(inside)
+        and hashlib.sha256(inside.read_bytes()).hexdigest() == stored
+    )
+    assert not out.parent.with_name("export.npz").exists()
 
 
 def test_backtest_export_and_lookahead_default_to_the_same_version_and_say_which(env, tmp_path):

@@ -266,7 +266,7 @@ def test_paper_cli_start_status_gap_report_stop(
     assert paper.tick(versions_env, fetch=False) == {}  # a stopped account is not ticked
     _one_line_exit_2(_run(url, monkeypatch, "paper", "stop", "nope"), "no paper account 'nope'")
     replay = ["paper", "replay", "--symbol", "BTC-USDT", "--since", "2024-01-03", "--until", "2024-01-02"]
-    _one_line_exit_2(_run(url, monkeypatch, *replay), "--until must be after --since")
+    _one_line_exit_2(_run(url, monkeypatch, *replay), "--since 2024-01-03 is after --until 2024-01-02")
 
 
 def test_paper_beat_entry_from_env(caplog: pytest.LogCaptureFixture) -> None:

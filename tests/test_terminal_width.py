@@ -26,13 +26,13 @@ VERSION_COLUMNS = ("symbol", "version", "promoted", "created", "batch", "vs bh",
 
 
 def _to_file(env: dict[str, str], log: Path, *args: str) -> str:
-    """``qtrain ARGS`` with stdout redirected to ``log``; its text."""
-    with log.open("w", encoding="utf-8") as fh:
+    """``qtrain ARGS``, stdout to ``log`` and stderr (the progress) to ``log.err``; stdout's text."""
+    with log.open("w", encoding="utf-8") as fh, log.with_suffix(".err").open("w", encoding="utf-8") as err:
         proc = subprocess.run(
-            [sys.executable, "-m", "producer", *args], env=child_env(env), stdout=fh, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "producer", *args], env=child_env(env), stdout=fh, stderr=err,
             text=True, timeout=300, cwd=str(ROOT),
         )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, log.with_suffix(".err").read_text()[-2000:]
     return log.read_text(encoding="utf-8")
 
 
@@ -73,6 +73,13 @@ def test_demo_status_and_models_list_in_a_file_keep_names_whole(
     assert len(gate_lines) == 2, demo
     for line in gate_lines:  # the gate's lines whole
         assert line.endswith("%") and "insufficient evidence" in line, line
+    # The progress lines in a log are whole too: every column to the elapsed time, never "61…".
+    progress = (tmp_path / "demo.err").read_text(encoding="utf-8")
+    assert "…" not in progress.replace("reduce …", ""), progress
+    bars = [ln for ln in progress.splitlines() if ln.startswith(("SYNTH1-USDT ", "SYNTH2-USDT "))]
+    assert len(bars) >= 2 and all("| reduce v" in ln and ln.rstrip()[-7:].count(":") == 2 for ln in bars), (
+        bars
+    )
 
 
 def test_console_is_wide_off_a_terminal_and_the_terminals_width_on_one(monkeypatch) -> None:

@@ -1,7 +1,8 @@
 """Celery app, tasks, Ollama client and PostgreSQL storage.
 
 ``celery -A worker worker`` finds the app through the lazy ``app`` attribute below, so plain
-imports of ``worker.store.db`` or ``worker.settings`` do not pay for importing Celery.
+imports of ``worker.store.db`` or ``worker.settings`` do not pay for importing Celery. A bad setting
+stops ``celery -A worker ...`` with one line and exit code 2 (Celery would print a traceback).
 """
 
 from typing import Any
@@ -9,7 +10,16 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
-        from worker.runtime.app import app
+        from worker.errors import QtrainError
 
+        try:
+            from worker.runtime.app import app
+        except QtrainError as exc:  # a bad setting (CELERY_BROKER_URL=redis2://...): one line, exit 2
+            import sys
+
+            from worker.redact import redact_text
+
+            print(f"qtrain worker: error: {redact_text(str(exc))}", file=sys.stderr)
+            raise SystemExit(2) from None
         return app
     raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -7,10 +7,13 @@ called by the CLI and by the Celery app at start-up; nothing else reads ``os.env
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from worker.errors import BadInput
+from worker.redact import redact
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/qtrain"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -116,6 +119,61 @@ def env_number(
     return value
 
 
+#: URL schemes each setting takes (``check_url``): PostgreSQL's two spellings, the brokers Celery is
+#: configured and tested for here (Redis, RabbitMQ), the Redis result backend, and plain HTTP(S) for
+#: the LLM servers.
+DATABASE_SCHEMES = ("postgresql", "postgres")
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+RESULT_BACKEND_SCHEMES = ("redis", "rediss")
+HTTP_SCHEMES = ("http", "https")
+#: Upper bound of ``--epochs`` (Q-learning passes over a batch's windows): a pass over a year of
+#: hourly windows takes well under a second, so 1,000 is already hours of CPU per symbol.
+MAX_EPOCHS = 1000
+#: Upper bounds of ``--window`` (candles per analysed window: the prompt summarises them, and
+#: 10,000 hours is over a year) and ``--stride`` (candles between window starts), and the largest
+#: ``--seed`` (stored as a PostgreSQL bigint).
+MAX_WINDOW = 10_000
+MAX_STRIDE = 1_000_000
+MAX_SEED = 2**63 - 1
+
+
+def check_url(
+    name: str,
+    url: str,
+    schemes: tuple[str, ...],
+    *,
+    example: str,
+    host: bool = True,
+    given: str | None = None,
+) -> str:
+    """``url`` when it parses as a URL with one of ``schemes`` (and, if ``host``, a host name) and a
+    valid port; else a one-line ``BadInput`` naming the variable, the accepted schemes and an
+    example. Never echoes a password (the value, or ``given`` if set, is shown redacted)."""
+    shown = redact(url if given is None else given)
+    fix = f"give e.g. {name}={example}, or unset it"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in 0-65535
+        hostname = parts.hostname or ""
+    except ValueError as exc:
+        raise BadInput(f"{name}={shown!r} is not a valid URL ({redact(str(exc))}): {fix}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in schemes or "://" not in url:
+        what = f"scheme {scheme + '://'!r}" if scheme and "://" in url else "no scheme"
+        raise BadInput(
+            f"{name}={shown!r} has {what}; it takes {', '.join(s + '://' for s in schemes)}: {fix}"
+        )
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise BadInput(f"{name}={shown!r} holds spaces or control characters: {fix}")
+    if (hostname and not _HOST.fullmatch(hostname)) or (host and not hostname) or port == 0:
+        raise BadInput(f"{name}={shown!r} names no valid host and port: {fix}")
+    return url
+
+
+#: A host name (letters, digits, ``._~%-``) or an IPv6 literal (its brackets already stripped).
+_HOST = re.compile(r"[A-Za-z0-9._~%-]+|[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?")
+
+
 def check_fee(fee: float, *, flag: str = "--fee") -> float:
     """A fee per side as given on the command line; one-line ``BadInput`` outside [0, MAX_FEE)."""
     from model.backtest import MAX_FEE
@@ -191,7 +249,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default ``os.environ``); unset variables keep defaults."""
         e = os.environ if env is None else env
-        hosts = _urls(e.get("OLLAMA_HOST", DEFAULT_OLLAMA_HOST)) or (DEFAULT_OLLAMA_HOST,)
+        hosts = _urls(e, "OLLAMA_HOST") or (DEFAULT_OLLAMA_HOST,)
         timeout = env_number(e, "OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S, low=0.001)
         api = e.get("QTRAIN_LLM_API", "").strip().lower() or DEFAULT_LLM_API
         if api not in LLM_APIS:
@@ -204,14 +262,16 @@ class Settings:
         num_ctx = int(env_number(e, "QTRAIN_LLM_NUM_CTX", DEFAULT_LLM_NUM_CTX, low=256, whole=True))
         max_tokens = int(env_number(e, "QTRAIN_LLM_MAX_TOKENS", DEFAULT_LLM_MAX_TOKENS, low=16, whole=True))
         return cls(
-            database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
-            broker_url=e.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL),
-            result_backend=e.get("CELERY_RESULT_BACKEND", DEFAULT_RESULT_BACKEND),
+            database_url=_url(e, "DATABASE_URL", DEFAULT_DATABASE_URL, DATABASE_SCHEMES, host=False),
+            broker_url=_url(e, "CELERY_BROKER_URL", DEFAULT_BROKER_URL, BROKER_SCHEMES, host=False),
+            result_backend=_url(
+                e, "CELERY_RESULT_BACKEND", DEFAULT_RESULT_BACKEND, RESULT_BACKEND_SCHEMES, host=False
+            ),
             ollama_hosts=hosts,
             ollama_model=model,
             ollama_timeout_s=timeout,
             llm_api=api,
-            openai_base_urls=_urls(e.get("OPENAI_BASE_URL", "")) or (DEFAULT_OPENAI_BASE_URL,),
+            openai_base_urls=_urls(e, "OPENAI_BASE_URL") or (DEFAULT_OPENAI_BASE_URL,),
             openai_api_key=e.get("OPENAI_API_KEY", "").strip(),
             llm_num_ctx=num_ctx,
             llm_max_tokens=max_tokens,
@@ -240,7 +300,26 @@ class Settings:
         )
 
 
-def _urls(value: str) -> tuple[str, ...]:
-    """A comma list of base URLs, trailing slashes dropped, ``http://`` added where no scheme is given."""
-    urls = (u.strip().rstrip("/") for u in value.split(","))
-    return tuple(u if "://" in u else f"http://{u}" for u in urls if u)
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...], *, host: bool) -> str:
+    """``env[name]`` (unset or blank: ``default``) checked by ``check_url``."""
+    value = env.get(name, "").strip() or default
+    return check_url(name, value, schemes, example=default, host=host)
+
+
+def _urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """``env[name]`` as a comma list of HTTP base URLs, trailing slashes dropped, ``http://`` added
+    where no scheme is given; each one checked by ``check_url`` (a host is required)."""
+    example = DEFAULT_OPENAI_BASE_URL if name == "OPENAI_BASE_URL" else DEFAULT_OLLAMA_HOST
+    urls = (u.strip() for u in env.get(name, "").split(","))
+    return tuple(_http_url(name, u, example) for u in urls if u)
+
+
+def _http_url(name: str, given: str, example: str) -> str:
+    """One base URL of a list: ``http://`` added when it has no scheme (``gpu1:11434``)."""
+    if "://" in given:
+        url = given
+    elif "//" in given:  # a mistyped scheme (``http//gpu1``): not a host named "http"
+        url = "?" + given
+    else:
+        url = f"http://{given}"
+    return check_url(name, url, HTTP_SCHEMES, example=example, given=given).rstrip("/")

@@ -15,6 +15,7 @@ from model.heuristic import heuristic_analysis
 from model.prompt import build_messages, cache_key, window_content_hash
 from worker.clients.llm import ChatClient, ChatResult
 from worker.errors import InvalidModelOutput, PermanentError
+from worker.redact import redact
 from worker.store import analyses
 from worker.store.batches import Window
 from worker.store.candles import load_candles
@@ -80,7 +81,7 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
         completion_tokens=chat.completion_tokens if chat else None,
         total_duration_ms=chat.total_duration_ms if chat else None,
         eval_duration_ms=chat.eval_duration_ms if chat else None,
-        host=chat.host if chat else None,
+        host=redact(chat.host) if chat else None,  # stored and shown: never a URL's password
     )
     _, created = analyses.save_and_finish(
         database_url,

@@ -26,6 +26,10 @@ from worker.settings import (
     DEFAULT_STRIDE,
     DEFAULT_TIMEFRAME,
     DEFAULT_WINDOW,
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_STRIDE,
+    MAX_WINDOW,
     Settings,
 )
 from worker.store import batches, db, versions
@@ -55,10 +59,12 @@ class TrainRequest:
         """BadInput (one line) for an option out of range."""
         if self.analyst not in ANALYSTS:
             raise BadInput(f"--analyst must be one of {', '.join(ANALYSTS)}, got {self.analyst!r}")
-        if self.epochs < 1:
-            raise BadInput(f"--epochs must be >= 1, got {self.epochs}")
-        if self.window < 2 or self.stride < 1:
-            raise BadInput("--window must be >= 2 and --stride >= 1")
+        for flag, value, low, high in (
+            ("--epochs", self.epochs, 1, MAX_EPOCHS), ("--window", self.window, 2, MAX_WINDOW),
+            ("--stride", self.stride, 1, MAX_STRIDE), ("--seed", self.seed, 0, MAX_SEED),
+        ):  # fmt: skip
+            if value is not None and not low <= value <= high:
+                raise BadInput(f"{flag} must be from {low:,} to {high:,}, got {value:,}")
         if not 0.0 <= self.holdout < 0.9:
             raise BadInput(f"--holdout must be in [0, 0.9), got {self.holdout}")
         if self.recipe not in RECIPES:

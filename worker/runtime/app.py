@@ -23,10 +23,17 @@ every worker takes back a dead worker's windows after ``QTRAIN_LEASE_S`` instead
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import task_postrun, worker_init, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    worker_init,
+    worker_ready,
+)
 from kombu import Exchange, Queue
 
 from worker.pipeline import schedule
+from worker.redact import install_log_redaction
 from worker.runtime import housekeeping, reaper
 from worker.settings import (
     ANALYZE_QUEUE,
@@ -115,6 +122,17 @@ app.steps["worker"].add(reaper.reaper_step(SETTINGS))
 app.steps["worker"].add(housekeeping.timer_purge_step())
 task_postrun.connect(housekeeping.after_task, weak=False)
 housekeeping.register_inspect()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger: object = None, **_: object) -> None:
+    """Every record the worker writes has its URL passwords masked (httpx's request lines, task
+    failures that quote an LLM URL, the start-up line): a filter on each handler Celery set up."""
+    import logging
+
+    handlers = logger.handlers if isinstance(logger, logging.Logger) else []
+    install_log_redaction(*handlers, *logging.getLogger().handlers)
 
 
 @worker_init.connect

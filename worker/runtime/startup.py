@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from worker.redact import redact
 from worker.settings import Settings
-from worker.store.db import redact
 
 log = logging.getLogger("qtrain.worker")
 
@@ -20,7 +20,7 @@ def log_startup(settings: Settings) -> None:
         redact(settings.database_url),
         redact(settings.broker_url),
         settings.llm_api,
-        ",".join(settings.llm_hosts),
+        redact(",".join(settings.llm_hosts)),
         settings.llm_model,
         settings.llm_num_ctx,
         settings.llm_max_tokens,
@@ -45,13 +45,17 @@ def _check_ollama(settings: Settings) -> None:
                 version = client.version(host)
                 pulled = client.has_model(host)
             except QtrainError as exc:
-                log.warning("ollama host %s: not answering (%s); heuristic batches still run", host, exc)
+                log.warning(
+                    "ollama host %s: not answering (%s); heuristic batches still run", redact(host), exc
+                )
                 continue
             if too_old(version):
-                log.error("REFUSED %s; its windows would all fail", too_old_message(host, version))
+                log.error("REFUSED %s; its windows would all fail", too_old_message(redact(host), version))
                 continue
             state = "pulled" if pulled else f"NOT pulled (run: ollama pull {settings.llm_model})"
-            log.warning("ollama host %s: version %s, model %s %s", host, version, settings.llm_model, state)
+            log.warning(
+                "ollama host %s: version %s, model %s %s", redact(host), version, settings.llm_model, state
+            )
     finally:
         client.close()
 
@@ -66,15 +70,17 @@ def _check_openai(settings: Settings) -> None:
             try:
                 names = client.models(host)
             except QtrainError as exc:
-                log.warning("openai host %s: not answering (%s); heuristic batches still run", host, exc)
+                log.warning(
+                    "openai host %s: not answering (%s); heuristic batches still run", redact(host), exc
+                )
                 continue
             if not client.serves(names):
                 log.error(
                     "REFUSED openai host %s: model %s is not served there (it serves: %s); set"
                     " QTRAIN_LLM_MODEL to one of them: its windows would all fail",
-                    host, settings.llm_model, ", ".join(names) or "no model",
+                    redact(host), settings.llm_model, ", ".join(names) or "no model",
                 )  # fmt: skip
                 continue
-            log.warning("openai host %s: serves model %s", host, settings.llm_model)
+            log.warning("openai host %s: serves model %s", redact(host), settings.llm_model)
     finally:
         client.close()

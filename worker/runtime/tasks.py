@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from worker.errors import PermanentError, ServiceUnavailable, TemporaryError
 from worker.pipeline import completion, reduce
 from worker.pipeline.analyze import HEURISTIC, analyze
+from worker.redact import redact_text
 from worker.retry import backoff_s
 from worker.runtime.app import (
     ANALYZE_HARD_LIMIT_S,
@@ -115,13 +116,13 @@ def failed_attempt(exc: BaseException, attempt: int, max_attempts: int, base_s: 
     """A temporary failure (or the soft time limit) retries until ``max_attempts``; a permanent
     one, and any other exception (a bug, recorded as an internal error), fails the window now."""
     if isinstance(exc, (TemporaryError, SoftTimeLimitExceeded)):
-        reason = str(exc) or type(exc).__name__
+        reason = redact_text(str(exc)) or type(exc).__name__
         if attempt < max_attempts:
             return Outcome("pending", f"attempt {attempt} failed: {reason}", retry_delay(attempt, base_s))
         return Outcome("failed", f"gave up after {attempt} attempts: {reason}")
     if isinstance(exc, PermanentError):
-        return Outcome("failed", str(exc))
-    return Outcome("failed", f"internal error: {exc!r}")
+        return Outcome("failed", redact_text(str(exc)))
+    return Outcome("failed", f"internal error: {redact_text(repr(exc))}")
 
 
 SUPERSEDED = {"status": "superseded"}

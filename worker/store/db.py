@@ -15,6 +15,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from worker.errors import ServiceUnavailable
+from worker.redact import redact
 
 START_HINT = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
@@ -91,15 +92,6 @@ def _server_hung_up(conn: psycopg2.extensions.connection) -> bool:
 
 _pools: dict[tuple[int, str], _Pool] = {}
 _pools_lock = threading.Lock()
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print or log)."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def database_name(url: str) -> str:
