@@ -73,7 +73,9 @@ def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Import this CSV.")
 @click.option("--symbol", default=None, help="Symbol of --csv, e.g. BTC-USDT (default: from the file name).")
 @click.option("--candles", "n_candles", default=1500, show_default=True, help="Synthetic candles per symbol.")
-@click.option("--epochs", default=3, show_default=True)
+@click.option(
+    "--epochs", default=3, show_default=True, help="Recipe qlearning only; the default, pooled, ignores it."
+)
 @click.option(
     "--analyst", type=click.Choice(["auto", "ollama", "heuristic"]), default="auto", show_default=True
 )
@@ -131,6 +133,7 @@ def demo(**kw: Any) -> None:
         click.echo(json.dumps(final.to_json()))
         return
     train_cmd.print_summary(final)
+    say(dispatch.pool_line(req.symbols, created.recipe, created.pool))
     print_gate(settings, final)
     if embedded:
         print_analyses(settings, final.batch_id)

@@ -15,6 +15,7 @@ from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
 from producer.console import make_console
 from producer.options import parse_date, parse_symbols
+from producer.pool_option import POOL_HELP, parse_pool
 from worker.evaluation import scoreboard
 from worker.settings import DEFAULT_TIMEFRAME, Settings, check_fee
 
@@ -44,6 +45,7 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
 )
 @click.option("--model", default=None, help="With --analyst cached: only this model's analyses.")
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(sorted(RECIPES)), help=RECIPE_HELP)
+@click.option("--pool", default=None, metavar="SYMBOLS|none", help=POOL_HELP)
 @click.option("--random-seeds", default=50, show_default=True, type=int, help="Random policies per fold.")
 @click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side in the backtests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scoreboard as JSON.")
@@ -57,7 +59,7 @@ def evaluate(**kw: Any) -> None:
         test_days=kw["test_days"], since=parse_date(kw["since"], flag="--since"),
         until=parse_date(kw["until"], flag="--until"), analyst=kw["analyst"],
         recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
-        model=kw["model"],
+        model=kw["model"], pool=parse_pool(kw["pool"]),
     )  # fmt: skip
     check_fee(req.fee)
     console = Console(stderr=True, quiet=kw["as_json"])
