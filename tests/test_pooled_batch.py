@@ -129,6 +129,23 @@ def test_a_one_symbol_batch_pools_with_a_stored_peer_up_to_its_training_end(
     assert table.q.tobytes() != alone[meta.get("shaping", "on")].q.tobytes()  # ETH's candles counted
 
 
+def test_one_stored_symbol_pools_with_none_and_still_trains(database_url: str, tmp_path: Path) -> None:
+    """Only BTC-USDT stored: ``qtrain train --symbols BTC-USDT`` pools with nothing and says so."""
+    seed_candles(database_url, n=300, symbols={"BTC-USDT": SYMBOLS["BTC-USDT"]})
+    settings = Settings(database_url=database_url, models_dir=str(tmp_path))
+    created = dispatch.create(
+        settings, dispatch.TrainRequest(symbols=("BTC-USDT",), analyst="heuristic", seed=1)
+    )
+    assert created.pool == []
+    assert "with no other symbol" in dispatch.pool_line(("BTC-USDT",), created.recipe, created.pool)
+    _analyse(settings, created.batch_id, "BTC-USDT")
+    assert completion.complete_symbol(settings, created.batch_id, "BTC-USDT")["version"] == 1
+    table, meta = _stored(database_url, "BTC-USDT")
+    _, alone = _expected_one(database_url, created.batch_id, {})
+    assert meta["pooled"]["symbols"] == ["BTC-USDT"]
+    assert table.q.tobytes() == alone[meta.get("shaping", "on")].q.tobytes()
+
+
 def test_pool_none_trains_one_symbol_alone_and_a_bad_pool_is_one_line(
     database_url: str, tmp_path: Path
 ) -> None:
