@@ -48,43 +48,23 @@ from model.folds import rolling_folds  # noqa: E402
 from model.policies import qtable_policy, random_policy  # noqa: E402
 from model.pooled_folds import pooled_tables_by_date  # noqa: E402
 from model.scoreboard import heuristic_analyses  # noqa: E402
+from model.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma  # noqa: E402
 from model.states import StateSpace  # noqa: E402
 
-LOOKBACK, FLOOR, BAND, FEE, SEEDS = 168, 0.25, 0.2, 0.001, 50
+SIZING = VolSizing(lookback=168, floor=0.25, band=0.2)  # the RULE's
+FEE, SEEDS = 0.001, 50
 SETS = {"btc_eth": ("BTC", "ETH"), "universe": ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")}
 HOURS_A_YEAR = 24 * 365
 
 
-def trailing_sigma(close: np.ndarray) -> np.ndarray:
-    """Std of the last ``LOOKBACK`` hourly log returns up to each candle's close (NaN before)."""
-    r = np.diff(np.log(close), prepend=np.nan)
-    out = np.full(len(close), np.nan)
-    if len(r) > LOOKBACK:
-        w = np.lib.stride_tricks.sliding_window_view(r[1:], LOOKBACK)
-        out[LOOKBACK:] = w.std(axis=1, ddof=1)
-    return out
-
-
 def sizes(sig: np.ndarray, sig_ref: float) -> np.ndarray:
-    """The RULE's target size at each decision candle (1 where the volatility is unknown)."""
-    s = np.clip(sig_ref / sig, FLOOR, 1.0)
-    return np.where(np.isfinite(s), s, 1.0)
+    """The RULE's target size at each decision candle (``model.sizing.target_sizes``)."""
+    return target_sizes(sig, sig_ref, SIZING)
 
 
 def held_fraction(pos: np.ndarray, target: np.ndarray | None) -> np.ndarray:
-    """The fraction of equity held after each decision: 0/1 unsized, else the size at entry,
-    reset to the target when it leaves the band."""
-    if target is None:
-        return pos.astype(np.float64)
-    out = np.zeros(len(pos))
-    w = 0.0
-    for t, p in enumerate(pos):
-        if p == 0:
-            w = 0.0
-        elif w == 0.0 or abs(target[t] - w) > BAND:
-            w = float(target[t])
-        out[t] = w
-    return out
+    """The fraction of equity held after each decision: 0/1 unsized, else ``model.sizing.held_fractions``."""
+    return pos.astype(np.float64) if target is None else held_fractions(pos, target, SIZING)
 
 
 def sharpe(close: np.ndarray, w: np.ndarray) -> float:
@@ -112,7 +92,7 @@ def run_set(symbols: tuple[str, ...]) -> list[dict[str, Any]]:
     tables = pooled_tables_by_date(series, analyses, recipes=("pooled",), space=space)
     rows = []
     for sym, (c, folds) in series.items():
-        sig = trailing_sigma(np.asarray(c.close, dtype=np.float64))
+        sig = trailing_sigma(np.asarray(c.close, dtype=np.float64), SIZING.lookback)
         for f in folds:
             q = tables[f.test_since][sym]["pooled"][0].q
             m = space.encode(compute_features(c.slice(f.train_lo, f.test_hi)))[f.test_lo - f.train_lo :]
