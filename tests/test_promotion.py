@@ -213,7 +213,7 @@ TWIN_WINS, LLM_WINS = 6, 4
 def _twin_batch(database_url, tmp_path, seed, twin="better"):
     seed_candles(database_url, n=360, symbols={"BTC-USDT": (seed, 30_000.0)})
     settings = dataclasses.replace(settings_for(database_url, tmp_path), promotion_twin=twin)
-    return settings, heuristic_batch(settings, "BTC-USDT")
+    return settings, heuristic_batch(settings, "BTC-USDT", recipe="sweep")  # seeds picked on sweep's tables
 
 
 def _tables(settings, batch_id):
