@@ -73,9 +73,6 @@ def train(ctx: click.Context, **kw: Any) -> None:
     from worker.runtime import publish
 
     settings = Settings.from_env()
-    given = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
-    if given and kw["recipe"] != "qlearning" and not kw["as_json"]:
-        click.echo(f"note: --epochs is ignored by recipe {kw['recipe']} (only qlearning iterates)", err=True)
     req = dispatch.TrainRequest(
         symbols=parse_symbols(kw["symbols"]),
         timeframe=kw["timeframe"],
@@ -93,6 +90,9 @@ def train(ctx: click.Context, **kw: Any) -> None:
     )
     created = dispatch.create(settings, req)
     batch_id = created.batch_id
+    given = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+    if given and req.recipe != "qlearning" and not kw["as_json"]:  # after the checks: an error stays one line
+        click.echo(f"note: --epochs is ignored by recipe {req.recipe} (only qlearning iterates)", err=True)
     if kw["wait"]:
         enqueue_with_progress(settings, batch_id, req.symbols, created.windows, quiet=kw["as_json"])
     else:
