@@ -64,7 +64,7 @@ from model.folds import Fold, rolling_folds  # noqa: E402
 from model.policies import qtable_policy  # noqa: E402
 from model.pooled import PooledRecipe, pooled_value_iteration  # noqa: E402
 from model.pooled_folds import pooled_fold_tables  # noqa: E402
-from model.scoreboard import evaluate_fold, heuristic_analyses  # noqa: E402
+from model.scoreboard import evaluate_fold, heuristic_analyses, policy_name  # noqa: E402
 from model.states import StateSpace  # noqa: E402
 from model.training import AnalysedWindow, training_data  # noqa: E402
 
@@ -84,7 +84,7 @@ class FoldCase:
     candles: Candles
     analysed: list[AnalysedWindow]
     test_states: np.ndarray
-    base: dict[str, dict[str, Any]]  # sweep ("qtable"), random, buy_and_hold, ... of evaluate_fold
+    base: dict[str, dict[str, Any]]  # sweep ("qtable:sweep"), random, buy_and_hold, ... of evaluate_fold
     tuning: bool
 
 
@@ -199,7 +199,7 @@ def summary(cs: list[FoldCase], results: list[dict[str, float]], pick: Any = Non
 
 def sweep_results(cs: list[FoldCase]) -> list[dict[str, float]]:
     """Today's default (``qtable``) per case, from the cached ``evaluate_fold`` output."""
-    return [{k: c.base["qtable"][k] for k in ("sharpe", "n_trades", "exposure_pct")} for c in cs]
+    return [{k: c.base[policy_name("sweep")][k] for k in ("sharpe", "n_trades", "exposure_pct")} for c in cs]
 
 
 def line(name: str, s: dict[str, Any]) -> str:

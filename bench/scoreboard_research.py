@@ -10,7 +10,8 @@ XMR,ZEC``); a pooled recipe (``--recipe pooled``) trains across the symbols give
 The CSVs are read through the project's importer parser (duplicates resolved, bad rows dropped);
 they are never copied into the repository. ``--first-half`` scores only the older half of each
 symbol's folds (the split used to choose parameters; the report uses all folds). ``--null N`` adds
-a permutation test of the default recipe: N times, each fold's table is trained on its training
+a permutation test of the ``sweep`` recipe (the ``pooled`` default's, trained across symbols, is
+``bench/pooled_research.py --null N``): N times, each fold's table is trained on its training
 returns SHUFFLED among the training candles (states, gaps and analyses kept, any link between a
 state and what follows destroyed) and scored like the real one; a real result inside the spread of
 these is no evidence that the table learned timing from the returns.
@@ -65,9 +66,9 @@ def _parse(path: Path, symbol: str) -> Candles:
 def null_sharpes(
     candles: Candles, fold: Fold, analysed: list[AnalysedWindow], reps: int
 ) -> list[tuple[float, int]]:
-    """(Sharpe, trades) on the fold's test range of ``reps`` default-recipe tables trained on
+    """(Sharpe, trades) on the fold's test range of ``reps`` ``sweep`` tables trained on
     shuffled training returns (seeded by the fold and the replicate: reproducible)."""
-    rec = RECIPES[DEFAULT_RECIPE]
+    rec = RECIPES["sweep"]  # the pooled default's null (across symbols): bench/pooled_research.py --null
     assert isinstance(rec, SweepRecipe), "the null test is written for the sweep recipe"
     space = StateSpace.default()
     train = candles.slice(fold.train_lo, fold.train_hi)
@@ -133,8 +134,8 @@ def scoreboard(
 
 
 def print_null(records: list[dict], reps: int) -> None:
-    """Per shuffled replicate: what the default recipe scores without any state-return link."""
-    print(f"permutation null of {DEFAULT_RECIPE!r} (training returns shuffled within each fold):")
+    """Per shuffled replicate: what the ``sweep`` recipe scores without any state-return link."""
+    print("permutation null of 'sweep' (training returns shuffled within each fold):")
     for rep in range(reps):
         sh = [f["null"][rep][0] for f in records]
         beats_r = sum(s > f["policies"]["random"]["sharpe"] for s, f in zip(sh, records, strict=True))
@@ -164,7 +165,7 @@ def main() -> None:
     ap.add_argument("--first-half", action="store_true")
     ap.add_argument("--random-seeds", type=int, default=50)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--null", type=int, default=0, help="shuffled-returns replicates of the default recipe")
+    ap.add_argument("--null", type=int, default=0, help="shuffled-returns replicates of the sweep recipe")
     a = ap.parse_args()
     recipes = a.recipe or [DEFAULT_RECIPE] + sorted(r for r in RECIPES if r != DEFAULT_RECIPE)
     t0 = time.perf_counter()

@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from model.candles import Candles
 from model.controls import fold_control
 from model.folds import Fold
@@ -51,33 +53,82 @@ def pooled_fold_tables(
     return {s: trained[s][0] for s in parts}
 
 
+PEER_COVERAGE = 0.5
+"""A stored peer (a symbol pooled, not scored) joins a fold date's pool when it has at least this
+share of the scored symbols' training candles (the most of them) in the fold's training range."""
+
+
+def peer_parts(peers: Mapping[str, Candles], fold: Fold, n_own: int) -> dict[str, PoolPart]:
+    """The stored peers' parts of a fold date: each peer's candles of ``fold``'s training range
+    (``[train_since, test_since)``, nothing later), unshaped, when it covers ``PEER_COVERAGE`` of
+    ``n_own`` candles (else left out). Their folds carry no test range: peers are never scored."""
+    out: dict[str, PoolPart] = {}
+    for s, c in sorted(peers.items()):
+        lo, hi = (int(x) for x in np.searchsorted(c.ts, [fold.train_since, fold.test_since], side="left"))
+        if hi - lo >= max(2, PEER_COVERAGE * n_own):
+            out[s] = (
+                c,
+                Fold(fold.train_since, fold.test_since, fold.test_since, fold.test_since, lo, hi, hi, hi),
+                (),
+            )
+    return out
+
+
+def date_groups(
+    series: Mapping[str, tuple[Candles, Sequence[Fold]]],
+    *,
+    peers: Mapping[str, Candles] | None = None,
+    alone: bool = False,
+) -> dict[int, list[tuple[dict[str, tuple[Candles, Fold]], dict[str, PoolPart]]]]:
+    """Test start -> the pools trained on that date: each a pair (scored symbols -> candles and
+    fold, stored peers -> their parts). One pool of every symbol with a fold that date plus the
+    ``peers`` covering its training range (``peer_parts``); ``alone``: one pool per symbol, no peer."""
+    dates: dict[int, dict[str, tuple[Candles, Fold]]] = {}
+    for symbol, (candles, folds) in series.items():
+        for fold in folds:
+            dates.setdefault(fold.test_since, {})[symbol] = (candles, fold)
+    out: dict[int, list[tuple[dict[str, tuple[Candles, Fold]], dict[str, PoolPart]]]] = {}
+    for since in sorted(dates):
+        group = dates[since]
+        if alone:
+            out[since] = [({s: g}, {}) for s, g in sorted(group.items())]
+            continue
+        fold = next(iter(group.values()))[1]
+        n_own = max(f.n_train for _, f in group.values())
+        extra = peer_parts({s: c for s, c in (peers or {}).items() if s not in group}, fold, n_own)
+        out[since] = [(group, extra)]
+    return out
+
+
 def pooled_tables_by_date(
     series: Mapping[str, tuple[Candles, Sequence[Fold]]],
     analyses: Callable[[str, Fold], Sequence[AnalysedWindow]],
     *,
     recipes: Sequence[str],
     space: StateSpace | None = None,
+    peers: Mapping[str, Candles] | None = None,
+    alone: bool = False,
 ) -> dict[int, dict[str, dict[str, Twins]]]:
     """Test start -> symbol -> pooled recipe -> (table, unshaped twin): for each date on which some
     symbols of ``series`` (symbol -> candles and folds) have a fold, every recipe of ``recipes``
-    trained across those symbols' folds of that date (``analyses(symbol, fold)`` gives a fold's
-    analyses; the twin trains across the same folds with none)."""
+    trained across those symbols' folds of that date and the stored ``peers`` (symbol -> candles;
+    their training range only, unshaped, never scored) that cover it (``date_groups``; ``alone``:
+    each symbol by itself). ``analyses(symbol, fold)`` gives a scored fold's analyses; the twin
+    trains across the same folds with none."""
     pooled = [r for r in recipes if is_pooled(r)]
-    dates: dict[int, dict[str, tuple[Candles, Fold]]] = {}
-    for symbol, (candles, folds) in series.items():
-        for fold in folds:
-            dates.setdefault(fold.test_since, {})[symbol] = (candles, fold)
     out: dict[int, dict[str, dict[str, Twins]]] = {}
-    for since in sorted(dates) if pooled else ():
-        group = dates[since]
-        shaped = {s: (c, f, analyses(s, f)) for s, (c, f) in group.items()}
-        bare: dict[str, PoolPart] = {s: (c, f, ()) for s, (c, f) in group.items()}
-        out[since] = {s: {} for s in group}
-        for r in pooled:
-            tables = pooled_fold_tables(shaped, recipe=r, space=space)
-            twins = pooled_fold_tables(bare, recipe=r, space=space)
+    for since, pools in date_groups(series, peers=peers, alone=alone).items() if pooled else ():
+        out[since] = {}
+        for group, extra in pools:
+            shaped: dict[str, PoolPart] = {s: (c, f, analyses(s, f)) for s, (c, f) in group.items()} | extra
+            bare: dict[str, PoolPart] = {s: (c, f, ()) for s, (c, f) in group.items()} | extra
             for s in group:
-                out[since][s][r] = (tables[s], twins[s])
+                out[since][s] = {}
+            for r in pooled:
+                tables = pooled_fold_tables(shaped, recipe=r, space=space)
+                twins = pooled_fold_tables(bare, recipe=r, space=space)
+                for s in group:
+                    out[since][s][r] = (tables[s], twins[s])
     return out
 
 
@@ -89,48 +140,54 @@ def pooled_controls_by_date(
     controls: Sequence[str],
     seed: int,
     space: StateSpace | None = None,
+    peers: Mapping[str, Candles] | None = None,
+    alone: bool = False,
 ) -> dict[int, dict[str, dict[str, dict[str, FastQLearning]]]]:
-    """Test start -> symbol -> pooled recipe -> control -> table: as ``pooled_tables_by_date``, each
-    recipe trained across the symbols of a date on a negative control (``model.controls``) of their
-    analyses, the control applied to each symbol's own analyses and fold before pooling."""
+    """Test start -> symbol -> pooled recipe -> control -> table: as ``pooled_tables_by_date`` (the
+    same pools, stored peers and ``alone`` included), each recipe trained on a negative control
+    (``model.controls``) of the analyses, applied to each symbol's own analyses and fold before pooling."""
     pooled = [r for r in recipes if is_pooled(r)]
-    dates: dict[int, dict[str, tuple[Candles, Fold]]] = {}
-    for symbol, (candles, folds) in series.items():
-        for fold in folds:
-            dates.setdefault(fold.test_since, {})[symbol] = (candles, fold)
     out: dict[int, dict[str, dict[str, dict[str, FastQLearning]]]] = {}
-    for since in sorted(dates) if pooled and controls else ():
-        group = dates[since]
-        given = {s: analyses(s, f) for s, (_, f) in group.items()}
-        out[since] = {s: {r: {} for r in pooled} for s in group}
-        for c in controls:
-            parts: dict[str, PoolPart] = {
-                s: (cs, f, fold_control(c, given[s], f, seed=seed)) for s, (cs, f) in group.items()
-            }
-            for r in pooled:
-                tables = pooled_fold_tables(parts, recipe=r, space=space)
-                for s in group:
-                    out[since][s][r][c] = tables[s]
+    for since, pools in date_groups(series, peers=peers, alone=alone).items() if pooled and controls else ():
+        out[since] = {}
+        for group, extra in pools:
+            given = {s: analyses(s, f) for s, (_, f) in group.items()}
+            for s in group:
+                out[since][s] = {r: {} for r in pooled}
+            for c in controls:
+                parts: dict[str, PoolPart] = {
+                    s: (cs, f, fold_control(c, given[s], f, seed=seed)) for s, (cs, f) in group.items()
+                } | extra
+                for r in pooled:
+                    tables = pooled_fold_tables(parts, recipe=r, space=space)
+                    for s in group:
+                        out[since][s][r][c] = tables[s]
     return out
 
 
 def pool_record(
-    series: Mapping[str, tuple[Candles, Sequence[Fold]]], recipes: Sequence[str]
+    series: Mapping[str, tuple[Candles, Sequence[Fold]]],
+    recipes: Sequence[str],
+    *,
+    peers: Mapping[str, Candles] | None = None,
+    alone: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per pooled recipe of ``recipes``: what it pooled, for the scoreboard's JSON and report: the
-    symbols, the number of fold dates, the fewest and most symbols pooled on one date, and its
-    parameters."""
-    counts: dict[int, int] = {}
-    for _, folds in series.values():
-        for fold in folds:
-            counts[fold.test_since] = counts.get(fold.test_since, 0) + 1
+    symbols (scored and stored peers), the stored peers that joined at least one date, whether each
+    symbol trained alone, the number of fold dates, the fewest and most symbols pooled on one
+    date, and its parameters."""
+    groups = date_groups(series, peers=peers, alone=alone)
+    sizes = [len(g) + len(e) for pools in groups.values() for g, e in pools]
+    used = sorted({s for pools in groups.values() for _, e in pools for s in e})
     out = {}
     for r in recipes:
         if is_pooled(r):
             out[r] = {
-                "symbols": sorted(series),
-                "fold_dates": len(counts),
-                "symbols_per_date": [min(counts.values(), default=0), max(counts.values(), default=0)],
+                "symbols": sorted(set(series) | set(used)),
+                "stored": used,
+                "alone": alone,
+                "fold_dates": len(groups),
+                "symbols_per_date": [min(sizes, default=0), max(sizes, default=0)],
                 "params": dataclasses.asdict(get_recipe(r)),
             }
     return out
@@ -138,9 +195,25 @@ def pool_record(
 
 def pool_note(record: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One sentence per pooled recipe of ``pool_record``: which symbols it trained across."""
-    return [
-        f"recipe {r} pooled {len(p['symbols'])} symbols ({', '.join(p['symbols'])}) on each of"
-        f" {p['fold_dates']} fold dates ({p['symbols_per_date'][0]}-{p['symbols_per_date'][1]} a date):"
-        " every symbol's table learned from all of their training parts, none from any test range"
-        for r, p in record.items()
-    ]
+    out = []
+    for r, p in record.items():
+        if p.get("alone"):
+            out.append(
+                f"recipe {r} trained each of {len(p['symbols'])} symbol(s) alone (--pool none) on each of"
+                f" {p['fold_dates']} fold dates"
+            )
+            continue
+        stored = p.get("stored") or []
+        own = [s for s in p["symbols"] if s not in stored]
+        what = f"{len(p['symbols'])} symbols ({', '.join(p['symbols'])})"
+        if stored:
+            what = (
+                f"{', '.join(own)} with {len(stored)} stored symbol(s) ({', '.join(stored)}: training candles"
+                " only, unshaped, not scored)"
+            )
+        out.append(
+            f"recipe {r} pooled {what} on each of {p['fold_dates']} fold dates ({p['symbols_per_date'][0]}-"
+            f"{p['symbols_per_date'][1]} a date): every symbol's table learned from all of their training"
+            " parts, none from any test range"
+        )
+    return out

@@ -42,7 +42,6 @@ from model.heuristic import heuristic_analysis
 from model.metrics import json_safe
 from model.policies import buy_and_hold, qtable_policy, rules_policy
 from model.policy_set import heuristic_rules
-from model.pooled_folds import is_pooled
 from model.qlearning import FastQLearning
 from model.rules import fired
 from model.states import StateSpace
@@ -145,20 +144,15 @@ def evaluate_fold(
     recipes that use one and the first random policy. ``equity`` (optional) receives each
     backtested policy's equity per test candle (not ``random``'s: a median is no one curve).
     ``trained``: recipe -> (table, unshaped twin) trained elsewhere, for the pooled recipes that
-    train across symbols (``model.pooled_folds.pooled_tables_by_date``); required for those.
+    train across symbols (``model.pooled_folds.pooled_tables_by_date``); a pooled recipe not
+    given is trained on this symbol alone (``train_qtable``: its own state means are the pool).
     ``controls`` (of ``model.controls.CONTROLS``): also score each recipe trained on those negative
     controls of the fold's analyses (seeded by ``seed``); ``trained_controls``: recipe -> control ->
-    table for the pooled recipes (``model.pooled_folds.pooled_controls_by_date``)."""
+    table for the pooled recipes given in ``trained`` (``model.pooled_folds.pooled_controls_by_date``)."""
     if random_seeds < 1:
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     space = StateSpace.default() if space is None else space
     given = dict(trained or {})
-    missing = [r for r in recipes if r not in given and is_pooled(r)]
-    if missing:
-        raise ValueError(
-            f"recipe {', '.join(missing)} trains across symbols: pass its tables as trained="
-            " (model.pooled_folds.pooled_tables_by_date)"
-        )
     unknown = [c for c in controls if c not in CONTROLS]
     if unknown:
         raise ValueError(f"unknown control {', '.join(unknown)}: use {', '.join(CONTROLS)}")

@@ -122,7 +122,9 @@ def demo_database_url(url: str) -> str:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Import this CSV.")
 @click.option("--symbol", default=None, help="Symbol of --csv, e.g. BTC-USDT (default: from the file name).")
 @click.option("--candles", "n_candles", default=1500, show_default=True, help="Synthetic candles per symbol.")
-@click.option("--epochs", default=3, show_default=True)
+@click.option(
+    "--epochs", default=3, show_default=True, help="Recipe qlearning only; the default, pooled, ignores it."
+)
 @click.option(
     "--analyst", type=click.Choice(["auto", "ollama", "heuristic"]), default="auto", show_default=True
 )
@@ -205,6 +207,7 @@ def demo(**kw: Any) -> None:
         }}))  # fmt: skip
         return
     train_cmd.print_summary(final)
+    say(dispatch.pool_line(req.symbols, created.recipe, created.pool))
     if synthetic:
         say(f"(synthetic data: {', '.join(symbols)} are seeded random walks, no market's prices)")
     verdicts = train_cmd.print_verdicts(settings, final)

@@ -13,6 +13,7 @@ from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
 from model.training import RECIPES
 from producer.console import make_console
 from producer.options import output_path, parse_range, parse_symbols
+from producer.pool_option import POOL_HELP, parse_pool
 from worker.errors import BadInput
 from worker.evaluation import scoreboard
 from worker.settings import DEFAULT_TIMEFRAME, Settings, check_fee
@@ -54,6 +55,7 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
 )
 @click.option("--model", default=None, help="With --analyst cached: only this model's analyses.")
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(sorted(RECIPES)), help=RECIPE_HELP)
+@click.option("--pool", default=None, metavar="SYMBOLS|none", help=POOL_HELP)
 @click.option(
     "--random-seeds",
     default=50,
@@ -74,7 +76,7 @@ def evaluate(**kw: Any) -> None:
         symbols=parse_symbols(kw["symbols"]), timeframe=kw["timeframe"], train_days=kw["train_days"],
         test_days=kw["test_days"], since=since, until=until, analyst=kw["analyst"],
         recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
-        model=kw["model"],
+        model=kw["model"], pool=parse_pool(kw["pool"]),
     )  # fmt: skip
     check_fee(req.fee)
     console = make_console(stderr=True, quiet=kw["as_json"])

@@ -187,7 +187,10 @@ def parameters_table(board: Any) -> Table:
         rows.extend([k, str(v)] for k, v in values.items())
         if recipe in pools:  # a pooled recipe: which symbols each fold date's tables learned from
             p = pools[recipe]
-            rows.append(["pooled", f"{', '.join(p['symbols'])} on each of {p['fold_dates']} fold dates"])
+            what = "each symbol alone (--pool none)" if p.get("alone") else ", ".join(p["symbols"])
+            if p.get("stored"):
+                what += f" ({', '.join(p['stored'])} from the store: training candles only, not scored)"
+            rows.append(["pooled", f"{what} on each of {p['fold_dates']} fold dates"])
     rows.append("costs and baselines")
     fee = prm.pop("fee", None)
     rows.append(["fee", "?" if fee is None else f"{fee:g} per side ({fee * 100:g}%)"])

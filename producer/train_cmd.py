@@ -11,6 +11,7 @@ import psycopg2.errors
 
 from producer.lazy import LazyChoice, LazyDefaultOption
 from producer.options import parse_range, parse_symbols
+from producer.pool_option import POOL_HELP, parse_pool
 from worker.errors import BadInput, QtrainError, ServiceUnavailable
 from worker.settings import (
     ANALYZE_QUEUE,
@@ -42,8 +43,9 @@ class BatchFailed(QtrainError):
 @click.command()
 @click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
 @click.option(
-    "--epochs", default=DEFAULT_EPOCHS, show_default=True, type=int, help="Q-learning passes in the reducer."
-)
+    "--epochs", default=DEFAULT_EPOCHS, show_default=True, type=int,
+    help="Q-learning passes in the reducer: recipe qlearning only (pooled and sweep solve to convergence).",
+)  # fmt: skip
 @click.option("--timeframe", default=DEFAULT_TIMEFRAME, show_default=True)
 @click.option(
     "--window", default=DEFAULT_WINDOW, show_default=True, type=int, help="Candles per analysed window."
@@ -61,13 +63,15 @@ class BatchFailed(QtrainError):
 @click.option("--recipe", type=LazyChoice("model.training.RECIPES"), cls=LazyDefaultOption,
               lazy_default="model.training.DEFAULT_RECIPE", show_default=True,
               help="How the reducer trains the Q-table (compare them with `qtrain evaluate`).")  # fmt: skip
+@click.option("--pool", default=None, metavar="SYMBOLS|none", help=POOL_HELP)
 @click.option(
     "--holdout", default=DEFAULT_HOLDOUT, show_default=True, type=float, help="Tail share kept for backtests."
 )
 @click.option("--wait", is_flag=True, help="Show progress until the batch is done, then a summary.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def train(**kw: Any) -> None:
+@click.pass_context
+def train(ctx: click.Context, **kw: Any) -> None:
     """Create a training batch, enqueue one analysis per window, print the batch id."""
     from worker.pipeline import dispatch
     from worker.pipeline.promotion import PromotionConfig
@@ -89,9 +93,13 @@ def train(**kw: Any) -> None:
         seed=kw["seed"],
         holdout=kw["holdout"],
         recipe=kw["recipe"],
+        pool=parse_pool(kw["pool"]),
     )
     created = dispatch.create(settings, req)
     batch_id = created.batch_id
+    given = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+    if given and req.recipe != "qlearning" and not kw["as_json"]:  # after the checks: an error stays one line
+        click.echo(f"note: --epochs is ignored by recipe {req.recipe} (only qlearning iterates)", err=True)
     if kw["wait"]:
         enqueue_with_progress(settings, batch_id, req.symbols, created.windows, quiet=kw["as_json"])
     else:
@@ -99,6 +107,7 @@ def train(**kw: Any) -> None:
     if not kw["as_json"]:
         skipped = ", ".join(f"{s}: {n}" for s, n in created.skipped.items())
         click.echo(f"batch {batch_id}: {created.windows} windows enqueued (skipped for gaps: {skipped})")
+        click.echo(dispatch.pool_line(req.symbols, created.recipe, created.pool))
     if kw["wait"]:
         final = wait(settings, batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
         if kw["as_json"]:

@@ -76,7 +76,7 @@ def scoreboard_board() -> Scoreboard:
             rec["equity"] = equity_record(c.ts[f.test_lo : f.test_hi], curves)
             records.append(rec)
     params = {
-        "timeframe": "1h", "train_days": 20, "test_days": 10, "analyst": "heuristic", "recipes": ["sweep"],
+        "timeframe": "1h", "train_days": 20, "test_days": 10, "analyst": "heuristic", "recipes": ["pooled"],
         "random_seeds": 5, "fee": 0.001, "seed": 0, "window": 48, "stride": 24,
     }  # fmt: skip
     return Scoreboard(folds=records, summary=ms.summarise(records), notes=["a note <b>"], params=params)

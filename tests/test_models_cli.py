@@ -174,8 +174,8 @@ def test_list_when_empty(database_url, monkeypatch):
 
 
 def test_list_shows_what_the_llm_adds_and_the_incumbent_margin(database_url, tmp_path, monkeypatch):
-    seed_candles(database_url, n=360, symbols={"BTC-USDT": (6, 30_000.0)})  # the twin wins here
-    heuristic_version(settings_for(database_url, tmp_path), "BTC-USDT")
+    seed_candles(database_url, n=360, symbols={"BTC-USDT": (6, 30_000.0)})  # the twin wins here (sweep)
+    heuristic_version(settings_for(database_url, tmp_path), "BTC-USDT", recipe="sweep")
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("COLUMNS", "220")
     row = json.loads(run("models", "list", "--json").output)[0]

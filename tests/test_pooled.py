@@ -266,3 +266,49 @@ def test_tables_by_date_pool_the_symbols_of_each_date_and_say_so():
     assert rec["pooled"]["symbols_per_date"] == [1, 2] and rec["pooled"]["fold_dates"] == len(dates)
     assert json.loads(json.dumps(rec, allow_nan=False)) == rec
     assert "recipe pooled pooled 2 symbols (AAA-USDT, BBB-USDT)" in pool_note(rec)[0]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_no_leakage_a_stored_peer_s_candles_after_the_training_end_never_reach_a_table(k):
+    """A stored peer (pooled, not scored) joins a date with its training range only: its candles
+    cut at the test start, or its test range and later replaced by wild prices, leave the tables
+    byte-identical; and it did count (the table differs without it)."""
+    from model.pooled_folds import pooled_tables_by_date
+
+    fold = folds_of(A)[k]
+    series = {"AAA-USDT": (A, [fold])}
+
+    def analyses(symbol, f):
+        return heuristic_analyses(A, until_ts=f.test_since)
+
+    cut_at = int(np.searchsorted(B.ts, fold.test_since))
+    bumped = B.close.copy()
+    bumped[cut_at:] *= np.linspace(1, 5, len(B) - cut_at)
+    wild = dataclasses.replace(B, close=bumped, high=np.maximum(B.high, bumped))
+    tables = [
+        pooled_tables_by_date(series, analyses, recipes=("pooled",), peers={"BBB-USDT": peer})
+        for peer in (B, B.slice(0, cut_at), wild)
+    ]
+    alone = pooled_tables_by_date(series, analyses, recipes=("pooled",), peers={"BBB-USDT": B}, alone=True)
+    got = [t[fold.test_since]["AAA-USDT"]["pooled"][0].q.tobytes() for t in (*tables, alone)]
+    assert got[0] == got[1] == got[2] and got[0] != got[3]
+    assert set(tables[0][fold.test_since]) == {"AAA-USDT"}  # the peer is trained with, never scored
+
+
+def test_a_peer_joins_a_date_only_when_it_covers_half_the_training_range():
+    from model.pooled_folds import PEER_COVERAGE, peer_parts, pool_note, pool_record
+
+    fold = folds_of(A)[1]
+    lo = int(np.searchsorted(C.ts, fold.train_since))
+    hi = int(np.searchsorted(C.ts, fold.test_since))
+    short = C.slice(hi - int(PEER_COVERAGE * fold.n_train) + 1, len(C))  # just under half before the test
+    parts = peer_parts({"BBB-USDT": B, "CCC-USDT": short}, fold, fold.n_train)
+    assert list(parts) == ["BBB-USDT"] and hi - lo == fold.n_train
+    peer_fold = parts["BBB-USDT"][1]
+    assert B.ts[peer_fold.train_hi - 1] < fold.test_since <= B.ts[peer_fold.train_hi]
+    assert peer_fold.test_hi == peer_fold.test_lo == peer_fold.train_hi  # no test range: never scored
+    rec = pool_record({"AAA-USDT": (A, [fold])}, ("pooled",), peers={"BBB-USDT": B, "CCC-USDT": short})
+    assert rec["pooled"]["symbols"] == ["AAA-USDT", "BBB-USDT"] and rec["pooled"]["stored"] == ["BBB-USDT"]
+    assert "AAA-USDT with 1 stored symbol(s) (BBB-USDT" in pool_note(rec)[0]
+    none = pool_record({"AAA-USDT": (A, [fold])}, ("pooled",), peers={"BBB-USDT": B}, alone=True)
+    assert none["pooled"]["symbols"] == ["AAA-USDT"] and "alone (--pool none)" in pool_note(none)[0]

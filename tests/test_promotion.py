@@ -245,7 +245,7 @@ def _twin_batch(database_url, tmp_path, seed, twin="better", controls="show"):
         promotion_min_days="0",
         promotion_min_trades="0",
     )  # fmt: skip  (a 3-day tail: the twin's logic without the evidence rule)
-    return settings, heuristic_batch(settings, "BTC-USDT")
+    return settings, heuristic_batch(settings, "BTC-USDT", recipe="sweep")  # seeds picked on sweep's tables
 
 
 def _tables(settings, batch_id):

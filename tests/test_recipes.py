@@ -82,7 +82,7 @@ def trades_of(q: np.ndarray, m: np.ndarray) -> int:
 
 
 def test_registry_defaults_and_metadata():
-    assert set(RECIPES) == {"qlearning", "sweep", "pooled"} and DEFAULT_RECIPE in RECIPES
+    assert set(RECIPES) == {"qlearning", "sweep", "pooled"} and DEFAULT_RECIPE == "pooled"
     assert isinstance(RECIPES["qlearning"], QLearningRecipe) and isinstance(RECIPES["sweep"], SweepRecipe)
     meta = recipe_metadata("sweep", turnover_cost=0.004)
     assert meta["name"] == "sweep" and meta["params"]["turnover_cost"] == 0.004
@@ -150,11 +150,12 @@ def test_value_iteration_equals_a_plain_loop(seed, n, n_market, gamma, cost, k):
     assert (visits.reshape(n_market, 6) == counts[:, None]).all() and stats.sweeps <= 40
 
 
-def test_sweep_is_deterministic_and_ignores_the_seed():
+@pytest.mark.parametrize("recipe", ["sweep", "pooled"])
+def test_sweep_is_deterministic_and_ignores_the_seed(recipe):
     c = make_candles(1500, seed=5)
-    a, stats, _ = train_qtable(c, [], space=SPACE)
-    b, _, _ = train_qtable(c, [], space=SPACE, seed=99, epochs=7)
-    assert DEFAULT_RECIPE == "sweep" and stats.converged
+    a, stats, _ = train_qtable(c, [], space=SPACE, recipe=recipe)
+    b, _, _ = train_qtable(c, [], space=SPACE, recipe=recipe, seed=99, epochs=7)
+    assert stats.converged
     meta = {"symbol": "BTC-USDT", "timeframe": "1h", "state_space": SPACE.to_json()}
     assert a.to_bytes(meta) == b.to_bytes(meta)  # same file bytes whatever the seed
     assert a.q.tobytes() == b.q.tobytes() and a.visits.tobytes() == b.visits.tobytes()
@@ -227,10 +228,10 @@ def test_unseen_states_hold_and_more_prior_shrinks_the_edge():
 
 def test_sweep_overrides_apply_and_stats_serialise():
     c = make_candles(800, seed=8)
-    loose, stats, _ = train_qtable(c, [], space=SPACE, turnover_cost=0.0, prior_strength=0.0)
-    tight, _, _ = train_qtable(c, [], space=SPACE, turnover_cost=0.05)
+    loose, stats, _ = train_qtable(c, [], space=SPACE, recipe="sweep", turnover_cost=0.0, prior_strength=0.0)
+    tight, _, _ = train_qtable(c, [], space=SPACE, recipe="sweep", turnover_cost=0.05)
     m = SPACE.encode(compute_features(c))
     assert trades_of(tight.q, m) <= trades_of(loose.q, m)
     assert json.loads(json.dumps(stats.to_json()))["warm_start_used"] is False
     with pytest.raises(ValueError, match="gamma must be in"):
-        train_qtable(c, [], space=SPACE, gamma=1.0)
+        train_qtable(c, [], space=SPACE, recipe="sweep", gamma=1.0)

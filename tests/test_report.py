@@ -117,7 +117,7 @@ def test_evaluate_parameters_are_a_table_not_json() -> None:
     table = parameters_table(board)
     rows = {r[0]: r[1] for r in table.rows if not isinstance(r, str)}
     groups = [r for r in table.rows if isinstance(r, str)]
-    assert "recipe sweep (policy qtable)" in groups and rows["turnover_cost"] == "0.003"
+    assert "recipe pooled (policy qtable)" in groups and rows["turnover_cost"] == "0.003"
     assert rows["fee"] == "0.001 per side (0.1%)" and "seeds 0–4" in rows["random baseline"]
     assert rows["BTC-USDT"].startswith("trains from 2024-01-02; tested 2024-01-22")
     html = render_scoreboard(board)

@@ -10,9 +10,11 @@ windows; ``qtable:constant``: the most common answer everywhere; ``model.control
 scoreboard counts the folds where the analyses helped against each (``ablation``, and lines of
 ``notes``). The
 same inputs give the same output, byte for byte: folds, analyses and every policy are
-deterministic (the random baseline is seeded). A pooled recipe (``--recipe pooled``) trains across
-all the symbols of the call on each fold date (``model.pooled_folds``); ``params["pooled"]`` and a
-line of ``notes`` say which symbols it pooled.
+deterministic (the random baseline is seeded). A pooled recipe (the default, ``pooled``) trains
+across all the symbols of the call on each fold date (``model.pooled_folds``); a call of ONE symbol
+also pools with every other symbol stored at the timeframe that covers the fold's training range
+(their training candles only, unshaped, never scored; ``--pool`` names them instead, ``--pool
+none`` trains each symbol alone). ``params["pooled"]`` and a line of ``notes`` say what it pooled.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
 from worker.errors import BadInput
 from worker.settings import DEFAULT_STRIDE, DEFAULT_TIMEFRAME, DEFAULT_WINDOW
 from worker.store import analyses
-from worker.store.candles import load_candles
+from worker.store.candles import load_candles, stored_counts
 
 ANALYSTS = ("heuristic", "cached")
 EQUITY_POINTS = 200
@@ -53,6 +55,10 @@ class EvaluateRequest:
     fee: float = 0.001
     seed: int = 0
     model: str | None = None
+    #: Stored symbols a pooled recipe also pools with (``--pool``): None: the default (one symbol:
+    #: every other stored symbol covering the fold's training range; several: none besides them);
+    #: ``()``: none at all, each symbol trained alone (``--pool none``).
+    pool: tuple[str, ...] | None = None
 
     def check(self) -> None:
         """BadInput (one line) for an option out of range."""
@@ -140,12 +146,15 @@ def evaluate(
     caches: dict[str, dict[Any, AnalysedWindow]] = {p.symbol: {} for p in plans}
     by_symbol = {p.symbol: p for p in plans}
     series = {p.symbol: (p.candles, p.folds) for p in plans}
+    peers = stored_peers(url, req, plans)
+    alone = req.pool == ()
     pooled = pooled_folds.pooled_tables_by_date(  # pooled recipes: each fold date across the symbols
-        series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes
-    )
+        series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes,
+        peers=peers, alone=alone,
+    )  # fmt: skip
     pooled_controls = pooled_folds.pooled_controls_by_date(
         series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes,
-        controls=CONTROLS, seed=req.seed,
+        controls=CONTROLS, seed=req.seed, peers=peers, alone=alone,
     )  # fmt: skip
     for p in plans:
         cache = caches[p.symbol]
@@ -175,13 +184,37 @@ def evaluate(
         "analyst": req.analyst, "recipes": list(req.recipes), "random_seeds": req.random_seeds,
         "fee": req.fee, "seed": req.seed, "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE,
     }  # fmt: skip
-    pool = pooled_folds.pool_record(series, req.recipes)
+    pool = pooled_folds.pool_record(series, req.recipes, peers=peers, alone=alone)
     if pool:  # which recipe pooled what (absent without a pooled recipe: older outputs stay byte-identical)
         params["pooled"] = pool
         notes.extend(pooled_folds.pool_note(pool))
     return Scoreboard(
         folds=records, summary=scoreboard.summarise(records), notes=notes, params=params, ablation=ablation
     )
+
+
+def stored_peers(url: str, req: EvaluateRequest, plans: Sequence[SymbolPlan]) -> dict[str, Any]:
+    """Symbol -> candles of the stored symbols a pooled recipe also pools with (``req.pool``; see
+    ``EvaluateRequest``), loaded up to the last fold's test start only; BadInput names a ``--pool``
+    symbol without stored candles."""
+    if not any(pooled_folds.is_pooled(r) for r in req.recipes) or req.pool == ():
+        return {}
+    if req.pool is None and len(plans) != 1:
+        return {}
+    own = {p.symbol for p in plans}
+    stored = stored_counts(url, req.timeframe)
+    if req.pool is None:
+        names = [s for s in stored if s not in own]
+    else:
+        missing = [s for s in req.pool if s not in stored]
+        if missing:
+            raise BadInput(
+                f"--pool {', '.join(missing)}: no {req.timeframe} candles stored (with volume); import"
+                " them first, or give --pool none"
+            )
+        names = [s for s in req.pool if s not in own]
+    until = max(f.test_since for p in plans for f in p.folds)
+    return {s: load_candles(url, s, req.timeframe, until=until) for s in names}
 
 
 def equity_record(ts: Any, curves: dict[str, Any], max_points: int = EQUITY_POINTS) -> dict[str, Any]:

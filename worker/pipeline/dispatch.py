@@ -16,6 +16,8 @@ import numpy as np
 
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
+from model.pooled import PooledRecipe
+from model.pooled_folds import PEER_COVERAGE
 from model.prompt import PROMPT_VERSION, window_content_hashes
 from model.training import DEFAULT_RECIPE, RECIPES
 from model.windows import plan_windows
@@ -33,7 +35,7 @@ from worker.settings import (
     Settings,
 )
 from worker.store import batches, db, versions
-from worker.store.candles import count_missing_volume, load_candles
+from worker.store.candles import count_missing_volume, load_candles, stored_counts
 
 ANALYSTS = ("ollama", "heuristic")
 
@@ -54,6 +56,10 @@ class TrainRequest:
     seed: int | None = None
     holdout: float = DEFAULT_HOLDOUT
     recipe: str = DEFAULT_RECIPE
+    #: Stored symbols a pooled recipe also pools with (``--pool``): None: the default (one symbol:
+    #: every other stored symbol covering its training range; several: each other only); ``()``:
+    #: none, each symbol trained alone (``--pool none``).
+    pool: tuple[str, ...] | None = None
 
     def check(self) -> None:
         """BadInput (one line) for an option out of range."""
@@ -69,6 +75,8 @@ class TrainRequest:
             raise BadInput(f"--holdout must be in [0, 0.9), got {self.holdout}")
         if self.recipe not in RECIPES:
             raise BadInput(f"--recipe must be one of {', '.join(sorted(RECIPES))}, got {self.recipe!r}")
+        if self.pool is not None and not isinstance(RECIPES[self.recipe], PooledRecipe):
+            raise BadInput(f"--pool applies to the pooled recipe only, not {self.recipe!r}: drop --pool")
         try:
             timeframe_seconds(self.timeframe)
         except ValueError as exc:
@@ -93,6 +101,9 @@ class CreatedBatch:
     windows: int
     skipped: dict[str, int]
     seed: int
+    recipe: str = DEFAULT_RECIPE
+    #: The batch's ``params.pool`` (``pool_param``): stored symbols pooled with, or "none".
+    pool: list[str] | str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON ``qtrain train --json`` prints."""
@@ -212,6 +223,10 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
     for symbol in req.symbols:
         found, skipped[symbol] = _symbol_windows(settings, req, symbol)
         planned.extend(found)
+    pool = pool_param(settings, req)
+    params: dict[str, Any] = {"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe}
+    if pool is not None:
+        params["pool"] = pool
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
     spec = batches.BatchSpec(
         symbols=req.symbols,
@@ -225,10 +240,66 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
         analyst=req.analyst,
         prompt_version=PROMPT_VERSION,
         seed=seed,
-        params={"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe},
+        params=params,
     )
     batch_id = batches.create_batch(settings.database_url, spec, window_rows(planned))
-    return CreatedBatch(batch_id=batch_id, windows=len(planned), skipped=skipped, seed=seed)
+    return CreatedBatch(
+        batch_id=batch_id, windows=len(planned), skipped=skipped, seed=seed, recipe=req.recipe, pool=pool
+    )
+
+
+def training_span(settings: Settings, req: TrainRequest, symbol: str) -> tuple[int, int, int]:
+    """(first candle, training end (exclusive), training candles) of ``symbol`` in the batch's range,
+    as the reducer cuts it (``worker.pipeline.reduce.train_inputs``: the range minus the holdout)."""
+    candles = load_candles(settings.database_url, symbol, req.timeframe, since=req.since, until=req.until)
+    n_train = max(2, int(round(len(candles) * (1.0 - req.holdout))))
+    n_train = min(n_train, len(candles))
+    return int(candles.ts[0]), int(candles.ts[n_train - 1]) + timeframe_seconds(req.timeframe), n_train
+
+
+def pool_param(settings: Settings, req: TrainRequest) -> list[str] | str | None:
+    """The batch's ``params.pool``: None without a pooled recipe; "none" (``--pool none``: each
+    symbol alone); else the stored symbols outside the batch it pools with (their training candles,
+    unshaped, up to the batch's training end; ``[]``: the batch's symbols only). Default: a batch
+    of ONE symbol pools with every other symbol stored at its timeframe (with volume) that has at
+    least ``PEER_COVERAGE`` of its training candles in its training range; a batch of several, with
+    none besides them. ``--pool A,B`` names them (BadInput when one has no candles in that range)."""
+    if not isinstance(RECIPES[req.recipe], PooledRecipe):
+        return None
+    if req.pool == ():
+        return "none"
+    if req.pool is None and len(req.symbols) > 1:
+        return []
+    spans = [training_span(settings, req, s) for s in req.symbols]
+    since, until = min(a for a, _, _ in spans), min(b for _, b, _ in spans)
+    n_own = max(n for _, _, n in spans)
+    counts = stored_counts(settings.database_url, req.timeframe, since=since, until=until)
+    if req.pool is None:
+        return [s for s, n in counts.items() if s not in req.symbols and n >= max(2, PEER_COVERAGE * n_own)]
+    missing = [s for s in req.pool if counts.get(s, 0) < 2]
+    if missing:
+        raise BadInput(
+            f"--pool {', '.join(missing)}: no {req.timeframe} candles (with volume) stored over the batch's"
+            " training range; import them first, or give --pool none"
+        )
+    return sorted(s for s in req.pool if s not in req.symbols)
+
+
+def pool_line(symbols: Sequence[str], recipe: str, pool: list[str] | str | None) -> str:
+    """One line saying what the batch's pooled recipe pools (``pool``: its ``params.pool``)."""
+    if pool is None:
+        return f"recipe {recipe}: each symbol on its own candles"
+    if pool == "none":
+        return f"recipe {recipe}: each symbol alone (--pool none)"
+    own = ", ".join(symbols)
+    across = f"pooled across {own}" if len(symbols) > 1 else f"{own} pooled"
+    if not pool:
+        alone = " with no other symbol (none stored over its training range)" if len(symbols) == 1 else ""
+        return f"recipe {recipe}: {across}{alone}"
+    return (
+        f"recipe {recipe}: {across} with the stored {', '.join(pool)}"
+        " (training candles up to the batch's training end, unshaped)"
+    )
 
 
 #: Messages buffered before one Redis round trip (a pipeline of LPUSHes and their sent events).

@@ -10,11 +10,16 @@ reward) is ``model.training``'s; the batch records its recipe (``params.recipe``
 state space, an iterative recipe (``qlearning``) continues from it (the trader's "load the
 current Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
 
-Pooled batches: with a pooled recipe and several symbols, each symbol's table is trained on ALL
-the batch's symbols at once (``model.training.train_pooled``), so a symbol's version waits until
-every window of the batch is final (``pool_peers``; the runtime then enqueues every symbol's
-reducer) and every symbol's training candles are cut at the earliest training end among them: no
-candle of any symbol's holdout tail reaches any table. Each symbol still gets its own version.
+Pooled batches: with a pooled recipe (the default) and several symbols, each symbol's table is
+trained on ALL the batch's symbols at once (``model.training.train_pooled``), so a symbol's version
+waits until every window of the batch is final (``pool_peers``; the runtime then enqueues every
+symbol's reducer) and every symbol's training candles are cut at the earliest training end among
+them: no candle of any symbol's holdout tail reaches any table. Each symbol still gets its own
+version. The batch's ``params.pool`` (``worker.pipeline.dispatch.pool_param``) adds stored symbols
+outside the batch (``stored_peers``; a one-symbol batch's default: the other symbols stored over its
+training range): they contribute their candles of the batch's training range, cut at the same end,
+unshaped (they have no windows, so nothing waits for them and they get no version); ``"none"``
+trains each symbol alone. The version's ``pooled`` metadata names what was pooled and the cut.
 
 What the analyses add: a batch with analysed windows also trains its unshaped twin (the same batch
 without them) and its two negative controls (its analyses shuffled onto other windows of the
@@ -126,19 +131,40 @@ class Pool:
         return {"symbols": sorted(self.inputs), "train_until": self.until}
 
 
-def pool_peers(spec: batches.BatchSpec) -> tuple[str, ...]:
-    """The symbols a version of this batch is trained across: all of them with a pooled recipe
-    and several symbols, else none (each symbol alone)."""
+def is_pooled_batch(spec: batches.BatchSpec) -> bool:
+    """Whether the batch trains with a pooled recipe."""
     recipe, overrides = batch_recipe(spec)
-    if len(spec.symbols) < 2 or not isinstance(get_recipe(recipe, **overrides), PooledRecipe):
+    return isinstance(get_recipe(recipe, **overrides), PooledRecipe)
+
+
+def pool_peers(spec: batches.BatchSpec) -> tuple[str, ...]:
+    """The batch's symbols a version of this batch waits for and is trained across: all of them
+    with a pooled recipe, several symbols and a pool other than "none", else none (each symbol on
+    its own windows; stored peers, ``stored_peers``, have no windows to wait for)."""
+    if len(spec.symbols) < 2 or spec.params.get("pool") == "none" or not is_pooled_batch(spec):
         return ()
     return tuple(sorted(spec.symbols))
 
 
-def build_pool(settings: Settings, batch_id: int, spec: batches.BatchSpec, peers: tuple[str, ...]) -> Pool:
-    """Every peer's training inputs, cut at the earliest training end (see the module doc)."""
+def stored_peers(spec: batches.BatchSpec) -> tuple[str, ...]:
+    """The stored symbols outside the batch its pooled recipe also pools with (``params.pool``; a
+    batch written before it pools its own symbols only)."""
+    pool = spec.params.get("pool")
+    if not isinstance(pool, list) or not is_pooled_batch(spec):
+        return ()
+    return tuple(sorted(str(s) for s in pool if s not in spec.symbols))
+
+
+def build_pool(
+    settings: Settings, batch_id: int, spec: batches.BatchSpec, peers: tuple[str, ...],
+    stored: tuple[str, ...] = (),
+) -> Pool:  # fmt: skip
+    """Every peer's training inputs, cut at the earliest training end, and the ``stored`` symbols'
+    candles of the batch's training range (from the peers' first candle to that end; a stored
+    symbol with fewer than 2 there, or a candle without volume, is left out): see the module doc."""
     inputs = {s: train_inputs(settings, batch_id, spec, s) for s in peers}
     until = min(i.train_until for i in inputs.values())
+    since = min(i.range_since for i in inputs.values())
     cut = {}
     for s, i in inputs.items():
         n = int(np.searchsorted(i.train.ts, until, side="left"))
@@ -148,6 +174,12 @@ def build_pool(settings: Settings, batch_id: int, spec: batches.BatchSpec, peers
                 " end): give the batch's symbols overlapping ranges"
             )
         cut[s] = replace(i, train=i.train.slice(0, n), train_until=until)
+    for s in stored:
+        c = load_candles(settings.database_url, s, spec.timeframe, since=since, until=until)
+        if len(c) >= 2 and not np.isnan(c.volume).any():
+            cut[s] = TrainInputs(
+                train=c, analysed=[], range_since=int(c.ts[0]), train_until=until, range_until=until
+            )
     return Pool(cut, until)
 
 
@@ -233,7 +265,11 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         if any(batches.unfinished_count_in(cur, batch_id, s) > 0 for s in peers or (symbol,)):
             return Reduced(symbol, None, created=False)
         check_failures(settings, cur, batch_id, peers or (symbol,))
-        pool = build_pool(settings, batch_id, spec, peers) if peers else None
+        pooled = is_pooled_batch(spec) and "pool" in spec.params  # (older batches: pooled only with peers)
+        if peers or pooled:
+            pool: Pool | None = build_pool(settings, batch_id, spec, peers or (symbol,), stored_peers(spec))
+        else:
+            pool = None
         inputs = pool.inputs[symbol] if pool is not None else train_inputs(settings, batch_id, spec, symbol)
         space = StateSpace.default()
         prev_version, initial = _warm_start(cur, symbol, space)

@@ -342,3 +342,23 @@ def stored_ts(cur: Cursor, symbol: str, timeframe: str, since: int, until: int) 
     except psycopg2.errors.UndefinedTable:
         raise BadInput(NO_SCHEMA) from None
     return np.fromiter((r[0] for r in cur.fetchall()), dtype=np.int64)
+
+
+def stored_counts(
+    url: str, timeframe: str, *, since: int | None = None, until: int | None = None
+) -> dict[str, int]:
+    """Symbol -> its ``timeframe`` candles stored in ``[since, until)`` (epoch s, None: unbounded),
+    for every symbol with candles there and none of them without volume (what a pool can train on)."""
+    _check_timeframe(timeframe)
+    with db.transaction(url) as cur:
+        try:
+            cur.execute(
+                "SELECT symbol, count(*) FROM btc.candles WHERE timeframe = %s"
+                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))"
+                " GROUP BY symbol HAVING count(*) FILTER (WHERE volume IS NULL) = 0 ORDER BY symbol",
+                (timeframe, since, since, until, until),
+            )
+        except psycopg2.errors.UndefinedTable:
+            raise BadInput(NO_SCHEMA) from None
+        return {str(r[0]): int(r[1]) for r in cur.fetchall()}
