@@ -640,6 +640,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    #: The listen backlog: the stdlib's 5 made the kernel reset connections past a few dozen
+    #: arriving at once; a continuous-batching client opens hundreds (bench/bench_inflight.py).
+    request_queue_size = 1024
     state: _State
 
     def server_bind(self) -> None:

@@ -37,6 +37,11 @@ from worker.retry import backoff_s
 PREFLIGHT_TIMEOUT_S = 10.0
 #: Seconds allowed to open a TCP connection (a dead host should fail fast, not after 300 s).
 CONNECT_TIMEOUT_S = 10.0
+#: Connections one client (one per worker process and model) keeps open and reused at most. The
+#: worker's concurrency is the real bound (one call per task); this only has to exceed it: a
+#: threads-pool worker runs 256 calls at once, and a smaller cap (it was 64, with 16 kept alive)
+#: queued the calls past it inside httpx and reopened a connection for most calls.
+MAX_CONNECTIONS = 1024
 #: Bytes read of one answer at most (a real answer is a few KiB; this bounds memory).
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 #: Bytes read of an error answer (non-200) at most: only its first line is reported.
@@ -211,7 +216,7 @@ class HttpLLM:
         self._owns_client = client is None
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, CONNECT_TIMEOUT_S)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
         )
         # Rotating start host; a random offset so that many worker processes spread out.
         self._counter = itertools.count(self._rng.randrange(len(self.hosts)))

@@ -19,6 +19,8 @@ def complete_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str,
     """Reduce ``symbol`` of ``batch_id``, gate the version, sync the model file, maybe mark the batch
     done; a tiny JSON-able summary (``waiting`` while windows are unfinished)."""
     made = reduce.make_version(settings, batch_id, symbol)
+    if made.busy:  # a duplicate (two last windows finishing at once): the running reducer does it
+        return {"symbol": symbol, "version": None, "created": False, "busy": True}
     if made.version is None:
         return {"symbol": symbol, "version": None, "created": False, "waiting": True}
     out: dict[str, Any] = {"symbol": symbol, "version": made.version, "created": made.created}

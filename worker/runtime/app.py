@@ -35,8 +35,10 @@ from worker.settings import (
     analyze_hard_limit_s,
     analyze_soft_limit_s,
 )
+from worker.store import db
 
 SETTINGS = Settings.from_env()
+db.configure_pool(max_size=SETTINGS.db_pool)
 
 #: Soft time limit of one analyse task: one Ollama call with its in-client retries, plus margin.
 ANALYZE_SOFT_LIMIT_S = analyze_soft_limit_s(SETTINGS.ollama_timeout_s)

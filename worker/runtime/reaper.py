@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.settings import Settings
-from worker.store import db
+from worker.store import db, versions
 
 log = logging.getLogger("qtrain.reaper")
 
@@ -119,10 +119,9 @@ def reap(settings: Settings, send: Send) -> Reaped:
                 send(ANALYZE_TASK, args)
             touched = {(b, s) for b, s, _ in failed}
             cur.execute(_UNREDUCED)
-            reducers = sorted(
-                (int(b), s) for b, s, idle in cur.fetchall()
-                if (int(b), s) in touched or float(idle) >= settings.lease_s
-            )  # fmt: skip
+            due = [(int(b), s) for b, s, idle in cur.fetchall()
+                   if (int(b), s) in touched or float(idle) >= settings.lease_s]  # fmt: skip
+            reducers = sorted(k for k in due if not _reducing(cur, k[1]))
             for args2 in reducers:
                 send(REDUCE_TASK, args2)
             cur.execute(_GATED_BATCHES)
@@ -136,6 +135,18 @@ def reap(settings: Settings, send: Send) -> Reaped:
     finally:
         conn.close()
     return Reaped(requeued=requeued, failed=failed, reducers=reducers, batches_done=gated)
+
+
+def _reducing(cur: Any, symbol: str) -> bool:
+    """True while a live reducer holds ``symbol``'s lock (the lock dies with its connection, so a
+    dead reducer's is free): a long reducer is not sent a duplicate every run. Probed with a
+    session lock released at once, so a reducer this run enqueues is not kept waiting."""
+    cur.execute(
+        "SELECT CASE WHEN pg_try_advisory_lock(hashtext(%s)) THEN NOT pg_advisory_unlock(hashtext(%s))"
+        " ELSE true END",
+        (versions.symbol_lock_key(symbol), versions.symbol_lock_key(symbol)),
+    )
+    return bool(cur.fetchone()[0])
 
 
 def reap_and_log(settings: Settings, send: Send) -> Reaped | None:

@@ -59,8 +59,20 @@ class StoredVersion:
 
 
 def lock_symbol(cur: Cursor, symbol: str) -> None:
-    """Take the symbol's transaction-scoped advisory lock: one writer of its versions at a time."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.reduce:{symbol}",))
+    """Take the symbol's transaction-scoped advisory lock: one writer of its versions at a time
+    (the wait is bounded by the connection's ``lock_timeout``, ``db.LOCK_TIMEOUT_S``)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (symbol_lock_key(symbol),))
+
+
+def try_lock_symbol(cur: Cursor, symbol: str) -> bool:
+    """``lock_symbol`` without waiting: False when another transaction holds it (a reducer running)."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (symbol_lock_key(symbol),))
+    return bool(cur.fetchone()[0])
+
+
+def symbol_lock_key(symbol: str) -> str:
+    """The advisory lock's key text for ``symbol`` (hashed with ``hashtext``)."""
+    return f"qtrain.reduce:{symbol}"
 
 
 def no_version(symbol: str, version: int) -> str:
