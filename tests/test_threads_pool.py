@@ -71,7 +71,7 @@ def test_a_threads_pool_worker_runs_a_batch_with_many_calls_in_flight(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     seed_candles(database_url, n=240)  # window 48, stride 2: 97 windows per symbol
-    with FakeOllama(latency_s=0.3, num_parallel=64) as fake:
+    with FakeOllama(latency_s=1.0, num_parallel=64) as fake:
         env = {**pipeline_env(database_url, redis_url, fake.url, tmp_path / "models"),
                "PGAPPNAME": APP_NAME, "QTRAIN_DB_POOL": "4"}  # fmt: skip
         with (
