@@ -1,8 +1,9 @@
 """Self-healing batches: leases, the reaper, poison windows.
 
-A claimed window carries a lease (``QTRAIN_LEASE_S``, default the analyse task's hard time limit
-plus a margin, so a live task is always stopped by its time limit before its lease runs out: no
-heartbeat is needed). When a whole worker dies (power cut, OOM killer, ``kill -9`` of the main
+A claimed window carries a lease (``QTRAIN_LEASE_S``, default 60 s), renewed every third of it by
+its worker's heartbeat while the task runs (``worker.runtime.heartbeat``), so a long LLM call
+keeps its window and a dead worker's windows come back after the lease plus the reaper's interval
+(about two minutes at the defaults). When a whole worker dies (power cut, OOM killer, ``kill -9`` of the main
 process), its windows stay ``running`` and, on Redis, their unacknowledged messages come back only
 after the visibility timeout (2 h or more). The reaper takes such windows back on its own:
 
@@ -11,7 +12,8 @@ after the visibility timeout (2 h or more). The reaper takes such windows back o
   ``QTRAIN_MAX_ATTEMPTS`` losses it ends ``failed`` with "worker lost N times" (a poison window
   whose task kills its worker is not retried forever);
 - a symbol whose windows are all final but whose reducer never ran (its last task died between
-  the window and the reducer) gets its reducer enqueued; a batch whose symbols are all gated but
+  the window and the reducer) gets its reducer enqueued, unless a live reducer holds the symbol's
+  lock (a long one is not sent a duplicate every run); a batch whose symbols are all gated but
   which is still ``running`` is marked done.
 
 A late original that finishes after its window was reaped changes nothing: the claim's attempt
