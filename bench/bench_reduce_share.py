@@ -2,13 +2,14 @@
 
 One ``celery -A worker worker -Q analyze,reduce --pool threads -c C`` process runs an LLM batch
 (batch B: 2 symbols of synthetic candles, stride 2, the fake Ollama at ``--latency`` s a call, as
-in ``bench/bench_inflight.py``) and, a few seconds in, a heuristic batch over long histories
-(batch A: 2 other symbols x ``--candles`` hourly candles, stride 168) whose reducers (CPU-bound
-numpy and Python: train, twin, controls, gate backtests) then run in the same process while B's
-calls are in flight. Reported: B's windows/s in 1-second bins while one of A's reducers runs
-against the bins outside them (medians), and the reducers' wall time.
+in ``bench/bench_inflight.py``); a few seconds in, the reducers of a heuristic batch over long
+histories (batch A: 2 other symbols x ``--candles`` hourly candles, stride 168, analysed
+beforehand by another worker) are sent to it, and run (CPU-bound numpy and Python: train, twin,
+controls, gate backtests) in the same process while B's calls are in flight. Reported: B's
+windows/s in 1-second bins while one of A's reducers runs against the bins outside them
+(medians), and the reducers' wall time.
 
-    nice -n 5 .venv/bin/python bench/bench_reduce_share.py [--concurrency 128] [--candles 20000]
+    nice -n 5 .venv/bin/python bench/bench_reduce_share.py [--concurrency 128] [--candles 60000]
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+from celery import Celery  # noqa: E402
 
 from bench.bench_inflight import BACKEND_DB, BROKER_DB, REDIS, _flush_redis  # noqa: E402
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
@@ -52,7 +56,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=128)
     ap.add_argument("--latency", type=float, default=2.0)
     ap.add_argument("--windows", type=int, default=3000, help="windows of the LLM batch B")
-    ap.add_argument("--candles", type=int, default=20000, help="hourly candles per heavy symbol")
+    ap.add_argument("--candles", type=int, default=60000, help="hourly candles per heavy symbol")
     args = ap.parse_args()
     url = fresh_db("qtrain_i30_reduce_share")
     try:
@@ -67,13 +71,24 @@ def main() -> None:
                 "DATABASE_URL": url, "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
                 "CELERY_RESULT_BACKEND": f"{REDIS}/{BACKEND_DB}", "OLLAMA_HOST": fake.url,
                 "OLLAMA_TIMEOUT": "60", "QTRAIN_MODELS_DIR": str(Path(tmp) / "models"),
-                "QTRAIN_WORKER_NICE": "0",
+                "QTRAIN_WORKER_NICE": "0", "QTRAIN_LEASE_S": "3600",  # no reaper-sent reducers
             }  # fmt: skip
             c = args.concurrency
+            # A's analyses first, by a worker that takes no reducer; its reducer messages are dropped
+            with start_workers(1, concurrency=8, env=env, log_dir=Path(tmp), prefix="prep", pool="threads",
+                               queues="analyze"):  # fmt: skip
+                a = _train(env, "--symbols", ",".join(HEAVY), "--stride", "168", "--analyst", "heuristic")
+                while query(url, "SELECT count(*) FROM windows WHERE batch_id = %s AND status IN"
+                            " ('pending','running')", (a,))[0][0]:  # fmt: skip
+                    time.sleep(0.5)
+            redis.Redis.from_url(f"{REDIS}/{BROKER_DB}").delete("reduce")
             with start_workers(1, concurrency=c, env=env, log_dir=Path(tmp), prefix="share", pool="threads"):
                 b = _train(env, "--symbols", "BTC-USDT,ETH-USDT", "--stride", "2")
-                time.sleep(8)  # B in its steady state
-                a = _train(env, "--symbols", ",".join(HEAVY), "--stride", "168", "--analyst", "heuristic")
+                time.sleep(args.latency * 5)  # B in its steady state, then A's reducers in the same process
+                sender = Celery(broker=f"{REDIS}/{BROKER_DB}")
+                sender.conf.update(task_serializer="json", accept_content=["json"])
+                for sym in HEAVY:
+                    sender.send_task("qtrain.reduce_symbol", (a, sym), queue="reduce", routing_key="reduce")
                 deadline = time.monotonic() + 1200
                 while time.monotonic() < deadline and "running" in (_state(url, a), _state(url, b)):
                     time.sleep(0.5)
