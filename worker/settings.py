@@ -206,7 +206,7 @@ class Settings:
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(env_number(e, "QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, whole=True)),
             retry_base_s=env_number(e, "QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S, low=0),
-            lease_s=env_number(e, "QTRAIN_LEASE_S", DEFAULT_LEASE_S, low=3),
+            lease_s=env_number(e, "QTRAIN_LEASE_S", DEFAULT_LEASE_S, low=1),
             db_pool=int(env_number(e, "QTRAIN_DB_POOL", DEFAULT_DB_POOL, low=1, high=1000, whole=True)),
             reap_interval_s=env_number(e, "QTRAIN_REAP_INTERVAL_S", DEFAULT_REAP_INTERVAL_S, low=0.1),
             worker_nice=int(

@@ -12,7 +12,7 @@ after the visibility timeout (2 h or more). The reaper takes such windows back o
   ``QTRAIN_MAX_ATTEMPTS`` losses it ends ``failed`` with "worker lost N times" (a poison window
   whose task kills its worker is not retried forever);
 - a symbol whose windows are all final but whose reducer never ran (its last task died between
-  the window and the reducer) gets its reducer enqueued, unless a live reducer holds the symbol's
+  the window and the reducer) gets its reducer enqueued, unless a live reducer of it holds its
   lock (a long one is not sent a duplicate every run); a batch whose symbols are all gated but
   which is still ``running`` is marked done.
 
@@ -123,7 +123,7 @@ def reap(settings: Settings, send: Send) -> Reaped:
             cur.execute(_UNREDUCED)
             due = [(int(b), s) for b, s, idle in cur.fetchall()
                    if (int(b), s) in touched or float(idle) >= settings.lease_s]  # fmt: skip
-            reducers = sorted(k for k in due if not _reducing(cur, k[1]))
+            reducers = sorted(k for k in due if not _reducing(cur, *k))
             for args2 in reducers:
                 send(REDUCE_TASK, args2)
             cur.execute(_GATED_BATCHES)
@@ -139,14 +139,15 @@ def reap(settings: Settings, send: Send) -> Reaped:
     return Reaped(requeued=requeued, failed=failed, reducers=reducers, batches_done=gated)
 
 
-def _reducing(cur: Any, symbol: str) -> bool:
-    """True while a live reducer holds ``symbol``'s lock (the lock dies with its connection, so a
-    dead reducer's is free): a long reducer is not sent a duplicate every run. Probed with a
-    session lock released at once, so a reducer this run enqueues is not kept waiting."""
+def _reducing(cur: Any, batch_id: int, symbol: str) -> bool:
+    """True while a live reducer of the batch's ``symbol`` holds its lock (the lock dies with its
+    connection, so a dead reducer's is free): a long reducer is not sent a duplicate every run.
+    Probed with a session lock released at once, so a reducer this run enqueues is not kept waiting."""
+    key = versions.reducer_lock_key(batch_id, symbol)
     cur.execute(
         "SELECT CASE WHEN pg_try_advisory_lock(hashtext(%s)) THEN NOT pg_advisory_unlock(hashtext(%s))"
         " ELSE true END",
-        (versions.symbol_lock_key(symbol), versions.symbol_lock_key(symbol)),
+        (key, key),
     )
     return bool(cur.fetchone()[0])
 

@@ -64,15 +64,21 @@ def lock_symbol(cur: Cursor, symbol: str) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (symbol_lock_key(symbol),))
 
 
-def try_lock_symbol(cur: Cursor, symbol: str) -> bool:
-    """``lock_symbol`` without waiting: False when another transaction holds it (a reducer running)."""
-    cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (symbol_lock_key(symbol),))
+def try_lock_reducer(cur: Cursor, batch_id: int, symbol: str) -> bool:
+    """Take the transaction-scoped lock of ``batch_id``'s reducer of ``symbol`` without waiting:
+    False when another reducer of the same batch and symbol holds it (a duplicate message)."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (reducer_lock_key(batch_id, symbol),))
     return bool(cur.fetchone()[0])
 
 
 def symbol_lock_key(symbol: str) -> str:
     """The advisory lock's key text for ``symbol`` (hashed with ``hashtext``)."""
     return f"qtrain.reduce:{symbol}"
+
+
+def reducer_lock_key(batch_id: int, symbol: str) -> str:
+    """The advisory lock's key text of one batch's reducer of ``symbol``."""
+    return f"qtrain.reduce:{batch_id}:{symbol}"
 
 
 def no_version(symbol: str, version: int) -> str:
