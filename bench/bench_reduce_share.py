@@ -9,12 +9,16 @@ controls, gate backtests) in the same process while B's calls are in flight. Rep
 windows/s in 1-second bins while one of A's reducers runs against the bins outside them
 (medians), and the reducers' wall time.
 
-    nice -n 5 .venv/bin/python bench/bench_reduce_share.py [--concurrency 128] [--candles 60000]
+    nice -n 5 .venv/bin/python bench/bench_reduce_share.py [--concurrency 128] [--candles 60000] [--split]
+
+``--split``: the same, with the reducers in their own prefork worker (``-Q reduce -c 1``) and the
+threads-pool worker on ``-Q analyze`` only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -57,6 +61,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=2.0)
     ap.add_argument("--windows", type=int, default=3000, help="windows of the LLM batch B")
     ap.add_argument("--candles", type=int, default=60000, help="hourly candles per heavy symbol")
+    ap.add_argument("--split", action="store_true", help="reducers in a prefork -Q reduce -c 1 worker")
     args = ap.parse_args()
     url = fresh_db("qtrain_i30_reduce_share")
     try:
@@ -82,7 +87,12 @@ def main() -> None:
                             " ('pending','running')", (a,))[0][0]:  # fmt: skip
                     time.sleep(0.5)
             redis.Redis.from_url(f"{REDIS}/{BROKER_DB}").delete("reduce")
-            with start_workers(1, concurrency=c, env=env, log_dir=Path(tmp), prefix="share", pool="threads"):
+            queues = "analyze" if args.split else "analyze,reduce"
+            reducer: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+            if args.split:
+                reducer = start_workers(1, concurrency=1, env=env, log_dir=Path(tmp), queues="reduce")
+            with reducer, start_workers(1, concurrency=c, env=env, log_dir=Path(tmp), prefix="share",
+                                        pool="threads", queues=queues):  # fmt: skip
                 b = _train(env, "--symbols", "BTC-USDT,ETH-USDT", "--stride", "2")
                 time.sleep(args.latency * 5)  # B in its steady state, then A's reducers in the same process
                 sender = Celery(broker=f"{REDIS}/{BROKER_DB}")
@@ -110,11 +120,13 @@ def main() -> None:
     busy = {t for t in bins for s, f, _ in reducers if s <= t and t + 1 <= f}
     inside = [n for t, n in bins.items() if t in busy]
     outside = [n for t, n in bins.items() if t not in busy]
-    print(f"one --pool threads -c {c} worker; B: {len(ends)} LLM windows at {args.latency} s a call "
+    where = "a separate prefork -Q reduce -c 1 worker" if args.split else "the same process"
+    print(f"one --pool threads -c {c} worker, reducers in {where}; B: {len(ends)} LLM windows at "
+          f"{args.latency} s a call "
           f"(ideal {c / args.latency:.0f}/s); A: 2 symbols x {args.candles} candles, heuristic; "
           f"states {states}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     for s, f, sym in reducers:
-        print(f"  reducer {sym}: {f - s:.1f} s (train + gate) in the threads pool")
+        print(f"  reducer {sym}: {f - s:.1f} s (train + gate)")
     med_in = statistics.median(inside) if inside else float("nan")
     med_out = statistics.median(outside) if outside else float("nan")
     print(f"B windows/s, median of 1-s bins: {med_out:.1f} outside A's reducers ({len(outside)} bins), "
