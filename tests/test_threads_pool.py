@@ -142,6 +142,8 @@ def test_a_long_call_keeps_its_window_and_a_killed_worker_loses_it_within_a_leas
     rows = assert_batch_complete(database_url, batch_id, ("ETH-USDT",))
     assert all(r[2] == "done" for r in rows), rows
     assert "reaper: re-enqueued" in log, log[-3000:]
+    print(f"\nRECOVERY threads pool lease_s={LEASE_S} reap_interval_s={REAP_S} call={LONG_CALL_S}s"
+          f" kill->reclaimed={reclaimed_after:.1f}s")  # fmt: skip
     # the lease ran out at most LEASE_S after the last renewal, and the survivor reaps every REAP_S
     # (plus its start-up, a few seconds on a busy machine)
     assert reclaimed_after < LEASE_S + REAP_S + 15, reclaimed_after
