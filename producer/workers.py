@@ -42,13 +42,16 @@ class LocalWorkers:
 
 
 def worker_command(
-    *, name: str, concurrency: int, queues: str = "analyze,reduce", loglevel: str = "WARNING"
-) -> list[str]:
-    """The ``celery -A worker worker`` command line qtrain recommends, for one worker process."""
+    *, name: str, concurrency: int, queues: str = "analyze,reduce", loglevel: str = "WARNING",
+    pool: str | None = None,
+) -> list[str]:  # fmt: skip
+    """The ``celery -A worker worker`` command line qtrain recommends, for one worker process
+    (``pool="threads"``: many calls in flight in one process, README "Scaling")."""
     return [
         sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
         "-c", str(concurrency), "-n", f"{name}@%h", "--prefetch-multiplier", "1",
         "--without-gossip", "--without-mingle", "-E", "--loglevel", loglevel,
+        *(["--pool", pool] if pool else []),
     ]  # fmt: skip
 
 
@@ -61,6 +64,8 @@ def start_workers(
     prefix: str = "qtrain",
     ready_timeout: float = 60.0,
     loglevel: str = "WARNING",
+    pool: str | None = None,
+    queues: str = "analyze,reduce",
 ) -> LocalWorkers:
     """Start ``n`` worker processes and wait until each answers a ping (never a blind sleep)."""
     full_env = {**os.environ, **(env or {})}
@@ -74,7 +79,9 @@ def start_workers(
         out = log.open("wb")
         workers.procs.append(
             subprocess.Popen(
-                worker_command(name=name, concurrency=concurrency, loglevel=loglevel),
+                worker_command(
+                    name=name, concurrency=concurrency, loglevel=loglevel, pool=pool, queues=queues
+                ),
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

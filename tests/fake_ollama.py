@@ -18,7 +18,9 @@ silently by Ollama (``prompt_eval_count`` = the context) unless ``"truncate": fa
 longer than ``num_predict`` / ``max_tokens`` is cut there with ``done_reason``/``finish_reason``
 ``length``. Prompt tokens are counted as characters / 4 plus 4 per message. ``num_parallel``
 requests run at once, up to ``max_queue`` more wait; past that the server answers 503
-``server busy`` like Ollama.
+``server busy`` like Ollama. It scales to what a continuous-batching server sees: one thread per
+connection and a listen backlog of 1,024, so 512 calls at once are all served (``--num-parallel
+1024 --latency 2`` stands in for vLLM in ``bench/bench_inflight.py``).
 
 Faults: a list of dicts ``{"mode": M, "calls": [1, 3], "match": "ETH-USDT", "times": 2}``; the
 first fault whose ``calls`` (1-based index of the LLM call) and ``match`` (substring of the
@@ -640,6 +642,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    #: The listen backlog: the stdlib's 5 made the kernel reset connections past a few dozen
+    #: arriving at once; a continuous-batching client opens hundreds (bench/bench_inflight.py).
+    request_queue_size = 1024
     state: _State
 
     def server_bind(self) -> None:

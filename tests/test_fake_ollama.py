@@ -402,3 +402,31 @@ def test_worker_start_up_line_names_the_api_and_refuses_an_unlisted_model(
         f"REFUSED openai host {fake.openai_url}: model nope is not served there (it serves: {MODEL})" in text
     )
     assert f"openai host {fake.openai_url}: serves model {MODEL}" in text and secret not in text
+
+
+def test_the_fake_serves_512_concurrent_calls() -> None:
+    """What the in-flight bench needs (issue 30): 512 connections at once, none reset, all in a slot
+    together; the stdlib's listen backlog of 5 reset connections past a few dozen."""
+    import asyncio
+
+    async def one(port: int, body: bytes) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        writer.write(head + body)
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        size = next(int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:"))
+        await reader.readexactly(size)
+        writer.close()
+        return int(lines[0].split()[1])
+
+    async def burst(port: int) -> list[int]:
+        body = json.dumps({"model": "qwen2.5-coder:7b", "stream": False,
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()  # fmt: skip
+        return await asyncio.gather(*(one(port, body) for _ in range(512)))
+
+    with FakeOllama(latency_s=1.0, num_parallel=1024, max_queue=1024) as fake:
+        port = int(fake.url.rsplit(":", 1)[1])
+        statuses = asyncio.run(burst(port))
+        stats = fake.stats()
+    assert statuses == [200] * 512
+    assert stats["llm_calls"] == 512 and stats["max_in_flight"] == 512

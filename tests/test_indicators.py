@@ -195,6 +195,29 @@ def test_filters_and_windows_match_plain_loops(seed: int, n: int, period: int, g
     np.testing.assert_allclose(ind.rolling_std(x, period), std, rtol=1e-8, atol=1e-9)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 400),
+    period=st.integers(1, 60),
+    wilder=st.booleans(),
+    gap_rate=st.sampled_from([0.0, 0.0, 0.002, 0.02, 0.3]),
+)
+def test_the_one_block_path_is_bit_identical_to_the_general_one(
+    seed: int, n: int, period: int, wilder: bool, gap_rate: float
+) -> None:
+    """A short series (an analysed window) takes ``_one_block``: the same bits as the general block
+    solver, so a window's features never depend on which path computed them."""
+    from model.indicators import _recursive
+
+    x = gappy(seed, n, gap_rate)
+    alpha = 1 / period if wilder else 2 / (period + 1)
+    fast = _recursive(x, period, alpha, period - 1)
+    general = _recursive(x, period, alpha, period - 1, one_block=False)
+    np.testing.assert_array_equal(fast, general)
+    assert np.array_equal(np.signbit(fast), np.signbit(general))  # even the sign of a zero
+
+
 def test_nan_input_is_a_gap_not_a_crash() -> None:
     c = make_candles(300, seed=3).close.copy()
     c[100] = np.nan

@@ -145,3 +145,31 @@ def test_one_reaper_at_a_time(database_url: str) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (reaper.LOCK_KEY,))
         assert reaper.reap(settings, Sent()).locked is False
     assert reaper.reap(settings, Sent()).locked is True
+
+
+def test_a_running_reducer_gets_no_duplicate_and_a_duplicate_never_waits(database_url: str) -> None:
+    """With a 60 s lease a reducer may outlive the idle threshold: while it holds its lock the
+    reaper sends no copy, and a copy sent anyway (two last windows at once) returns at once."""
+    import psycopg2
+
+    from worker.pipeline import reduce
+    from worker.store import versions
+
+    settings, batch_id = _batch(database_url)
+    for symbol, idx in batches.unfinished_windows(database_url, batch_id):
+        window, _ = batches.claim_window(database_url, batch_id, symbol, idx)
+        assert window is not None
+        analyze(database_url, window, None)
+    idle = Settings(database_url=database_url, lease_s=0.0)
+    running = psycopg2.connect(database_url)  # stands for the live reducer's transaction
+    try:
+        key = versions.reducer_lock_key(batch_id, SYMBOL)
+        with running.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        assert reaper.reap(idle, Sent()).reducers == []
+        made = reduce.make_version(settings, batch_id, SYMBOL)
+        assert made.busy and made.version is None
+    finally:
+        running.close()  # the reducer died: its lock went with its connection
+    sent = Sent()
+    assert reaper.reap(idle, sent).reducers == [(batch_id, SYMBOL)]

@@ -64,8 +64,12 @@ DEFAULT_WORKER_MAX_MEMORY_MB = 512
 #: past it the analyses left are a biased sample (an LLM that answers errors fails every window,
 #: and a version trained on none of them would pass for an LLM-trained one). QTRAIN_MAX_FAILED_SHARE.
 DEFAULT_MAX_FAILED_SHARE = 0.5
-#: Seconds a window's lease outlives the analyse task's hard time limit (``lease_s`` default).
-LEASE_MARGIN_S = 60.0
+#: Seconds a claimed window's lease lasts (QTRAIN_LEASE_S). A live task's lease is renewed by its
+#: worker's heartbeat every third of it (``worker.runtime.heartbeat``), so a long LLM call keeps
+#: its window; a dead worker's windows come back after at most this plus the reaper's interval.
+DEFAULT_LEASE_S = 60.0
+#: PostgreSQL connections per worker process at most (QTRAIN_DB_POOL), whatever its concurrency.
+DEFAULT_DB_POOL = 8
 
 
 def analyze_soft_limit_s(ollama_timeout_s: float) -> float:
@@ -76,12 +80,6 @@ def analyze_soft_limit_s(ollama_timeout_s: float) -> float:
 def analyze_hard_limit_s(ollama_timeout_s: float) -> float:
     """Hard time limit of one analyse task (the pool kills the child after it)."""
     return analyze_soft_limit_s(ollama_timeout_s) + 60
-
-
-def default_lease_s(ollama_timeout_s: float) -> float:
-    """A claimed window's lease when QTRAIN_LEASE_S is unset: the hard limit plus a margin, so a live
-    task is always killed by its time limit before its lease runs out (no heartbeat needed)."""
-    return analyze_hard_limit_s(ollama_timeout_s) + LEASE_MARGIN_S
 
 
 RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
@@ -209,9 +207,11 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base_s: float = DEFAULT_RETRY_BASE_S
     #: Seconds a claimed window may stay ``running`` before the reaper takes it back.
-    lease_s: float = default_lease_s(DEFAULT_OLLAMA_TIMEOUT_S)
+    lease_s: float = DEFAULT_LEASE_S
     #: Seconds between reaper runs inside each worker.
     reap_interval_s: float = DEFAULT_REAP_INTERVAL_S
+    #: PostgreSQL connections one worker process opens at most (``worker.store.db``).
+    db_pool: int = DEFAULT_DB_POOL
     #: Niceness added to a worker at start (``worker.runtime.housekeeping.lower_priority``).
     worker_nice: int = DEFAULT_WORKER_NICE
     #: Celery's ``worker_max_memory_per_child``, in MiB (0: off).
@@ -278,7 +278,8 @@ class Settings:
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(env_number(e, "QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, whole=True)),
             retry_base_s=env_number(e, "QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S, low=0),
-            lease_s=env_number(e, "QTRAIN_LEASE_S", default_lease_s(timeout), low=1),
+            lease_s=env_number(e, "QTRAIN_LEASE_S", DEFAULT_LEASE_S, low=1),
+            db_pool=int(env_number(e, "QTRAIN_DB_POOL", DEFAULT_DB_POOL, low=1, high=1000, whole=True)),
             reap_interval_s=env_number(e, "QTRAIN_REAP_INTERVAL_S", DEFAULT_REAP_INTERVAL_S, low=0.1),
             worker_nice=int(
                 env_number(e, "QTRAIN_WORKER_NICE", DEFAULT_WORKER_NICE, low=0, high=19, whole=True)

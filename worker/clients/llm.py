@@ -22,6 +22,7 @@ import itertools
 import json as _json
 import random
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -169,6 +170,42 @@ def answer_cut(where: str, max_tokens: int, completion_tokens: int | None) -> An
     return AnswerCut(f"{where}: answer cut at {n} tokens (QTRAIN_LLM_MAX_TOKENS={max_tokens}); raise it")
 
 
+class PerThreadTransport(httpx.BaseTransport):
+    """httpx's transport with one small connection pool per thread (a shared TLS context).
+
+    A threads-pool worker makes hundreds of calls at once from one process. Through one shared
+    ``httpx.HTTPTransport`` each request scans the pool's every connection and waiting request
+    under its lock: measured with 256 threads against a server answering in 2 s, 6.5 ms of CPU
+    per call and a third of the calls' possible rate (and it was capped at 64 connections); with
+    a pool per thread, 0.7 ms and the full rate. A thread makes one call at a time, so its pool
+    holds one keep-alive connection per host; a prefork child (one thread) is unchanged.
+    """
+
+    def __init__(self) -> None:
+        import ssl
+
+        self._tls = ssl.create_default_context()  # built once (~ms): every thread's pool shares it
+        self._local = threading.local()
+        self._all: list[httpx.HTTPTransport] = []
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` on this thread's own pool (made on the thread's first call)."""
+        transport = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self._local.transport = httpx.HTTPTransport(verify=self._tls)
+            with self._lock:
+                self._all.append(transport)
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        """Close every thread's pool."""
+        with self._lock:
+            transports, self._all = self._all, []
+        for t in transports:
+            t.close()
+
+
 class HttpLLM:
     """Hosts, one pooled ``httpx.Client``, bounded reads, backoff and the retry loop of a client."""
 
@@ -211,7 +248,7 @@ class HttpLLM:
         self._owns_client = client is None
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, CONNECT_TIMEOUT_S)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            transport=PerThreadTransport(),
         )
         # Rotating start host; a random offset so that many worker processes spread out.
         self._counter = itertools.count(self._rng.randrange(len(self.hosts)))

@@ -25,6 +25,8 @@ def complete_symbol(settings: Settings, batch_id: int, symbol: str) -> dict[str,
     except reduce.TooManyFailed as exc:
         batches.fail_batch(settings.database_url, batch_id, str(exc))
         return {"symbol": symbol, "version": None, "created": False, "failed": str(exc)}
+    if made.busy:  # a duplicate (two last windows finishing at once): the running reducer does it
+        return {"symbol": symbol, "version": None, "created": False, "busy": True}
     if made.version is None:
         return {"symbol": symbol, "version": None, "created": False, "waiting": True}
     out: dict[str, Any] = {"symbol": symbol, "version": made.version, "created": made.created}

@@ -98,6 +98,9 @@ class Reduced:
     created: bool
     gated: bool = False
     sha256: str | None = None
+    #: Another reducer of this batch and symbol is running (a duplicate message): it finishes the
+    #: job (or, if its worker dies, the reaper enqueues the reducer again); a duplicate never waits.
+    busy: bool = False
 
 
 def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, symbol: str) -> TrainInputs:
@@ -257,7 +260,9 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         raise BadInput(f"batch {batch_id} does not exist")
     spec, _ = loaded
     with db.transaction(url) as cur:
-        versions.lock_symbol(cur, symbol)
+        if not versions.try_lock_reducer(cur, batch_id, symbol):
+            return Reduced(symbol, None, created=False, busy=True)
+        versions.lock_symbol(cur, symbol)  # another batch's reducer or a promotion: wait (bounded)
         existing = versions.batch_version(cur, symbol, batch_id)
         if existing is not None:  # a second run, or a concurrent one that won the lock
             return Reduced(symbol, existing[0], created=False, gated=existing[1])

@@ -1,9 +1,12 @@
 """The Celery app: JSON only, acks late, prefetch 1, events on, queues ``analyze`` and ``reduce``.
 
-Pool: prefork (the default). Time limits only work there (the threads pool ignores them), and
-each process keeps its own PostgreSQL pool and httpx client. Recommended start::
+Pools: prefork (the default: one process per slot) or threads (many LLM calls in flight in one
+process, for continuous-batching servers; README "Scaling"). The threads pool ignores the time
+limits below, so qtrain bounds every call and wait itself (``worker.runtime.tasks``). Each
+process keeps one bounded PostgreSQL pool (``QTRAIN_DB_POOL``) and one httpx client. Starts::
 
     celery -A worker worker -Q analyze,reduce -c <Ollama parallel slots> --prefetch-multiplier 1
+    celery -A worker worker -Q analyze,reduce --pool threads -c 256 --prefetch-multiplier 1
 
 Brokers: Redis (``redis://``) or RabbitMQ (``amqp://``), chosen by ``CELERY_BROKER_URL``.
 On RabbitMQ the queues and exchanges are durable, messages persistent, publishes confirmed
@@ -42,8 +45,10 @@ from worker.settings import (
     analyze_hard_limit_s,
     analyze_soft_limit_s,
 )
+from worker.store import db
 
 SETTINGS = Settings.from_env()
+db.configure_pool(max_size=SETTINGS.db_pool)
 
 #: Soft time limit of one analyse task: one Ollama call with its in-client retries, plus margin.
 ANALYZE_SOFT_LIMIT_S = analyze_soft_limit_s(SETTINGS.ollama_timeout_s)

@@ -1,8 +1,9 @@
 """Self-healing batches: leases, the reaper, poison windows.
 
-A claimed window carries a lease (``QTRAIN_LEASE_S``, default the analyse task's hard time limit
-plus a margin, so a live task is always stopped by its time limit before its lease runs out: no
-heartbeat is needed). When a whole worker dies (power cut, OOM killer, ``kill -9`` of the main
+A claimed window carries a lease (``QTRAIN_LEASE_S``, default 60 s), renewed every third of it by
+its worker's heartbeat while the task runs (``worker.runtime.heartbeat``), so a long LLM call
+keeps its window and a dead worker's windows come back after the lease plus the reaper's interval
+(about two minutes at the defaults). When a whole worker dies (power cut, OOM killer, ``kill -9`` of the main
 process), its windows stay ``running`` and, on Redis, their unacknowledged messages come back only
 after the visibility timeout (2 h or more). The reaper takes such windows back on its own:
 
@@ -11,7 +12,8 @@ after the visibility timeout (2 h or more). The reaper takes such windows back o
   ``QTRAIN_MAX_ATTEMPTS`` losses it ends ``failed`` with "worker lost N times" (a poison window
   whose task kills its worker is not retried forever);
 - a symbol whose windows are all final but whose reducer never ran (its last task died between
-  the window and the reducer) gets its reducer enqueued; a batch whose symbols are all gated but
+  the window and the reducer) gets its reducer enqueued, unless a live reducer of it holds its
+  lock (a long one is not sent a duplicate every run); a batch whose symbols are all gated but
   which is still ``running`` is marked done.
 
 A late original that finishes after its window was reaped changes nothing: the claim's attempt
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.settings import Settings
-from worker.store import db
+from worker.store import db, versions
 
 log = logging.getLogger("qtrain.reaper")
 
@@ -119,10 +121,9 @@ def reap(settings: Settings, send: Send) -> Reaped:
                 send(ANALYZE_TASK, args)
             touched = {(b, s) for b, s, _ in failed}
             cur.execute(_UNREDUCED)
-            reducers = sorted(
-                (int(b), s) for b, s, idle in cur.fetchall()
-                if (int(b), s) in touched or float(idle) >= settings.lease_s
-            )  # fmt: skip
+            due = [(int(b), s) for b, s, idle in cur.fetchall()
+                   if (int(b), s) in touched or float(idle) >= settings.lease_s]  # fmt: skip
+            reducers = sorted(k for k in due if not _reducing(cur, *k))
             for args2 in reducers:
                 send(REDUCE_TASK, args2)
             cur.execute(_GATED_BATCHES)
@@ -136,6 +137,19 @@ def reap(settings: Settings, send: Send) -> Reaped:
     finally:
         conn.close()
     return Reaped(requeued=requeued, failed=failed, reducers=reducers, batches_done=gated)
+
+
+def _reducing(cur: Any, batch_id: int, symbol: str) -> bool:
+    """True while a live reducer of the batch's ``symbol`` holds its lock (the lock dies with its
+    connection, so a dead reducer's is free): a long reducer is not sent a duplicate every run.
+    Probed with a session lock released at once, so a reducer this run enqueues is not kept waiting."""
+    key = versions.reducer_lock_key(batch_id, symbol)
+    cur.execute(
+        "SELECT CASE WHEN pg_try_advisory_lock(hashtext(%s)) THEN NOT pg_advisory_unlock(hashtext(%s))"
+        " ELSE true END",
+        (key, key),
+    )
+    return bool(cur.fetchone()[0])
 
 
 def reap_and_log(settings: Settings, send: Send) -> Reaped | None:

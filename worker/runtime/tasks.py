@@ -30,11 +30,14 @@ from worker.runtime.app import (
     SETTINGS,
     app,
 )
+from worker.runtime.heartbeat import Heartbeat
 from worker.settings import MAX_RETRY_DELAY_S
 from worker.store import batches
 
 log = logging.getLogger("qtrain.tasks")
 _clients: dict[tuple[int, str], Any] = {}
+#: Renews the leases of the windows this process is analysing (one thread per process, lazily).
+HEARTBEAT = Heartbeat(SETTINGS.database_url, SETTINGS.lease_s)
 
 
 def llm_client(model: str | None = None) -> Any:
@@ -145,7 +148,8 @@ def _analyze_window(
     attempt = window.attempts
     try:
         client = None if window.analyst == HEURISTIC else llm_client(window.model)
-        status = analyze(url, window, client)
+        with HEARTBEAT.holding((batch_id, symbol, idx, attempt), ANALYZE_HARD_LIMIT_S):
+            status = analyze(url, window, client)
     except batches.Superseded:
         return SUPERSEDED
     except Exception as exc:  # every failure ends in a recorded state; a bug must not leave the batch stuck

@@ -87,15 +87,19 @@ def save_and_finish(
         created = row is not None
         if created:
             analysis_id = int(row[0])
-            for i, rule in enumerate(analysis.rules):
-                body = rule_to_json(rule)
+            if analysis.rules:  # one statement for all the rules (a round trip each cost ~0.1 ms CPU)
+                values = [
+                    (analysis_id, i, json.dumps(rule_to_json(rule)["conditions"]), rule.action,
+                     rule.confidence, rule.rationale)
+                    for i, rule in enumerate(analysis.rules)
+                ]  # fmt: skip
                 cur.execute(
                     "INSERT INTO btc.ollama_trading_rules (analysis_id, idx, conditions, action,"
-                    " confidence, rationale) VALUES (%s,%s,%s,%s,%s,%s)"
-                    " ON CONFLICT (analysis_id, idx) DO NOTHING",
-                    (analysis_id, i, json.dumps(body["conditions"]), rule.action, rule.confidence,
-                     rule.rationale),
-                )  # fmt: skip
+                    " confidence, rationale) VALUES "
+                    + ",".join(["(%s,%s,%s,%s,%s,%s)"] * len(values))
+                    + " ON CONFLICT (analysis_id, idx) DO NOTHING",
+                    [v for row_values in values for v in row_values],
+                )
         else:
             cur.execute("SELECT id FROM btc.ollama_analyses WHERE cache_key = %s", (rec.cache_key,))
             analysis_id = int(cur.fetchone()[0])

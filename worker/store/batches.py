@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from worker.errors import QtrainError
-from worker.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_OLLAMA_TIMEOUT_S, default_lease_s
+from worker.settings import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from worker.store import db
 from worker.store.db import Cursor
 
@@ -29,7 +29,6 @@ STATUSES = ("pending", "running", "done", "cached", "failed")
 UNFINISHED = ("pending", "running")
 ANALYSED = ("done", "cached")
 """Final states of a window that has an analysis (``failed`` has none)."""
-DEFAULT_LEASE_S = default_lease_s(DEFAULT_OLLAMA_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -246,6 +245,27 @@ def claim_window(
 
 
 _FENCE = " AND attempts = %s AND status = 'running'"
+
+WindowClaim = tuple[int, str, int, int]
+"""A held claim: ``(batch_id, symbol, idx, attempt)``."""
+
+
+def renew_leases(cur: Cursor, claims: Iterable[WindowClaim], lease_s: float) -> int:
+    """Push the lease of every claim still held (same attempt, still ``running``) to now +
+    ``lease_s``, in one statement; how many were renewed. A claim taken over meanwhile is left
+    alone (its fencing token no longer matches), so a heartbeat never revives a reaped window."""
+    rows = list(claims)
+    if not rows:
+        return 0
+    b, s, i, a = (list(col) for col in zip(*rows, strict=True))
+    cur.execute(
+        "UPDATE btc.windows w SET lease_until = now() + make_interval(secs => %s)"
+        " FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::int[]) AS h(batch_id, symbol, idx, attempts)"
+        " WHERE w.batch_id = h.batch_id AND w.symbol = h.symbol AND w.idx = h.idx"
+        " AND w.attempts = h.attempts AND w.status = 'running'",
+        (float(lease_s), b, s, i, a),
+    )
+    return int(cur.rowcount)
 
 
 def finish_window(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -18,42 +20,114 @@ from worker.errors import ServiceUnavailable
 from worker.redact import redact
 
 START_HINT = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+#: What PostgreSQL says when its ``max_connections`` are all taken (and the superuser-reserved variant).
+TOO_MANY_CLIENTS = ("too many clients already", "remaining connection slots are reserved")
 
-#: Idle connections kept per process and URL (enough for a threaded caller; prefork uses 1-2).
-POOL_IDLE_MAX = 8
+#: PostgreSQL connections one process opens at most per URL, whatever its concurrency (a threads-pool
+#: worker with 256 tasks in flight included): each transaction holds one for a few milliseconds and
+#: none is held during an LLM call, so a handful serve hundreds of windows a second.
+DEFAULT_POOL_MAX = 8
+#: Seconds a thread waits for one of the pool's connections before it gives up (a temporary error:
+#: the task retries later).
+DEFAULT_POOL_WAIT_S = 30.0
+#: ``lock_timeout`` of every connection: no lock wait (a row, an advisory lock) lasts longer; the
+#: threads pool has no time limit to cut a stuck task, so qtrain bounds its own waits.
+LOCK_TIMEOUT_S = 120.0
+
+
+class PoolExhausted(ServiceUnavailable):
+    """Raised when a thread waited ``DEFAULT_POOL_WAIT_S`` for one of the process's connections."""
+
+
+class LockTimeout(ServiceUnavailable):
+    """Raised when a statement waited ``LOCK_TIMEOUT_S`` for a lock held by another transaction."""
+
+
+_limits = {"max": DEFAULT_POOL_MAX, "wait_s": DEFAULT_POOL_WAIT_S}
+
+
+def configure_pool(*, max_size: int | None = None, wait_s: float | None = None) -> None:
+    """Set this process's pool bounds (the worker does at start, from ``QTRAIN_DB_POOL``)."""
+    if max_size is not None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        _limits["max"] = int(max_size)
+    if wait_s is not None:
+        _limits["wait_s"] = float(wait_s)
 
 
 class _Pool:
-    """Idle connections of one process for one URL: reuse instead of reconnecting (~3 ms each)."""
+    """The connections of one process for one URL: at most ``max_size`` open, reused (~3 ms to open).
 
-    def __init__(self, url: str) -> None:
+    A thread asks for one per transaction and waits (up to ``wait_s``) while all are in use. A
+    thread that already holds one (a nested transaction: the reducer reads candles inside its
+    locked transaction) is never made to wait, so nesting cannot deadlock the pool; that overdraft
+    is closed when returned.
+    """
+
+    def __init__(self, url: str, max_size: int, wait_s: float) -> None:
         self.url = url
+        self.max_size = max_size
+        self.wait_s = wait_s
         self.idle: list[psycopg2.extensions.connection] = []
-        self.lock = threading.Lock()
+        self.open = 0  # idle + handed out
+        self.peak = 0  # most ever open at once (tests, bench)
+        self.cond = threading.Condition()
+        self.held = threading.local()
 
     def get(self) -> psycopg2.extensions.connection:
-        with self.lock:
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.closed and not _server_hung_up(conn):
-                    return conn
-                conn.close()
-        return connect(self.url)
+        depth = getattr(self.held, "depth", 0)
+        deadline: float | None = None
+        with self.cond:
+            while True:
+                while self.idle:
+                    conn = self.idle.pop()
+                    if not conn.closed and not _server_hung_up(conn):
+                        self.held.depth = depth + 1
+                        return conn
+                    conn.close()
+                    self.open -= 1
+                if self.open < self.max_size or depth > 0:
+                    self.open += 1
+                    self.peak = max(self.peak, self.open)
+                    break
+                now = time.monotonic()
+                deadline = now + self.wait_s if deadline is None else deadline
+                if now >= deadline:
+                    raise PoolExhausted(
+                        f"all {self.max_size} PostgreSQL connections of this process stayed busy for"
+                        f" {self.wait_s:g} s: raise QTRAIN_DB_POOL or lower the worker's concurrency"
+                    )
+                self.cond.wait(deadline - now)
+        try:
+            conn = connect(self.url)
+        except BaseException:
+            with self.cond:
+                self.open -= 1
+                self.cond.notify()
+            raise
+        self.held.depth = depth + 1
+        return conn
 
     def put(self, conn: psycopg2.extensions.connection, *, discard: bool) -> None:
+        self.held.depth = max(0, getattr(self.held, "depth", 1) - 1)
         ok = not discard and not conn.closed
         ok = ok and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
-        with self.lock:
-            if ok and len(self.idle) < POOL_IDLE_MAX:
+        with self.cond:
+            if ok and self.open <= self.max_size:
                 self.idle.append(conn)
+                self.cond.notify()
                 return
+            self.open -= 1
+            self.cond.notify()
         if not conn.closed:
             conn.close()
 
     def close(self) -> None:
-        with self.lock:
+        with self.cond:
             for conn in self.idle:
                 conn.close()
+            self.open -= len(self.idle)
             self.idle.clear()
 
 
@@ -104,13 +178,26 @@ def database_name(url: str) -> str:
 
 def connect(url: str, **kwargs: object) -> psycopg2.extensions.connection:
     """Open one connection; an unreachable server or database becomes ``ServiceUnavailable``."""
+    options = f"-c lock_timeout={int(LOCK_TIMEOUT_S * 1000)}"
     try:
-        return psycopg2.connect(url, connect_timeout=5, **kwargs)
+        return psycopg2.connect(url, connect_timeout=5, options=options, **kwargs)
     except psycopg2.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "does not exist" in first:
-            raise ServiceUnavailable(f"PostgreSQL database missing ({first}): run `qtrain db init`") from exc
-        raise ServiceUnavailable(f"cannot reach PostgreSQL at {redact(url)} ({first}); {START_HINT}") from exc
+        raise connect_error(url, exc) from exc
+
+
+def connect_error(url: str, exc: BaseException) -> ServiceUnavailable:
+    """The one-line error of a refused connection, naming its real cause and what to do."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "does not exist" in first:
+        return ServiceUnavailable(f"PostgreSQL database missing ({first}): run `qtrain db init`")
+    if any(s in first for s in TOO_MANY_CLIENTS):
+        why = first.rsplit("FATAL:", 1)[-1].strip()
+        return ServiceUnavailable(
+            f"PostgreSQL at {redact(url)} is running but refused a connection: {why}"
+            " (max_connections reached): lower the workers' concurrency or number, or QTRAIN_DB_POOL"
+            " (connections per worker process), or raise max_connections in postgresql.conf"
+        )
+    return ServiceUnavailable(f"cannot reach PostgreSQL at {redact(url)} ({first}); {START_HINT}")
 
 
 def ensure_database(url: str) -> bool:
@@ -138,8 +225,13 @@ def _pool(url: str) -> _Pool:
     with _pools_lock:
         p = _pools.get(key)
         if p is None:
-            p = _pools[key] = _Pool(url)
+            p = _pools[key] = _Pool(url, int(_limits["max"]), float(_limits["wait_s"]))
         return p
+
+
+def pool_peak(url: str) -> int:
+    """The most connections this process's pool for ``url`` had open at once."""
+    return _pool(url).peak
 
 
 @contextmanager
@@ -162,6 +254,10 @@ def transaction(url: str, *, durable: bool = True) -> Iterator[Cursor]:
                 cur.execute("SET LOCAL synchronous_commit TO OFF")
             yield cur
         conn.commit()
+    except psycopg2.errors.LockNotAvailable as exc:  # lock_timeout: the connection itself is fine
+        if not conn.closed:
+            conn.rollback()
+        raise LockTimeout(f"waited {LOCK_TIMEOUT_S:g} s for a PostgreSQL lock; will retry") from exc
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
         broken = True
         raise ServiceUnavailable(f"lost the PostgreSQL connection: {exc}".strip()) from exc

@@ -59,8 +59,26 @@ class StoredVersion:
 
 
 def lock_symbol(cur: Cursor, symbol: str) -> None:
-    """Take the symbol's transaction-scoped advisory lock: one writer of its versions at a time."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qtrain.reduce:{symbol}",))
+    """Take the symbol's transaction-scoped advisory lock: one writer of its versions at a time
+    (the wait is bounded by the connection's ``lock_timeout``, ``db.LOCK_TIMEOUT_S``)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (symbol_lock_key(symbol),))
+
+
+def try_lock_reducer(cur: Cursor, batch_id: int, symbol: str) -> bool:
+    """Take the transaction-scoped lock of ``batch_id``'s reducer of ``symbol`` without waiting:
+    False when another reducer of the same batch and symbol holds it (a duplicate message)."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (reducer_lock_key(batch_id, symbol),))
+    return bool(cur.fetchone()[0])
+
+
+def symbol_lock_key(symbol: str) -> str:
+    """The advisory lock's key text for ``symbol`` (hashed with ``hashtext``)."""
+    return f"qtrain.reduce:{symbol}"
+
+
+def reducer_lock_key(batch_id: int, symbol: str) -> str:
+    """The advisory lock's key text of one batch's reducer of ``symbol``."""
+    return f"qtrain.reduce:{batch_id}:{symbol}"
 
 
 def no_version(symbol: str, version: int) -> str:
