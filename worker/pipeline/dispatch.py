@@ -16,7 +16,7 @@ import numpy as np
 
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
-from model.prompt import PROMPT_VERSION, window_content_hashes
+from model.prompt import prompt_version, window_content_hashes
 from model.training import DEFAULT_RECIPE, RECIPES
 from model.windows import plan_windows
 from worker.errors import BadInput, ServiceUnavailable
@@ -217,9 +217,10 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
         epochs=req.epochs,
         model="heuristic" if req.analyst == "heuristic" else model,
         analyst=req.analyst,
-        prompt_version=PROMPT_VERSION,
+        prompt_version=prompt_version(settings.prompt_style),
         seed=seed,
-        params={"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe},
+        params={"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe,
+                "prompt": settings.prompt_style},
     )
     batch_id = batches.create_batch(settings.database_url, spec, window_rows(planned))
     return CreatedBatch(batch_id=batch_id, windows=len(planned), skipped=skipped, seed=seed)
