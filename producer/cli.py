@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Decide now with the promoted version: action, confidence, score and every component.",
     ),
     "paper": ("paper_cmd", "Paper trading with the promoted Q-tables (no real orders, no API keys)."),
+    "llm": ("llm_cmd", "The configured LLM: check its answers before a long batch."),
 }
 
 
