@@ -26,7 +26,13 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model import ACTIONS
-from model.answer import ASKED_RATIONALE_CHARS, ASKED_RULES, ASKED_SUMMARY_CHARS, REGIMES
+from model.answer import (
+    ASKED_RATIONALE_CHARS,
+    ASKED_REASONING_CHARS,
+    ASKED_RULES,
+    ASKED_SUMMARY_CHARS,
+    REGIMES,
+)
 from model.candles import Candles
 from model.features import FEATURES
 from model.rules import MAX_CONDITIONS, OPS
@@ -102,6 +108,11 @@ def _system_message(style: str = "named") -> str:
         + (_ANONYMOUS_NOTE if style == "anonymous" else "")
     )
 
+
+_REASON_FIRST_NOTE = (
+    '\nStart the object with "reasoning": what the window shows, in a few words (at most '
+    f"{ASKED_REASONING_CHARS} characters), then the other fields."
+)
 
 _ANONYMOUS_NOTE = (
     "\nThe market is not named and the window is not dated: prices are an index (the window's first "
@@ -189,11 +200,13 @@ def build_messages(
     symbol: str,
     timeframe: str,
     style: str = DEFAULT_PROMPT_STYLE,
+    reason_first: bool = False,
 ) -> list[dict[str, str]]:
     """Chat messages (system + user) asking for an analysis of one window; deterministic text.
 
     ``style`` is ``anonymous`` (default: no symbol, date or absolute price) or ``named``; the
-    system message is the same for every window of a style."""
+    system message is the same for every window of a style. ``reason_first`` asks for a short
+    ``reasoning`` before the structured fields (with ``model.answer.REASONED_SCHEMA``; an experiment)."""
     _check_style(style)
     if len(candles_window) < 2:
         raise ValueError(f"candles_window must have at least 2 candles, got {len(candles_window)}")
@@ -208,7 +221,8 @@ def build_messages(
         user = _anonymous_user_message(candles_window, features_window, timeframe)
     else:
         user = _user_message(candles_window, features_window, symbol, timeframe)
-    return [{"role": "system", "content": _system_message(style)}, {"role": "user", "content": user}]
+    system = _system_message(style) + (_REASON_FIRST_NOTE if reason_first else "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def window_content_hash(candles_window: Candles, *, symbol: str, timeframe: str) -> str:

@@ -28,8 +28,11 @@ def llm() -> None:
     "--windows", default=8, show_default=True, type=int, help="Windows asked about, spread over the data."
 )
 @click.option("--timeframe", default=DEFAULT_TIMEFRAME, show_default=True)
+@click.option(
+    "--reason-first", is_flag=True, help="Ask for a short reasoning before the fields (an experiment)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(symbols: str | None, windows: int, timeframe: str, as_json: bool) -> None:
+def check(symbols: str | None, windows: int, timeframe: str, reason_first: bool, as_json: bool) -> None:
     """The model's validity, cost, sensitivity to the window and memory of the market, on stored candles."""
     from worker.clients.factory import chat_client
     from worker.evaluation.llm_check import CheckRequest, pick_windows, run_check

@@ -213,6 +213,24 @@ def test_a_constant_model_and_a_broken_one(stored: str) -> None:
     assert broken["tokens"]["seconds_median"] is not None and broken["verdict"].startswith("not usable")
 
 
+def test_reason_first_sends_the_reasoned_schema_and_asks_for_it(stored: str) -> None:
+    from model.answer import REASONED_SCHEMA
+
+    seen: list[dict[str, Any]] = []
+
+    def reasoned(body: dict[str, Any]) -> dict[str, Any]:
+        return {"reasoning": "it fell", **_reader(body)}
+
+    req = CheckRequest(windows=2, reason_first=True)
+    r = run_check(Settings(database_url=stored), req, _client(reasoned, seen))
+    analysis_calls = [b for b in seen if "Guess which asset" not in b["messages"][0]["content"]]
+    assert len(analysis_calls) == 6
+    for body in analysis_calls:
+        assert '"reasoning"' in body["messages"][0]["content"]
+        assert body["response_format"]["json_schema"]["schema"] == REASONED_SCHEMA
+    assert r["reason_first"] is True and r["validity"]["parsed"] == 2  # the reasoning is no repair
+
+
 def test_bad_requests_are_one_line(database_url: str, stored: str) -> None:
     from worker.errors import BadInput
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from model import ACTIONS
-from model.answer import AnswerError, parse_answer
+from model.answer import ANSWER_SCHEMA, REASONED_SCHEMA, AnswerError, parse_answer
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP, compute_features
 from model.llm_check import (
@@ -61,6 +61,8 @@ class CheckRequest:
     windows: int = DEFAULT_CHECK_WINDOWS
     timeframe: str = DEFAULT_TIMEFRAME
     window: int = DEFAULT_WINDOW
+    #: Ask for a short free-text ``reasoning`` before the structured fields (README, "Reason, then answer").
+    reason_first: bool = False
 
 
 @dataclass
@@ -133,10 +135,10 @@ def pick_windows(settings: Settings, req: CheckRequest) -> list[Picked]:
     return picked
 
 
-def _analyse(client: ChatClient, messages: list[dict[str, str]]) -> tuple[Any, Any, str]:
+def _analyse(client: ChatClient, messages: list[dict[str, str]], reason_first: bool) -> tuple[Any, Any, str]:
     """(analysis or None, chat result or None, outcome: parsed|repaired|failed:<reason>)."""
     try:
-        chat = client.chat(messages)
+        chat = client.chat(messages, format=REASONED_SCHEMA if reason_first else ANSWER_SCHEMA)
     except QtrainError as exc:
         return None, None, f"failed:{type(exc).__name__}"
     try:
@@ -146,12 +148,14 @@ def _analyse(client: ChatClient, messages: list[dict[str, str]]) -> tuple[Any, A
     return analysis, chat, "repaired" if analysis.n_repairs else "parsed"
 
 
-def _messages(ctx: Candles, window: int, symbol: str, style: str) -> list[dict[str, str]]:
+def _messages(
+    ctx: Candles, window: int, symbol: str, style: str, reason_first: bool = False
+) -> list[dict[str, str]]:
     feats = compute_features(ctx)
     inside = slice(WARMUP, WARMUP + window)
     fw = {k: v[inside] for k, v in feats.items()}
     return build_messages(ctx.slice(WARMUP, WARMUP + window), fw, symbol=symbol, timeframe=ctx.timeframe,
-                          style=style)  # fmt: skip
+                          style=style, reason_first=reason_first)  # fmt: skip
 
 
 def memory_messages(user: str, assets: Sequence[str], years: Sequence[int]) -> list[dict[str, str]]:
@@ -193,12 +197,20 @@ def _guess(client: ChatClient, messages: list[dict[str, str]], schema: dict[str,
 
 
 def _ask(
-    client: ChatClient, p: Picked, style: str, out: _Answers, assets: list[str], years: list[int]
+    client: ChatClient,
+    p: Picked,
+    style: str,
+    out: _Answers,
+    assets: list[str],
+    years: list[int],
+    *,
+    reason_first: bool,
 ) -> None:
     """The four calls about window ``p``, appended to ``out``."""
     other = next(s for s in PROMPT_STYLES if s != style)
     t0 = time.monotonic()
-    analysis, chat, outcome = _analyse(client, _messages(p.ctx, p.window, p.symbol, style))
+    rf = reason_first
+    analysis, chat, outcome = _analyse(client, _messages(p.ctx, p.window, p.symbol, style, rf), rf)
     out.seconds.append(time.monotonic() - t0)
     kind, _, reason = outcome.partition(":")
     out.outcomes[kind] += 1
@@ -211,9 +223,9 @@ def _ask(
     out.prompt_tokens.append(None if chat is None else chat.prompt_tokens)
     out.answer_tokens.append(None if chat is None else chat.completion_tokens)
     mirrored = mirror_candles(p.ctx, float(p.ctx.close[WARMUP]))
-    m, _, _ = _analyse(client, _messages(mirrored, p.window, p.symbol, style))
+    m, _, _ = _analyse(client, _messages(mirrored, p.window, p.symbol, style, rf), rf)
     out.mirrored.append(NO_ANSWER if m is None else m.action)
-    o, _, _ = _analyse(client, _messages(p.ctx, p.window, p.symbol, other))
+    o, _, _ = _analyse(client, _messages(p.ctx, p.window, p.symbol, other, rf), rf)
     out.other.append(NO_ANSWER if o is None else o.action)
     user = _messages(p.ctx, p.window, p.symbol, "anonymous")[1]["content"]
     asset, year = _guess(client, memory_messages(user, assets, years), memory_schema(assets, years))
@@ -241,7 +253,7 @@ def run_check(
     style = settings.prompt_style
     out = _Answers()
     for i, p in enumerate(picked):
-        _ask(client, p, style, out, assets, years)
+        _ask(client, p, style, out, assets, years, reason_first=req.reason_first)
         if progress is not None:
             progress(i + 1, len(picked))
     close = [np.asarray(p.ctx.close, dtype=np.float64) for p in picked]
@@ -256,6 +268,7 @@ def run_check(
         "model": getattr(client, "model", settings.llm_model),
         "api": settings.llm_api,
         "prompt": style,
+        "reason_first": req.reason_first,
         "windows": len(picked),
         "symbols": sorted({p.symbol for p in picked}),
         "validity": {
