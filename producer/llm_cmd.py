@@ -63,6 +63,10 @@ def _rate(node: dict[str, Any]) -> str:
     return "–" if v is None else f"{v:.0%} of {node['n']}"
 
 
+def _chance(node: dict[str, Any]) -> str:
+    return f"anonymous prompt; chance {node['chance']:.0%}; said {node.get('most_guessed') or '–'} most"
+
+
 def _print(r: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -86,8 +90,8 @@ def _print(r: dict[str, Any]) -> None:
         ("most common action", f"{s['mode_action']} {_rate(s['mode_share'])}", "100% = one answer for all"),
         ("regime vs the window's trend", _rate(s["regime_agreement"]), "of bull/bear answers; chance 50%"),
         ("action flips when mirrored", _rate(s["mirror_flip"]), "returns negated; a prior never flips"),
-        ("names the asset", _rate(m["asset"]), f"anonymous prompt; chance {m['asset']['chance']:.0%}"),
-        ("names the year", _rate(m["year"]), f"anonymous prompt; chance {m['year']['chance']:.0%}"),
+        ("names the asset", _rate(m["asset"]), _chance(m["asset"])),
+        ("names the year", _rate(m["year"]), _chance(m["year"])),
         (
             "action vs the next 24 candles",
             next24,

@@ -193,7 +193,7 @@ def test_a_model_that_reads_the_window(stored: str) -> None:
     assert r["sensitivity"]["regime_agreement"]["value"] == 1.0
     assert r["sensitivity"]["mirror_flip"] == {"value": 1.0, "n": 6}
     # Always "BTC" is right for the 3 BTC windows of 6: as often as a guess that ignores the window.
-    assert r["memory"]["asset"] == {"value": 0.5, "n": 6, "chance": 0.5, "options": 8}
+    assert r["memory"]["asset"] == {"value": 0.5, "n": 6, "chance": 0.5, "options": 8, "most_guessed": "BTC"}
     assert r["memory"]["names_gap"] == 0.0  # it reads the numbers, not the names
     assert r["prompt"] == "anonymous" and not any("BTC-USDT" in b["messages"][1]["content"] for b in seen[:2])
     # the named call of each BTC window:

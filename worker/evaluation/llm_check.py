@@ -238,7 +238,13 @@ def _guesses(guesses: list[str | None], truths: list[str], options: int) -> dict
     they ignored the window (``chance_agreement``), else one in ``options``."""
     chance = chance_agreement(guesses, truths)
     rate = guess_rate(guesses, truths).to_json()
-    return {**rate, "chance": round(1 / options if chance is None else chance, 3), "options": options}
+    top = Counter(g for g in guesses if g).most_common(1)
+    return {
+        **rate,
+        "chance": round(1 / options if chance is None else chance, 3),
+        "options": options,
+        "most_guessed": top[0][0] if top else None,
+    }
 
 
 def run_check(
