@@ -38,9 +38,8 @@ def check(symbols: str | None, windows: int, timeframe: str, reason_first: bool,
     from worker.evaluation.llm_check import CheckRequest, pick_windows, run_check
 
     settings = Settings.from_env()
-    req = CheckRequest(
-        symbols=parse_symbols(symbols) if symbols else (), windows=windows, timeframe=timeframe
-    )
+    wanted = parse_symbols(symbols) if symbols else ()
+    req = CheckRequest(symbols=wanted, windows=windows, timeframe=timeframe, reason_first=reason_first)
     pick_windows(settings, req)  # bad input (no candles, bad --windows) before any call to the server
     client = chat_client(settings)
     try:

@@ -253,13 +253,14 @@ def test_the_command_prints_its_json_keys(stored: str) -> None:
 
     with FakeOllama(flavor="llama-cpp-python") as fake:
         res = CliRunner().invoke(
-            cli, ["llm", "check", "--windows", "2", "--symbols", "ETH-USDT", "--json"],
+            cli, ["llm", "check", "--windows", "2", "--symbols", "ETH-USDT", "--reason-first", "--json"],
             env=_env(stored, OPENAI_BASE_URL=fake.openai_url),
         )  # fmt: skip
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
     assert {"validity", "tokens", "sensitivity", "memory", "verdict"} <= set(r)
     assert r["symbols"] == ["ETH-USDT"] and r["windows"] == 2 and r["validity"]["answers"] == 2
+    assert r["reason_first"] is True and r["prompt"] == "anonymous"
     assert set(r["sensitivity"]) == {"mode_share", "mode_action", "regime_agreement", "mirror_flip"}
     assert {"asset", "year", "next24_named", "next24_anonymous", "names_gap"} <= set(r["memory"])
     assert isinstance(r["verdict"], str) and r["verdict"]
