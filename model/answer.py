@@ -120,6 +120,23 @@ ANSWER_SCHEMA: dict[str, Any] = {
 }
 
 _FIELDS = ("regime", "action", "confidence", "rules", "summary")
+#: Keys an answer may carry besides ``_FIELDS`` without counting as a repair: the free text of the
+#: reason-first variant (``REASONED_SCHEMA``), read by nobody, so not stored in the analysis.
+_OPTIONAL_FIELDS = ("reasoning",)
+#: The reason-first variant's free text, at most this many characters (``qtrain llm check --reason-first``).
+ASKED_REASONING_CHARS = 120
+
+#: ``ANSWER_SCHEMA`` with a short free-text ``reasoning`` first (a grammar writes properties in
+#: order, so the model writes what it sees before it picks regime and action): issue 27's
+#: experiment, measured by ``qtrain llm check --reason-first`` (README, "Reason, then answer").
+REASONED_SCHEMA: dict[str, Any] = {
+    **ANSWER_SCHEMA,
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": ASKED_REASONING_CHARS},
+        **ANSWER_SCHEMA["properties"],
+    },
+    "required": ["reasoning", *ANSWER_SCHEMA["required"]],
+}
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -424,7 +441,7 @@ def parse_answer(text: str) -> Analysis:
     obj = _lower_keys(_extract_object(text, repairs), repairs)
     if not any(k in obj for k in _FIELDS):
         raise AnswerError(f"answer has none of the fields {', '.join(_FIELDS)}")
-    repairs["extra_key_ignored"] += sum(1 for k in obj if k not in _FIELDS)
+    repairs["extra_key_ignored"] += sum(1 for k in obj if k not in _FIELDS and k not in _OPTIONAL_FIELDS)
 
     raw = _top_field(obj, "regime", repairs)
     regime = _enum(raw, REGIMES, repairs)

@@ -5,6 +5,15 @@ first/last/min/max/mean of every feature, a few recent closes), never a dump of 
 window costs a few hundred tokens. Same input -> byte-identical messages. Bump ``PROMPT_VERSION``
 whenever the text changes: it is part of the cache key, so old analyses are not reused for a new
 prompt.
+
+Two styles (``QTRAIN_PROMPT``). ``anonymous``, the default (version ``PROMPT_VERSION``), carries
+nothing that identifies the asset or the calendar: no symbol, no dates or times, no absolute price
+or volume. Prices are an index (the window's first close = 100), moves are returns in %, volume is
+a z-score; the timeframe and the candle count stay. A model trained on the web remembers what
+BTC did after 2020-03-12: on history, a prompt naming the asset and the dates lets that memory
+leak the future into the analyses, which no feature check can see. ``named`` (version
+``NAMED_PROMPT_VERSION``) is the earlier text with symbol, dates and prices, kept to measure that
+leak (``qtrain llm check``), never to train with. The style is part of the cache key.
 """
 
 from __future__ import annotations
@@ -17,13 +26,26 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model import ACTIONS
-from model.answer import ASKED_RATIONALE_CHARS, ASKED_RULES, ASKED_SUMMARY_CHARS, REGIMES
+from model.answer import (
+    ASKED_RATIONALE_CHARS,
+    ASKED_REASONING_CHARS,
+    ASKED_RULES,
+    ASKED_SUMMARY_CHARS,
+    REGIMES,
+)
 from model.candles import Candles
 from model.features import FEATURES
 from model.rules import MAX_CONDITIONS, OPS
 
-PROMPT_VERSION: int = 3
+#: Version of the anonymous prompt (the default style); bump it when its text changes.
+PROMPT_VERSION: int = 4
+#: Version of the named prompt (symbol, dates, absolute prices): the v3 text, unchanged.
+NAMED_PROMPT_VERSION: int = 3
+PROMPT_STYLES: tuple[str, ...] = ("anonymous", "named")
+DEFAULT_PROMPT_STYLE = "anonymous"
 N_RECENT_CLOSES = 8
+#: The price index of the anonymous prompt: the window's first close is this value.
+INDEX_BASE = 100.0
 
 #: Meaning and typical range of each feature, as the model is told.
 FEATURE_INFO: dict[str, str] = {
@@ -53,7 +75,18 @@ def _price(x: float) -> str:
     return f"{x:.6g}" if math.isfinite(x) else "na"
 
 
-def _system_message() -> str:
+def prompt_version(style: str) -> int:
+    """The prompt version of ``style`` (``anonymous`` -> ``PROMPT_VERSION``, ``named`` -> 3)."""
+    _check_style(style)
+    return PROMPT_VERSION if style == "anonymous" else NAMED_PROMPT_VERSION
+
+
+def _check_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+
+
+def _system_message(style: str = "named") -> str:
     """The fixed instructions, byte-identical for every window (servers reuse their cached prefix).
 
     The answer is a window's cost (decoding dominates the GPU time), so it is asked short: at most
@@ -72,7 +105,19 @@ def _system_message() -> str:
         f"Operators: {' '.join(OPS)}. Values are plain numbers in the feature's own unit.\n"
         f"Features (use only these names):\n{features}\n"
         "Write rules that would have been useful in this window and generalise to similar ones."
+        + (_ANONYMOUS_NOTE if style == "anonymous" else "")
     )
+
+
+_REASON_FIRST_NOTE = (
+    '\nStart the object with "reasoning": what the window shows, in a few words (at most '
+    f"{ASKED_REASONING_CHARS} characters), then the other fields."
+)
+
+_ANONYMOUS_NOTE = (
+    "\nThe market is not named and the window is not dated: prices are an index (the window's first "
+    "close = 100), moves are returns in %, volume is a z-score. Judge the window from these numbers."
+)
 
 
 def _stats(x: np.ndarray) -> str:
@@ -84,6 +129,39 @@ def _stats(x: np.ndarray) -> str:
         f"first {_fmt(first)} last {_fmt(last)} min {_fmt(finite.min())} "
         f"max {_fmt(finite.max())} mean {_fmt(finite.mean())}"
     )
+
+
+def _anonymous_user_message(candles: Candles, features: Mapping[str, np.ndarray], timeframe: str) -> str:
+    """The window as the anonymous prompt shows it: timeframe, candle count, a price index, returns,
+    feature statistics (all ratios, percentages or z-scores); no symbol, date or absolute price.
+
+    Every price number is a ratio to the first close, so scaling the prices changes nothing."""
+    close = np.asarray(candles.close, dtype=np.float64)
+    n = len(close)
+    base = float(close[0])
+    index = close / base * INDEX_BASE
+    logret = np.log(close[1:] / close[:-1]) * 100.0
+    total = float(np.log(close[-1] / base) * 100.0)
+    vol = float(logret.std()) if logret.size else float("nan")
+    # Trend: least-squares slope of log(close / first close), in % per candle.
+    slope = float(np.polyfit(np.arange(n), np.log(close / base), 1)[0] * 100.0)
+    high = float(np.max(candles.high)) / base * INDEX_BASE
+    low = float(np.min(candles.low)) / base * INDEX_BASE
+    up = int(np.sum(logret > 0))
+    recent = " ".join(_fmt(float(c), 1) for c in index[-N_RECENT_CLOSES:])
+    lines = [
+        f"{n} candles of {timeframe}",
+        f"close index (first close = {_fmt(INDEX_BASE, 0)}): last {_fmt(float(index[-1]), 1)} "
+        f"high {_fmt(high, 1)} low {_fmt(low, 1)}",
+        f"return {_fmt(total)}% trend {_fmt(slope, 3)}%/candle volatility {_fmt(vol, 3)}%/candle, "
+        f"{up} of {n - 1} candles up",
+        f"last {min(n, N_RECENT_CLOSES)} closes (index): {recent}",
+        "features (over the window):",
+    ]
+    for name in FEATURES:
+        if name in features:
+            lines.append(f"- {name}: {_stats(np.asarray(features[name], dtype=np.float64))}")
+    return "\n".join(lines)
 
 
 def _user_message(candles: Candles, features: Mapping[str, np.ndarray], symbol: str, timeframe: str) -> str:
@@ -116,9 +194,20 @@ def _user_message(candles: Candles, features: Mapping[str, np.ndarray], symbol: 
 
 
 def build_messages(
-    candles_window: Candles, features_window: Mapping[str, np.ndarray], *, symbol: str, timeframe: str
+    candles_window: Candles,
+    features_window: Mapping[str, np.ndarray],
+    *,
+    symbol: str,
+    timeframe: str,
+    style: str = DEFAULT_PROMPT_STYLE,
+    reason_first: bool = False,
 ) -> list[dict[str, str]]:
-    """Chat messages (system + user) asking for an analysis of one window; deterministic text."""
+    """Chat messages (system + user) asking for an analysis of one window; deterministic text.
+
+    ``style`` is ``anonymous`` (default: no symbol, date or absolute price) or ``named``; the
+    system message is the same for every window of a style. ``reason_first`` asks for a short
+    ``reasoning`` before the structured fields (with ``model.answer.REASONED_SCHEMA``; an experiment)."""
+    _check_style(style)
     if len(candles_window) < 2:
         raise ValueError(f"candles_window must have at least 2 candles, got {len(candles_window)}")
     for name, col in features_window.items():
@@ -128,10 +217,12 @@ def build_messages(
             )
     if not symbol:
         raise ValueError("symbol must be non-empty")
-    return [
-        {"role": "system", "content": _system_message()},
-        {"role": "user", "content": _user_message(candles_window, features_window, symbol, timeframe)},
-    ]
+    if style == "anonymous":
+        user = _anonymous_user_message(candles_window, features_window, timeframe)
+    else:
+        user = _user_message(candles_window, features_window, symbol, timeframe)
+    system = _system_message(style) + (_REASON_FIRST_NOTE if reason_first else "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def window_content_hash(candles_window: Candles, *, symbol: str, timeframe: str) -> str:
@@ -175,8 +266,11 @@ def window_content_hashes(
     return out
 
 
-def cache_key(content_hash: str, model: str, prompt_version: int) -> str:
-    """sha256 (hex) identifying one analysis: window content + model + prompt version."""
+def cache_key(content_hash: str, model: str, prompt_version: int, style: str) -> str:
+    """sha256 (hex) identifying one analysis: window content + model + prompt version + prompt style
+    (an analysis made under one style is never reused for the other)."""
     if not content_hash or not model:
         raise ValueError("content_hash and model must be non-empty")
-    return hashlib.sha256(f"{content_hash}\0{model}\0{int(prompt_version)}".encode()).hexdigest()
+    _check_style(style)
+    text = f"{content_hash}\0{model}\0{int(prompt_version)}\0{style}"
+    return hashlib.sha256(text.encode()).hexdigest()

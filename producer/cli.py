@@ -61,6 +61,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "flower_cmd",
         "Start Flower with credentials required, on 127.0.0.1 by default; other options go to Flower.",
     ),
+    "llm": ("llm_cmd", "The configured LLM: check its answers before a long batch."),
 }
 
 

@@ -252,7 +252,8 @@ def print_summary(st: batches.BatchStatus) -> None:
 
     from producer.console import make_console
 
-    table = Table(title=f"batch {st.batch_id} ({st.state}, analyst {st.analyst}, model {st.model})")
+    title = f"batch {st.batch_id} ({st.state}, analyst {st.analyst}, model {st.model}"
+    table = Table(title=title + (f", prompt {st.prompt})" if st.analyst != "heuristic" else ")"))
     for col in ("symbol", "total", "done", "cached", "failed", "skipped", "pending", "reclaimed", "Q-table"):
         table.add_column(col, justify="right" if col != "symbol" else "left")
     for sym, s in st.symbols.items():

@@ -149,7 +149,7 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, int]]] = [
         {},
         {"missing_field": 1},
     ),
-    ("extra_key", json.dumps(good(reasoning="...")), {}, {"extra_key_ignored": 1}),
+    ("extra_key", json.dumps(good(notes="...")), {}, {"extra_key_ignored": 1}),
     (
         "key_case",
         json.dumps({"Regime": "bull", **{k: v for k, v in good().items() if k != "regime"}}),
@@ -446,3 +446,16 @@ def test_valid_answer_round_trips(obj: dict[str, Any]) -> None:
     assert a.repairs == {}
     again = {k: v for k, v in a.to_json().items() if k != "repairs"}
     assert json.loads(json.dumps(again)) == json.loads(json.dumps(obj))
+
+
+def test_the_reason_first_variant_asks_reasoning_first_and_its_answer_needs_no_repair() -> None:
+    from model.answer import ANSWER_SCHEMA, ASKED_REASONING_CHARS, REASONED_SCHEMA
+
+    assert list(REASONED_SCHEMA["properties"])[0] == "reasoning"
+    assert REASONED_SCHEMA["required"][0] == "reasoning"
+    assert REASONED_SCHEMA["properties"]["reasoning"]["maxLength"] == ASKED_REASONING_CHARS
+    assert "reasoning" not in ANSWER_SCHEMA["properties"]  # the default stays schema-first
+    answer = {"reasoning": "falling", "regime": "bear", "action": "SELL", "confidence": 0.6, "rules": []}
+    text = json.dumps({**answer, "summary": "down"})
+    a = parse_answer(text)
+    assert (a.regime, a.action, a.repairs) == ("bear", 2, {})

@@ -32,6 +32,10 @@ DEFAULT_LLM_MAX_TOKENS = 1024
 #: tokens) plus the answer cap with headroom. Ollama's own default (2048, later 4096 or set by
 #: VRAM) would otherwise cut a long prompt silently.
 DEFAULT_LLM_NUM_CTX = 4096
+#: The analyst's prompt style (QTRAIN_PROMPT, ``model.prompt``): ``anonymous`` shows no symbol, date
+#: or absolute price (a model's memory of the market cannot leak the future); ``named`` only to compare.
+PROMPT_STYLES = ("anonymous", "named")
+DEFAULT_PROMPT_STYLE = "anonymous"
 DEFAULT_MODELS_DIR = "./models"
 #: Batch defaults, shared by ``qtrain train``, the beat's retrain and the walk-forward: candles
 #: per analysed window, candles between window starts, the tail share of a batch's range kept
@@ -203,6 +207,8 @@ class Settings:
     llm_num_ctx: int = DEFAULT_LLM_NUM_CTX
     #: Tokens the model may write per window (QTRAIN_LLM_MAX_TOKENS; ``num_predict`` / ``max_tokens``).
     llm_max_tokens: int = DEFAULT_LLM_MAX_TOKENS
+    #: ``anonymous`` or ``named`` (QTRAIN_PROMPT): the prompt style new batches use.
+    prompt_style: str = DEFAULT_PROMPT_STYLE
     models_dir: str = DEFAULT_MODELS_DIR
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base_s: float = DEFAULT_RETRY_BASE_S
@@ -261,6 +267,12 @@ class Settings:
                  or DEFAULT_OLLAMA_MODEL)  # fmt: skip
         num_ctx = int(env_number(e, "QTRAIN_LLM_NUM_CTX", DEFAULT_LLM_NUM_CTX, low=256, whole=True))
         max_tokens = int(env_number(e, "QTRAIN_LLM_MAX_TOKENS", DEFAULT_LLM_MAX_TOKENS, low=16, whole=True))
+        prompt = e.get("QTRAIN_PROMPT", "").strip().lower() or DEFAULT_PROMPT_STYLE
+        if prompt not in PROMPT_STYLES:
+            raise BadInput(
+                f"QTRAIN_PROMPT={e.get('QTRAIN_PROMPT')!r} is not one of {', '.join(PROMPT_STYLES)}:"
+                " fix it, or unset it (default anonymous)"
+            )
         return cls(
             database_url=_url(e, "DATABASE_URL", DEFAULT_DATABASE_URL, DATABASE_SCHEMES, host=False),
             broker_url=_url(e, "CELERY_BROKER_URL", DEFAULT_BROKER_URL, BROKER_SCHEMES, host=False),
@@ -275,6 +287,7 @@ class Settings:
             openai_api_key=e.get("OPENAI_API_KEY", "").strip(),
             llm_num_ctx=num_ctx,
             llm_max_tokens=max_tokens,
+            prompt_style=prompt,
             models_dir=e.get("QTRAIN_MODELS_DIR", DEFAULT_MODELS_DIR),
             max_attempts=int(env_number(e, "QTRAIN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, whole=True)),
             retry_base_s=env_number(e, "QTRAIN_RETRY_BASE_S", DEFAULT_RETRY_BASE_S, low=0),

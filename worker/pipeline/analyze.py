@@ -36,7 +36,7 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
 
     Raises ``batches.Superseded`` (nothing written) when ``w``'s claim was taken over meanwhile."""
     model_name = HEURISTIC if w.analyst == HEURISTIC else w.model
-    key = cache_key(w.content_hash, model_name, w.prompt_version)
+    key = cache_key(w.content_hash, model_name, w.prompt_version, w.prompt_style)
     cached = analyses.find_cached(database_url, key)
     if cached is not None:
         analyses.mark_cached(
@@ -58,7 +58,8 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
     else:
         if client is None:
             raise PermanentError("no LLM client configured for an LLM batch")
-        chat = client.chat(build_messages(win, fwin, symbol=w.symbol, timeframe=w.timeframe))
+        messages = build_messages(win, fwin, symbol=w.symbol, timeframe=w.timeframe, style=w.prompt_style)
+        chat = client.chat(messages)
         raw = chat.text
         try:
             analysis = parse_answer(raw)

@@ -18,7 +18,7 @@ from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP
 from model.pooled import PooledRecipe
 from model.pooled_folds import PEER_COVERAGE
-from model.prompt import PROMPT_VERSION, window_content_hashes
+from model.prompt import prompt_version, window_content_hashes
 from model.training import DEFAULT_RECIPE, RECIPES
 from model.windows import plan_windows
 from worker.errors import BadInput, ServiceUnavailable
@@ -224,7 +224,8 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
         found, skipped[symbol] = _symbol_windows(settings, req, symbol)
         planned.extend(found)
     pool = pool_param(settings, req)
-    params: dict[str, Any] = {"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe}
+    params: dict[str, Any] = {"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe,
+                              "prompt": settings.prompt_style}  # fmt: skip
     if pool is not None:
         params["pool"] = pool
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
@@ -238,7 +239,7 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
         epochs=req.epochs,
         model="heuristic" if req.analyst == "heuristic" else model,
         analyst=req.analyst,
-        prompt_version=PROMPT_VERSION,
+        prompt_version=prompt_version(settings.prompt_style),
         seed=seed,
         params=params,
     )

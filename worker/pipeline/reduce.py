@@ -319,6 +319,7 @@ def _metadata(
         "n_analysed_windows": n_windows,
         "analyst": spec.analyst,
         "model": spec.model,
+        "prompt": batches.prompt_style(spec.prompt_version, spec.params.get("prompt")),
         "train_stats": {k: v for k, v in _jsonable(stats).items() if k != "seconds"},  # no wall clock
     }
 

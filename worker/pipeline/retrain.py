@@ -22,7 +22,7 @@ from typing import Any
 
 from model.candles import timeframe_seconds
 from model.features import WARMUP
-from model.prompt import PROMPT_VERSION, cache_key
+from model.prompt import DEFAULT_PROMPT_STYLE, PROMPT_VERSION, cache_key
 from model.training import DEFAULT_RECIPE
 from worker.errors import QtrainError
 from worker.pipeline import dispatch
@@ -39,7 +39,7 @@ CheckOllama = Callable[[Settings, str], None]
 
 def _not_yet_analysed(cur: Any, symbol: str, found: list[PlannedWindow], model: str) -> list[PlannedWindow]:
     """``found`` minus windows with a stored analysis (same cache key) or in flight in a running batch."""
-    keys = {cache_key(w.content_hash, model, PROMPT_VERSION): w for w in found}
+    keys = {cache_key(w.content_hash, model, PROMPT_VERSION, DEFAULT_PROMPT_STYLE): w for w in found}
     cur.execute("SELECT cache_key FROM btc.ollama_analyses WHERE cache_key = ANY(%s)", (list(keys),))
     analysed = {keys[r[0]].content_hash for r in cur.fetchall()}
     cur.execute(
@@ -137,6 +137,7 @@ def _batch_spec(
             "holdout": DEFAULT_HOLDOUT,
             "recipe": DEFAULT_RECIPE,
             "trigger": "beat",
+            "prompt": DEFAULT_PROMPT_STYLE,
             "tick": tick,
             "retrain_key": key,
             "fetched": fetched,

@@ -65,6 +65,16 @@ class Window:
     model: str
     analyst: str
     prompt_version: int
+    #: ``anonymous`` or ``named`` (``model.prompt``): the batch's ``params.prompt``.
+    prompt_style: str = "anonymous"
+
+
+def prompt_style(prompt_version: int, params_prompt: object) -> str:
+    """The prompt style of a batch: its ``params.prompt`` (set by ``qtrain train``), else what its
+    version implies (batches written before styles existed, version <= 3, used the named prompt)."""
+    if params_prompt in ("anonymous", "named"):
+        return str(params_prompt)
+    return "named" if int(prompt_version) <= 3 else "anonymous"
 
 
 def ts_to_dt(ts: int | None) -> datetime | None:
@@ -170,7 +180,7 @@ def latest_batch_id(url: str) -> int | None:
 
 _WINDOW_COLS = (
     "w.batch_id, w.symbol, w.idx, w.start_ts, w.end_ts, w.content_hash, w.status, w.attempts,"
-    " b.timeframe, b.model, b.analyst, b.prompt_version"
+    " b.timeframe, b.model, b.analyst, b.prompt_version, b.params->>'prompt' AS prompt_style"
 )
 
 
@@ -182,6 +192,7 @@ def _window(r: dict[str, Any]) -> Window:
         content_hash=r["content_hash"], status=r["status"], attempts=int(r["attempts"]),
         timeframe=r["timeframe"], model=r["model"], analyst=r["analyst"],
         prompt_version=int(r["prompt_version"]),
+        prompt_style=prompt_style(r["prompt_version"], r["prompt_style"]),
     )  # fmt: skip
 
 
@@ -464,6 +475,8 @@ class BatchStatus:
     symbols: dict[str, SymbolStatus]
     #: Medians per analysed window (``window_medians``): prompt tokens, answer tokens, LLM seconds.
     medians: WindowMedians | None = None
+    #: The prompt style the batch's windows were analysed with (``anonymous`` or ``named``).
+    prompt: str = "anonymous"
 
     @property
     def total(self) -> int:
@@ -485,6 +498,7 @@ class BatchStatus:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "analyst": self.analyst,
             "model": self.model,
+            "prompt": self.prompt,
             "epochs": self.epochs,
             "total": self.total,
             "finished": self.finished,
@@ -602,4 +616,5 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
         analyst=spec.analyst, model=spec.model, epochs=spec.epochs, windows_per_s=round(rate, 3),
         eta_s=None if eta is None else round(eta, 1), tokens=int(tokens),
         llm_seconds=round(float(llm_seconds), 2), symbols=symbols, medians=medians,
+        prompt=prompt_style(spec.prompt_version, spec.params.get("prompt")),
     )  # fmt: skip
