@@ -50,7 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models_cmd", "Q-table versions: list, export, promote, roll back."),
     "demo": (
         "demo_cmd",
-        "Run the whole pipeline on this machine: db init, candles, workers, training, summary.",
+        "Run the whole pipeline on this machine in its own database: db init, synthetic candles,"
+        " workers, training, summary (see `qtrain demo` in the README).",
     ),
     "signal": (
         "signal_cmd",

@@ -17,7 +17,7 @@ from producer.workers import start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles, train_json
-from worker.pipeline import promotion, records
+from worker.pipeline import ablation, promotion, records
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +58,11 @@ def test_end_to_end_two_symbols_two_workers(env, broker, database_url, fake, tmp
         on_disk, _ = FastQLearning.load(Path(env["QTRAIN_MODELS_DIR"]) / f"fast_model_{symbol}.npz")
         assert on_disk.q.tobytes() == learner.q.tobytes()
     for rec in records.version_records(database_url, None, promotion.PromotionConfig()):
-        line = records.gate_line(rec)
-        print(line)  # the report quotes it (pytest -s)
-        assert "content adds" in line and "(controls: shuffled " in line, line
+        line, said = records.gate_line(rec), ablation.sentence(rec.ablation)
+        print(line, said, sep="\n")  # the report quotes them (pytest -s)
+        # a 3-day tail: the line shows no annualised margin, the ablation's sentence has them all
+        assert "what the LLM adds not shown" in line and "insufficient evidence" in line, line
+        assert "content adds" in said and "(controls: shuffled " in said, said
 
 
 def test_same_batch_with_one_and_three_workers_gives_identical_tables(
@@ -106,9 +108,10 @@ def test_a_pooled_batch_reduces_every_symbol_across_both(env, database_url, fake
         ab = rec.ablation
         assert ab is not None and set(ab["controls"]) == {"shuffled", "constant"}, rec.row.symbol
         assert ab["best_control"] in ab["controls"] and ab["content_margin"] is not None
-        line = records.gate_line(rec)
-        print(line)  # the report quotes it (pytest -s)
-        assert "content adds" in line and "(controls: shuffled " in line and ", constant " in line, line
+        line, said = records.gate_line(rec), ablation.sentence(rec.ablation)
+        print(line, said, sep="\n")  # the report quotes them (pytest -s)
+        assert "what the LLM adds not shown" in line, line  # a 3-day tail
+        assert "content adds" in said and "(controls: shuffled " in said and ", constant " in said, said
 
 
 FAULTS = [

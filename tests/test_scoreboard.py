@@ -231,7 +231,8 @@ def test_a_pooled_recipe_needs_its_control_tables():
     with pytest.raises(ValueError, match="trained_controls"):
         evaluate_fold(CANDLES, fold, an, recipes=("pooled",), random_seeds=3, controls=CONTROLS,
                       trained={"pooled": (tables, tables)})  # fmt: skip
-    assert control_name("pooled", "shuffled") == "qtable:pooled:shuffled"
+    assert control_name("pooled", "shuffled") == "qtable:shuffled"  # the default recipe's is bare
+    assert control_name("sweep", "shuffled") == "qtable:sweep:shuffled"
 
 
 @settings(max_examples=60, deadline=None)
