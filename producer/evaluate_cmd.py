@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
+from model.prompt import prompt_version
 from model.training import RECIPES
 from producer.console import make_console
 from producer.options import output_path, parse_range, parse_symbols
@@ -53,7 +54,11 @@ RECIPE_HELP = "Also score this recipe's table (repeatable); the default recipe i
     show_default=True,
     help=ANALYST_HELP,
 )
-@click.option("--model", default=None, help="With --analyst cached: only this model's analyses.")
+@click.option(
+    "--model",
+    default=None,
+    help="With --analyst cached: only this model's analyses (always only those of QTRAIN_PROMPT's style).",
+)
 @click.option("--recipe", "recipes", multiple=True, type=click.Choice(sorted(RECIPES)), help=RECIPE_HELP)
 @click.option("--pool", default=None, metavar="SYMBOLS|none", help=POOL_HELP)
 @click.option(
@@ -77,6 +82,7 @@ def evaluate(**kw: Any) -> None:
         test_days=kw["test_days"], since=since, until=until, analyst=kw["analyst"],
         recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
         model=kw["model"], pool=parse_pool(kw["pool"]),
+        prompt_version=prompt_version(settings.prompt_style) if kw["analyst"] == "cached" else None,
     )  # fmt: skip
     check_fee(req.fee)
     console = make_console(stderr=True, quiet=kw["as_json"])

@@ -97,7 +97,14 @@ def test_cached_analyst_uses_a_real_batchs_analyses_and_calls_no_llm(
         proc = qtrain(env, "evaluate", "--symbols", "BTC-USDT", *FAST, "--analyst", "cached", "--json")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert fake.stats()["llm_calls"] == calls  # not one LLM call
+        # the batch's analyses were written from the anonymous prompt: a named-prompt scoreboard
+        # does not use them (the two styles never mix)
+        named = qtrain({**env, "QTRAIN_PROMPT": "named"}, "evaluate", "--symbols", "BTC-USDT", *FAST,
+                       "--analyst", "cached", "--json")  # fmt: skip
+        assert named.returncode == 0, named.stderr[-2000:]
     out = json.loads(proc.stdout)
     (note,) = [n for n in out["notes"] if n.startswith("cached analyst")]
     used = int(note.split(": ")[1].split()[0])
     assert used > 0 and out["params"]["analyst"] == "cached"
+    (note,) = [n for n in json.loads(named.stdout)["notes"] if n.startswith("cached analyst")]
+    assert int(note.split(": ")[1].split()[0]) == 0, note

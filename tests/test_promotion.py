@@ -27,7 +27,7 @@ from tests.pipeline_support import query, seed_candles
 from worker.errors import BadInput
 from worker.pipeline import ablation, promotion, records, reduce
 from worker.pipeline.completion import complete_symbol
-from worker.store import batches, db
+from worker.store import analyses, batches, db
 from worker.store.versions import model_path, version_model_path
 
 SYMBOL = "ZIG-USDT"
@@ -257,6 +257,23 @@ def _tables(settings, batch_id):
     unshaped = reduce._train(spec, inputs, None, space, shaped=False)[0].q
     assert not np.array_equal(shaped, unshaped)  # the analyses changed the table
     return shaped, unshaped
+
+
+def test_windows_running_into_the_held_out_tail_do_not_shape_the_table(database_url, tmp_path):
+    """A window that crosses the training end was analysed from candles of the held-out tail: its
+    answer must not reach the table the gate then judges on that tail (the scoreboard's rule)."""
+    settings, batch_id = _twin_batch(database_url, tmp_path, LLM_WINS)
+    spec, _ = batches.load_batch(settings.database_url, batch_id)
+    inputs = reduce.train_inputs(settings, batch_id, spec, "BTC-USDT")
+    every = analyses.batch_analyses(settings.database_url, batch_id, "BTC-USDT")
+    crossing = [a for a in every if a.end_ts >= inputs.train_until > a.start_ts]
+    assert crossing, "the fixture has no window across the training end"
+    assert all(a.end_ts < inputs.train_until for a in inputs.analysed)
+    assert len(inputs.analysed) == len(every) - len([a for a in every if a.end_ts >= inputs.train_until])
+    space = StateSpace.default()
+    kept = reduce._train(spec, inputs, None, space)[0].q
+    leaky = dataclasses.replace(inputs, analysed=every)
+    assert not np.array_equal(reduce._train(spec, leaky, None, space)[0].q, kept)  # it would have mattered
 
 
 def _stored(url):

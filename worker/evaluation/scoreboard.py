@@ -55,6 +55,9 @@ class EvaluateRequest:
     fee: float = 0.001
     seed: int = 0
     model: str | None = None
+    #: With ``--analyst cached``: only analyses written with this prompt version (the prompt style of
+    #: ``QTRAIN_PROMPT``, anonymous by default), so named and anonymous analyses never mix; None: any.
+    prompt_version: int | None = None
     #: Stored symbols a pooled recipe also pools with (``--pool``): None: the default (one symbol:
     #: every other stored symbol covering the fold's training range; several: none besides them);
     #: ``()``: none at all, each symbol trained alone (``--pool none``).
@@ -129,8 +132,9 @@ def _analyses_for(
             stride=DEFAULT_STRIDE, cache=cache,
         )  # fmt: skip
     return analyses.cached_analyses(
-        url, p.symbol, req.timeframe, since=fold.train_since, until=fold.test_since, model=req.model
-    )
+        url, p.symbol, req.timeframe, since=fold.train_since, until=fold.test_since, model=req.model,
+        prompt_version=req.prompt_version,
+    )  # fmt: skip
 
 
 def evaluate(

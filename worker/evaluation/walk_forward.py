@@ -33,6 +33,7 @@ from model.controls import CONTROLS, control
 from model.features import WARMUP, compute_features
 from model.metrics import METRIC_NAMES, json_safe
 from model.policies import qtable_policy
+from model.prompt import PROMPT_STYLES, prompt_version
 from model.states import StateSpace
 from model.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
 from worker.errors import BadInput
@@ -201,7 +202,11 @@ def walk_forward(
     trained = _trained_with(v, epochs)
     model = meta.get("model")
     until_ts = int(candles.ts[-1]) + timeframe_seconds(timeframe)
-    windows = analyses.cached_analyses(url, symbol, timeframe, until=until_ts, model=model)
+    style = meta.get("prompt")  # the version's prompt style (absent: written before styles existed)
+    version = prompt_version(style) if style in PROMPT_STYLES else None
+    windows = analyses.cached_analyses(
+        url, symbol, timeframe, until=until_ts, model=model, prompt_version=version
+    )
     out: list[SegmentFold] = []
     notes: list[str] = []
     for k in range(folds):

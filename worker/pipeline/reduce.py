@@ -112,13 +112,21 @@ def train_inputs(settings: Settings, batch_id: int, spec: batches.BatchSpec, sym
     n_train = max(2, int(round(len(candles) * (1.0 - holdout))))
     train = candles.slice(0, n_train)
     step = timeframe_seconds(spec.timeframe)
+    train_until = int(train.ts[-1]) + step
     return TrainInputs(
         train=train,
-        analysed=analyses.batch_analyses(settings.database_url, batch_id, symbol),
+        analysed=before(analyses.batch_analyses(settings.database_url, batch_id, symbol), train_until),
         range_since=int(candles.ts[0]),
-        train_until=int(train.ts[-1]) + step,
+        train_until=train_until,
         range_until=int(candles.ts[-1]) + step,
     )
+
+
+def before(analysed: list[AnalysedWindow], until: int) -> list[AnalysedWindow]:
+    """The analyses of windows that end before ``until`` (the training end): a window that runs
+    into the held-out tail was analysed from candles of that tail, so its answer would carry the
+    tail into the training part and flatter the gate's verdict on it (the scoreboard's rule too)."""
+    return [a for a in analysed if a.end_ts < until]
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,7 @@ def build_pool(
                 f"{s}: fewer than 2 training candles before {iso(until)} (the pooled batch's common training"
                 " end): give the batch's symbols overlapping ranges"
             )
-        cut[s] = replace(i, train=i.train.slice(0, n), train_until=until)
+        cut[s] = replace(i, train=i.train.slice(0, n), train_until=until, analysed=before(i.analysed, until))
     for s in stored:
         c = load_candles(settings.database_url, s, spec.timeframe, since=since, until=until)
         if len(c) >= 2 and not np.isnan(c.volume).any():

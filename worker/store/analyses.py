@@ -157,18 +157,21 @@ def batch_analyses(url: str, batch_id: int, symbol: str) -> list[AnalysedWindow]
 
 
 def cached_analyses(
-    url: str, symbol: str, timeframe: str, *, until: int, since: int | None = None, model: str | None = None
-) -> list[AnalysedWindow]:
+    url: str, symbol: str, timeframe: str, *, until: int, since: int | None = None, model: str | None = None,
+    prompt_version: int | None = None,
+) -> list[AnalysedWindow]:  # fmt: skip
     """Stored analyses of ``symbol`` whose window lies in ``[since, until)`` (one per window: the
-    newest), in window order, with their rules; only those of ``model`` when given. No LLM call."""
+    newest), in window order, with their rules; only those of ``model`` and of ``prompt_version``
+    (a prompt style's: named and anonymous analyses never mix) when given. No LLM call."""
     with db.transaction(url) as cur:
         cur.execute(
             "SELECT DISTINCT ON (start_ts, end_ts) id, extract(epoch FROM start_ts)::bigint,"
             " extract(epoch FROM end_ts)::bigint, action, confidence FROM btc.ollama_analyses"
             " WHERE symbol = %s AND timeframe = %s AND end_ts < to_timestamp(%s)"
             " AND (%s::bigint IS NULL OR start_ts >= to_timestamp(%s))"
-            " AND (%s::text IS NULL OR model = %s) ORDER BY start_ts, end_ts, id DESC",
-            (symbol, timeframe, until, since, since, model, model),
+            " AND (%s::text IS NULL OR model = %s) AND (%s::int IS NULL OR prompt_version = %s)"
+            " ORDER BY start_ts, end_ts, id DESC",
+            (symbol, timeframe, until, since, since, model, model, prompt_version, prompt_version),
         )
         return _analysed(cur, cur.fetchall())
 
