@@ -44,15 +44,13 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_llm import batch_messages  # noqa: E402
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from model.answer import ANSWER_SCHEMA  # noqa: E402
-from model.features import WARMUP, compute_features  # noqa: E402
-from model.prompt import build_messages  # noqa: E402
+from model.features import WARMUP  # noqa: E402
 from producer.workers import start_workers  # noqa: E402
 from tests.fake_ollama import FakeOllamaProcess  # noqa: E402
 from tests.pipeline_support import qtrain, query, seed_candles  # noqa: E402
-from worker.pipeline.analyze import window_context  # noqa: E402
-from worker.store.batches import Window  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, BACKEND_DB = 14, 15  # the benchmarks' (tests use 8-13)
@@ -121,26 +119,6 @@ def counts(url: str, batch_id: int) -> tuple[int, int, int, str]:
         (batch_id, batch_id),
     )
     return int(total), int(final), int(failed), str(state)
-
-
-def batch_messages(url: str, batch_id: int) -> list[list[dict[str, str]]]:
-    """The messages the analyse task builds for each window of ``batch_id``."""
-    rows = query(
-        url,
-        "SELECT w.symbol, w.idx, extract(epoch FROM w.start_ts)::bigint,"
-        " extract(epoch FROM w.end_ts)::bigint, w.content_hash, b.timeframe"
-        " FROM windows w JOIN batches b ON b.id = w.batch_id WHERE w.batch_id = %s ORDER BY w.symbol, w.idx",
-        (batch_id,),
-    )
-    out = []
-    for symbol, idx, start, end, digest, tf in rows:
-        w = Window(batch_id, symbol, idx, int(start), int(end), digest, "", 0, tf, "", "", 0)
-        ctx = window_context(url, w)
-        feats = compute_features(ctx)
-        inside = ctx.ts >= w.start_ts
-        win = ctx.slice(int(inside.argmax()), len(ctx))
-        out.append(build_messages(win, {k: v[inside] for k, v in feats.items()}, symbol=symbol, timeframe=tf))
-    return out
 
 
 async def _bare(base: str, model: str, messages: list[list[dict[str, str]]], concurrency: int) -> int:

@@ -131,6 +131,11 @@ def _stats(x: np.ndarray) -> str:
     )
 
 
+def _feature_lines(features: Mapping[str, np.ndarray]) -> list[str]:
+    """One line of statistics per feature the window has, in ``FEATURES`` order (both prompt styles)."""
+    return [f"- {n}: {_stats(np.asarray(features[n], dtype=np.float64))}" for n in FEATURES if n in features]
+
+
 def _anonymous_user_message(candles: Candles, features: Mapping[str, np.ndarray], timeframe: str) -> str:
     """The window as the anonymous prompt shows it: timeframe, candle count, a price index, returns,
     feature statistics (all ratios, percentages or z-scores); no symbol, date or absolute price.
@@ -157,10 +162,8 @@ def _anonymous_user_message(candles: Candles, features: Mapping[str, np.ndarray]
         f"{up} of {n - 1} candles up",
         f"last {min(n, N_RECENT_CLOSES)} closes (index): {recent}",
         "features (over the window):",
+        *_feature_lines(features),
     ]
-    for name in FEATURES:
-        if name in features:
-            lines.append(f"- {name}: {_stats(np.asarray(features[name], dtype=np.float64))}")
     return "\n".join(lines)
 
 
@@ -186,10 +189,8 @@ def _user_message(candles: Candles, features: Mapping[str, np.ndarray], symbol: 
         f"up candles {up}/{max(n - 1, 0)}",
         f"last {min(n, N_RECENT_CLOSES)} closes: {recent}",
         "features (over the window):",
+        *_feature_lines(features),
     ]
-    for name in FEATURES:
-        if name in features:
-            lines.append(f"- {name}: {_stats(np.asarray(features[name], dtype=np.float64))}")
     return "\n".join(lines)
 
 

@@ -40,11 +40,11 @@ def check(symbols: str | None, windows: int, timeframe: str, reason_first: bool,
     settings = Settings.from_env()
     wanted = parse_symbols(symbols) if symbols else ()
     req = CheckRequest(symbols=wanted, windows=windows, timeframe=timeframe, reason_first=reason_first)
-    pick_windows(settings, req)  # bad input (no candles, bad --windows) before any call to the server
+    picked = pick_windows(settings, req)  # bad input (no candles, bad --windows) before any server call
     client = chat_client(settings)
     try:
         client.preflight()  # an unreachable server or a missing model: one line, exit 2
-        report = run_check(settings, req, client, progress=None if as_json else _progress)
+        report = run_check(settings, req, client, progress=None if as_json else _progress, picked=picked)
     finally:
         client.close()
     if as_json:

@@ -248,10 +248,12 @@ def _guesses(guesses: list[str | None], truths: list[str], options: int) -> dict
 
 
 def run_check(
-    settings: Settings, req: CheckRequest, client: ChatClient, *, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Ask ``client`` about the picked windows and measure the answers; the JSON of ``llm check``."""
-    picked = pick_windows(settings, req)
+    settings: Settings, req: CheckRequest, client: ChatClient, *, progress: Progress | None = None,
+    picked: list[Picked] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Ask ``client`` about the picked windows (``pick_windows``'s, unless the caller picked them
+    already) and measure the answers; the JSON of ``llm check``."""
+    picked = pick_windows(settings, req) if picked is None else picked
     bases = [p.symbol.split("-")[0].upper() for p in picked]
     assets = sorted(set(MEMORY_ASSETS) | set(bases))
     first_years = [datetime.fromtimestamp(int(p.inside.ts[0]), tz=UTC).year for p in picked]
