@@ -61,6 +61,7 @@ def test_the_quick_start_says_how_to_get_qtrain_on_path() -> None:
 
     root = Path(__file__).resolve().parents[1]
     readme = root.joinpath("README.md").read_text()
-    quick = readme[readme.index("## Quick start") : readme.index("### No services?")]
+    start = readme.index("## Quick start")
+    quick = readme[start : readme.index("\n## ", start)]
     assert "source .venv/bin/activate" in quick and ".venv/bin/qtrain" in quick
     assert "bin/activate" in root.joinpath("scripts", "demo").read_text()

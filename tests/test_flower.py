@@ -210,13 +210,13 @@ def test_qtrain_flower_listens_on_loopback_with_credentials_off_its_command_line
 
 
 def test_the_docs_never_show_flower_open() -> None:
-    """Every Flower command in README.md and docs/FLOWER.md binds to loopback with credentials:
+    """Every Flower command in README.md and the docs (docs/*.md) binds to loopback with credentials:
     ``qtrain flower`` (refuses empty ones, 127.0.0.1 by default) or ``celery -A worker flower``
     with ``--address=127.0.0.1`` and a literal ``--basic-auth=user:password`` (a ``$VAR`` is empty
     when unset, and Flower then lets anyone in)."""
     readme = DOCS.parents[1] / "README.md"
     shown = 0
-    for doc in (readme, DOCS):
+    for doc in (readme, *sorted(DOCS.parent.glob("*.md"))):
         for line in doc.read_text().splitlines():
             cmd = line.strip().strip("`")
             if re.match(r"celery -A worker flower\b", cmd):

@@ -36,7 +36,7 @@ def cli_reference() -> str:
 
     parts = []
     for path, text in walk(cli, "qtrain"):
-        level = "#" * min(path.count(" ") + 2, 4)
+        level = "##" if path.count(" ") <= 1 else "###"  # qtrain and its commands; their subcommands
         parts.append(f"{level} `{path}`\n\n```text\n{text}\n```\n")
     return "\n".join(parts)
 
