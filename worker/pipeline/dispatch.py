@@ -154,10 +154,6 @@ def check_llm(settings: Settings, model: str) -> None:
         client.close()
 
 
-#: The former name of ``check_llm`` (callers that still use it).
-check_ollama = check_llm
-
-
 def plan(
     full: Candles, first: int, *, symbol: str, timeframe: str, window: int, stride: int
 ) -> tuple[list[PlannedWindow], int]:
