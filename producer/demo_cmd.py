@@ -126,7 +126,7 @@ def demo_database_url(url: str) -> str:
     "--epochs", default=3, show_default=True, help="Recipe qlearning only; the default, pooled, ignores it."
 )
 @click.option(
-    "--analyst", type=click.Choice(["auto", "ollama", "heuristic"]), default="auto", show_default=True
+    "--analyst", type=click.Choice(["auto", "llm", "ollama", "heuristic"]), default="auto", show_default=True
 )
 @click.option("--timeout", default=900.0, show_default=True, help="Give up waiting after this many seconds.")
 @click.option(

@@ -55,9 +55,10 @@ class BatchFailed(QtrainError):
 )
 @click.option("--since", default=None, help="First candle (YYYY-MM-DD or ISO 8601, UTC).")
 @click.option("--until", default=None, help="End of range, exclusive.")
-@click.option("--model", default=None, help="Ollama model (default: OLLAMA_MODEL).")
+@click.option("--model", default=None, help="The LLM's model (default: QTRAIN_LLM_MODEL, else OLLAMA_MODEL).")
 @click.option(
-    "--analyst", type=LazyChoice("worker.pipeline.dispatch.ANALYSTS"), default="ollama", show_default=True
+    "--analyst", type=LazyChoice("worker.pipeline.dispatch.ANALYSTS"), default="llm", show_default=True,
+    help="llm: the server QTRAIN_LLM_API names (ollama: the same, its stored name); heuristic: no LLM.",
 )
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
 @click.option("--recipe", type=LazyChoice("model.training.RECIPES"), cls=LazyDefaultOption,

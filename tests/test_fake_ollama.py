@@ -11,8 +11,9 @@ import pytest
 
 from model.answer import ANSWER_SCHEMA, AnswerError, parse_answer
 from tests.fake_ollama import BUSY_ERROR, FakeOllama, FakeOllamaProcess, default_answer
-from worker.clients.ollama import OllamaBadRequest, OllamaClient
-from worker.errors import ModelNotFound, OllamaBusy, OllamaServerError, OllamaTimeout, ServiceUnavailable
+from worker.clients.llm import LLMBadRequest
+from worker.clients.ollama import OllamaClient
+from worker.errors import LLMBusy, LLMServerError, LLMTimeout, ModelNotFound, ServiceUnavailable
 
 MODEL = "qwen2.5-coder:7b"
 MSGS = [{"role": "system", "content": "sys"}, {"role": "user", "content": "BTC-USDT window 1"}]
@@ -80,11 +81,11 @@ def test_unreadable_content_raises_answer_error(fake: FakeOllama, mode: str) -> 
 @pytest.mark.parametrize(
     ("mode", "exc", "requests"),
     [
-        ("http_500", OllamaServerError, 3),
-        ("http_503", OllamaBusy, 3),
+        ("http_500", LLMServerError, 3),
+        ("http_503", LLMBusy, 3),
         ("close", ServiceUnavailable, 3),
         ("http_404", ModelNotFound, 1),
-        ("http_400", OllamaBadRequest, 1),
+        ("http_400", LLMBadRequest, 1),
     ],
 )
 def test_http_faults_map_to_errors(fake: FakeOllama, mode: str, exc: type[Exception], requests: int) -> None:
@@ -115,7 +116,7 @@ def test_fault_by_call_index_and_match(fake: FakeOllama) -> None:
 
 def test_hang_past_timeout(fake: FakeOllama) -> None:
     fake.configure(faults=[{"mode": "hang"}], hang_s=3.0)
-    with client_for(fake, timeout_s=0.3, max_retries=1) as c, pytest.raises(OllamaTimeout, match="0.3"):
+    with client_for(fake, timeout_s=0.3, max_retries=1) as c, pytest.raises(LLMTimeout, match="0.3"):
         c.chat(MSGS)
     assert fake.stats()["llm_calls"] == 2
 
@@ -132,7 +133,7 @@ def test_hang_shorter_than_timeout_drops_the_connection(fake: FakeOllama) -> Non
 def test_not_an_ollama_server(fake: FakeOllama) -> None:
     with (
         OllamaClient([fake.url + "/nope"], MODEL) as c,
-        pytest.raises(OllamaBadRequest, match="Ollama server"),
+        pytest.raises(LLMBadRequest, match="Ollama server"),
     ):
         c.preflight()
 
@@ -210,7 +211,7 @@ def test_parallel_slots_and_queue() -> None:
 def test_busy_past_the_queue() -> None:
     with FakeOllama(latency_s=0.3, num_parallel=1, max_queue=1) as fake, client_for(fake, max_retries=0) as c:
         out = _concurrent_chats(c, 5)
-        busy = [r for r in out if isinstance(r, OllamaBusy)]
+        busy = [r for r in out if isinstance(r, LLMBusy)]
         ok = [r for r in out if not isinstance(r, Exception)]
         s = fake.stats()
         assert len(busy) == s["busy"] >= 1 and len(ok) >= 2 and len(busy) + len(ok) == 5
@@ -271,7 +272,7 @@ def test_subprocess_server() -> None:
         s = proc.stats()
         assert s["llm_calls"] == 2 and s["calls"]["/api/chat"] == 2
         proc.configure(faults=[{"mode": "http_500"}])
-        with client_for(proc, max_retries=0) as c, pytest.raises(OllamaServerError):
+        with client_for(proc, max_retries=0) as c, pytest.raises(LLMServerError):
             c.chat(MSGS)
         proc.reset()
         assert proc.stats()["calls_total"] == 0

@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from model.answer import ANSWER_SCHEMA
-from worker.clients.llm import AnswerCut, ContextExceeded, PromptTruncated
-from worker.clients.ollama import ChatResult, OllamaBadRequest, OllamaClient
+from worker.clients.llm import AnswerCut, ContextExceeded, LLMBadRequest, PromptTruncated
+from worker.clients.ollama import ChatResult, OllamaClient
 from worker.errors import (
+    LLMBusy,
+    LLMServerError,
+    LLMTimeout,
     ModelNotFound,
-    OllamaBusy,
-    OllamaServerError,
-    OllamaTimeout,
     PermanentError,
     ServiceUnavailable,
     TemporaryError,
@@ -138,15 +138,15 @@ def test_busy_retried_then_success_with_backoff() -> None:
 @pytest.mark.parametrize(
     ("step", "exc"),
     [
-        (BUSY, OllamaBusy),
-        (httpx.Response(429, json={"error": "too many requests"}), OllamaBusy),
-        (httpx.Response(500, json={"error": "llama runner process has terminated"}), OllamaServerError),
-        (httpx.Response(502, text="bad gateway"), OllamaServerError),
-        (raise_(httpx.ReadTimeout("timed out")), OllamaTimeout),
+        (BUSY, LLMBusy),
+        (httpx.Response(429, json={"error": "too many requests"}), LLMBusy),
+        (httpx.Response(500, json={"error": "llama runner process has terminated"}), LLMServerError),
+        (httpx.Response(502, text="bad gateway"), LLMServerError),
+        (raise_(httpx.ReadTimeout("timed out")), LLMTimeout),
         (raise_(httpx.ConnectTimeout("timed out")), ServiceUnavailable),
         (raise_(httpx.ConnectError("connection refused")), ServiceUnavailable),
         (raise_(httpx.RemoteProtocolError("server disconnected")), ServiceUnavailable),
-        (httpx.Response(200, text="<html>proxy</html>"), OllamaServerError),
+        (httpx.Response(200, text="<html>proxy</html>"), LLMServerError),
     ],
 )
 def test_temporary_errors_exhaust_retries(step: Any, exc: type[Exception]) -> None:
@@ -165,8 +165,8 @@ def test_temporary_errors_exhaust_retries(step: Any, exc: type[Exception]) -> No
     ("step", "exc"),
     [
         (NOT_FOUND, ModelNotFound),
-        (httpx.Response(400, json={"error": "invalid format"}), OllamaBadRequest),
-        (httpx.Response(422, json={"error": "bad"}), OllamaBadRequest),
+        (httpx.Response(400, json={"error": "invalid format"}), LLMBadRequest),
+        (httpx.Response(422, json={"error": "bad"}), LLMBadRequest),
     ],
 )
 def test_permanent_errors_are_not_retried(step: httpx.Response, exc: type[Exception]) -> None:
@@ -187,7 +187,7 @@ def test_model_not_found_message() -> None:
 
 def test_200_without_content_is_server_error() -> None:
     client, rec, _ = make([httpx.Response(200, json={"done": True})])
-    with pytest.raises(OllamaServerError, match="message.content"):
+    with pytest.raises(LLMServerError, match="message.content"):
         client.chat(MSGS)
     assert len(rec.requests) == 1
 
@@ -291,7 +291,7 @@ def test_preflight_unreachable_names_host() -> None:
 
 
 def test_from_settings_and_validation() -> None:
-    s = Settings(ollama_hosts=("http://x:1", "http://y:2/"), ollama_model="m:1", ollama_timeout_s=12.0)
+    s = Settings(ollama_hosts=("http://x:1", "http://y:2/"), llm_model="m:1", llm_timeout_s=12.0)
     with OllamaClient.from_settings(s) as c:
         assert c.hosts == ("http://x:1", "http://y:2") and c.model == "m:1" and c.timeout_s == 12.0
     with pytest.raises(ValueError, match="hosts"):
@@ -304,14 +304,14 @@ def test_from_settings_and_validation() -> None:
 
 def test_zero_retries_one_attempt() -> None:
     client, rec, sleeps = make([BUSY], max_retries=0)
-    with pytest.raises(OllamaBusy, match=r"after 1 attempt\]"):
+    with pytest.raises(LLMBusy, match=r"after 1 attempt\]"):
         client.chat(MSGS)
     assert len(rec.requests) == 1 and sleeps == []
 
 
 def test_404_on_a_preflight_path_is_not_model_not_found() -> None:
     client, _, _ = make([httpx.Response(404, text="404 page not found")], version=None)
-    with pytest.raises(OllamaBadRequest, match="is this an Ollama server"):
+    with pytest.raises(LLMBadRequest, match="is this an Ollama server"):
         client.version()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -26,10 +27,10 @@ from worker.clients.openai import OpenAIClient, error_info
 from worker.errors import (
     BadInput,
     InvalidModelOutput,
+    LLMBusy,
+    LLMServerError,
+    LLMTimeout,
     ModelNotFound,
-    OllamaBusy,
-    OllamaServerError,
-    OllamaTimeout,
     PermanentError,
     ServiceUnavailable,
     TemporaryError,
@@ -238,15 +239,15 @@ def test_unknown_model_is_permanent_and_names_the_served_ones(step: httpx.Respon
     ("step", "exc"),
     [
         (httpx.Response(429, json={"error": {"message": "Too many requests", "type": "rate_limit_error"}}),
-         OllamaBusy),
+         LLMBusy),
         # llama-server while it loads the model
         (httpx.Response(503, json={"error": {"code": 503, "message": "Loading model",
-                                             "type": "unavailable_error"}}), OllamaBusy),
+                                             "type": "unavailable_error"}}), LLMBusy),
         (httpx.Response(500, json={"object": "error", "message": "CUDA out of memory", "code": 500}),
-         OllamaServerError),
-        (httpx.Response(502, text="<html>bad gateway</html>"), OllamaServerError),
-        (httpx.Response(200, text="<html>proxy</html>"), OllamaServerError),
-        (raise_(httpx.ReadTimeout("timed out")), OllamaTimeout),
+         LLMServerError),
+        (httpx.Response(502, text="<html>bad gateway</html>"), LLMServerError),
+        (httpx.Response(200, text="<html>proxy</html>"), LLMServerError),
+        (raise_(httpx.ReadTimeout("timed out")), LLMTimeout),
         (raise_(httpx.ConnectError("connection refused")), ServiceUnavailable),
     ],
 )  # fmt: skip
@@ -261,7 +262,7 @@ def test_temporary_errors_are_retried_then_raised(step: Any, exc: type[Exception
 
 def test_a_200_without_choices_is_temporary_for_the_task_to_retry() -> None:
     client, server, _ = make([httpx.Response(200, json={"object": "chat.completion", "choices": []})])
-    with pytest.raises(OllamaServerError, match="answer has no choices"):
+    with pytest.raises(LLMServerError, match="answer has no choices"):
         client.chat(MSGS)
     assert len(server.chats) == 1
 
@@ -378,7 +379,7 @@ def test_settings_and_factory_choose_the_api() -> None:
         assert isinstance(client, OpenAIClient) and client.model == "smollm2" and client.max_tokens == 256
     ollama = Settings.from_env({"OLLAMA_MODEL": "llama3:8b"})
     assert ollama.llm_api == "ollama" and ollama.llm_model == "llama3:8b"
-    with chat_client(ollama, "other:1b") as client:
+    with chat_client(replace(ollama, llm_model="other:1b")) as client:
         assert isinstance(client, OllamaClient) and client.model == "other:1b" and client.num_ctx == 4096
     for bad in (
         {"QTRAIN_LLM_API": "anthropic"},

@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.errors import InvalidModelOutput, OllamaTimeout
+from worker.errors import InvalidModelOutput, LLMTimeout
 from worker.retry import backoff_s
 from worker.runtime.tasks import failed_attempt, retry_delay
 from worker.settings import MAX_RETRY_DELAY_S
@@ -43,8 +43,8 @@ def test_a_windows_retry_never_waits_longer_than_the_documented_cap() -> None:
 @pytest.mark.parametrize(
     ("exc", "attempt", "status", "reason", "retries"),
     [
-        (OllamaTimeout("timed out"), 1, "pending", "attempt 1 failed: timed out", True),
-        (OllamaTimeout("timed out"), 3, "failed", "gave up after 3 attempts: timed out", False),
+        (LLMTimeout("timed out"), 1, "pending", "attempt 1 failed: timed out", True),
+        (LLMTimeout("timed out"), 3, "failed", "gave up after 3 attempts: timed out", False),
         (SoftTimeLimitExceeded(), 2, "pending", "attempt 2 failed: SoftTimeLimitExceeded()", True),
         (InvalidModelOutput("answer is not JSON"), 1, "failed", "answer is not JSON", False),
         (KeyError("x"), 1, "failed", "internal error: KeyError('x')", False),

@@ -1,8 +1,9 @@
 """qtrain's exceptions: one base, two branches.
 
-``TemporaryError``: worth a retry (Ollama timeout or 503, a database restart); the analyse task
-retries on it with ``worker.retry.backoff_s``. ``PermanentError``: retrying cannot help (bad input, a missing
-model, invalid model output); the window is recorded as failed with the message.
+``TemporaryError``: worth a retry (an LLM call timed out or answered 503, a database restart); the
+analyse task retries on it with ``worker.retry.backoff_s``. ``PermanentError``: retrying cannot
+help (bad input, a missing model, invalid model output); the window is recorded as failed with the
+message.
 The CLI prints any ``QtrainError`` as one line and exits 2.
 """
 
@@ -26,23 +27,23 @@ class BadInput(PermanentError):
 
 
 class ServiceUnavailable(TemporaryError):
-    """Raised when PostgreSQL, Redis or an Ollama host cannot be reached."""
+    """Raised when PostgreSQL, Redis or an LLM server cannot be reached."""
 
 
-class OllamaBusy(TemporaryError):
-    """Raised when Ollama answers 503 (its queue is full) or 429."""
+class LLMBusy(TemporaryError):
+    """Raised when an LLM server answers 503 (its queue is full, or it is loading) or 429."""
 
 
-class OllamaTimeout(TemporaryError):
-    """Raised when an Ollama call takes longer than its timeout."""
+class LLMTimeout(TemporaryError):
+    """Raised when an LLM call takes longer than its timeout."""
 
 
-class OllamaServerError(TemporaryError):
-    """Raised when Ollama answers a 5xx other than 503."""
+class LLMServerError(TemporaryError):
+    """Raised when an LLM server answers a 5xx other than 503, or a 200 that is not a chat answer."""
 
 
 class ModelNotFound(PermanentError):
-    """Raised when Ollama answers 404: the model is not pulled on that host."""
+    """Raised when an LLM server does not have the model (not pulled on that host, or not served)."""
 
 
 class InvalidModelOutput(PermanentError):

@@ -19,7 +19,13 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/qtrain"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-DEFAULT_OLLAMA_MODEL = "qwen2.5-coder:7b"
+#: The LLM's model when no variable names one (``LLM_MODEL_VARS``), for either API.
+DEFAULT_LLM_MODEL = "qwen2.5-coder:7b"
+#: Where the model's name comes from, in this order, the first set and non-blank one winning:
+#: ``QTRAIN_LLM_MODEL`` (either API), ``OLLAMA_MODEL`` (the conventional name), else
+#: ``DEFAULT_LLM_MODEL``. Read once, into ``Settings.llm_model``; the client sends that name (a
+#: batch's ``--model`` or ``QTRAIN_RETRAIN_MODEL``, when given, replaces it for that batch only).
+LLM_MODEL_VARS = ("QTRAIN_LLM_MODEL", "OLLAMA_MODEL")
 #: Which HTTP API the LLM speaks: Ollama's native ``/api/chat`` or the OpenAI-compatible
 #: ``/v1/chat/completions`` (llama.cpp's llama-server, llama-cpp-python, vLLM, SGLang, LM Studio).
 LLM_APIS = ("ollama", "openai")
@@ -32,6 +38,21 @@ DEFAULT_LLM_MAX_TOKENS = 1024
 #: tokens) plus the answer cap with headroom. Ollama's own default (2048, later 4096 or set by
 #: VRAM) would otherwise cut a long prompt silently.
 DEFAULT_LLM_NUM_CTX = 4096
+#: The analyst that calls the LLM (any server, whichever QTRAIN_LLM_API names), by its stored name:
+#: batches, analyses and version metadata have said ``ollama`` since the first batch, so it stays.
+LLM_ANALYST = "ollama"
+#: What ``--analyst`` and QTRAIN_RETRAIN_ANALYST take for it: ``llm``, and ``ollama`` as before.
+LLM_ANALYST_NAMES = ("llm", LLM_ANALYST)
+#: The analysts a batch may name (``llm`` first), and the deterministic one (``model.heuristic``).
+ANALYST_NAMES = (*LLM_ANALYST_NAMES, "heuristic")
+
+
+def stored_analyst(name: str) -> str:
+    """The analyst's stored name for ``name`` as given (``llm`` -> ``ollama``), so old and new
+    batches read alike; any other name unchanged (the caller checks it against ``ANALYST_NAMES``)."""
+    return LLM_ANALYST if name in LLM_ANALYST_NAMES else name
+
+
 #: The analyst's prompt style (QTRAIN_PROMPT, ``model.prompt``): ``anonymous`` shows no symbol, date
 #: or absolute price (a model's memory of the market cannot leak the future); ``named`` only to compare.
 PROMPT_STYLES = ("anonymous", "named")
@@ -45,9 +66,9 @@ DEFAULT_WINDOW = 48
 DEFAULT_STRIDE = 24
 DEFAULT_HOLDOUT = 0.2
 DEFAULT_EPOCHS = 5
-#: Seconds one Ollama call may take before it counts as a timeout (a 7B model on a homelab GPU
-#: answers a window in 5-60 s; 300 s leaves room for a cold model load).
-DEFAULT_OLLAMA_TIMEOUT_S = 300.0
+#: Seconds one LLM call may take before it counts as a timeout (OLLAMA_TIMEOUT, either API; a 7B
+#: model on a homelab GPU answers a window in 5-60 s; 300 s leaves room for a cold model load).
+DEFAULT_LLM_TIMEOUT_S = 300.0
 #: Attempts per window (first try included) before it is recorded as failed.
 DEFAULT_MAX_ATTEMPTS = 4
 #: First delay (s) before a window's next attempt; doubles per attempt, with jitter, capped at 300 s.
@@ -76,14 +97,14 @@ DEFAULT_LEASE_S = 60.0
 DEFAULT_DB_POOL = 8
 
 
-def analyze_soft_limit_s(ollama_timeout_s: float) -> float:
-    """Soft time limit of one analyse task: one Ollama call with its in-client retries, plus margin."""
-    return ollama_timeout_s * 3 + 60
+def analyze_soft_limit_s(llm_timeout_s: float) -> float:
+    """Soft time limit of one analyse task: one LLM call with its in-client retries, plus margin."""
+    return llm_timeout_s * 3 + 60
 
 
-def analyze_hard_limit_s(ollama_timeout_s: float) -> float:
+def analyze_hard_limit_s(llm_timeout_s: float) -> float:
     """Hard time limit of one analyse task (the pool kills the child after it)."""
-    return analyze_soft_limit_s(ollama_timeout_s) + 60
+    return analyze_soft_limit_s(llm_timeout_s) + 60
 
 
 RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
@@ -193,10 +214,10 @@ class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     result_backend: str = DEFAULT_RESULT_BACKEND
     ollama_hosts: tuple[str, ...] = (DEFAULT_OLLAMA_HOST,)
-    #: The LLM's model name, for either API (QTRAIN_LLM_MODEL, else OLLAMA_MODEL); also ``llm_model``.
-    ollama_model: str = DEFAULT_OLLAMA_MODEL
+    #: The LLM's model name, for either API (``LLM_MODEL_VARS``: QTRAIN_LLM_MODEL, else OLLAMA_MODEL).
+    llm_model: str = DEFAULT_LLM_MODEL
     #: Seconds one LLM call may take (OLLAMA_TIMEOUT, either API).
-    ollama_timeout_s: float = DEFAULT_OLLAMA_TIMEOUT_S
+    llm_timeout_s: float = DEFAULT_LLM_TIMEOUT_S
     #: ``ollama`` (native /api/chat) or ``openai`` (/v1/chat/completions), QTRAIN_LLM_API.
     llm_api: str = DEFAULT_LLM_API
     #: OpenAI-compatible base URLs, ``/v1`` included (OPENAI_BASE_URL, a comma list like OLLAMA_HOST).
@@ -242,11 +263,6 @@ class Settings:
     agent_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def llm_model(self) -> str:
-        """The LLM's model name, whichever API serves it."""
-        return self.ollama_model
-
-    @property
     def llm_hosts(self) -> tuple[str, ...]:
         """The hosts (Ollama) or base URLs (OpenAI-compatible) the analyse step calls."""
         return self.openai_base_urls if self.llm_api == "openai" else self.ollama_hosts
@@ -256,15 +272,13 @@ class Settings:
         """Build settings from ``env`` (default ``os.environ``); unset variables keep defaults."""
         e = os.environ if env is None else env
         hosts = _urls(e, "OLLAMA_HOST") or (DEFAULT_OLLAMA_HOST,)
-        timeout = env_number(e, "OLLAMA_TIMEOUT", DEFAULT_OLLAMA_TIMEOUT_S, low=0.001)
+        timeout = env_number(e, "OLLAMA_TIMEOUT", DEFAULT_LLM_TIMEOUT_S, low=0.001)
         api = e.get("QTRAIN_LLM_API", "").strip().lower() or DEFAULT_LLM_API
         if api not in LLM_APIS:
             raise BadInput(
                 f"QTRAIN_LLM_API={e.get('QTRAIN_LLM_API')!r} is not one of {', '.join(LLM_APIS)}:"
                 " fix it, or unset it (default ollama)"
             )
-        model = (e.get("QTRAIN_LLM_MODEL", "").strip() or e.get("OLLAMA_MODEL", "").strip()
-                 or DEFAULT_OLLAMA_MODEL)  # fmt: skip
         num_ctx = int(env_number(e, "QTRAIN_LLM_NUM_CTX", DEFAULT_LLM_NUM_CTX, low=256, whole=True))
         max_tokens = int(env_number(e, "QTRAIN_LLM_MAX_TOKENS", DEFAULT_LLM_MAX_TOKENS, low=16, whole=True))
         prompt = e.get("QTRAIN_PROMPT", "").strip().lower() or DEFAULT_PROMPT_STYLE
@@ -280,8 +294,8 @@ class Settings:
                 e, "CELERY_RESULT_BACKEND", DEFAULT_RESULT_BACKEND, RESULT_BACKEND_SCHEMES, host=False
             ),
             ollama_hosts=hosts,
-            ollama_model=model,
-            ollama_timeout_s=timeout,
+            llm_model=llm_model_from_env(e),
+            llm_timeout_s=timeout,
             llm_api=api,
             openai_base_urls=_urls(e, "OPENAI_BASE_URL") or (DEFAULT_OPENAI_BASE_URL,),
             openai_api_key=e.get("OPENAI_API_KEY", "").strip(),
@@ -312,6 +326,11 @@ class Settings:
             retrain_env={k: v for k, v in e.items() if k.startswith(RETRAIN_PREFIXES)},
             agent_env={k: v for k, v in e.items() if k.startswith(AGENT_PREFIXES)},
         )
+
+
+def llm_model_from_env(env: Mapping[str, str]) -> str:
+    """The model's name: the first of ``LLM_MODEL_VARS`` set and non-blank, else ``DEFAULT_LLM_MODEL``."""
+    return next((v for v in (env.get(name, "").strip() for name in LLM_MODEL_VARS) if v), DEFAULT_LLM_MODEL)
 
 
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...], *, host: bool) -> str:

@@ -25,13 +25,21 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 import numpy as np
 
 from model.answer import ANSWER_SCHEMA
-from worker.errors import OllamaTimeout, PermanentError, ServiceUnavailable, TemporaryError
+from worker.errors import (
+    LLMBusy,
+    LLMServerError,
+    LLMTimeout,
+    PermanentError,
+    QtrainError,
+    ServiceUnavailable,
+    TemporaryError,
+)
 from worker.retry import backoff_s
 
 #: Seconds allowed for the small preflight calls (/api/version, /api/tags, /v1/models).
@@ -207,10 +215,20 @@ class PerThreadTransport(httpx.BaseTransport):
 
 
 class HttpLLM:
-    """Hosts, one pooled ``httpx.Client``, bounded reads, backoff and the retry loop of a client."""
+    """Hosts, one pooled ``httpx.Client``, bounded reads, backoff and the retry loop of a client.
+
+    The base owns the attempt loop of ``chat`` (budget check, host rotation, retries with backoff)
+    and the status codes every server shares (``_status_error``); a backend (``OllamaClient``,
+    ``OpenAIClient``) owns its wire format only: ``_post_chat`` builds and sends one request,
+    ``_result`` reads the answer, ``_error`` maps its error bodies."""
 
     #: Names the API in every message ("ollama http://gpu1:11434: ...").
     api = "llm"
+    #: The context the prompt and the answer cap must fit, and the answer cap (set by each backend).
+    num_ctx: int
+    max_tokens: int
+    #: Headers sent with every request (an API key); None: none.
+    _headers: Mapping[str, str] | None = None
 
     def __init__(
         self,
@@ -284,7 +302,7 @@ class HttpLLM:
             raise ServiceUnavailable(f"{self.api} {host}: connect timed out") from exc
         except httpx.TimeoutException as exc:
             why = type(exc).__name__
-            raise OllamaTimeout(f"{self.api} {host}: no answer within {limit_s:g} s ({why})") from exc
+            raise LLMTimeout(f"{self.api} {host}: no answer within {limit_s:g} s ({why})") from exc
         except httpx.TransportError as exc:
             raise ServiceUnavailable(f"{self.api} {host}: unreachable ({type(exc).__name__}: {exc})") from exc
         return status, raw, limit_s
@@ -332,3 +350,59 @@ class HttpLLM:
             plural = "s" if attempts > 1 else ""
             raise type(exc)(f"{exc} [gave up after {attempts} attempt{plural}]") from exc
         self._sleep(self.backoff_s(attempt))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the attempt loop; the backend's wire format behind _post_chat, _result and _error -------
+
+    def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult:
+        """One chat call (non-streaming, fixed temperature and seed, explicit budget): temporary
+        failures are retried on the next host with backoff; a cut prompt or answer is a
+        ``PermanentError``."""
+        estimate = estimate_tokens(messages)
+        check_fits(self.api, estimate, self.max_tokens, self.num_ctx)
+        for attempt, host in self._attempts():
+            t0 = self._clock()
+            try:
+                body, constrained = self._post_chat(host, messages, format)
+            except TemporaryError as exc:
+                self._retry_or_raise(exc, attempt)
+                continue
+            elapsed_ms = (self._clock() - t0) * 1000.0
+            return self._result(body, host, attempt, constrained, estimate, elapsed_ms)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post_chat(self, host: str, messages: Sequence[dict[str, str]], format: Any) -> tuple[Any, str]:
+        """The backend's one chat exchange with ``host``: (decoded answer, the constraint sent or "")."""
+        raise NotImplementedError
+
+    def _result(
+        self, body: Any, host: str, attempt: int, constrained: str, estimate: int, elapsed_ms: float
+    ) -> ChatResult:
+        """The backend's reading of a chat answer; a cut prompt or answer raises (``PermanentError``)."""
+        raise NotImplementedError
+
+    def _send(
+        self, method: str, host: str, path: str, *, json: Any = None, timeout: float | None = None
+    ) -> Any:
+        """One request; returns the decoded JSON body or raises a QtrainError naming ``host``."""
+        status, raw, _ = self._exchange(method, host, path, json=json, timeout=timeout, headers=self._headers)
+        if status == 200:
+            return self._decode(raw, f"{host}{path}", LLMServerError)
+        raise self._error(status, host, path, raw)
+
+    def _error(self, status: int, host: str, path: str, raw: bytes) -> QtrainError:
+        """The backend's error for a non-200 answer (its error body read); ``_status_error`` by default."""
+        return self._status_error(status, host, path, one_line(raw[:200].decode("utf-8", "replace")))
+
+    def _status_error(self, status: int, host: str, path: str, detail: str) -> QtrainError:
+        """What a status means on any server: 429/503 busy and other 5xx temporary, else a bad request."""
+        if status in (429, 503):
+            return LLMBusy(f"{self.api} {host}: busy, HTTP {status} ({detail})")
+        if status >= 500:
+            return LLMServerError(f"{self.api} {host}: HTTP {status} ({detail})")
+        return LLMBadRequest(f"{self.api} {host}{path}: HTTP {status} ({detail})")

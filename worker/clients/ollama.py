@@ -3,8 +3,10 @@
 Hosts share the load round-robin (each call starts at the next host; a retry goes to the host
 after the one that failed). Temporary failures (connection errors, timeouts, 5xx, 503 queue full,
 429) are retried with exponential backoff and jitter, then raised as a ``TemporaryError``
-subclass; 404 (model not pulled) and other 4xx are permanent. httpx exceptions are translated
-here, at the edge. Keep one ``OllamaClient`` (and so one ``httpx.Client``) per process.
+subclass; 404 (model not pulled) and other 4xx are permanent. The attempt loop and the transport
+are ``worker.clients.llm.HttpLLM``'s; this module is Ollama's wire format: the request body, the
+answer, the error bodies, the version checks. Keep one ``OllamaClient`` (and so one
+``httpx.Client``) per process.
 
 Hostile or broken answers cost bounded memory and time (``worker.clients.llm``): a body is
 streamed and read up to ``MAX_RESPONSE_BYTES`` (4 MiB) within the call's timeout, JSON nested
@@ -31,13 +33,11 @@ from typing import Any
 
 import httpx
 
-from model.answer import ANSWER_SCHEMA
 from worker.clients.llm import (
     MAX_ERROR_BYTES,
     MAX_JSON_DEPTH,
     MAX_RESPONSE_BYTES,
     PREFLIGHT_TIMEOUT_S,
-    AnswerRefused,
     ChatClient,
     ChatResult,
     ContextExceeded,
@@ -45,18 +45,16 @@ from worker.clients.llm import (
     LLMBadRequest,
     answer_cut,
     as_int,
-    check_fits,
     check_not_truncated,
-    estimate_tokens,
     json_depth,
     one_line,
 )
 from worker.errors import (
     InvalidModelOutput,
+    LLMServerError,
     ModelNotFound,
-    OllamaBusy,
-    OllamaServerError,
     PermanentError,
+    QtrainError,
     ServiceUnavailable,
     TemporaryError,
 )
@@ -64,20 +62,13 @@ from worker.settings import DEFAULT_LLM_MAX_TOKENS, DEFAULT_LLM_NUM_CTX, Setting
 
 __all__ = [
     "MAX_JSON_DEPTH", "MAX_RESPONSE_BYTES", "PREFLIGHT_TIMEOUT_S", "ChatClient", "ChatResult",
-    "OllamaAnswerRefused", "OllamaBadRequest", "OllamaClient", "OllamaTooOld", "json_depth", "parse_version",
-    "too_old", "too_old_message",
+    "OllamaClient", "OllamaTooOld", "json_depth", "parse_version", "too_old", "too_old_message",
 ]  # fmt: skip
 
 #: Oldest Ollama with JSON-schema ``format`` (structured outputs came in 0.5.0).
 MIN_OLLAMA_VERSION = (0, 5, 0)
 #: First Ollama whose /api/chat takes ``"truncate": false`` (an overflow is then an error, not a cut).
 TRUNCATE_FLAG_VERSION = (0, 12, 4)
-
-#: Raised when Ollama answers 400 or another 4xx (the shared ``LLMBadRequest``).
-OllamaBadRequest = LLMBadRequest
-#: Raised when an answer is too large, never ends, or is nested too deep (the shared ``AnswerRefused``).
-OllamaAnswerRefused = AnswerRefused
-
 
 class OllamaTooOld(PermanentError):
     """Raised when an Ollama host is older than 0.5.0 and so cannot take a JSON-schema ``format``."""
@@ -176,48 +167,31 @@ class OllamaClient(HttpLLM):
         self._versions: dict[str, str] = {}  # per host, learned once (preflight or the first chat)
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: str | None = None, **kwargs: Any) -> OllamaClient:
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> OllamaClient:
         """A client for ``settings.ollama_hosts`` / ``llm_model`` and budget; build one per process."""
         kwargs.setdefault("num_ctx", settings.llm_num_ctx)
         kwargs.setdefault("max_tokens", settings.llm_max_tokens)
-        return cls(
-            settings.ollama_hosts, model or settings.llm_model, timeout_s=settings.ollama_timeout_s, **kwargs
-        )
+        return cls(settings.ollama_hosts, settings.llm_model, timeout_s=settings.llm_timeout_s, **kwargs)
 
-    def __enter__(self) -> OllamaClient:
-        return self
+    # -- Ollama's error bodies ----------------------------------------------------------------
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- one HTTP exchange, errors translated -------------------------------------------------
-
-    def _send(
-        self, method: str, host: str, path: str, *, json: Any = None, timeout: float | None = None
-    ) -> Any:
-        """One request; returns the decoded JSON body or raises a QtrainError naming ``host``."""
-        status, raw, _ = self._exchange(method, host, path, json=json, timeout=timeout)
-        if status == 200:
-            return self._decode(raw, f"{host}{path}", OllamaServerError)
+    def _error(self, status: int, host: str, path: str, raw: bytes) -> QtrainError:
+        """The qtrain error for a non-200 answer (Ollama's ``{"error": ...}`` read)."""
         detail = _error_text(raw)
         if status == 404 and path not in ("/api/chat", "/api/generate"):
-            raise OllamaBadRequest(f"ollama {host}{path}: HTTP 404 ({detail}): is this an Ollama server?")
+            return LLMBadRequest(f"ollama {host}{path}: HTTP 404 ({detail}): is this an Ollama server?")
         if status == 404:
-            raise ModelNotFound(
+            return ModelNotFound(
                 f"model {self.model} is not pulled on {host}: run ollama pull {self.model} ({detail})"
             )
-        if status in (429, 503):
-            raise OllamaBusy(f"ollama {host}: busy, HTTP {status} ({detail})")
-        if status >= 500:
-            raise OllamaServerError(f"ollama {host}: HTTP {status} ({detail})")
         m = _CONTEXT.search(detail)
-        if m is not None or "exceed_context_size_error" in detail:
+        if (m is not None or "exceed_context_size_error" in detail) and status < 500 and status != 429:
             asked, ctx = (m.group(1), m.group(2)) if m else ("?", str(self.num_ctx))
-            raise ContextExceeded(
+            return ContextExceeded(
                 f"ollama {host}: the prompt ({asked} tokens) exceeds the context ({ctx} tokens):"
                 " raise QTRAIN_LLM_NUM_CTX"
             )
-        raise OllamaBadRequest(f"ollama {host}{path}: HTTP {status} ({detail})")
+        return self._status_error(status, host, path, detail)  # busy, server error, bad request
 
     # -- preflight ----------------------------------------------------------------------------
 
@@ -226,7 +200,7 @@ class OllamaClient(HttpLLM):
         h = host or self.hosts[0]
         body = self._send("GET", h, "/api/version", timeout=min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
         if not isinstance(body, dict) or not isinstance(body.get("version"), str):
-            raise OllamaServerError(f"ollama {h}/api/version: unexpected answer {str(body)[:100]}")
+            raise LLMServerError(f"ollama {h}/api/version: unexpected answer {str(body)[:100]}")
         self._versions[h] = body["version"]
         return self._versions[h]
 
@@ -236,7 +210,7 @@ class OllamaClient(HttpLLM):
         body = self._send("GET", h, "/api/tags", timeout=min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
         models = body.get("models") if isinstance(body, dict) else None
         if not isinstance(models, list):
-            raise OllamaServerError(f"ollama {h}/api/tags: unexpected answer {str(body)[:100]}")
+            raise LLMServerError(f"ollama {h}/api/tags: unexpected answer {str(body)[:100]}")
         want = _canonical(self.model)
         for m in models:
             if isinstance(m, dict):
@@ -272,12 +246,10 @@ class OllamaClient(HttpLLM):
                 return False  # the chat itself will say what is wrong with the host
         return takes_truncate_flag(self._versions[host])
 
-    def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult:
-        """POST /api/chat (non-streaming, fixed temperature/seed, explicit budget); retries temporary
-        failures on the next host; a cut prompt or answer is a ``PermanentError``."""
-        estimate = estimate_tokens(messages)
-        check_fits("ollama", estimate, self.max_tokens, self.num_ctx)
-        payload: dict[str, Any] = {
+    def _post_chat(self, host: str, messages: Sequence[dict[str, str]], format: Any) -> tuple[Any, str]:
+        """POST /api/chat: non-streaming, fixed temperature and seed, ``num_ctx`` and ``num_predict``,
+        and ``"truncate": false`` where the host takes it; (answer, "format" when one was sent)."""
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": list(messages),
             "format": format,
@@ -290,21 +262,22 @@ class OllamaClient(HttpLLM):
             },
             "keep_alive": self.keep_alive,
         }
-        for attempt, host in self._attempts():
-            body = dict(payload, truncate=False) if self._takes_truncate(host) else payload
-            try:
-                answer = self._send("POST", host, "/api/chat", json=body)
-            except TemporaryError as exc:
-                self._retry_or_raise(exc, attempt)
-                continue
-            result = _chat_result(answer, host, attempt, "format" if format is not None else "")
-            where = f"ollama {host}"
-            if result.done_reason == "length":
-                raise answer_cut(where, self.max_tokens, result.completion_tokens)
-            cached = as_int(answer.get("prompt_eval_cached_count"))
-            check_not_truncated(where, result.prompt_tokens, cached, estimate)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        if self._takes_truncate(host):
+            body["truncate"] = False
+        return self._send("POST", host, "/api/chat", json=body), "format" if format is not None else ""
+
+    def _result(
+        self, body: Any, host: str, attempt: int, constrained: str, estimate: int, elapsed_ms: float
+    ) -> ChatResult:
+        """The answer with Ollama's own durations; ``done_reason: "length"`` or a short
+        ``prompt_eval_count`` (plus ``prompt_eval_cached_count``) is a cut answer or prompt."""
+        result = _chat_result(body, host, attempt, constrained)
+        where = f"ollama {host}"
+        if result.done_reason == "length":
+            raise answer_cut(where, self.max_tokens, result.completion_tokens)
+        cached = as_int(body.get("prompt_eval_cached_count"))
+        check_not_truncated(where, result.prompt_tokens, cached, estimate)
+        return result
 
 
 def _canonical(name: str) -> str:
@@ -315,7 +288,7 @@ def _chat_result(body: Any, host: str, attempts: int, constrained: str) -> ChatR
     message = body.get("message") if isinstance(body, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
-        raise OllamaServerError(f"ollama {host}/api/chat: answer has no message.content")
+        raise LLMServerError(f"ollama {host}/api/chat: answer has no message.content")
     if json_depth(content.encode()) > MAX_JSON_DEPTH:
         raise InvalidModelOutput(
             f"ollama {host}/api/chat: the model's answer is nested deeper than {MAX_JSON_DEPTH} levels;"

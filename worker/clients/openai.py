@@ -1,15 +1,17 @@
 """OpenAI-compatible HTTP client: ``POST {base}/chat/completions`` with a JSON-schema constraint.
 
-For the servers people run beside Ollama: llama.cpp's llama-server, llama-cpp-python's
-``python -m llama_cpp.server``, vLLM and SGLang (one endpoint over continuous batching on several
-GPUs), LM Studio, and Ollama's own ``/v1``. ``OPENAI_BASE_URL`` names the base with its ``/v1``
-(a comma list shares the load like ``OLLAMA_HOST``); ``OPENAI_API_KEY``, when set, goes out as
-``Authorization: Bearer`` and nowhere else (not in messages, logs or ``repr``).
+For every server that speaks the OpenAI-compatible API: llama.cpp's llama-server,
+llama-cpp-python's ``python -m llama_cpp.server``, vLLM and SGLang (one endpoint over continuous
+batching on several GPUs), LM Studio, and any other server's ``/v1``. ``OPENAI_BASE_URL`` names
+the base with its ``/v1`` (a comma list shares the load, round-robin); ``OPENAI_API_KEY``, when
+set, goes out as ``Authorization: Bearer`` and nowhere else (not in messages, logs or ``repr``).
+The attempt loop and the transport are ``worker.clients.llm.HttpLLM``'s; this module is the wire
+format: the request body and its ``response_format`` shape, the answer, the error bodies.
 
 What the servers really do, and what this client does about it:
 
 - Structured output: ``response_format: {"type": "json_schema", "json_schema": {...}}`` is taken
-  by llama-server, vLLM, SGLang, LM Studio and Ollama; llama-cpp-python takes only
+  by llama-server, vLLM, SGLang and LM Studio; llama-cpp-python takes only
   ``{"type": "json_object", "schema": ...}`` and refuses the other with an HTTP 500 naming
   ``response_format`` (LM Studio refuses ``json_object``). The standard shape goes first; an answer
   naming ``response_format`` switches that host to the other shape once, remembered per host. A
@@ -37,7 +39,6 @@ from typing import Any
 
 import httpx
 
-from model.answer import ANSWER_SCHEMA
 from worker.clients.llm import (
     MAX_JSON_DEPTH,
     MAX_RESPONSE_BYTES,
@@ -48,17 +49,14 @@ from worker.clients.llm import (
     LLMBadRequest,
     answer_cut,
     as_int,
-    check_fits,
     check_not_truncated,
-    estimate_tokens,
     json_depth,
     one_line,
 )
 from worker.errors import (
     InvalidModelOutput,
+    LLMServerError,
     ModelNotFound,
-    OllamaBusy,
-    OllamaServerError,
     QtrainError,
     ServiceUnavailable,
     TemporaryError,
@@ -161,38 +159,18 @@ class OpenAIClient(HttpLLM):
         self._shapes: dict[str, str] = {}  # per host: the response_format shape it takes
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: str | None = None, **kwargs: Any) -> OpenAIClient:
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> OpenAIClient:
         """A client for ``settings.openai_base_urls`` / ``llm_model``, key and budget; one per process."""
         kwargs.setdefault("num_ctx", settings.llm_num_ctx)
         kwargs.setdefault("max_tokens", settings.llm_max_tokens)
         kwargs.setdefault("api_key", settings.openai_api_key)
-        return cls(
-            settings.openai_base_urls,
-            model or settings.llm_model,
-            timeout_s=settings.ollama_timeout_s,
-            **kwargs,
-        )
+        return cls(settings.openai_base_urls, settings.llm_model, timeout_s=settings.llm_timeout_s, **kwargs)
 
     def __repr__(self) -> str:
         key = "set" if self._headers else "unset"
         return f"OpenAIClient(hosts={self.hosts!r}, model={self.model!r}, api_key={key})"
 
-    def __enter__(self) -> OpenAIClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- one HTTP exchange, errors translated -------------------------------------------------
-
-    def _send(
-        self, method: str, host: str, path: str, *, json: Any = None, timeout: float | None = None
-    ) -> Any:
-        """One request; returns the decoded JSON body or raises a QtrainError naming ``host``."""
-        status, raw, _ = self._exchange(method, host, path, json=json, timeout=timeout, headers=self._headers)
-        if status == 200:
-            return self._decode(raw, f"{host}{path}", OllamaServerError)
-        raise self._error(status, host, path, raw)
+    # -- the servers' error bodies ------------------------------------------------------------
 
     def _error(self, status: int, host: str, path: str, raw: bytes) -> QtrainError:
         """The qtrain error for a non-200 answer."""
@@ -219,11 +197,7 @@ class OpenAIClient(HttpLLM):
                 f"{where}{path}: HTTP 404 ({detail}): is this an OpenAI-compatible server, and does"
                 " OPENAI_BASE_URL end in /v1?"
             )
-        if status in (429, 503):
-            return OllamaBusy(f"{where}: busy, HTTP {status} ({detail})")
-        if status >= 500:
-            return OllamaServerError(f"{where}: HTTP {status} ({detail})")
-        return LLMBadRequest(f"{where}{path}: HTTP {status} ({detail})")
+        return self._status_error(status, host, path, detail)  # busy, server error, bad request
 
     def _not_served(self, host: str, detail: str = "") -> str:
         """One line saying the model is not served by ``host``, naming what it serves (when it says)."""
@@ -245,11 +219,11 @@ class OpenAIClient(HttpLLM):
         body = self._send("GET", h, "/models", timeout=min(self.timeout_s, PREFLIGHT_TIMEOUT_S))
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
-            raise OllamaServerError(f"openai {h}/models: unexpected answer {str(body)[:100]}")
+            raise LLMServerError(f"openai {h}/models: unexpected answer {str(body)[:100]}")
         return [str(m["id"]) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     def serves(self, names: Sequence[str]) -> bool:
-        """Whether ``self.model`` is among ``names`` (Ollama's ``name`` and ``name:latest`` are one)."""
+        """Whether ``self.model`` is among ``names`` (``name`` and ``name:latest`` are one model)."""
         want = {self.model, self.model.removesuffix(":latest")}
         return any(n in want or n.removesuffix(":latest") in want for n in names)
 
@@ -316,32 +290,18 @@ class OpenAIClient(HttpLLM):
             shape = self._shapes[host] = other
         return body, shape
 
-    def chat(self, messages: Sequence[dict[str, str]], *, format: Any = ANSWER_SCHEMA) -> ChatResult:
-        """POST /chat/completions (non-streaming, fixed temperature/seed, ``max_tokens``); retries
-        temporary failures on the next host; a cut prompt or answer is a ``PermanentError``."""
-        estimate = estimate_tokens(messages)
-        check_fits("openai", estimate, self.max_tokens, self.num_ctx)
-        for attempt, host in self._attempts():
-            t0 = self._clock()
-            try:
-                body, shape = self._post_chat(host, messages, format)
-            except TemporaryError as exc:
-                self._retry_or_raise(exc, attempt)
-                continue
-            elapsed_ms = (self._clock() - t0) * 1000.0
-            return self._result(body, host, attempt, shape, estimate, elapsed_ms)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     def _result(
-        self, body: Any, host: str, attempt: int, shape: str, estimate: int, elapsed_ms: float
+        self, body: Any, host: str, attempt: int, constrained: str, estimate: int, elapsed_ms: float
     ) -> ChatResult:
+        """The answer with the call's wall time (and llama-server's ``timings``); ``finish_reason:
+        "length"`` or a short ``usage.prompt_tokens`` is a cut answer or prompt."""
         where = f"openai {host}"
         choices = body.get("choices") if isinstance(body, dict) else None
         choice = (
             choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         )
         if choice is None:
-            raise OllamaServerError(f"{where}/chat/completions: answer has no choices")
+            raise LLMServerError(f"{where}/chat/completions: answer has no choices")
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         prompt_tokens = as_int(usage.get("prompt_tokens"))
         completion_tokens = as_int(usage.get("completion_tokens"))
@@ -369,5 +329,5 @@ class OpenAIClient(HttpLLM):
             host=host,
             attempts=attempt,
             done_reason=finish,
-            constrained=shape,
+            constrained=constrained,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +23,7 @@ from model.training import DEFAULT_RECIPE, RECIPES
 from model.windows import plan_windows
 from worker.errors import BadInput, ServiceUnavailable
 from worker.settings import (
+    ANALYST_NAMES,
     DEFAULT_EPOCHS,
     DEFAULT_HOLDOUT,
     DEFAULT_STRIDE,
@@ -33,11 +34,13 @@ from worker.settings import (
     MAX_STRIDE,
     MAX_WINDOW,
     Settings,
+    stored_analyst,
 )
 from worker.store import batches, db, versions
 from worker.store.candles import count_missing_volume, load_candles, stored_counts
 
-ANALYSTS = ("ollama", "heuristic")
+#: ``--analyst``: ``llm`` (any LLM server; ``ollama``, its stored name, as before) or ``heuristic``.
+ANALYSTS = ANALYST_NAMES
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class TrainRequest:
     #: every other stored symbol covering its training range; several: each other only); ``()``:
     #: none, each symbol trained alone (``--pool none``).
     pool: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "analyst", stored_analyst(self.analyst))  # llm -> ollama, as stored
 
     def check(self) -> None:
         """BadInput (one line) for an option out of range."""
@@ -141,15 +147,11 @@ def check_llm(settings: Settings, model: str) -> None:
     pulled models, or an OpenAI-compatible server's ``/models`` list (one line otherwise)."""
     from worker.clients.factory import chat_client
 
-    client = chat_client(settings, model, max_retries=0)
+    client = chat_client(replace(settings, llm_model=model), max_retries=0)
     try:
         client.preflight()
     finally:
         client.close()
-
-
-#: The former name of ``check_llm`` (callers that still use it).
-check_ollama = check_llm
 
 
 def plan(
@@ -213,7 +215,7 @@ def _symbol_windows(settings: Settings, req: TrainRequest, symbol: str) -> tuple
 def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
     """Preflight, plan windows per symbol, write the batch and its windows."""
     req.check()
-    model = req.model or settings.ollama_model
+    model = req.model or settings.llm_model
     check_database(settings)
     check_broker(settings)
     if req.analyst == "ollama":

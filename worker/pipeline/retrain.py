@@ -171,7 +171,7 @@ def retrain(
     """
     now = now or datetime.now(UTC)
     tick = tick_of(config, now).isoformat()
-    model = "heuristic" if config.analyst == "heuristic" else (config.model or settings.ollama_model)
+    model = "heuristic" if config.analyst == "heuristic" else (config.model or settings.llm_model)
     base = {"tick": tick, "symbols": list(config.symbols)}
     key = _lock_key(config)
     t0 = time.monotonic()

@@ -30,13 +30,13 @@ from celery.schedules import crontab
 
 from model.candles import timeframe_seconds
 from worker.errors import BadInput, QtrainError
-from worker.settings import REDUCE_QUEUE
+from worker.settings import ANALYST_NAMES, REDUCE_QUEUE, stored_analyst
 
 log = logging.getLogger("qtrain.schedule")
 
 RETRAIN_TASK = "qtrain.retrain"
 ENTRY_NAME = "qtrain-retrain"
-ANALYSTS = ("ollama", "heuristic")
+ANALYSTS = ANALYST_NAMES
 CRON_HELP = "5 fields 'minute hour day-of-month month day-of-week', e.g. '0 3 * * *'"
 #: A cron-scheduled message not started within this many seconds is dropped (the next tick covers it).
 CRON_EXPIRES_S = 3600.0
@@ -76,6 +76,7 @@ class RetrainConfig:
             raise BadInput(
                 f"QTRAIN_RETRAIN_ANALYST must be one of {', '.join(ANALYSTS)}, got {self.analyst!r}"
             )
+        object.__setattr__(self, "analyst", stored_analyst(self.analyst))  # llm -> ollama, as stored
         try:
             timeframe_seconds(self.timeframe)
         except ValueError as exc:

@@ -51,8 +51,8 @@ SETTINGS = Settings.from_env()
 db.configure_pool(max_size=SETTINGS.db_pool)
 
 #: Soft time limit of one analyse task: one Ollama call with its in-client retries, plus margin.
-ANALYZE_SOFT_LIMIT_S = analyze_soft_limit_s(SETTINGS.ollama_timeout_s)
-ANALYZE_HARD_LIMIT_S = analyze_hard_limit_s(SETTINGS.ollama_timeout_s)
+ANALYZE_SOFT_LIMIT_S = analyze_soft_limit_s(SETTINGS.llm_timeout_s)
+ANALYZE_HARD_LIMIT_S = analyze_hard_limit_s(SETTINGS.llm_timeout_s)
 REDUCE_SOFT_LIMIT_S = 1800.0
 REDUCE_HARD_LIMIT_S = REDUCE_SOFT_LIMIT_S + 120
 #: Redis redelivers an unacknowledged message after this many seconds. Acks-late tasks must

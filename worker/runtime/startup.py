@@ -24,7 +24,7 @@ def log_startup(settings: Settings) -> None:
         settings.llm_model,
         settings.llm_num_ctx,
         settings.llm_max_tokens,
-        settings.ollama_timeout_s,
+        settings.llm_timeout_s,
         settings.lease_s,
         settings.reap_interval_s,
     )

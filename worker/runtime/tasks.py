@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -40,16 +40,16 @@ _clients: dict[tuple[int, str], Any] = {}
 HEARTBEAT = Heartbeat(SETTINGS.database_url, SETTINGS.lease_s)
 
 
-def llm_client(model: str | None = None) -> Any:
-    """This process's LLM client for QTRAIN_LLM_API and ``model`` (default: the worker's), one httpx
+def llm_client(model: str) -> Any:
+    """This process's LLM client for QTRAIN_LLM_API and ``model`` (the batch's, as stored), one httpx
     connection pool per process and model, reused; a batch's ``--model`` is the model it is sent."""
     from worker.clients.factory import chat_client
 
-    key = (os.getpid(), model or SETTINGS.llm_model)
+    key = (os.getpid(), model)
     if key not in _clients:
         if any(k[0] != key[0] for k in _clients):
             _clients.clear()  # a forked child: the parent's pools are not ours
-        _clients[key] = chat_client(SETTINGS, key[1])
+        _clients[key] = chat_client(replace(SETTINGS, llm_model=model))
     return _clients[key]
 
 
