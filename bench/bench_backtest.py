@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
-from model.policies import sma, sma_crossover  # noqa: E402
-from model.synthetic import make_candles  # noqa: E402
+from model.evaluation.backtest import run_backtest  # noqa: E402
+from model.evaluation.policies import sma, sma_crossover  # noqa: E402
+from model.market.synthetic import make_candles  # noqa: E402
 from tests.shared_candles import load_csv_candles  # noqa: E402
 
 FAST, SLOW, FEE = 10, 30, 0.001

@@ -24,7 +24,7 @@ import talib  # noqa: E402
 
 from model.features import compute_features  # noqa: E402
 from model.indicators import FastIndicators as ind  # noqa: E402
-from model.synthetic import make_candles  # noqa: E402
+from model.market.synthetic import make_candles  # noqa: E402
 
 Result = np.ndarray | tuple[np.ndarray, ...]
 

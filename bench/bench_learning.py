@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 from scoreboard_research import load  # noqa: E402
 
-from model.scoreboard import heuristic_analyses  # noqa: E402
-from model.states import StateSpace  # noqa: E402
-from model.training import RECIPES, train_pooled, train_qtable  # noqa: E402
+from model.evaluation.scoreboard import heuristic_analyses  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.learning.training import RECIPES, train_pooled, train_qtable  # noqa: E402
 
 UNIVERSE = ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")
 

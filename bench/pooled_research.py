@@ -57,16 +57,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scoreboard_research import load  # noqa: E402
 
-from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
+from model.evaluation.backtest import run_backtest  # noqa: E402
+from model.evaluation.folds import Fold, rolling_folds  # noqa: E402
+from model.evaluation.policies import qtable_policy  # noqa: E402
+from model.evaluation.pooled_folds import pooled_fold_tables  # noqa: E402
+from model.evaluation.scoreboard import evaluate_fold, heuristic_analyses, policy_name  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.folds import Fold, rolling_folds  # noqa: E402
-from model.policies import qtable_policy  # noqa: E402
-from model.pooled import PooledRecipe, pooled_value_iteration  # noqa: E402
-from model.pooled_folds import pooled_fold_tables  # noqa: E402
-from model.scoreboard import evaluate_fold, heuristic_analyses, policy_name  # noqa: E402
-from model.states import StateSpace  # noqa: E402
-from model.training import AnalysedWindow, training_data  # noqa: E402
+from model.learning.pooled import PooledRecipe, pooled_value_iteration  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.learning.training import AnalysedWindow, training_data  # noqa: E402
 
 BTC_ETH = ("BTC", "ETH")
 UNIVERSE = ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")

@@ -43,13 +43,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scoreboard_research import load  # noqa: E402
 
+from model.evaluation.folds import rolling_folds  # noqa: E402
+from model.evaluation.policies import qtable_policy, random_policy  # noqa: E402
+from model.evaluation.pooled_folds import pooled_tables_by_date  # noqa: E402
+from model.evaluation.scoreboard import heuristic_analyses  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.folds import rolling_folds  # noqa: E402
-from model.policies import qtable_policy, random_policy  # noqa: E402
-from model.pooled_folds import pooled_tables_by_date  # noqa: E402
-from model.scoreboard import heuristic_analyses  # noqa: E402
-from model.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma  # noqa: E402
-from model.states import StateSpace  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.trading.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma  # noqa: E402
 
 SIZING = VolSizing(lookback=168, floor=0.25, band=0.2)  # the RULE's
 FEE, SEEDS = 0.001, 50

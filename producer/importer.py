@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from model.candles import TIMEFRAME_SECONDS, minute_utc, timeframe_seconds
-from model.defects import OUTLIER_FLAG, outliers
+from model.market.defects import OUTLIER_FLAG, outliers
 from producer import readers
 from producer.import_checks import (
     check_symbols,

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model.answer import ANSWER_SCHEMA
+from model.analyst.answer import ANSWER_SCHEMA
 from worker.clients.llm import AnswerCut, ContextExceeded, PromptTruncated
 from worker.clients.ollama import ChatResult, OllamaBadRequest, OllamaClient
 from worker.errors import (

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
+from model.trading.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma
 
 SIZING = VolSizing()
 

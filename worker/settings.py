@@ -178,7 +178,7 @@ _HOST = re.compile(r"[A-Za-z0-9._~%-]+|[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?")
 
 def check_fee(fee: float, *, flag: str = "--fee") -> float:
     """A fee per side as given on the command line; one-line ``BadInput`` outside [0, MAX_FEE)."""
-    from model.backtest import MAX_FEE
+    from model.evaluation.backtest import MAX_FEE
 
     if not 0.0 <= fee < MAX_FEE:
         raise BadInput(f"{flag} must be in [0, {MAX_FEE:g}) (0.001 = 0.1% per side), got {fee}")

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from model.answer import ANSWER_SCHEMA
+from model.analyst.answer import ANSWER_SCHEMA
 from worker.clients.llm import (
     MAX_ERROR_BYTES,
     MAX_JSON_DEPTH,

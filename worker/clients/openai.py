@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from model.answer import ANSWER_SCHEMA
+from model.analyst.answer import ANSWER_SCHEMA
 from worker.clients.llm import (
     MAX_JSON_DEPTH,
     MAX_RESPONSE_BYTES,

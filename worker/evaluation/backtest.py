@@ -27,18 +27,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.backtest import BacktestResult, run_backtest
-from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
 from model.candles import Candles, minute_utc, timeframe_seconds
-from model.features import WARMUP
-from model.metrics import (
+from model.evaluation.backtest import BacktestResult, run_backtest
+from model.evaluation.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
+from model.evaluation.metrics import (
     ANNUALISED,
     MIN_DAYS_TO_ANNUALISE,
     json_safe,
     too_short_to_annualise,
     without_annualised,
 )
-from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
+from model.evaluation.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
+from model.features import WARMUP
 from worker.errors import BadInput
 from worker.store import db, versions
 from worker.store.candles import load_candles, load_range

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from model import pooled_folds, scoreboard
-from model.controls import CONTROLS
-from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
-from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
+from model.evaluation import pooled_folds, scoreboard
+from model.evaluation.controls import CONTROLS
+from model.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
+from model.learning.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
 from worker.errors import BadInput
 from worker.settings import DEFAULT_STRIDE, DEFAULT_TIMEFRAME, DEFAULT_WINDOW
 from worker.store import analyses

@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from model import policy_set
-from model.backtest import BacktestResult
+from model.analyst.prompt import PROMPT_STYLES, prompt_version
 from model.candles import Candles, timeframe_seconds
-from model.controls import CONTROLS, control
+from model.evaluation import policy_set
+from model.evaluation.backtest import BacktestResult
+from model.evaluation.controls import CONTROLS, control
+from model.evaluation.metrics import METRIC_NAMES, json_safe
+from model.evaluation.policies import qtable_policy
 from model.features import WARMUP, compute_features
-from model.metrics import METRIC_NAMES, json_safe
-from model.policies import qtable_policy
-from model.prompt import PROMPT_STYLES, prompt_version
-from model.states import StateSpace
-from model.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
+from model.learning.states import StateSpace
+from model.learning.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.settings import DEFAULT_EPOCHS, DEFAULT_TIMEFRAME

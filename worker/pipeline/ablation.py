@@ -41,10 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.controls import CONTROLS
-from model.metrics import json_safe
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.evaluation.controls import CONTROLS
+from model.evaluation.metrics import json_safe
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.pipeline.promotion import PromotionConfig, content_margin, tail_metrics

@@ -65,12 +65,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
 from model.candles import Candles
+from model.evaluation.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
+from model.evaluation.metrics import METRIC_NAMES, json_safe
+from model.evaluation.policies import buy_and_hold, qtable_policy
 from model.features import compute_features
-from model.metrics import METRIC_NAMES, json_safe
-from model.policies import buy_and_hold, qtable_policy
-from model.states import StateSpace
+from model.learning.states import StateSpace
 from worker.errors import BadInput, TemporaryError
 from worker.evaluation import backtest as evaluate
 from worker.settings import Settings

@@ -44,13 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from model import controls
 from model.candles import Candles, timeframe_seconds
-from model.pooled import PooledRecipe
-from model.qlearning import FastQLearning
-from model.scoreboard import iso
-from model.states import StateSpace
-from model.training import AnalysedWindow, get_recipe, recipe_metadata, train_pooled, train_qtable
+from model.evaluation import controls
+from model.evaluation.scoreboard import iso
+from model.learning.pooled import PooledRecipe
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import AnalysedWindow, get_recipe, recipe_metadata, train_pooled, train_qtable
 from worker.errors import BadInput, PermanentError
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig

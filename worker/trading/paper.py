@@ -36,7 +36,7 @@ import ccxt
 
 from model.candles import Candles, minute_utc, timeframe_seconds
 from model.features import WARMUP
-from model.live import (
+from model.trading.live import (
     DEFAULT_BOOK_DEPTH,
     DEFAULT_MAX_RULES,
     AgentConfig,

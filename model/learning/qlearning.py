@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import BUY, HOLD, SELL
-from model.states import N_POSITIONS, StateSpace
+from model.learning.states import N_POSITIONS, StateSpace
 
 FORMAT_VERSION = 1
 """Version of the saved Q-table layout; bump it when the arrays or required metadata change."""

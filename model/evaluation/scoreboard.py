@@ -32,21 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from model.backtest import run_backtest
-from model.baselines import random_policy_metrics
+from model.analyst.heuristic import heuristic_analysis
+from model.analyst.rules import fired
 from model.candles import Candles, timeframe_seconds
-from model.controls import CONTROLS, fold_control
+from model.evaluation.backtest import run_backtest
+from model.evaluation.baselines import random_policy_metrics
+from model.evaluation.controls import CONTROLS, fold_control
+from model.evaluation.folds import Fold
+from model.evaluation.metrics import json_safe
+from model.evaluation.policies import buy_and_hold, qtable_policy, rules_policy
+from model.evaluation.policy_set import heuristic_rules
 from model.features import WARMUP, compute_features
-from model.folds import Fold
-from model.heuristic import heuristic_analysis
-from model.metrics import json_safe
-from model.policies import buy_and_hold, qtable_policy, rules_policy
-from model.policy_set import heuristic_rules
-from model.qlearning import FastQLearning
-from model.rules import fired
-from model.states import StateSpace
-from model.training import DEFAULT_RECIPE, AnalysedWindow, train_qtable
-from model.windows import plan_windows
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import DEFAULT_RECIPE, AnalysedWindow, train_qtable
+from model.market.windows import plan_windows
 
 RANDOM_P_TRADE = 0.05
 

@@ -33,8 +33,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import ACTIONS, BUY, HOLD, SELL
+from model.analyst.rules import Rule, fired
 from model.candles import Candles
-from model.ensemble import (
+from model.features import compute_features
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.ensemble import (
     COMPONENTS,
     DEFAULT_BUY_THRESHOLD,
     DEFAULT_MIN_CONFIDENCE,
@@ -43,11 +47,7 @@ from model.ensemble import (
     Decision,
     FastTradingModel,
 )
-from model.features import compute_features
-from model.qlearning import FastQLearning
-from model.rules import Rule, fired
-from model.signals import flow_score_from_candles, technical_score
-from model.states import StateSpace
+from model.trading.signals import flow_score_from_candles, technical_score
 
 #: Order-book levels per side read by the order-book score.
 DEFAULT_BOOK_DEPTH = 10

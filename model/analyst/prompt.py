@@ -26,16 +26,16 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model import ACTIONS
-from model.answer import (
+from model.analyst.answer import (
     ASKED_RATIONALE_CHARS,
     ASKED_REASONING_CHARS,
     ASKED_RULES,
     ASKED_SUMMARY_CHARS,
     REGIMES,
 )
+from model.analyst.rules import MAX_CONDITIONS, OPS
 from model.candles import Candles
 from model.features import FEATURES
-from model.rules import MAX_CONDITIONS, OPS
 
 #: Version of the anonymous prompt (the default style); bump it when its text changes.
 PROMPT_VERSION: int = 4

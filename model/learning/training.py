@@ -25,15 +25,15 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from model.analyst.rules import Rule
 from model.candles import Candles, timeframe_seconds
 from model.features import compute_features
-from model.learning import SweepStats, value_iteration
-from model.pooled import PooledRecipe, pooled_value_iteration
-from model.qlearning import FastQLearning, TrainStats
-from model.rules import Rule
-from model.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
-from model.states import StateSpace
-from model.windows import next_is_contiguous
+from model.learning.pooled import PooledRecipe, pooled_value_iteration
+from model.learning.qlearning import FastQLearning, TrainStats
+from model.learning.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
+from model.learning.states import StateSpace
+from model.learning.sweep import SweepStats, value_iteration
+from model.market.windows import next_is_contiguous
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from model.learning import N_ACTIONS, SweepStats
-from model.states import N_POSITIONS
+from model.learning.states import N_POSITIONS
+from model.learning.sweep import N_ACTIONS, SweepStats
 
 
 @dataclass(frozen=True)

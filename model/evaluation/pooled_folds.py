@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from model.candles import Candles
-from model.controls import fold_control
-from model.folds import Fold
-from model.qlearning import FastQLearning
-from model.states import StateSpace
-from model.training import AnalysedWindow, Recipe, get_recipe, train_pooled
+from model.evaluation.controls import fold_control
+from model.evaluation.folds import Fold
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import AnalysedWindow, Recipe, get_recipe, train_pooled
 
 PoolPart = tuple[Candles, Fold, Sequence[AnalysedWindow]]
 Twins = tuple[FastQLearning, FastQLearning]

@@ -28,8 +28,8 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from model.folds import Fold
-from model.training import AnalysedWindow
+from model.evaluation.folds import Fold
+from model.learning.training import AnalysedWindow
 
 SHUFFLED, CONSTANT = "shuffled", "constant"
 CONTROLS = (SHUFFLED, CONSTANT)

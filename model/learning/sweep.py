@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.states import N_POSITIONS
+from model.learning.states import N_POSITIONS
 
 N_ACTIONS = 3
 
