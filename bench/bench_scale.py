@@ -336,7 +336,7 @@ def enqueue_while_consuming(windows: int, n_workers: int, concurrency: int) -> d
 
 
 def reducer_scaling(sizes: list[int]) -> list[dict[str, float]]:
-    """The reducer's training step alone (``model.training.train_qtable``, default recipe) on the
+    """The reducer's training step alone (``model.learning.training.train_qtable``, default recipe) on the
     first n synthetic candles, windows 48 / stride 6 analysed by the heuristic analyst as the
     worker does: seconds (best of 2, untraced) and the peak of memory allocated during a third,
     traced run (``tracemalloc``, numpy's buffers included), per candle count."""

@@ -30,7 +30,7 @@ RULE (fixed before looking; the git history has it committed before the first gr
 
 STATES RULE (fixed after the grid, before any run with these states): ``--states vol`` scores
 everything (``sweep`` and ``pooled``) on ``StateSpace.volatility_aware()`` (MACD histogram and EMA
-gap in ATRs, ``model.states.VOL_BINS``). It is adopted for the pooled recipe only if, with the
+gap in ATRs, ``model.learning.states.VOL_BINS``). It is adopted for the pooled recipe only if, with the
 RULE's chosen parameters and nothing re-tuned, it puts at least as many of the 24 tuning folds
 AND more of the 26 held-out folds above the random median than the default bins, at <= 30 trades
 a fold on the universe. Otherwise the default bins stay.
@@ -159,7 +159,7 @@ def null_results(cs: list[FoldCase], rep: int, **params: Any) -> list[dict[str, 
 
 def pooled_results(cs: list[FoldCase], **params: Any) -> list[dict[str, float]]:
     """Per case: Sharpe, trades and exposure of the pooled table trained across the cases of the
-    same date (``model.pooled_folds.pooled_fold_tables``, as ``qtrain evaluate`` trains it)."""
+    same date (``model.evaluation.pooled_folds.pooled_fold_tables``, as ``qtrain evaluate`` trains it)."""
     space = SPACE[0]
     recipe = dataclasses.replace(PooledRecipe(), **params)
     by_date: dict[int, list[FoldCase]] = {}

@@ -2,7 +2,7 @@
 
 ``backtest`` (a Q-table-like policy against buy-and-hold), ``paper`` (an account whose decisions
 come from two versions) and ``evaluate`` (two symbols' walk-forward folds, every policy of
-``model.scoreboard`` plus an extra one no code lists, as an "unshaped" twin would be).
+``model.evaluation.scoreboard`` plus an extra one no code lists, as an "unshaped" twin would be).
 """
 
 from __future__ import annotations

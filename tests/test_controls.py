@@ -1,4 +1,4 @@
-"""Negative controls (``model.controls``): the shuffled control is a seeded derangement of the
+"""Negative controls (``model.evaluation.controls``): the shuffled control is a seeded derangement of the
 batch's own answers inside the training range, the constant one its most common answer."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``qtrain evaluate`` with the pooled recipe (the default) on real PostgreSQL: one call trains it
 across the symbols given on each fold date, the JSON and the notes say what was pooled, two runs
-give the same bytes, and the pooled tables are the ones ``model.pooled_folds`` trains from the same
+give the same bytes, and the pooled tables are the ones ``model.evaluation.pooled_folds`` trains from the same
 data. A call of one symbol pools with the other stored symbols (their training ranges only);
 ``--pool none`` trains it alone; a bad ``--pool`` is one line and exit 2."""
 

@@ -1,4 +1,4 @@
-"""``model.live``: the run-time decision is the backtest's ensemble decision, the LLM-rules score,
+"""``model.trading.live``: the run-time decision is the backtest's ensemble decision, the LLM-rules score,
 weights parsing and the rule bound."""
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def test_one_symbol_with_the_pool_alone_is_the_sweep():
 
 
 def reference_pooled(series, *, n_market, gamma, cost, k, j, sweeps):
-    """The model of ``model.pooled`` written as plain loops over each symbol's candles."""
+    """The model of ``model.learning.pooled`` written as plain loops over each symbol's candles."""
     valid = [[t for t in range(len(m)) if m[t] >= 0 and np.isfinite(r[t])] for m, r, _ in series]
     sig = [np.std([r[t] for t in v]) for (_, r, _), v in zip(series, valid, strict=True)]
     out = []

@@ -34,7 +34,7 @@ SPACE = StateSpace.default()
 
 
 def reference_sweeps(m, r, sh, *, n_market, gamma, cost, k, sweeps):
-    """Value iteration of ``model.learning`` written as plain loops over candles (the obvious way)."""
+    """Value iteration of ``model.learning.sweep`` written as plain loops over candles (the obvious way)."""
     q = np.zeros((n_market, 2, 3))
     valid = [t for t in range(len(m)) if m[t] >= 0 and np.isfinite(r[t])]
     for _ in range(sweeps):

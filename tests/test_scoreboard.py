@@ -198,8 +198,9 @@ def test_ablation_counts_the_folds_where_the_analyses_helped(rows):
 
 
 def test_the_control_rows_are_the_recipe_trained_on_each_control():
-    """``qtable:shuffled`` / ``qtable:constant``: the same recipe trained on ``model.controls`` of the
-    fold's analyses; deterministic; without analyses they are the unshaped table."""
+    """``qtable:shuffled`` / ``qtable:constant``: the same recipe trained on
+    ``model.evaluation.controls`` of the fold's analyses; deterministic; without analyses they are
+    the unshaped table."""
     fold = FOLDS[1]
     an = analyses_for(CANDLES, fold)
     recipes = (DEFAULT_RECIPE, "qlearning")

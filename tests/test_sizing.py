@@ -1,4 +1,4 @@
-"""Volatility sizing's kernel (``model.sizing``): sizes in [floor, 1], nothing read from later
+"""Volatility sizing's kernel (``model.trading.sizing``): sizes in [floor, 1], nothing read from later
 candles, the band, and one clear error per bad parameter."""
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_no_version_uses_defaults(database_url, tmp_path):
 
 
 def test_walk_forward_trains_with_the_reducers_recipe(env):
-    """``model.training.train_qtable`` on a version's training candles and its batch's analyses gives
+    """``model.learning.training.train_qtable`` on a version's training candles and its batch's analyses gives
     the reducer's table byte for byte (no warm start on a first version)."""
     from model.learning.qlearning import FastQLearning
     from model.learning.states import StateSpace

@@ -32,7 +32,7 @@ DEFAULT_LLM_MAX_TOKENS = 1024
 #: tokens) plus the answer cap with headroom. Ollama's own default (2048, later 4096 or set by
 #: VRAM) would otherwise cut a long prompt silently.
 DEFAULT_LLM_NUM_CTX = 4096
-#: The analyst's prompt style (QTRAIN_PROMPT, ``model.prompt``): ``anonymous`` shows no symbol, date
+#: The analyst's prompt style (QTRAIN_PROMPT, ``model.analyst.prompt``): ``anonymous`` shows no symbol, date
 #: or absolute price (a model's memory of the market cannot leak the future); ``named`` only to compare.
 PROMPT_STYLES = ("anonymous", "named")
 DEFAULT_PROMPT_STYLE = "anonymous"

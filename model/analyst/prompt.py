@@ -207,7 +207,8 @@ def build_messages(
 
     ``style`` is ``anonymous`` (default: no symbol, date or absolute price) or ``named``; the
     system message is the same for every window of a style. ``reason_first`` asks for a short
-    ``reasoning`` before the structured fields (with ``model.answer.REASONED_SCHEMA``; an experiment)."""
+    ``reasoning`` before the structured fields (with ``model.analyst.answer.REASONED_SCHEMA``; an
+    experiment)."""
     _check_style(style)
     if len(candles_window) < 2:
         raise ValueError(f"candles_window must have at least 2 candles, got {len(candles_window)}")

@@ -1,5 +1,5 @@
 """``qtrain llm check``: ask the configured model about N windows of stored candles and measure its
-answers (``model.llm_check``): validity, cost, sensitivity to the window, memory of the market.
+answers (``model.analyst.llm_check``): validity, cost, sensitivity to the window, memory of the market.
 
 Per window, four calls through the same client the workers use: the analysis under the configured
 prompt style; the same window mirrored (every return negated) under that style; the analysis under
