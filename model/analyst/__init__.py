@@ -1,1 +1,1 @@
-"""The analyst: its prompt, its answer and rules, the deterministic heuristic, and llm check's measures."""
+"""The analyst of a window: its prompt, its answer and rules, the heuristic analyst, llm check's measures."""

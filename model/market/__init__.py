@@ -1,1 +1,1 @@
-"""Candle series in and out: the windows a batch analyses, defects importers flag, synthetic candles."""
+"""Candle series cut, checked and made up: the windows a batch analyses, defects, synthetic candles."""
