@@ -3,7 +3,7 @@
 Run from the repository root: ``.venv/bin/python bench/bench_backtest.py [--n 1000000] [--bt-rows N]``.
 
 Workload: the long-only SMA(10)/SMA(30) crossover, fee 0.1%, on (1) the shared BTC-USDT 1h candles
-and (2) 1,000,000 generated candles (``model.synthetic.make_candles``). The ratio compares time per
+and (2) 1,000,000 generated candles (``model.market.synthetic.make_candles``). The ratio compares time per
 candle, ours best of 5 runs (policy + engine), backtesting.py one run. Both engines must find the
 same number of trades on the same rows, or the benchmark stops. backtesting.py takes ~13 s on 1e6
 candles here; ``--bt-rows N`` limits it to the first N generated candles (time per candle compared).
@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
-from model.policies import sma, sma_crossover  # noqa: E402
-from model.synthetic import make_candles  # noqa: E402
+from model.evaluation.backtest import run_backtest  # noqa: E402
+from model.evaluation.policies import sma, sma_crossover  # noqa: E402
+from model.market.synthetic import make_candles  # noqa: E402
 from tests.shared_candles import load_csv_candles  # noqa: E402
 
 FAST, SLOW, FEE = 10, 30, 0.001

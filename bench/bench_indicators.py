@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python bench/bench_indicators.py [--n 1000000] [--repeat 5]``.
 
-Workload: ``n`` generated candles (``model.synthetic.make_candles``, seed 42). Each row times one
+Workload: ``n`` generated candles (``model.market.synthetic.make_candles``, seed 42). Each row times one
 indicator with TA-Lib's defaults (best of ``--repeat`` runs, both libraries), checks that the two
 agree after warm-up (1e-8 relative) and prints ms and the ratio ours / TA-Lib. A last row times a
 naive one-candle-at-a-time Python EMA for reference (one run, it is slow). Not a test.
@@ -24,7 +24,7 @@ import talib  # noqa: E402
 
 from model.features import compute_features  # noqa: E402
 from model.indicators import FastIndicators as ind  # noqa: E402
-from model.synthetic import make_candles  # noqa: E402
+from model.market.synthetic import make_candles  # noqa: E402
 
 Result = np.ndarray | tuple[np.ndarray, ...]
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_llm import batch_messages  # noqa: E402
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
-from model.answer import ANSWER_SCHEMA  # noqa: E402
+from model.analyst.answer import ANSWER_SCHEMA  # noqa: E402
 from model.features import WARMUP  # noqa: E402
 from producer.workers import start_workers  # noqa: E402
 from tests.fake_ollama import FakeOllamaProcess  # noqa: E402

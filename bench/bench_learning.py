@@ -1,11 +1,11 @@
-"""Training time of each recipe of ``model.training.RECIPES`` on 4 years of hourly candles.
+"""Training time of each recipe of ``model.learning.training.RECIPES`` on 4 years of hourly candles.
 
 Run from the repository root: ``.venv/bin/python bench/bench_learning.py [--repeat 3] [--epochs 5]``.
 
 Workload: the shared BTC-USDT 1h file (2017-08 .. 2021-06, about 33,400 candles after the
 importer's clean-up; read through ``producer.importer.parse_candles``, never copied) with the
 heuristic analyst's analyses of 48-candle windows every 24 candles (computed once, not timed).
-Each recipe trains one table on all of it through ``model.training.train_qtable`` (the reducer's
+Each recipe trains one table on all of it through ``model.learning.training.train_qtable`` (the reducer's
 and the scoreboard's entry point): features, states and shaping (``training_data``) plus the
 learner, best of ``--repeat`` wall times. The ``learn`` column is the learner alone (``qlearning``:
 ``FastQLearning.train``, ``--epochs`` passes; ``sweep``: value iteration to convergence); the ratio
@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 from scoreboard_research import load  # noqa: E402
 
-from model.scoreboard import heuristic_analyses  # noqa: E402
-from model.states import StateSpace  # noqa: E402
-from model.training import RECIPES, train_pooled, train_qtable  # noqa: E402
+from model.evaluation.scoreboard import heuristic_analyses  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.learning.training import RECIPES, train_pooled, train_qtable  # noqa: E402
 
 UNIVERSE = ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")
 

@@ -36,9 +36,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
-from model.answer import ANSWER_SCHEMA  # noqa: E402
+from model.analyst.answer import ANSWER_SCHEMA  # noqa: E402
+from model.analyst.prompt import build_messages  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.prompt import build_messages  # noqa: E402
 from producer.workers import start_workers  # noqa: E402
 from tests.pipeline_support import ROOT, qtrain, query, seed_candles  # noqa: E402
 from worker.embedded import llm  # noqa: E402

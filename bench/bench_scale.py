@@ -145,7 +145,7 @@ import json, resource, sys, time
 from worker.pipeline import reduce
 from worker.store import batches
 from worker.settings import Settings
-from model.states import StateSpace
+from model.learning.states import StateSpace
 url, batch_id, symbol = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 settings = Settings(database_url=url)
 spec, _ = batches.load_batch(url, batch_id)
@@ -336,16 +336,16 @@ def enqueue_while_consuming(windows: int, n_workers: int, concurrency: int) -> d
 
 
 def reducer_scaling(sizes: list[int]) -> list[dict[str, float]]:
-    """The reducer's training step alone (``model.training.train_qtable``, default recipe) on the
+    """The reducer's training step alone (``model.learning.training.train_qtable``, default recipe) on the
     first n synthetic candles, windows 48 / stride 6 analysed by the heuristic analyst as the
     worker does: seconds (best of 2, untraced) and the peak of memory allocated during a third,
     traced run (``tracemalloc``, numpy's buffers included), per candle count."""
     import tracemalloc
 
-    from model.scoreboard import heuristic_analyses
-    from model.states import StateSpace
-    from model.synthetic import make_candles
-    from model.training import train_qtable
+    from model.evaluation.scoreboard import heuristic_analyses
+    from model.learning.states import StateSpace
+    from model.learning.training import train_qtable
+    from model.market.synthetic import make_candles
 
     big = make_candles(max(sizes), seed=7)
     analysed = heuristic_analyses(big, until_ts=int(big.ts[-1]) + 3600, window=WINDOW, stride=STRIDE)

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scoreboard_research import load  # noqa: E402
 
 from model.candles import Candles  # noqa: E402
-from model.scoreboard import heuristic_analyses  # noqa: E402
-from model.states import StateSpace  # noqa: E402
-from model.training import train_pooled, train_qtable  # noqa: E402
+from model.evaluation.scoreboard import heuristic_analyses  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.learning.training import train_pooled, train_qtable  # noqa: E402
 from worker.pipeline.promotion import tail_metrics  # noqa: E402
 
 ENDS = [datetime(y, m, 1, tzinfo=UTC) for y in (2019, 2020, 2021) for m in (1, 7)]

@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.scoreboard import summarise  # noqa: E402
+from model.evaluation.scoreboard import summarise  # noqa: E402
 from worker.evaluation.scoreboard import EvaluateRequest, evaluate  # noqa: E402
 
 UNIVERSE = ("CELR-USDT", "DASH-USDT", "EOS-USDT", "ETC-USDT", "ONE-USDT", "QTUM-USDT", "XMR-USDT", "ZEC-USDT")

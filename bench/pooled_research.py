@@ -30,7 +30,7 @@ RULE (fixed before looking; the git history has it committed before the first gr
 
 STATES RULE (fixed after the grid, before any run with these states): ``--states vol`` scores
 everything (``sweep`` and ``pooled``) on ``StateSpace.volatility_aware()`` (MACD histogram and EMA
-gap in ATRs, ``model.states.VOL_BINS``). It is adopted for the pooled recipe only if, with the
+gap in ATRs, ``model.learning.states.VOL_BINS``). It is adopted for the pooled recipe only if, with the
 RULE's chosen parameters and nothing re-tuned, it puts at least as many of the 24 tuning folds
 AND more of the 26 held-out folds above the random median than the default bins, at <= 30 trades
 a fold on the universe. Otherwise the default bins stay.
@@ -57,16 +57,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scoreboard_research import load  # noqa: E402
 
-from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
+from model.evaluation.backtest import run_backtest  # noqa: E402
+from model.evaluation.folds import Fold, rolling_folds  # noqa: E402
+from model.evaluation.policies import qtable_policy  # noqa: E402
+from model.evaluation.pooled_folds import pooled_fold_tables  # noqa: E402
+from model.evaluation.scoreboard import evaluate_fold, heuristic_analyses, policy_name  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.folds import Fold, rolling_folds  # noqa: E402
-from model.policies import qtable_policy  # noqa: E402
-from model.pooled import PooledRecipe, pooled_value_iteration  # noqa: E402
-from model.pooled_folds import pooled_fold_tables  # noqa: E402
-from model.scoreboard import evaluate_fold, heuristic_analyses, policy_name  # noqa: E402
-from model.states import StateSpace  # noqa: E402
-from model.training import AnalysedWindow, training_data  # noqa: E402
+from model.learning.pooled import PooledRecipe, pooled_value_iteration  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.learning.training import AnalysedWindow, training_data  # noqa: E402
 
 BTC_ETH = ("BTC", "ETH")
 UNIVERSE = ("CELR", "DASH", "EOS", "ETC", "ONE", "QTUM", "XMR", "ZEC")
@@ -159,7 +159,7 @@ def null_results(cs: list[FoldCase], rep: int, **params: Any) -> list[dict[str, 
 
 def pooled_results(cs: list[FoldCase], **params: Any) -> list[dict[str, float]]:
     """Per case: Sharpe, trades and exposure of the pooled table trained across the cases of the
-    same date (``model.pooled_folds.pooled_fold_tables``, as ``qtrain evaluate`` trains it)."""
+    same date (``model.evaluation.pooled_folds.pooled_fold_tables``, as ``qtrain evaluate`` trains it)."""
     space = SPACE[0]
     recipe = dataclasses.replace(PooledRecipe(), **params)
     by_date: dict[int, list[FoldCase]] = {}

@@ -29,16 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.backtest import run_backtest  # noqa: E402
 from model.candles import Candles  # noqa: E402
+from model.evaluation.backtest import run_backtest  # noqa: E402
+from model.evaluation.folds import Fold, rolling_folds  # noqa: E402
+from model.evaluation.policies import qtable_policy  # noqa: E402
+from model.evaluation.pooled_folds import pooled_tables_by_date  # noqa: E402
+from model.evaluation.scoreboard import evaluate_fold, fold_record, heuristic_analyses, summarise  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.folds import Fold, rolling_folds  # noqa: E402
-from model.learning import value_iteration  # noqa: E402
-from model.policies import qtable_policy  # noqa: E402
-from model.pooled_folds import pooled_tables_by_date  # noqa: E402
-from model.scoreboard import evaluate_fold, fold_record, heuristic_analyses, summarise  # noqa: E402
-from model.states import StateSpace  # noqa: E402
-from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow, SweepRecipe, training_data  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.learning.sweep import value_iteration  # noqa: E402
+from model.learning.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow, SweepRecipe, training_data  # noqa: E402
 from producer.importer import parse_candles, read_file  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

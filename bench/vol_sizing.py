@@ -18,7 +18,7 @@ RULE (fixed and committed before the first run; nothing below is tuned after it)
 * One simulator for every policy compared (the decision at close t is held over the return from
   close t to close t+1; fees on each change of the held fraction; Sharpe of the hourly equity
   returns): the unsized table (fraction 0/1), the sized table, buy-and-hold (1 from the first
-  test candle) and the median of 50 seeded random policies (``model.policies.random_policy``,
+  test candle) and the median of 50 seeded random policies (``model.evaluation.policies.random_policy``,
   seeds 0-49, as the scoreboard's). So every comparison is within the same accounting.
 * Kept (and then carried into the backtest, the paper trader and ``signal`` with a parity test)
   only if, on BOTH sets, the sized table is above buy-and-hold's Sharpe in MORE folds than the
@@ -43,13 +43,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scoreboard_research import load  # noqa: E402
 
+from model.evaluation.folds import rolling_folds  # noqa: E402
+from model.evaluation.policies import qtable_policy, random_policy  # noqa: E402
+from model.evaluation.pooled_folds import pooled_tables_by_date  # noqa: E402
+from model.evaluation.scoreboard import heuristic_analyses  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.folds import rolling_folds  # noqa: E402
-from model.policies import qtable_policy, random_policy  # noqa: E402
-from model.pooled_folds import pooled_tables_by_date  # noqa: E402
-from model.scoreboard import heuristic_analyses  # noqa: E402
-from model.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma  # noqa: E402
-from model.states import StateSpace  # noqa: E402
+from model.learning.states import StateSpace  # noqa: E402
+from model.trading.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma  # noqa: E402
 
 SIZING = VolSizing(lookback=168, floor=0.25, band=0.2)  # the RULE's
 FEE, SEEDS = 0.001, 50
@@ -58,12 +58,13 @@ HOURS_A_YEAR = 24 * 365
 
 
 def sizes(sig: np.ndarray, sig_ref: float) -> np.ndarray:
-    """The RULE's target size at each decision candle (``model.sizing.target_sizes``)."""
+    """The RULE's target size at each decision candle (``model.trading.sizing.target_sizes``)."""
     return target_sizes(sig, sig_ref, SIZING)
 
 
 def held_fraction(pos: np.ndarray, target: np.ndarray | None) -> np.ndarray:
-    """The fraction of equity held after each decision: 0/1 unsized, else ``model.sizing.held_fractions``."""
+    """The fraction of equity held after each decision: 0/1 unsized, else
+    ``model.trading.sizing.held_fractions``."""
     return pos.astype(np.float64) if target is None else held_fractions(pos, target, SIZING)
 
 

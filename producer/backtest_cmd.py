@@ -13,15 +13,15 @@ import click
 import numpy as np
 from rich.table import Table
 
-from model import policy_set
-from model.backtest import BacktestResult
 from model.candles import Candles, minute_utc
+from model.evaluation import policy_set
+from model.evaluation.backtest import BacktestResult
+from model.evaluation.lookahead import check_lookahead, default_cut_points
+from model.evaluation.metrics import METRIC_NAMES, json_safe, too_short_to_annualise
 from model.features import compute_features
-from model.live import trades_from_backtest
-from model.lookahead import check_lookahead, default_cut_points
-from model.metrics import METRIC_NAMES, json_safe, too_short_to_annualise
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.live import trades_from_backtest
 from producer.console import make_console
 from producer.options import output_path, parse_range
 from worker.errors import BadInput

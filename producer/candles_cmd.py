@@ -12,7 +12,7 @@ import numpy as np
 from rich.table import Table
 
 from model.candles import minute_utc
-from model.defects import OUTLIER_FLAG
+from model.market.defects import OUTLIER_FLAG
 from producer import import_dir, importer, readers
 from producer.console import make_console
 from producer.lazy import LazyDefaultOption

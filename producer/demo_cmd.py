@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 from producer import train_cmd
 from producer.workers import running_workers, start_workers
 from worker.errors import QtrainError

@@ -9,9 +9,9 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
-from model.prompt import prompt_version
-from model.training import RECIPES
+from model.analyst.prompt import prompt_version
+from model.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS
+from model.learning.training import RECIPES
 from producer.console import make_console
 from producer.options import output_path, parse_range, parse_symbols
 from producer.pool_option import POOL_HELP, parse_pool

@@ -23,7 +23,7 @@ rejection with its reason; nothing is invented):
 - Duplicate timestamps are resolved by ``on_conflict`` (see ``CONFLICT_POLICIES``); identical
   copies and conflicting ones are counted separately.
 - Gaps stay gaps: counted, with the longest run of missing candles.
-- Outliers (``model.defects``): a candle whose range (high-low)/close exceeds ``OUTLIER_RANGE_FACTOR``
+- Outliers (``model.market.defects``): a candle whose range (high-low)/close exceeds ``OUTLIER_RANGE_FACTOR``
   times the median range of its ``OUTLIER_NEIGHBOURS`` neighbours on each side is kept and flagged
   ``outlier_range`` (never dropped: a real crash and a bad tick look alike to a program; the flag
   lets consumers decide). The factor 20 sits above the largest genuine hourly moves in 2017-2021
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from model.candles import TIMEFRAME_SECONDS, minute_utc, timeframe_seconds
-from model.defects import OUTLIER_FLAG, outliers
+from model.market.defects import OUTLIER_FLAG, outliers
 from producer import readers
 from producer.import_checks import (
     check_symbols,

@@ -1,7 +1,7 @@
 """Click option pieces whose values come from heavy modules, computed when first needed.
 
 A command module is imported whenever its command runs (``qtrain status`` imports
-``producer.train_cmd``); option choices and defaults taken from ``model.training`` or
+``producer.train_cmd``); option choices and defaults taken from ``model.learning.training`` or
 ``worker.pipeline.dispatch`` would otherwise import numpy and the whole model at start for every command of
 that module. These resolve on first use: help rendering or parsing that option's value.
 """

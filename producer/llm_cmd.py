@@ -1,7 +1,7 @@
 """``qtrain llm check``: what a user needs to know of their model before a GPU-night.
 
 The configured server (QTRAIN_LLM_API, either API, the workers' client) is asked about N windows of
-stored candles (``worker.evaluation.llm_check``); the answers are measured (``model.llm_check``).
+stored candles (``worker.evaluation.llm_check``); the answers are measured (``model.analyst.llm_check``).
 A table by default, one line per finding; ``--json`` for the keys validity, tokens, sensitivity,
 memory and verdict.
 """

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from model.metrics import ANNUALISED, too_short_to_annualise
-from model.qlearning import FastQLearning
+from model.evaluation.metrics import ANNUALISED, too_short_to_annualise
+from model.learning.qlearning import FastQLearning
 from producer.console import make_console
 from producer.options import output_path
 from worker.errors import BadInput, QtrainError

@@ -14,9 +14,9 @@ import click
 import numpy as np
 from rich.table import Table
 
-from model.backtest import TRADE_DTYPE, BacktestResult
 from model.candles import Candles, minute_utc, timeframe_seconds
-from model.metrics import compute_metrics
+from model.evaluation.backtest import TRADE_DTYPE, BacktestResult
+from model.evaluation.metrics import compute_metrics
 from producer.console import make_console
 from producer.options import output_path, parse_range, parse_symbols
 from producer.signal_cmd import agent_options, agent_settings

@@ -24,9 +24,9 @@ from bokeh.models import (
     PrintfTickFormatter,
 )
 
-from model.backtest import BacktestResult
 from model.candles import Candles, minute_utc
-from model.metrics import METRIC_NAMES, drawdown_series
+from model.evaluation.backtest import BacktestResult
+from model.evaluation.metrics import METRIC_NAMES, drawdown_series
 from producer.report_page import PALETTE, Section, Table, fmt, page, time_figure, when
 
 MAX_POINTS = 4000

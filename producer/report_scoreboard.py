@@ -20,8 +20,8 @@ from bokeh.models import ColumnDataSource, CustomJS, FactorRange, HoverTool, Sel
 from bokeh.plotting import figure
 from bokeh.transform import dodge
 
-from model.scoreboard import RANDOM_P_TRADE, policy_name
-from model.training import RECIPES, recipe_metadata
+from model.evaluation.scoreboard import RANDOM_P_TRADE, policy_name
+from model.learning.training import RECIPES, recipe_metadata
 from producer.report import PALETTE, Section, Table, page, time_figure, when
 
 BH = "buy_and_hold"

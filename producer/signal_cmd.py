@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 
 from model.candles import timeframe_seconds
-from model.ensemble import COMPONENTS
+from model.trading.ensemble import COMPONENTS
 from producer.console import make_console
 from producer.options import parse_symbols
 from worker.clients.exchange import DEFAULT_EXCHANGE

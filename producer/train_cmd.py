@@ -61,8 +61,8 @@ class BatchFailed(QtrainError):
     help="llm: the server QTRAIN_LLM_API names (ollama: the same, its stored name); heuristic: no LLM.",
 )
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
-@click.option("--recipe", type=LazyChoice("model.training.RECIPES"), cls=LazyDefaultOption,
-              lazy_default="model.training.DEFAULT_RECIPE", show_default=True,
+@click.option("--recipe", type=LazyChoice("model.learning.training.RECIPES"), cls=LazyDefaultOption,
+              lazy_default="model.learning.training.DEFAULT_RECIPE", show_default=True,
               help="How the reducer trains the Q-table (compare them with `qtrain evaluate`).")  # fmt: skip
 @click.option("--pool", default=None, metavar="SYMBOLS|none", help=POOL_HELP)
 @click.option(

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from model.candles import Candles
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
 from worker.errors import PermanentError
 from worker.pipeline import dispatch
 from worker.pipeline.analyze import analyze

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 
 KUCOIN_TYPES = {
     "1min": 60,

@@ -2,7 +2,7 @@
 
 ``backtest`` (a Q-table-like policy against buy-and-hold), ``paper`` (an account whose decisions
 come from two versions) and ``evaluate`` (two symbols' walk-forward folds, every policy of
-``model.scoreboard`` plus an extra one no code lists, as an "unshaped" twin would be).
+``model.evaluation.scoreboard`` plus an extra one no code lists, as an "unshaped" twin would be).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from model import scoreboard as ms
-from model.backtest import run_backtest
-from model.folds import rolling_folds
-from model.policies import buy_and_hold, sma_crossover
-from model.synthetic import make_candles
+from model.evaluation import scoreboard as ms
+from model.evaluation.backtest import run_backtest
+from model.evaluation.folds import rolling_folds
+from model.evaluation.policies import buy_and_hold, sma_crossover
+from model.market.synthetic import make_candles
 from producer.report import render_report
 from producer.report_scoreboard import render_scoreboard
 from worker.evaluation.scoreboard import Scoreboard, equity_record

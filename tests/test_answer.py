@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
-from model.answer import (
+from model.analyst.answer import (
     ANSWER_SCHEMA,
     ASKED_RULES,
     MAX_RULES,
@@ -22,8 +22,8 @@ from model.answer import (
     parse_answer,
     safe_float,
 )
+from model.analyst.rules import Condition, Rule, rule_from_json
 from model.features import FEATURES
-from model.rules import Condition, Rule, rule_from_json
 
 
 def good(**over: Any) -> dict[str, Any]:
@@ -449,7 +449,7 @@ def test_valid_answer_round_trips(obj: dict[str, Any]) -> None:
 
 
 def test_the_reason_first_variant_asks_reasoning_first_and_its_answer_needs_no_repair() -> None:
-    from model.answer import ANSWER_SCHEMA, ASKED_REASONING_CHARS, REASONED_SCHEMA
+    from model.analyst.answer import ANSWER_SCHEMA, ASKED_REASONING_CHARS, REASONED_SCHEMA
 
     assert list(REASONED_SCHEMA["properties"])[0] == "reasoning"
     assert REASONED_SCHEMA["required"][0] == "reasoning"

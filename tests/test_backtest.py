@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.backtest import run_backtest
 from model.candles import Candles
-from model.policies import buy_and_hold, random_policy
-from model.synthetic import make_candles
+from model.evaluation.backtest import run_backtest
+from model.evaluation.policies import buy_and_hold, random_policy
+from model.market.synthetic import make_candles
 
 
 def reference_backtest(c: Candles, target, *, fee, slippage_bps, size, cash, close_at_end=False):

@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from model.metrics import ANNUALISED, METRIC_NAMES
-from model.policy_set import POLICIES
+from model.evaluation.metrics import ANNUALISED, METRIC_NAMES
+from model.evaluation.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_version, settings_for
 from tests.pipeline_support import query, seed_candles

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.backtest import run_backtest
-from model.policies import buy_and_hold, sma, sma_crossover
+from model.evaluation.backtest import run_backtest
+from model.evaluation.policies import buy_and_hold, sma, sma_crossover
 from tests.conftest import shared_csv
 from tests.shared_candles import load_csv_candles
 

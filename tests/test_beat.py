@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 from producer.workers import start_workers
 from tests.fake_exchange import FakeKucoin, serve
 from tests.pipeline_support import ROOT, pipeline_env, query, seed_candles, wait_for

@@ -1,4 +1,4 @@
-"""Negative controls (``model.controls``): the shuffled control is a seeded derangement of the
+"""Negative controls (``model.evaluation.controls``): the shuffled control is a seeded derangement of the
 batch's own answers inside the training range, the constant one its most common answer."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
-from model.controls import (
+from model.analyst.rules import Condition, Rule
+from model.evaluation.controls import (
     CONSTANT,
     CONTROLS,
     SHUFFLED,
@@ -21,8 +22,7 @@ from model.controls import (
     in_range,
     shuffled,
 )
-from model.rules import Condition, Rule
-from model.training import AnalysedWindow
+from model.learning.training import AnalysedWindow
 
 H = 3600
 

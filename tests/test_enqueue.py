@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.synthetic import DEFAULT_START
+from model.market.synthetic import DEFAULT_START
 from tests.pipeline_support import query, seed_candles
 from worker.pipeline import dispatch
 from worker.pipeline.analyze import analyze

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
-from model.ensemble import COMPONENTS, DEFAULT_WEIGHTS, FastTradingModel
+from model.trading.ensemble import COMPONENTS, DEFAULT_WEIGHTS, FastTradingModel
 
 score_or_none = st.one_of(st.none(), st.floats(-1.0, 1.0, allow_nan=False))
 weight = st.floats(0.0, 10.0, allow_nan=False)
@@ -151,10 +151,10 @@ def test_bad_calls_rejected() -> None:
 def test_end_to_end_with_real_features() -> None:
     """features -> states -> Q-learning -> signals -> ensemble on seeded candles."""
     from model.features import compute_features
-    from model.qlearning import FastQLearning
-    from model.signals import flow_score_from_candles, technical_score
-    from model.states import StateSpace
-    from model.synthetic import make_candles
+    from model.learning.qlearning import FastQLearning
+    from model.learning.states import StateSpace
+    from model.market.synthetic import make_candles
+    from model.trading.signals import flow_score_from_candles, technical_score
 
     candles = make_candles(2_000, seed=4)
     feats = compute_features(candles)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from model.synthetic import DEFAULT_START
+from model.market.synthetic import DEFAULT_START
 from producer.cli import cli
 from producer.workers import start_workers
 from tests.fake_ollama import FakeOllama

@@ -1,6 +1,6 @@
 """``qtrain evaluate`` with the pooled recipe (the default) on real PostgreSQL: one call trains it
 across the symbols given on each fold date, the JSON and the notes say what was pooled, two runs
-give the same bytes, and the pooled tables are the ones ``model.pooled_folds`` trains from the same
+give the same bytes, and the pooled tables are the ones ``model.evaluation.pooled_folds`` trains from the same
 data. A call of one symbol pools with the other stored symbols (their training ranges only);
 ``--pool none`` trains it alone; a bad ``--pool`` is one line and exit 2."""
 
@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
-from model.backtest import run_backtest
+from model.evaluation.backtest import run_backtest
+from model.evaluation.metrics import json_safe
+from model.evaluation.policies import qtable_policy
+from model.evaluation.pooled_folds import pooled_fold_tables
+from model.evaluation.scoreboard import heuristic_analyses
 from model.features import compute_features
-from model.metrics import json_safe
-from model.policies import qtable_policy
-from model.pooled_folds import pooled_fold_tables
-from model.scoreboard import heuristic_analyses
-from model.states import StateSpace
-from model.synthetic import DEFAULT_START
+from model.learning.states import StateSpace
+from model.market.synthetic import DEFAULT_START
 from producer.cli import cli
 from tests.pipeline_support import seed_candles
 from worker.evaluation.scoreboard import EvaluateRequest, plan

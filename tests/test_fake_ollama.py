@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model.answer import ANSWER_SCHEMA, AnswerError, parse_answer
+from model.analyst.answer import ANSWER_SCHEMA, AnswerError, parse_answer
 from tests.fake_ollama import BUSY_ERROR, FakeOllama, FakeOllamaProcess, default_answer
 from worker.clients.llm import LLMBadRequest
 from worker.clients.ollama import OllamaClient

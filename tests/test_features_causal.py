@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from model.candles import Candles
 from model.features import FEATURE_WARMUP, FEATURES, WARMUP, compute_features, feature_matrix
 from model.indicators import FastIndicators as ind
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 
 # Bit-exact equality is expected, not a tolerance: every step (block boundaries at fixed absolute
 # indices, sequential cumulative sums, pairwise merges, the carry loop) depends on the index only,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.folds import DAY, rolling_folds
+from model.evaluation.folds import DAY, rolling_folds
 
 HOUR = 3600
 

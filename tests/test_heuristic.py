@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from model import BUY, HOLD, SELL
-from model.answer import MAX_RULES, REGIMES, Analysis, parse_answer
+from model.analyst.answer import MAX_RULES, REGIMES, Analysis, parse_answer
+from model.analyst.heuristic import heuristic_analysis
+from model.analyst.rules import fired, rule_from_json, rule_to_json
 from model.features import FEATURES, compute_features
-from model.heuristic import heuristic_analysis
-from model.rules import fired, rule_from_json, rule_to_json
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 
 
 def _check_valid(a: Analysis) -> None:

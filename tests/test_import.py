@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.defects import OUTLIER_FLAG
+from model.market.defects import OUTLIER_FLAG
 from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.indicators import FastIndicators as ind
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 from tests.conftest import shared_csv
 
 Series = dict[str, np.ndarray]

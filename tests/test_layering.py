@@ -7,6 +7,7 @@ lazy import hides a cycle from Python, not from a reader).
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,13 +155,16 @@ def _room(module: str) -> tuple[str, int] | None:
     return room, ROOM_RANK.get(room, 0)
 
 
-def room_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
-    """Imports inside ``worker/`` that run back up the rooms, or sideways between rooms of one rank."""
+def room_violations(
+    graph: dict[str, set[str]], room_of: Callable[[str], tuple[str, int] | None] = _room
+) -> list[tuple[str, str]]:
+    """Imports inside ``worker/`` (or the package ``room_of`` places) that run back up the rooms, or
+    sideways between rooms of one rank."""
     bad = []
     for mod, deps in graph.items():
-        src = _room(mod)
+        src = room_of(mod)
         for dep in deps:
-            dst = _room(dep)
+            dst = room_of(dep)
             if src is None or dst is None or src[0] == dst[0]:
                 continue
             if dst[1] > src[1] or (dst[1] == src[1] and dst[1] > 0):
@@ -202,6 +206,74 @@ def test_the_room_check_catches_an_arrow_back_up(tmp_path: Path) -> None:
     assert bad == [
         ("worker.pipeline.reduce", "worker.trading.paper"),
         ("worker.store.db", "worker.pipeline.reduce"),
+    ]
+
+
+#: Rooms inside ``model/``, lowest first, under the same rule as ``worker/``'s. On top (rank 0):
+#: the package's ``__init__`` (the actions HOLD/BUY/SELL) and what every room reads: ``candles``,
+#: ``indicators``, ``features``. ``market`` (windows, defects, synthetic candles) and ``analyst``
+#: (prompt, answer, rules, heuristic) know nothing of each other; ``learning`` trains from the
+#: analysts' rules and the windows; ``trading`` runs a learned table and the rules at run time;
+#: ``evaluation`` sits on top because it judges all of them side by side (its policy set holds the
+#: ensemble, the heuristic's rules and the tables; the scoreboard trains each recipe per fold).
+MODEL_ROOM_RANK = {
+    "market": 1,
+    "analyst": 1,
+    "learning": 2,
+    "trading": 3,
+    "evaluation": 4,
+}
+
+
+def _model_room(module: str) -> tuple[str, int] | None:
+    parts = module.split(".")
+    if parts[0] != "model":
+        return None
+    if len(parts) == 1:
+        return "model", 0
+    room = parts[1] if parts[1] in MODEL_ROOM_RANK else ""
+    return room, MODEL_ROOM_RANK.get(room, 0)
+
+
+def test_rooms_inside_model_import_one_way() -> None:
+    graph = import_graph(project_modules())
+    rooms = {p.name for p in (ROOT / "model").iterdir() if (p / "__init__.py").exists()}
+    assert rooms == set(MODEL_ROOM_RANK), "a new room needs a rank in MODEL_ROOM_RANK"
+    assert room_violations(graph, _model_room) == []
+
+
+def test_model_has_at_least_4_rooms_each_with_a_one_line_docstring_and_at_most_8_modules_on_top() -> None:
+    rooms = [p for p in sorted((ROOT / "model").iterdir()) if (p / "__init__.py").exists()]
+    assert len(rooms) >= 4, [p.name for p in rooms]
+    for room in rooms:
+        doc = ast.get_docstring(ast.parse((room / "__init__.py").read_text()))
+        assert doc and "\n" not in doc.strip(), f"model/{room.name}/__init__.py needs a one-line docstring"
+    top = [p.name for p in (ROOT / "model").glob("*.py") if p.name != "__init__.py"]
+    assert len(top) <= 8, top
+
+
+def test_the_model_room_check_catches_an_arrow_back_up(tmp_path: Path) -> None:
+    """The checker on a broken scratch tree: a top module and a room importing up, two rooms of one
+    rank importing each other; a room reading the top and a lower room is fine."""
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    for room in ("market", "analyst", "learning"):
+        (tmp_path / "model" / room).mkdir()
+        (tmp_path / "model" / room / "__init__.py").write_text("")
+    (tmp_path / "model" / "features.py").write_text("def f():\n    from model.analyst import rules\n")
+    (tmp_path / "model" / "analyst" / "rules.py").write_text(
+        "from model import features\nfrom model.market import windows\n"
+    )
+    (tmp_path / "model" / "market" / "windows.py").write_text("from model.learning.training import t\n")
+    (tmp_path / "model" / "learning" / "training.py").write_text(
+        "from model.analyst.rules import r\nfrom model.market import windows\nfrom model import HOLD\n"
+    )
+    bad = room_violations(import_graph(project_modules(tmp_path)), _model_room)
+    assert bad == [
+        ("model.analyst.rules", "model.market.windows"),
+        ("model.features", "model.analyst.rules"),
+        ("model.market.windows", "model.learning.training"),
     ]
 
 

@@ -1,4 +1,4 @@
-"""``model.live``: the run-time decision is the backtest's ensemble decision, the LLM-rules score,
+"""``model.trading.live``: the run-time decision is the backtest's ensemble decision, the LLM-rules score,
 weights parsing and the rule bound."""
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
-from model.ensemble import DEFAULT_WEIGHTS
+from model.analyst.rules import Condition, Rule
+from model.evaluation.policy_set import policy_positions
 from model.features import FEATURES, compute_features
-from model.live import (
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.market.synthetic import make_candles
+from model.trading.ensemble import DEFAULT_WEIGHTS
+from model.trading.live import (
     AgentConfig,
     Book,
     Brain,
@@ -24,11 +29,6 @@ from model.live import (
     parse_weights,
     rules_score,
 )
-from model.policy_set import policy_positions
-from model.qlearning import FastQLearning
-from model.rules import Condition, Rule
-from model.states import StateSpace
-from model.synthetic import make_candles
 
 
 def _brain(seed: int, rules: tuple[Rule, ...] = ()) -> Brain:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
-from model.llm_check import (
+from model.analyst.llm_check import (
     NO_ANSWER,
     chance_agreement,
     direction_hit,
@@ -26,7 +26,7 @@ from model.llm_check import (
     regime_agreement,
     verdict,
 )
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
 from worker.clients.openai import OpenAIClient
 from worker.evaluation.llm_check import CheckRequest, pick_windows, run_check
 from worker.settings import Settings
@@ -214,7 +214,7 @@ def test_a_constant_model_and_a_broken_one(stored: str) -> None:
 
 
 def test_reason_first_sends_the_reasoned_schema_and_asks_for_it(stored: str) -> None:
-    from model.answer import REASONED_SCHEMA
+    from model.analyst.answer import REASONED_SCHEMA
 
     seen: list[dict[str, Any]] = []
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import BUY, SELL, ensemble, features, rules, signals, states
+from model import BUY, SELL, features
+from model.analyst import rules
 from model.candles import Candles
-from model.lookahead import check_lookahead, default_cut_points
-from model.policies import (
+from model.evaluation.lookahead import check_lookahead, default_cut_points
+from model.evaluation.policies import (
     buy_and_hold,
     ensemble_policy,
     qtable_policy,
@@ -16,7 +17,9 @@ from model.policies import (
     rules_policy,
     sma_crossover,
 )
-from model.synthetic import make_candles
+from model.learning import states
+from model.market.synthetic import make_candles
+from model.trading import ensemble, signals
 
 N = 800
 CUTS = tuple(range(60, N, 37)) + (N - 1,)

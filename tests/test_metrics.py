@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.backtest import TRADE_DTYPE
-from model.metrics import (
+from model.evaluation.backtest import TRADE_DTYPE
+from model.evaluation.metrics import (
     METRIC_NAMES,
     compute_metrics,
     json_safe,
@@ -139,7 +139,7 @@ def test_drawdown_duration_matches_backtestingpy(levels):
 
 
 def test_annualised_metrics_are_left_out_under_a_month() -> None:
-    from model.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, without_annualised
+    from model.evaluation.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, without_annualised
 
     m = {name: 1.5 for name in METRIC_NAMES}
     short = without_annualised(m, MIN_DAYS_TO_ANNUALISE - 0.01)

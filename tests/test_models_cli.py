@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from model.qlearning import FastQLearning
+from model.learning.qlearning import FastQLearning
 from producer import models_cmd
 from producer.cli import cli
 from tests.evaluation_support import (

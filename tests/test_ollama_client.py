@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model.answer import ANSWER_SCHEMA
+from model.analyst.answer import ANSWER_SCHEMA
 from worker.clients.llm import AnswerCut, ContextExceeded, LLMBadRequest, PromptTruncated
 from worker.clients.ollama import ChatResult, OllamaClient
 from worker.errors import (

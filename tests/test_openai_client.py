@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model.answer import ANSWER_SCHEMA, parse_answer
+from model.analyst.answer import ANSWER_SCHEMA, parse_answer
 from worker.clients.factory import chat_client
 from worker.clients.llm import (
     AnswerCut,
@@ -154,7 +154,7 @@ def test_lm_studio_standard_shape_needs_no_fallback() -> None:
 
 
 def test_a_server_that_ignores_the_shape_answers_prose_and_the_parser_counts_it() -> None:
-    from model.answer import note_schema_ignored
+    from model.analyst.answer import note_schema_ignored
 
     prose = f"Sure! Here is the analysis:\n```json\n{ANSWER}\n```"
     client, _, _ = make([httpx.Response(200, json=completion(prose))])

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.backtest import run_backtest
 from model.candles import Candles
-from model.live import Book, fill_at_open, next_position
-from model.policies import positions_from_actions
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.evaluation.backtest import run_backtest
+from model.evaluation.policies import positions_from_actions
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.live import Book, fill_at_open, next_position
 from producer.backtest_cmd import policy_fills
 from producer.cli import cli
 from tests.conftest import shared_csv
@@ -218,7 +218,7 @@ def _one_line_exit_2(r: Any, needle: str) -> None:
 def test_paper_cli_start_status_gap_report_stop(
     versions_env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from model.synthetic import make_candles
+    from model.market.synthetic import make_candles
     from tests.evaluation_support import insert_candles_of
 
     url = versions_env.database_url

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.live import AgentConfig
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.live import AgentConfig
 from producer.workers import start_workers
 from tests.chaos_support import child_pids
 from tests.evaluation_support import insert_version

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.qlearning import FastQLearning
+from model.learning.qlearning import FastQLearning
 from producer.workers import start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.fake_ollama import FakeOllama

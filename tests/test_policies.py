@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from model import BUY, HOLD, SELL
-from model.policies import (
+from model.evaluation.policies import (
     compose_position_maps,
     positions_from_actions,
     qtable_policy,

@@ -13,14 +13,14 @@ import pytest
 
 from model import BUY, HOLD
 from model.candles import Candles
-from model.folds import rolling_folds
-from model.learning import value_iteration
-from model.pooled import pooled_value_iteration, symbol_cost
-from model.pooled_folds import is_pooled, pooled_fold_tables
-from model.scoreboard import heuristic_analyses
-from model.states import StateSpace
-from model.synthetic import make_candles
-from model.training import RECIPES, recipe_metadata, train_pooled, train_qtable
+from model.evaluation.folds import rolling_folds
+from model.evaluation.pooled_folds import is_pooled, pooled_fold_tables
+from model.evaluation.scoreboard import heuristic_analyses
+from model.learning.pooled import pooled_value_iteration, symbol_cost
+from model.learning.states import StateSpace
+from model.learning.sweep import value_iteration
+from model.learning.training import RECIPES, recipe_metadata, train_pooled, train_qtable
+from model.market.synthetic import make_candles
 
 SPACE = StateSpace.default()
 
@@ -51,7 +51,7 @@ def test_one_symbol_with_the_pool_alone_is_the_sweep():
 
 
 def reference_pooled(series, *, n_market, gamma, cost, k, j, sweeps):
-    """The model of ``model.pooled`` written as plain loops over each symbol's candles."""
+    """The model of ``model.learning.pooled`` written as plain loops over each symbol's candles."""
     valid = [[t for t in range(len(m)) if m[t] >= 0 and np.isfinite(r[t])] for m, r, _ in series]
     sig = [np.std([r[t] for t in v]) for (_, r, _), v in zip(series, valid, strict=True)]
     out = []
@@ -243,7 +243,7 @@ def test_volatility_aware_states_read_the_gaps_in_atrs():
 def test_tables_by_date_pool_the_symbols_of_each_date_and_say_so():
     """Each date's pooled tables are ``pooled_fold_tables`` of that date's folds (and the twins the
     same without analyses); a sweep-only call trains nothing; the record names what was pooled."""
-    from model.pooled_folds import pool_note, pool_record, pooled_tables_by_date
+    from model.evaluation.pooled_folds import pool_note, pool_record, pooled_tables_by_date
 
     series = {"AAA-USDT": (A, folds_of(A)), "BBB-USDT": (B, folds_of(B)[1:])}
 
@@ -273,7 +273,7 @@ def test_no_leakage_a_stored_peer_s_candles_after_the_training_end_never_reach_a
     """A stored peer (pooled, not scored) joins a date with its training range only: its candles
     cut at the test start, or its test range and later replaced by wild prices, leave the tables
     byte-identical; and it did count (the table differs without it)."""
-    from model.pooled_folds import pooled_tables_by_date
+    from model.evaluation.pooled_folds import pooled_tables_by_date
 
     fold = folds_of(A)[k]
     series = {"AAA-USDT": (A, [fold])}
@@ -296,7 +296,7 @@ def test_no_leakage_a_stored_peer_s_candles_after_the_training_end_never_reach_a
 
 
 def test_a_peer_joins_a_date_only_when_it_covers_half_the_training_range():
-    from model.pooled_folds import PEER_COVERAGE, peer_parts, pool_note, pool_record
+    from model.evaluation.pooled_folds import PEER_COVERAGE, peer_parts, pool_note, pool_record
 
     fold = folds_of(A)[1]
     lo = int(np.searchsorted(C.ts, fold.train_since))

@@ -16,9 +16,9 @@ import psycopg2
 import pytest
 
 from model.candles import Candles
-from model.qlearning import FastQLearning
-from model.states import StateSpace
-from model.training import train_pooled, train_qtable
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import train_pooled, train_qtable
 from tests.pipeline_support import query, seed_candles
 from worker.errors import BadInput
 from worker.pipeline import completion, dispatch

@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
 from tests.evaluation_support import (
     MOMENTUM_SPACE,
     heuristic_batch,

@@ -10,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.candles import Candles
-from model.features import FEATURES, WARMUP, compute_features
-from model.prompt import (
+from model.analyst.prompt import (
     FEATURE_INFO,
     NAMED_PROMPT_VERSION,
     PROMPT_STYLES,
@@ -22,7 +20,9 @@ from model.prompt import (
     prompt_version,
     window_content_hash,
 )
-from model.synthetic import make_candles
+from model.candles import Candles
+from model.features import FEATURES, WARMUP, compute_features
+from model.market.synthetic import make_candles
 
 WINDOW = 48
 
@@ -242,7 +242,7 @@ def test_the_checks_of_the_property_test_catch_the_named_prompt() -> None:
 
 def test_the_instructions_come_first_and_ask_for_the_answer_budget() -> None:
     """The system message (fixed, so servers reuse its cached prefix) states the bounds the schema sets."""
-    from model.answer import ANSWER_SCHEMA, ASKED_RATIONALE_CHARS, ASKED_RULES, ASKED_SUMMARY_CHARS
+    from model.analyst.answer import ANSWER_SCHEMA, ASKED_RATIONALE_CHARS, ASKED_RULES, ASKED_SUMMARY_CHARS
 
     w, fw = _window()
     w2, fw2 = _window(seed=5, start=300)

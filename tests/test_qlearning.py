@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from model import BUY, HOLD, SELL
-from model.qlearning import FORMAT_VERSION, FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FORMAT_VERSION, FastQLearning
+from model.learning.states import StateSpace
 
 # ---------------------------------------------------------------- helpers
 

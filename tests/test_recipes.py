@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
+from model.evaluation.policies import qtable_policy
 from model.features import compute_features
-from model.learning import value_iteration
-from model.policies import qtable_policy
-from model.qlearning import FastQLearning
-from model.states import StateSpace
-from model.synthetic import make_candles
-from model.training import (
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.sweep import value_iteration
+from model.learning.training import (
     DEFAULT_RECIPE,
     RECIPES,
     AnalysedWindow,
@@ -29,12 +28,13 @@ from model.training import (
     train_qtable,
     training_data,
 )
+from model.market.synthetic import make_candles
 
 SPACE = StateSpace.default()
 
 
 def reference_sweeps(m, r, sh, *, n_market, gamma, cost, k, sweeps):
-    """Value iteration of ``model.learning`` written as plain loops over candles (the obvious way)."""
+    """Value iteration of ``model.learning.sweep`` written as plain loops over candles (the obvious way)."""
     q = np.zeros((n_market, 2, 3))
     valid = [t for t in range(len(m)) if m[t] >= 0 and np.isfinite(r[t])]
     for _ in range(sweeps):

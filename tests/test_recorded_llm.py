@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from model import ACTIONS
-from model.answer import MAX_RULES, parse_answer
+from model.analyst.answer import MAX_RULES, parse_answer
 from worker.clients.llm import AnswerCut
 from worker.clients.ollama import OllamaClient
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from bokeh.models import BoxAnnotation, HoverTool, Label, Select
 
-from model.backtest import run_backtest
-from model.policies import buy_and_hold
-from model.scoreboard import ablation
-from model.synthetic import make_candles
+from model.evaluation.backtest import run_backtest
+from model.evaluation.policies import buy_and_hold
+from model.evaluation.scoreboard import ablation
+from model.market.synthetic import make_candles
 from producer.report import backtest_charts, decisions_table, keep_indices, render_report
 from producer.report_scoreboard import (
     ablation_table,

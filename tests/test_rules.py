@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from model import BUY, HOLD, SELL
+from model.analyst.rules import OPS, Condition, Rule, fired, rule_from_json, rule_to_json
 from model.features import FEATURES
-from model.rules import OPS, Condition, Rule, fired, rule_from_json, rule_to_json
 
 
 def _rule_json(**over: object) -> dict[str, object]:

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.prompt import window_content_hash, window_content_hashes
-from model.synthetic import make_candles
+from model.analyst.prompt import window_content_hash, window_content_hashes
+from model.market.synthetic import make_candles
 from producer.cli import COMMANDS, load_command
 from tests.pipeline_support import ROOT, pipeline_env, qtrain, seed_candles
 from tests.sql import query

@@ -13,12 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY
+from model.analyst.heuristic import heuristic_analysis
 from model.candles import Candles
-from model.controls import CONTROLS, fold_control
-from model.features import WARMUP, compute_features
-from model.folds import rolling_folds
-from model.heuristic import heuristic_analysis
-from model.scoreboard import (
+from model.evaluation.controls import CONTROLS, fold_control
+from model.evaluation.folds import rolling_folds
+from model.evaluation.scoreboard import (
     ablation,
     ablation_note,
     control_name,
@@ -30,8 +29,9 @@ from model.scoreboard import (
     summarise,
     unshaped_name,
 )
-from model.synthetic import make_candles
-from model.training import DEFAULT_RECIPE, AnalysedWindow
+from model.features import WARMUP, compute_features
+from model.learning.training import DEFAULT_RECIPE, AnalysedWindow
+from model.market.synthetic import make_candles
 
 CANDLES = make_candles(2400, seed=21)
 FOLDS = rolling_folds(CANDLES.ts, train_days=40, test_days=20, since=int(CANDLES.ts[0]) + 40 * 86_400)
@@ -198,8 +198,9 @@ def test_ablation_counts_the_folds_where_the_analyses_helped(rows):
 
 
 def test_the_control_rows_are_the_recipe_trained_on_each_control():
-    """``qtable:shuffled`` / ``qtable:constant``: the same recipe trained on ``model.controls`` of the
-    fold's analyses; deterministic; without analyses they are the unshaped table."""
+    """``qtable:shuffled`` / ``qtable:constant``: the same recipe trained on
+    ``model.evaluation.controls`` of the fold's analyses; deterministic; without analyses they are
+    the unshaped table."""
     fold = FOLDS[1]
     an = analyses_for(CANDLES, fold)
     recipes = (DEFAULT_RECIPE, "qlearning")
@@ -266,7 +267,7 @@ def test_ablation_counts_the_folds_against_each_control(rows):
 
 
 def test_pooled_controls_apply_each_symbols_control_before_pooling():
-    from model.pooled_folds import pooled_controls_by_date, pooled_fold_tables
+    from model.evaluation.pooled_folds import pooled_controls_by_date, pooled_fold_tables
 
     other = make_candles(2400, seed=22, symbol="ETH-USDT")
     series = {"BTC-USDT": (CANDLES, FOLDS), "ETH-USDT": (other, FOLDS)}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from model.ensemble import COMPONENTS
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.ensemble import COMPONENTS
 from producer.cli import cli
 from tests.evaluation_support import heuristic_version, insert_version
 from tests.fake_exchange import FakeKucoin, serve

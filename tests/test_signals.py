@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from model.candles import Candles
-from model.signals import (
+from model.market.synthetic import make_candles
+from model.trading.signals import (
     FLOW_CLV_PROXY,
     FLOW_TAKER,
     flow_score_from_candles,
@@ -17,7 +18,6 @@ from model.signals import (
     orderbook_score,
     technical_score,
 )
-from model.synthetic import make_candles
 
 
 def test_orderbook_imbalance_uses_best_levels_in_any_order() -> None:

@@ -1,4 +1,4 @@
-"""Volatility sizing's kernel (``model.sizing``): sizes in [floor, 1], nothing read from later
+"""Volatility sizing's kernel (``model.trading.sizing``): sizes in [floor, 1], nothing read from later
 candles, the band, and one clear error per bad parameter."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma
-from model.synthetic import make_candles
+from model.market.synthetic import make_candles
+from model.trading.sizing import VolSizing, held_fractions, target_sizes, trailing_sigma
 
 SIZING = VolSizing()
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from model.states import DEFAULT_BINS, StateSpace
+from model.learning.states import DEFAULT_BINS, StateSpace
 
 FEATS = ("a", "b", "c")
 

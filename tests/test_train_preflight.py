@@ -60,7 +60,7 @@ def test_a_symbol_without_volume_is_refused(database_url: str, redis_url: str, t
     """Candles imported from a file without volume (stored NULL) cannot train: one line naming volume."""
     import numpy as np
 
-    from model.synthetic import make_candles
+    from model.market.synthetic import make_candles
     from worker.store import db
     from worker.store.candles import insert_candles
 

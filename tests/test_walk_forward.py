@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from model.policy_set import POLICIES
+from model.evaluation.policy_set import POLICIES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_batch, heuristic_version, settings_for
 from tests.pipeline_support import query, seed_candles
@@ -108,11 +108,11 @@ def test_no_version_uses_defaults(database_url, tmp_path):
 
 
 def test_walk_forward_trains_with_the_reducers_recipe(env):
-    """``model.training.train_qtable`` on a version's training candles and its batch's analyses gives
+    """``model.learning.training.train_qtable`` on a version's training candles and its batch's analyses gives
     the reducer's table byte for byte (no warm start on a first version)."""
-    from model.qlearning import FastQLearning
-    from model.states import StateSpace
-    from model.training import train_qtable
+    from model.learning.qlearning import FastQLearning
+    from model.learning.states import StateSpace
+    from model.learning.training import train_qtable
     from worker.store.analyses import batch_analyses
     from worker.store.candles import load_candles
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import BUY, HOLD, SELL
-from model.rules import Condition, Rule
-from model.shaping import WindowAnalysis, shaping_matrix
-from model.windows import next_is_contiguous, plan_windows
+from model.analyst.rules import Condition, Rule
+from model.learning.shaping import WindowAnalysis, shaping_matrix
+from model.market.windows import next_is_contiguous, plan_windows
 
 
 def _loop_plan(ts: np.ndarray, size: int, stride: int, step: int) -> tuple[list[int], int]:

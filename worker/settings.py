@@ -43,7 +43,7 @@ DEFAULT_LLM_NUM_CTX = 4096
 LLM_ANALYST = "ollama"
 #: What ``--analyst`` and QTRAIN_RETRAIN_ANALYST take for it: ``llm``, and ``ollama`` as before.
 LLM_ANALYST_NAMES = ("llm", LLM_ANALYST)
-#: The analysts a batch may name (``llm`` first), and the deterministic one (``model.heuristic``).
+#: The analysts a batch may name (``llm`` first), and the deterministic one (``model.analyst.heuristic``).
 ANALYST_NAMES = (*LLM_ANALYST_NAMES, "heuristic")
 
 
@@ -53,7 +53,7 @@ def stored_analyst(name: str) -> str:
     return LLM_ANALYST if name in LLM_ANALYST_NAMES else name
 
 
-#: The analyst's prompt style (QTRAIN_PROMPT, ``model.prompt``): ``anonymous`` shows no symbol, date
+#: The analyst's prompt style (QTRAIN_PROMPT, ``model.analyst.prompt``): ``anonymous`` shows no symbol, date
 #: or absolute price (a model's memory of the market cannot leak the future); ``named`` only to compare.
 PROMPT_STYLES = ("anonymous", "named")
 DEFAULT_PROMPT_STYLE = "anonymous"
@@ -199,7 +199,7 @@ _HOST = re.compile(r"[A-Za-z0-9._~%-]+|[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?")
 
 def check_fee(fee: float, *, flag: str = "--fee") -> float:
     """A fee per side as given on the command line; one-line ``BadInput`` outside [0, MAX_FEE)."""
-    from model.backtest import MAX_FEE
+    from model.evaluation.backtest import MAX_FEE
 
     if not 0.0 <= fee < MAX_FEE:
         raise BadInput(f"{flag} must be in [0, {MAX_FEE:g}) (0.001 = 0.1% per side), got {fee}")

@@ -24,7 +24,7 @@ import ccxt
 import numpy as np
 
 from model.candles import timeframe_seconds
-from model.defects import OUTLIER_FLAG, outliers
+from model.market.defects import OUTLIER_FLAG, outliers
 from worker.errors import BadInput, ServiceUnavailable
 from worker.retry import backoff_s
 from worker.store import candles as candles_store

@@ -30,7 +30,7 @@ from typing import Any, Protocol, Self
 import httpx
 import numpy as np
 
-from model.answer import ANSWER_SCHEMA
+from model.analyst.answer import ANSWER_SCHEMA
 from worker.errors import (
     LLMBusy,
     LLMServerError,

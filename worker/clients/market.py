@@ -17,7 +17,7 @@ from typing import Any
 import ccxt
 import numpy as np
 
-from model.signals import flow_score_from_trades, orderbook_score
+from model.trading.signals import flow_score_from_trades, orderbook_score
 from worker.clients.exchange import ccxt_call
 from worker.errors import BadInput, ServiceUnavailable
 from worker.symbols import to_ccxt

@@ -3,14 +3,15 @@ on the same range, record the runs in ``btc.backtests``.
 
 Policies compared (all causal, all start flat at the first candle of the range):
 
-* ``qtable``: the version's greedy policy (``model.policies.qtable_policy``) on its own state space.
+* ``qtable``: the version's greedy policy (``model.evaluation.policies.qtable_policy``) on its own
+  state space.
 * ``ensemble``: ``FastTradingModel`` with the technical score, the flow score (taker-buy share, or
   the CLV proxy when no taker volume is stored) and the Q-table's ``q_score``. There is no
   order-book history, so that component is left out and the weights renormalised (the notes say
   so). ``q_score`` depends on the position, so the decision is computed for flat and for long and
   the position scan picks the right one at each candle.
 * ``buy_and_hold``, ``random`` (the median of the promotion gate's 50 seeded random policies), and
-  ``heuristic_rules``: the rules ``model.heuristic`` writes from the candles BEFORE the range (the
+  ``heuristic_rules``: the rules ``model.analyst.heuristic`` writes from the candles BEFORE the range (the
   version's training part), fired on the range.
 
 Features need ``WARMUP`` candles of history: the range's candles are loaded with that much history
@@ -27,18 +28,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.backtest import BacktestResult, run_backtest
-from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
 from model.candles import Candles, minute_utc, timeframe_seconds
-from model.features import WARMUP
-from model.metrics import (
+from model.evaluation.backtest import BacktestResult, run_backtest
+from model.evaluation.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
+from model.evaluation.metrics import (
     ANNUALISED,
     MIN_DAYS_TO_ANNUALISE,
     json_safe,
     too_short_to_annualise,
     without_annualised,
 )
-from model.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
+from model.evaluation.policy_set import DEFAULT_SEED, heuristic_rules, policy_positions
+from model.features import WARMUP
 from worker.errors import BadInput
 from worker.store import db, versions
 from worker.store.candles import load_candles, load_range
@@ -103,7 +104,7 @@ def compare(
     """Backtest a version (default: the promoted one, else the latest, as ``models export`` and the
     model file) and the baselines on its held-out tail, or on ``[since, until)`` if given. The
     ``random`` column is the median of ``DEFAULT_RANDOM_SEEDS`` random policies, the promotion
-    gate's bar (``model.baselines``); its equity curve in a report is the one of ``seed``."""
+    gate's bar (``model.evaluation.baselines``); its equity curve in a report is the one of ``seed``."""
     v = versions.load_version(url, symbol, version, prefer_promoted=True)
     notes: list[str] = [f"version: {versions.which(v, version)}"]
     if is_synthetic(symbol):

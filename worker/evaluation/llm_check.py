@@ -1,5 +1,5 @@
 """``qtrain llm check``: ask the configured model about N windows of stored candles and measure its
-answers (``model.llm_check``): validity, cost, sensitivity to the window, memory of the market.
+answers (``model.analyst.llm_check``): validity, cost, sensitivity to the window, memory of the market.
 
 Per window, four calls through the same client the workers use: the analysis under the configured
 prompt style; the same window mirrored (every return negated) under that style; the analysis under
@@ -22,10 +22,8 @@ from typing import Any
 import numpy as np
 
 from model import ACTIONS
-from model.answer import ANSWER_SCHEMA, REASONED_SCHEMA, AnswerError, parse_answer
-from model.candles import Candles, timeframe_seconds
-from model.features import WARMUP, compute_features
-from model.llm_check import (
+from model.analyst.answer import ANSWER_SCHEMA, REASONED_SCHEMA, AnswerError, parse_answer
+from model.analyst.llm_check import (
     NO_ANSWER,
     chance_agreement,
     direction_hit,
@@ -36,8 +34,10 @@ from model.llm_check import (
     mode_share,
     regime_agreement,
 )
-from model.llm_check import verdict as make_verdict
-from model.prompt import PROMPT_STYLES, build_messages
+from model.analyst.llm_check import verdict as make_verdict
+from model.analyst.prompt import PROMPT_STYLES, build_messages
+from model.candles import Candles, timeframe_seconds
+from model.features import WARMUP, compute_features
 from worker.clients.llm import ChatClient
 from worker.errors import BadInput, QtrainError
 from worker.settings import DEFAULT_TIMEFRAME, DEFAULT_WINDOW, Settings

@@ -1,17 +1,18 @@
-"""``qtrain evaluate`` from stored data: the walk-forward scoreboard of ``model.scoreboard`` over the
-candles in PostgreSQL, with the heuristic analyst in-process or the LLM analyses already cached.
+"""``qtrain evaluate`` from stored data: the walk-forward scoreboard of
+``model.evaluation.scoreboard`` over the candles in PostgreSQL, with the heuristic analyst
+in-process or the LLM analyses already cached.
 
 ``--analyst heuristic`` writes each fold's analyses in-process from its training part (no workers,
 no LLM); ``--analyst cached`` uses the analyses stored in ``btc.ollama_analyses`` (a real LLM's,
 from earlier batches) for the windows of each fold's training part, and never calls Ollama. Either
 way each fold also scores the same recipe trained without analyses (``qtable:unshaped``) and on
 the two negative controls of its analyses (``qtable:shuffled``: the same answers on the wrong
-windows; ``qtable:constant``: the most common answer everywhere; ``model.controls``), and the
+windows; ``qtable:constant``: the most common answer everywhere; ``model.evaluation.controls``), and the
 scoreboard counts the folds where the analyses helped against each (``ablation``, and lines of
 ``notes``). The
 same inputs give the same output, byte for byte: folds, analyses and every policy are
 deterministic (the random baseline is seeded). A pooled recipe (the default, ``pooled``) trains
-across all the symbols of the call on each fold date (``model.pooled_folds``); a call of ONE symbol
+across all the symbols of the call on each fold date (``model.evaluation.pooled_folds``); a call of ONE symbol
 also pools with every other symbol stored at the timeframe that covers the fold's training range
 (their training candles only, unshaped, never scored; ``--pool`` names them instead, ``--pool
 none`` trains each symbol alone). ``params["pooled"]`` and a line of ``notes`` say what it pooled.
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from model import pooled_folds, scoreboard
-from model.controls import CONTROLS
-from model.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
-from model.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
+from model.evaluation import pooled_folds, scoreboard
+from model.evaluation.controls import CONTROLS
+from model.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, Fold, rolling_folds
+from model.learning.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow
 from worker.errors import BadInput
 from worker.settings import DEFAULT_STRIDE, DEFAULT_TIMEFRAME, DEFAULT_WINDOW
 from worker.store import analyses
@@ -78,13 +79,14 @@ class EvaluateRequest:
 
 @dataclass(frozen=True)
 class Scoreboard:
-    """Every fold's record (``model.scoreboard.fold_record``), the summary, and what was used."""
+    """Every fold's record (``model.evaluation.scoreboard.fold_record``), the summary, and what was used."""
 
     folds: list[dict[str, Any]]
     summary: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
-    #: Per recipe's table: folds where the analyses helped / hurt / tied (``model.scoreboard.ablation``).
+    #: Per recipe's table: folds where the analyses helped / hurt / tied
+    #: (``model.evaluation.scoreboard.ablation``).
     ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

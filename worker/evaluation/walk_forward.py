@@ -1,21 +1,21 @@
 """Walk-forward backtest: retrain on each fold's past only, test on the segment that follows.
 
 The range is cut into ``folds + 1`` consecutive segments of (nearly) equal candle counts. Fold k
-trains a fresh Q-table (``model.training.train_qtable``, the reducer's recipe, from zeros: a warm
+trains a fresh Q-table (``model.learning.training.train_qtable``, the reducer's recipe, from zeros: a warm
 start from a stored version would carry knowledge of later data) on segments ``0..k`` with the
 analyses ALREADY CACHED in ``btc.ollama_analyses`` whose windows end before segment k+1 starts (no
 LLM call, no Celery), writes the heuristic rules from the same past, and backtests every policy
 of ``worker.evaluation.backtest`` on segment k+1, plus ``qtable_unshaped``: the same recipe on the
 same past without any analysis (what the analyses add is the difference with ``qtable``), and
 ``qtable_shuffled`` / ``qtable_constant``: the same recipe on the negative controls of those
-analyses (``model.controls``; what their content adds is the difference with ``qtable``). The
+analyses (``model.evaluation.controls``; what their content adds is the difference with ``qtable``). The
 state space is the fixed default one (it is not fitted to data, so it cannot leak). Aggregate:
 mean and median of each metric over folds, and the compounded return of the folds in sequence.
 
-Why a second walk-forward beside ``model.folds`` (the scoreboard's): this one serves
+Why a second walk-forward beside ``model.evaluation.folds`` (the scoreboard's): this one serves
 ``qtrain backtest --walk-forward`` on ONE symbol's chosen range, cut into N equal segments with an
 expanding past (a user's question: "how would this recipe have done here, retrained as it went");
-``model.folds`` fixes rolling calendar folds shared by every symbol and run (the scoreboard's
+``model.evaluation.folds`` fixes rolling calendar folds shared by every symbol and run (the scoreboard's
 question: "does it beat chance across pairs and years"). Folds of the two are not comparable.
 """
 
@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from model import policy_set
-from model.backtest import BacktestResult
+from model.analyst.prompt import PROMPT_STYLES, prompt_version
 from model.candles import Candles, timeframe_seconds
-from model.controls import CONTROLS, control
+from model.evaluation import policy_set
+from model.evaluation.backtest import BacktestResult
+from model.evaluation.controls import CONTROLS, control
+from model.evaluation.metrics import METRIC_NAMES, json_safe
+from model.evaluation.policies import qtable_policy
 from model.features import WARMUP, compute_features
-from model.metrics import METRIC_NAMES, json_safe
-from model.policies import qtable_policy
-from model.prompt import PROMPT_STYLES, prompt_version
-from model.states import StateSpace
-from model.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
+from model.learning.states import StateSpace
+from model.learning.training import DEFAULT_RECIPE, AnalysedWindow, get_recipe, train_qtable
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.settings import DEFAULT_EPOCHS, DEFAULT_TIMEFRAME

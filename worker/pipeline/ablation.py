@@ -10,7 +10,7 @@ the analyses helped), is recorded in the version's ``agent_state.metadata["ablat
 tables' metrics); the gate copies both runs into ``btc.backtests`` (policies ``qtable_llm_shaped``
 and ``qtable_unshaped``, kind ``holdout``) and its verdict; ``qtrain models list`` and the demo show it.
 
-It also trains the batch's two **negative controls** (``model.controls``, each applied per symbol
+It also trains the batch's two **negative controls** (``model.evaluation.controls``, each applied per symbol
 before a pooled recipe pools): ``shuffled`` (the batch's own analyses moved to other windows of the
 training range by a seeded derangement) and ``constant`` (the batch's most common answer on every
 window, no rules). They keep the analyses' prior and drop their content; the tail backtests of
@@ -41,10 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.controls import CONTROLS
-from model.metrics import json_safe
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.evaluation.controls import CONTROLS
+from model.evaluation.metrics import json_safe
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
 from worker.pipeline.promotion import PromotionConfig, content_margin, tail_metrics

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from model.answer import Analysis, AnswerError, note_schema_ignored, parse_answer
+from model.analyst.answer import Analysis, AnswerError, note_schema_ignored, parse_answer
+from model.analyst.heuristic import heuristic_analysis
+from model.analyst.prompt import build_messages, cache_key, window_content_hash
 from model.candles import Candles, timeframe_seconds
 from model.features import WARMUP, compute_features
-from model.heuristic import heuristic_analysis
-from model.prompt import build_messages, cache_key, window_content_hash
 from worker.clients.llm import ChatClient, ChatResult
 from worker.errors import InvalidModelOutput, PermanentError
 from worker.redact import redact

@@ -14,13 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.analyst.prompt import prompt_version, window_content_hashes
 from model.candles import Candles, timeframe_seconds
+from model.evaluation.pooled_folds import PEER_COVERAGE
 from model.features import WARMUP
-from model.pooled import PooledRecipe
-from model.pooled_folds import PEER_COVERAGE
-from model.prompt import prompt_version, window_content_hashes
-from model.training import DEFAULT_RECIPE, RECIPES
-from model.windows import plan_windows
+from model.learning.pooled import PooledRecipe
+from model.learning.training import DEFAULT_RECIPE, RECIPES
+from model.market.windows import plan_windows
 from worker.errors import BadInput, ServiceUnavailable
 from worker.settings import (
     ANALYST_NAMES,

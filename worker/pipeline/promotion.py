@@ -9,7 +9,7 @@ promoted version backtested on the same tail (the first version of a symbol has 
 records each margin (how much better, in the metric's units, positive = better), so a person sees
 by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig.from_settings``):
 
-* ``QTRAIN_PROMOTION_METRIC`` (default ``sharpe``): any metric of ``model.metrics``; higher is
+* ``QTRAIN_PROMOTION_METRIC`` (default ``sharpe``): any metric of ``model.evaluation.metrics``; higher is
   better, except ``LOWER_IS_BETTER`` ones (drawdown, volatility, fees).
 * ``QTRAIN_PROMOTION_MARGIN`` (default 0): the new value must be better by MORE than this margin
   (in the metric's units). NaN never wins; a tie is not a win.
@@ -18,7 +18,7 @@ by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig
   closes fewer trades, says ``insufficient evidence`` and promotes nothing: the version is stored
   and exported as "latest, not promoted" (``models/fast_model_{SYMBOL}.npz`` while nothing is
   promoted), and the gate's line says what would be needed. 30 days is also where annualised
-  figures start to mean something (``model.metrics.MIN_DAYS_TO_ANNUALISE``); 3 round trips is the
+  figures start to mean something (``model.evaluation.metrics.MIN_DAYS_TO_ANNUALISE``); 3 round trips is the
   fewest that separate a trading rule from one lucky entry, and the ``pooled`` recipe, which trades
   a few times a quarter, gets them on the tail of a batch of a year or more (the tail is
   ``--holdout`` 20% of the range: a year gives 73 days; ``bench/gate_evidence.py``: one-year
@@ -32,7 +32,7 @@ by how much, not just yes or no. Criterion, from ``Settings`` (``PromotionConfig
   (the LLM-shaped table is kept and may be promoted even when its twin beats it).
 * ``QTRAIN_PROMOTION_CONTROLS`` (default ``show``): what the gate does with the version's negative
   controls (the same batch trained on its analyses moved to the wrong windows, ``shuffled``, and
-  on its most common answer everywhere, ``constant``; ``model.controls``). ``show``: their margins
+  on its most common answer everywhere, ``constant``; ``model.evaluation.controls``). ``show``: their margins
   are recorded and shown, the version is served as the rules above say. ``require``: the version
   holds the LLM-shaped table only when it beats BOTH controls on the tail (by more than the
   margin, like every bar); otherwise it holds its unshaped twin, whatever ``QTRAIN_PROMOTION_TWIN``
@@ -65,12 +65,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from model.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
 from model.candles import Candles
+from model.evaluation.baselines import DEFAULT_RANDOM_SEEDS, random_policy_metrics
+from model.evaluation.metrics import METRIC_NAMES, json_safe
+from model.evaluation.policies import buy_and_hold, qtable_policy
 from model.features import compute_features
-from model.metrics import METRIC_NAMES, json_safe
-from model.policies import buy_and_hold, qtable_policy
-from model.states import StateSpace
+from model.learning.states import StateSpace
 from worker.errors import BadInput, TemporaryError
 from worker.evaluation import backtest as evaluate
 from worker.settings import Settings
@@ -97,7 +97,7 @@ TWIN_RULES = ("better", "bar", "allow")
 CONTROL_RULES = ("show", "require")
 """Values of ``QTRAIN_PROMOTION_CONTROLS`` (module docstring); the first is the default."""
 CONTROL_NAMES = ("shuffled", "constant")
-"""The negative controls' keys in a version's ablation metrics (``model.controls.CONTROLS``)."""
+"""The negative controls' keys in a version's ablation metrics (``model.evaluation.controls.CONTROLS``)."""
 FEE = 0.001
 """Fee per side of the holdout backtests (the engine's default)."""
 

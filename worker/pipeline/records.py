@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, too_short_to_annualise
+from model.evaluation.metrics import ANNUALISED, MIN_DAYS_TO_ANNUALISE, too_short_to_annualise
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig, twin_record
 from worker.store import backtests, versions

@@ -5,13 +5,13 @@ Runs under the symbol's lock (``versions.lock_symbol``). Inputs are rebuilt from
 task results, so the table depends only on the batch, the stored data and the seed: not on how
 many workers ran or in which order tasks finished. Training uses the first ``1 - holdout`` of the
 range; the tail is kept for the promotion backtest. How the table is trained (the recipe and its
-reward) is ``model.training``'s; the batch records its recipe (``params.recipe``, default
-``model.training.DEFAULT_RECIPE``). Warm start: when the symbol's latest version uses the same
+reward) is ``model.learning.training``'s; the batch records its recipe (``params.recipe``, default
+``model.learning.training.DEFAULT_RECIPE``). Warm start: when the symbol's latest version uses the same
 state space, an iterative recipe (``qlearning``) continues from it (the trader's "load the
 current Q-table"); ``sweep`` solves the batch's data to convergence and needs no warm start.
 
 Pooled batches: with a pooled recipe (the default) and several symbols, each symbol's table is
-trained on ALL the batch's symbols at once (``model.training.train_pooled``), so a symbol's version
+trained on ALL the batch's symbols at once (``model.learning.training.train_pooled``), so a symbol's version
 waits until every window of the batch is final (``pool_peers``; the runtime then enqueues every
 symbol's reducer) and every symbol's training candles are cut at the earliest training end among
 them: no candle of any symbol's holdout tail reaches any table. Each symbol still gets its own
@@ -23,7 +23,7 @@ trains each symbol alone. The version's ``pooled`` metadata names what was poole
 
 What the analyses add: a batch with analysed windows also trains its unshaped twin (the same batch
 without them) and its two negative controls (its analyses shuffled onto other windows of the
-training range, and its most common answer everywhere: ``model.controls``, applied per symbol
+training range, and its most common answer everywhere: ``model.evaluation.controls``, applied per symbol
 before a pooled recipe pools), and backtests all on the held-out tail; ``QTRAIN_PROMOTION_TWIN``
 and ``QTRAIN_PROMOTION_CONTROLS`` say which table the version holds (``worker.pipeline.ablation``),
 the metadata records them all.
@@ -44,13 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from model import controls
 from model.candles import Candles, timeframe_seconds
-from model.pooled import PooledRecipe
-from model.qlearning import FastQLearning
-from model.scoreboard import iso
-from model.states import StateSpace
-from model.training import AnalysedWindow, get_recipe, recipe_metadata, train_pooled, train_qtable
+from model.evaluation import controls
+from model.evaluation.scoreboard import iso
+from model.learning.pooled import PooledRecipe
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import AnalysedWindow, get_recipe, recipe_metadata, train_pooled, train_qtable
 from worker.errors import BadInput, PermanentError
 from worker.pipeline import ablation
 from worker.pipeline.promotion import PromotionConfig
@@ -210,7 +210,7 @@ def batch_recipe(spec: batches.BatchSpec) -> tuple[str, dict[str, Any]]:
 
 def _analysed(spec: batches.BatchSpec, inputs: TrainInputs, control: str | None) -> list[AnalysedWindow]:
     """The analyses a table trains on: the batch's own, or their negative ``control`` over the
-    training range (``model.controls``, seeded by the batch's seed)."""
+    training range (``model.evaluation.controls``, seeded by the batch's seed)."""
     if control is None:
         return list(inputs.analysed)
     return controls.control(

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from model.analyst.prompt import DEFAULT_PROMPT_STYLE, PROMPT_VERSION, cache_key
 from model.candles import timeframe_seconds
 from model.features import WARMUP
-from model.prompt import DEFAULT_PROMPT_STYLE, PROMPT_VERSION, cache_key
-from model.training import DEFAULT_RECIPE
+from model.learning.training import DEFAULT_RECIPE
 from worker.errors import QtrainError
 from worker.pipeline import dispatch
 from worker.pipeline.dispatch import PlannedWindow

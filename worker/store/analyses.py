@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from model import ACTIONS
-from model.answer import Analysis
-from model.rules import Rule, rule_from_json, rule_to_json
-from model.training import AnalysedWindow
+from model.analyst.answer import Analysis
+from model.analyst.rules import Rule, rule_from_json, rule_to_json
+from model.learning.training import AnalysedWindow
 from worker.store import batches, db
 from worker.store.db import Cursor
 

@@ -65,7 +65,7 @@ class Window:
     model: str
     analyst: str
     prompt_version: int
-    #: ``anonymous`` or ``named`` (``model.prompt``): the batch's ``params.prompt``.
+    #: ``anonymous`` or ``named`` (``model.analyst.prompt``): the batch's ``params.prompt``.
     prompt_style: str = "anonymous"
 
 

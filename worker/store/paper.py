@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model import ACTIONS
-from model.live import Book, Step
+from model.trading.live import Book, Step
 from worker.errors import QtrainError
 from worker.store import db
 from worker.store.batches import ts_to_dt

@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from model.qlearning import FastQLearning
-from model.states import StateSpace
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
 from worker.errors import BadInput, QtrainError
 from worker.settings import DEFAULT_TIMEFRAME, Settings
 from worker.store import db

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.ensemble import DEFAULT_BUY_THRESHOLD, DEFAULT_MIN_CONFIDENCE, DEFAULT_SELL_THRESHOLD
-from model.live import (
+from model.trading.ensemble import DEFAULT_BUY_THRESHOLD, DEFAULT_MIN_CONFIDENCE, DEFAULT_SELL_THRESHOLD
+from model.trading.live import (
     DEFAULT_BOOK_DEPTH,
     DEFAULT_MAX_RULES,
     AgentConfig,

@@ -9,7 +9,7 @@ active account and symbol:
 1. fetch new closed candles (``worker.clients.exchange.fetch_symbol``; on a failure, noted, stored
    candles are used);
 2. for every stored candle after the last one decided, OLDEST FIRST (a missed tick is caught up
-   candle by candle, never skipped): ``model.live.paper_step`` on the candles from the position's
+   candle by candle, never skipped): ``model.trading.live.paper_step`` on the candles from the position's
    feature anchor up to it: fill the previous decision at this candle's open with the fee, decide
    at its close with the version promoted when the tick started (hot reload: a promotion is used
    from the next tick on; the decision records its version);
@@ -36,7 +36,7 @@ import ccxt
 
 from model.candles import Candles, minute_utc, timeframe_seconds
 from model.features import WARMUP
-from model.live import (
+from model.trading.live import (
     DEFAULT_BOOK_DEPTH,
     DEFAULT_MAX_RULES,
     AgentConfig,

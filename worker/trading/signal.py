@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from model.candles import timeframe_seconds
-from model.ensemble import COMPONENTS
 from model.features import WARMUP
-from model.live import LiveInputs, decide_last
+from model.trading.ensemble import COMPONENTS
+from model.trading.live import LiveInputs, decide_last
 from worker.clients.exchange import fetch_symbol, make_exchange
 from worker.clients.market import LIVE_MAX_ATTEMPTS, fetch_market
 from worker.errors import BadInput, QtrainError

@@ -4,16 +4,16 @@ Shared by ``qtrain signal``, the paper tick (``worker.trading.paper``) and ``qtr
 live decision, a replayed one and the backtest's ``ensemble`` policy are the same computation:
 
 * components at the last candle of ``ctx`` (the candles from the account's feature anchor up to
-  the candle being decided): ``technical`` (``model.signals.technical_score``), ``flow`` (recent
+  the candle being decided): ``technical`` (``model.trading.signals.technical_score``), ``flow`` (recent
   trades' taker imbalance when given live, else the candle's taker-buy share or CLV proxy, as the
   backtest), ``orderbook`` (only when given live: no history of it exists), ``qlearning`` (the
   version's ``q_score`` at the market state for the CURRENT position) and ``llm`` (the version's
   rules fired on the current features, ``rules_score``);
 * ``FastTradingModel.decide`` with the configured weights and thresholds (components without
   data are left out and the weights renormalised);
-* position scan as ``model.policies.compose_position_maps``: flat + BUY -> long, long + SELL ->
+* position scan as ``model.evaluation.policies.compose_position_maps``: flat + BUY -> long, long + SELL ->
   flat, anything else keeps the position;
-* fills as ``model.backtest.run_backtest`` with ``size=1`` and no slippage: the decision at the
+* fills as ``model.evaluation.backtest.run_backtest`` with ``size=1`` and no slippage: the decision at the
   close of candle t fills at the open of t+1; a buy spends all cash, ``qty = cash / ((1 + fee) *
   price)``, fee ``fee * qty * price``; a sell gets ``qty * price`` minus the same fee.
 
@@ -33,8 +33,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import ACTIONS, BUY, HOLD, SELL
+from model.analyst.rules import Rule, fired
 from model.candles import Candles
-from model.ensemble import (
+from model.features import compute_features
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.ensemble import (
     COMPONENTS,
     DEFAULT_BUY_THRESHOLD,
     DEFAULT_MIN_CONFIDENCE,
@@ -43,11 +47,7 @@ from model.ensemble import (
     Decision,
     FastTradingModel,
 )
-from model.features import compute_features
-from model.qlearning import FastQLearning
-from model.rules import Rule, fired
-from model.signals import flow_score_from_candles, technical_score
-from model.states import StateSpace
+from model.trading.signals import flow_score_from_candles, technical_score
 
 #: Order-book levels per side read by the order-book score.
 DEFAULT_BOOK_DEPTH = 10

@@ -8,7 +8,7 @@ Policies (names in the output):
   any analysis (shaping off): what the analyses add is the difference (``ablation``).
 * ``qtable:shuffled`` and ``qtable:constant`` (``qtable:<recipe>:<control>``), when asked
   (``controls``): the same recipe trained on the negative controls of the fold's analyses
-  (``model.controls``: the same answers on the wrong windows; the most common answer everywhere).
+  (``model.evaluation.controls``: the same answers on the wrong windows; the most common answer everywhere).
   What the analyses' CONTENT adds is the shaped table's margin over them (``ablation``).
 * ``rules``: the heuristic analyst's rules written from the fold's training part, net vote.
 * ``buy_and_hold``: long from the first test candle on.
@@ -17,7 +17,7 @@ Policies (names in the output):
 * ``flat``: never in the market (Sharpe 0).
 
 Every policy starts flat at the test range's first candle and is backtested on the test candles
-only (``model.backtest.run_backtest``, decisions at close t filled at open t+1, ``fee`` per side).
+only (``model.evaluation.backtest.run_backtest``, decisions at close t filled at open t+1, ``fee`` per side).
 Features and market states of the test range are computed on the fold's candles from its training
 start on, so indicators are warmed up on past data only; the training sees nothing of the test
 range (analyses are kept only when their window ends before the test range starts).
@@ -32,21 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from model.backtest import run_backtest
-from model.baselines import random_policy_metrics
+from model.analyst.heuristic import heuristic_analysis
+from model.analyst.rules import fired
 from model.candles import Candles, timeframe_seconds
-from model.controls import CONTROLS, fold_control
+from model.evaluation.backtest import run_backtest
+from model.evaluation.baselines import random_policy_metrics
+from model.evaluation.controls import CONTROLS, fold_control
+from model.evaluation.folds import Fold
+from model.evaluation.metrics import json_safe
+from model.evaluation.policies import buy_and_hold, qtable_policy, rules_policy
+from model.evaluation.policy_set import heuristic_rules
 from model.features import WARMUP, compute_features
-from model.folds import Fold
-from model.heuristic import heuristic_analysis
-from model.metrics import json_safe
-from model.policies import buy_and_hold, qtable_policy, rules_policy
-from model.policy_set import heuristic_rules
-from model.qlearning import FastQLearning
-from model.rules import fired
-from model.states import StateSpace
-from model.training import DEFAULT_RECIPE, AnalysedWindow, train_qtable
-from model.windows import plan_windows
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import DEFAULT_RECIPE, AnalysedWindow, train_qtable
+from model.market.windows import plan_windows
 
 RANDOM_P_TRADE = 0.05
 
@@ -79,9 +79,9 @@ def heuristic_analyses(
     cache: AnalysisCache | None = None,
 ) -> list[AnalysedWindow]:
     """The heuristic analyst's analyses of the windows a batch over ``[since_ts, until_ts)`` would
-    make (``model.windows.plan_windows`` from the first candle of the range, gaps skipped), each
+    make (``model.market.windows.plan_windows`` from the first candle of the range, gaps skipped), each
     computed as the worker does: features of the window plus ``WARMUP`` candles of history before
-    it, then ``model.heuristic.heuristic_analysis`` of the window's rows. Only windows that end
+    it, then ``model.analyst.heuristic.heuristic_analysis`` of the window's rows. Only windows that end
     before ``until_ts``. ``cache`` (optional) memoises windows across calls on the same series."""
     step = timeframe_seconds(candles.timeframe)
     ts = np.asarray(candles.ts, dtype=np.int64)
@@ -138,17 +138,18 @@ def evaluate_fold(
     controls: Sequence[str] = (),
     trained_controls: Mapping[str, Mapping[str, FastQLearning]] | None = None,
 ) -> dict[str, dict[str, float | None]]:
-    """Policy name -> JSON-safe metrics (``model.metrics``; NaN/inf -> None) of every policy of the
+    """Policy name -> JSON-safe metrics (``model.evaluation.metrics``; NaN/inf -> None) of every policy of the
     module docstring on ``fold``'s test range. ``analysed``: any analyses (heuristic or cached LLM
     ones) of the series; only those ending before the test range are used. ``seed`` seeds the
     recipes that use one and the first random policy. ``equity`` (optional) receives each
     backtested policy's equity per test candle (not ``random``'s: a median is no one curve).
     ``trained``: recipe -> (table, unshaped twin) trained elsewhere, for the pooled recipes that
-    train across symbols (``model.pooled_folds.pooled_tables_by_date``); a pooled recipe not
+    train across symbols (``model.evaluation.pooled_folds.pooled_tables_by_date``); a pooled recipe not
     given is trained on this symbol alone (``train_qtable``: its own state means are the pool).
-    ``controls`` (of ``model.controls.CONTROLS``): also score each recipe trained on those negative
-    controls of the fold's analyses (seeded by ``seed``); ``trained_controls``: recipe -> control ->
-    table for the pooled recipes given in ``trained`` (``model.pooled_folds.pooled_controls_by_date``)."""
+    ``controls`` (of ``model.evaluation.controls.CONTROLS``): also score each recipe trained on those
+    negative controls of the fold's analyses (seeded by ``seed``); ``trained_controls``: recipe ->
+    control -> table for the pooled recipes given in ``trained``
+    (``model.evaluation.pooled_folds.pooled_controls_by_date``)."""
     if random_seeds < 1:
         raise ValueError(f"random_seeds must be >= 1, got {random_seeds}")
     space = StateSpace.default() if space is None else space
@@ -161,7 +162,7 @@ def evaluate_fold(
     if missing:
         raise ValueError(
             f"recipe {', '.join(missing)} trains across symbols: pass its control tables as trained_controls="
-            " (model.pooled_folds.pooled_controls_by_date)"
+            " (model.evaluation.pooled_folds.pooled_controls_by_date)"
         )
     own = [r for r in recipes if r not in given]
     tables = fold_tables(candles, fold, analysed, recipes=own, space=space, seed=seed)

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from model import ACTIONS, HOLD
-from model.features import FEATURES
-from model.rules import (
+from model.analyst.rules import (
     MAX_CONDITIONS,
     MAX_RATIONALE_CHARS,
     OPS,
@@ -45,6 +44,7 @@ from model.rules import (
     rule_from_json,
     rule_to_json,
 )
+from model.features import FEATURES
 
 REGIMES: tuple[str, ...] = ("bull", "bear", "range", "volatile")
 DEFAULT_REGIME = "range"

@@ -26,16 +26,16 @@ from datetime import UTC, datetime
 import numpy as np
 
 from model import ACTIONS
-from model.answer import (
+from model.analyst.answer import (
     ASKED_RATIONALE_CHARS,
     ASKED_REASONING_CHARS,
     ASKED_RULES,
     ASKED_SUMMARY_CHARS,
     REGIMES,
 )
+from model.analyst.rules import MAX_CONDITIONS, OPS
 from model.candles import Candles
 from model.features import FEATURES
-from model.rules import MAX_CONDITIONS, OPS
 
 #: Version of the anonymous prompt (the default style); bump it when its text changes.
 PROMPT_VERSION: int = 4
@@ -207,7 +207,8 @@ def build_messages(
 
     ``style`` is ``anonymous`` (default: no symbol, date or absolute price) or ``named``; the
     system message is the same for every window of a style. ``reason_first`` asks for a short
-    ``reasoning`` before the structured fields (with ``model.answer.REASONED_SCHEMA``; an experiment)."""
+    ``reasoning`` before the structured fields (with ``model.analyst.answer.REASONED_SCHEMA``; an
+    experiment)."""
     _check_style(style)
     if len(candles_window) < 2:
         raise ValueError(f"candles_window must have at least 2 candles, got {len(candles_window)}")

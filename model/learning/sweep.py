@@ -30,7 +30,7 @@ the stored table keeps the 960-state layout the trader and the ensemble read.)
 
 Shrinkage and the turnover cost ``c`` work together: ``c`` (above the real fee on purpose) is the
 margin an estimated edge must clear before the table trades, the prior makes thin states' edges
-small. With the defaults of ``model.training.SweepRecipe`` (chosen on the older half of the BTC/ETH
+small. With the defaults of ``model.learning.training.SweepRecipe`` (chosen on the older half of the BTC/ETH
 folds only) a table trained on pure noise with ~70 candles per state holds in most cases (see
 ``tests/test_recipes.py``); with ~10 candles per state it still trades now and then, because a
 prior of 5 candles is weak there. A stronger prior (20+) made the table almost never trade on the
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model.states import N_POSITIONS
+from model.learning.states import N_POSITIONS
 
 N_ACTIONS = 3
 

@@ -6,7 +6,7 @@ volume z-score), so a state means roughly the same on every pair, while one symb
 gives a few candles per state (about 4,400 candles over 960 states). Pooling S symbols gives each
 state S times the data; a symbol's own data count only where they are plentiful.
 
-Model (notation of ``model.learning``; ``s`` a symbol, ``sig_s`` the std of its training returns,
+Model (notation of ``model.learning.sweep``; ``s`` a symbol, ``sig_s`` the std of its training returns,
 ``k`` the prior strength, ``j`` the symbol strength, ``c_s`` the symbol's training turnover cost)::
 
     Q_s(m, p, a) = U_s(m, p') + S_s(m, a) - c_s * |p' - p|
@@ -31,7 +31,7 @@ was chosen over a minimum hold or hysteresis in the policy because the cost live
 the stored table is still read by the trader and the ensemble as an ordinary argmax, unchanged.
 
 Nothing here reads time: the caller hands in each symbol's training arrays only (see
-``model.training.train_pooled``), so the no-leakage property is that of its inputs.
+``model.learning.training.train_pooled``), so the no-leakage property is that of its inputs.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from model.learning import N_ACTIONS, SweepStats
-from model.states import N_POSITIONS
+from model.learning.states import N_POSITIONS
+from model.learning.sweep import N_ACTIONS, SweepStats
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def pooled_value_iteration(
 ) -> list[tuple[NDArray[np.float64], NDArray[np.int64], SweepStats]]:
     """Per symbol (the order given): ``q[n_market * 2, 3]``, ``visits`` (the symbol's OWN training
     candles behind each entry) and stats of the model in the module docstring. Inputs as in
-    ``model.learning.value_iteration``, one array per symbol."""
+    ``model.learning.sweep.value_iteration``, one array per symbol."""
     if not (len(market_states) == len(returns) == len(shaping)) or not market_states:
         raise ValueError("need one market_states, returns and shaping array per symbol, at least one symbol")
     if not 0.0 <= gamma < 1.0:

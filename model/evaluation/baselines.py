@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.backtest import run_backtest
 from model.candles import Candles
-from model.metrics import METRIC_NAMES
-from model.policies import random_policy
+from model.evaluation.backtest import run_backtest
+from model.evaluation.metrics import METRIC_NAMES
+from model.evaluation.policies import random_policy
 
 DEFAULT_RANDOM_SEEDS = 50
 """Random policies per range: enough for a stable median (its standard error ~ 1/7 of the spread)."""

@@ -80,7 +80,7 @@ def _number(obj: Any, what: str) -> float:
 def rule_from_json(obj: Any) -> Rule:
     """Parse the JSON form of a rule strictly (any defect -> ValueError naming it).
 
-    The lenient path for model output is ``model.answer.parse_answer``, which repairs first.
+    The lenient path for model output is ``model.analyst.answer.parse_answer``, which repairs first.
     """
     if not isinstance(obj, Mapping):
         raise ValueError(f"rule must be a JSON object, got {type(obj).__name__}")

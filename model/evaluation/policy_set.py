@@ -13,21 +13,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import BUY, SELL
+from model.analyst.heuristic import heuristic_analysis
+from model.analyst.rules import Rule, fired
 from model.candles import Candles
-from model.ensemble import DEFAULT_WEIGHTS, FastTradingModel
-from model.features import compute_features
-from model.heuristic import heuristic_analysis
-from model.policies import (
+from model.evaluation.policies import (
     buy_and_hold,
     compose_position_maps,
     qtable_policy,
     random_policy,
     rules_policy,
 )
-from model.qlearning import FastQLearning
-from model.rules import Rule, fired
-from model.signals import FLOW_CLV_PROXY, flow_score_from_candles, technical_score
-from model.states import StateSpace
+from model.features import compute_features
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.trading.ensemble import DEFAULT_WEIGHTS, FastTradingModel
+from model.trading.signals import FLOW_CLV_PROXY, flow_score_from_candles, technical_score
 
 DEFAULT_SEED = 42
 """Seed of the random baseline (recorded with each run)."""

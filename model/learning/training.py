@@ -1,10 +1,10 @@
 """Q-learning inputs and THE training entry point, shared by the reducer, the walk-forward and the
-scoreboard (``model.scoreboard``), so all of them train the same way.
+scoreboard (``model.evaluation.scoreboard``), so all of them train the same way.
 
 Market states come from the features of ``train`` (``StateSpace.encode``); the return of step t is
 ``log(close[t+1] / close[t])``; a step whose next candle is not contiguous (a gap, or the last
 candle) gets state -1 (no reward across a gap). Analysed windows are mapped to the candles they
-cover by timestamp and turned into the reward bonus of ``model.shaping``.
+cover by timestamp and turned into the reward bonus of ``model.learning.shaping``.
 
 Recipes: ``RECIPES`` maps a recipe name to a frozen dataclass holding every training parameter
 with its default; it is the one home for training defaults. ``train_qtable(..., recipe=NAME,
@@ -25,15 +25,15 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from model.analyst.rules import Rule
 from model.candles import Candles, timeframe_seconds
 from model.features import compute_features
-from model.learning import SweepStats, value_iteration
-from model.pooled import PooledRecipe, pooled_value_iteration
-from model.qlearning import FastQLearning, TrainStats
-from model.rules import Rule
-from model.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
-from model.states import StateSpace
-from model.windows import next_is_contiguous
+from model.learning.pooled import PooledRecipe, pooled_value_iteration
+from model.learning.qlearning import FastQLearning, TrainStats
+from model.learning.shaping import DEFAULT_KAPPA, WindowAnalysis, shaping_matrix
+from model.learning.states import StateSpace
+from model.learning.sweep import SweepStats, value_iteration
+from model.market.windows import next_is_contiguous
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,11 @@ class QLearningRecipe:
 
 @dataclass(frozen=True)
 class SweepRecipe:
-    """Counterfactual sweeps (``model.learning.value_iteration``): the Q-table of the empirical
+    """Counterfactual sweeps (``model.learning.sweep.value_iteration``): the Q-table of the empirical
     market solved by value iteration over every (candle, position, action) triple, each state's
     value shrunk toward a no-edge prior worth ``prior_strength`` candles, trading penalised by
     ``turnover_cost`` (above the real fee on purpose). Deterministic: ``seed`` and ``epochs`` are
-    not used. See ``model.learning`` for the model and why each part is there.
+    not used. See ``model.learning.sweep`` for the model and why each part is there.
 
     Defaults were chosen on the OLDER half of the BTC/ETH walk-forward folds only (2018-04 ..
     2019-09, 12 folds), by a rule fixed before looking at the rest: among settings that trade
@@ -227,7 +227,7 @@ def train_pooled(
     **overrides: Any,
 ) -> dict[str, tuple[FastQLearning, SweepStats, TrainingData]]:
     """Per symbol of ``trains`` (its training candles; ``analysed``: its analyses, missing = none):
-    the table of a ``pooled`` recipe trained on ALL of ``trains`` at once (``model.pooled``), its
+    the table of a ``pooled`` recipe trained on ALL of ``trains`` at once (``model.learning.pooled``), its
     stats and training data. The caller cuts every symbol's candles before the test range: nothing
     else is read, so no candle beyond them reaches any table. Symbols are pooled in sorted order,
     so the result does not depend on the mapping's order."""

@@ -1,8 +1,8 @@
 """Pooled recipes in the walk-forward: the tables of one fold date trained across symbols.
 
-A pooled recipe (``model.pooled``) trains every symbol's table from all symbols' data at once, so
+A pooled recipe (``model.learning.pooled``) trains every symbol's table from all symbols' data at once, so
 in the scoreboard it runs once per fold DATE, not once per symbol's fold. The pool of a date is
-the training part of each symbol's fold starting that date (the folds of ``model.folds`` fall on
+the training part of each symbol's fold starting that date (the folds of ``model.evaluation.folds`` fall on
 the same calendar-quarter dates for every symbol), with the analyses whose window ends before the
 test range. Nothing of any symbol's test range, or later, is read: truncating every series at the
 test start leaves the tables unchanged (``tests/test_pooled.py``).
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from model.candles import Candles
-from model.controls import fold_control
-from model.folds import Fold
-from model.qlearning import FastQLearning
-from model.states import StateSpace
-from model.training import AnalysedWindow, Recipe, get_recipe, train_pooled
+from model.evaluation.controls import fold_control
+from model.evaluation.folds import Fold
+from model.learning.qlearning import FastQLearning
+from model.learning.states import StateSpace
+from model.learning.training import AnalysedWindow, Recipe, get_recipe, train_pooled
 
 PoolPart = tuple[Candles, Fold, Sequence[AnalysedWindow]]
 Twins = tuple[FastQLearning, FastQLearning]
@@ -145,7 +145,8 @@ def pooled_controls_by_date(
 ) -> dict[int, dict[str, dict[str, dict[str, FastQLearning]]]]:
     """Test start -> symbol -> pooled recipe -> control -> table: as ``pooled_tables_by_date`` (the
     same pools, stored peers and ``alone`` included), each recipe trained on a negative control
-    (``model.controls``) of the analyses, applied to each symbol's own analyses and fold before pooling."""
+    (``model.evaluation.controls``) of the analyses, applied to each symbol's own analyses and fold
+    before pooling."""
     pooled = [r for r in recipes if is_pooled(r)]
     out: dict[int, dict[str, dict[str, dict[str, FastQLearning]]]] = {}
     for since, pools in date_groups(series, peers=peers, alone=alone).items() if pooled and controls else ():

@@ -15,7 +15,7 @@ prior and remove their content:
   reads (action, confidence, rules) and no regime, so a regime could not change the table.
 
 Both use only the windows that reach the range ``[since, until)`` (the training range: the
-windows ``model.training.training_data`` maps onto its candles); nothing from outside the range
+windows ``model.learning.training.training_data`` maps onto its candles); nothing from outside the range
 moves in. Deterministic: the result depends on the set of windows (not their order) and the seed.
 A pooled recipe applies a control per symbol, then pools (``apply``).
 """
@@ -28,8 +28,8 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from model.folds import Fold
-from model.training import AnalysedWindow
+from model.evaluation.folds import Fold
+from model.learning.training import AnalysedWindow
 
 SHUFFLED, CONSTANT = "shuffled", "constant"
 CONTROLS = (SHUFFLED, CONSTANT)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.rules import Rule, fired
+from model.analyst.rules import Rule, fired
 
 DEFAULT_KAPPA = 0.5
 

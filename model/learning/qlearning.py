@@ -1,6 +1,6 @@
 """Tabular Q-learning over discretised market states and the position (flat or long).
 
-Full state ``s = m * 2 + pos`` (``m`` from ``model.states``, ``pos`` 0 flat / 1 long); actions
+Full state ``s = m * 2 + pos`` (``m`` from ``model.learning.states``, ``pos`` 0 flat / 1 long); actions
 ``HOLD`` keeps the position, ``BUY`` goes long, ``SELL`` goes flat. The table is saved as an
 ``.npz`` (arrays only, loaded with ``allow_pickle=False``) with its metadata as JSON.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model import BUY, HOLD, SELL
-from model.states import N_POSITIONS, StateSpace
+from model.learning.states import N_POSITIONS, StateSpace
 
 FORMAT_VERSION = 1
 """Version of the saved Q-table layout; bump it when the arrays or required metadata change."""

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from model import BUY, HOLD, SELL
-from model.answer import MAX_RULES, Analysis
-from model.rules import Condition, Rule
+from model.analyst.answer import MAX_RULES, Analysis
+from model.analyst.rules import Condition, Rule
 
 #: Window-mean thresholds for the regime: ema_gap (%) for a trend, volatility (%/candle) and
 #: bb_width (%) for a volatile market.

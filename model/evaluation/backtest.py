@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from model.candles import Candles, timeframe_seconds
-from model.metrics import compute_metrics
+from model.evaluation.metrics import compute_metrics
 
 TRADE_DTYPE = np.dtype(
     [

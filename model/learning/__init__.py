@@ -1,0 +1,1 @@
+"""Learning a Q-table: market states, shaping from the analyses, and the training recipes."""

@@ -1,0 +1,1 @@
+"""Candle series cut, checked and made up: the windows a batch analyses, defects, synthetic candles."""
