@@ -146,7 +146,11 @@ SETTINGS: tuple[EnvVar, ...] = (
     EnvVar(("QTRAIN_RETRAIN_EXCHANGE",), "`kucoin`", "ccxt exchange the new candles are fetched from"),
     EnvVar(("QTRAIN_RETRAIN_TIMEFRAME",), "`1h`", "candle timeframe"),
     EnvVar(("QTRAIN_RETRAIN_ANALYST",), "`ollama`", "`llm` (or `ollama`, the same) or `heuristic` (no LLM)"),
-    EnvVar(("QTRAIN_RETRAIN_MODEL",), "the LLM model", "the LLM model of scheduled batches (else `QTRAIN_LLM_MODEL`, `OLLAMA_MODEL`)"),
+    EnvVar(
+        ("QTRAIN_RETRAIN_MODEL",),
+        "the LLM model",
+        "the LLM model of scheduled batches (else `QTRAIN_LLM_MODEL`, `OLLAMA_MODEL`)",
+    ),
     EnvVar(("QTRAIN_RETRAIN_EPOCHS",), "`5`", "Q-learning passes of the reducer"),
     EnvVar(
         ("QTRAIN_RETRAIN_WINDOW", "QTRAIN_RETRAIN_STRIDE"),
