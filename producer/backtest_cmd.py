@@ -64,7 +64,7 @@ def _promoted(c: evaluate.Comparison) -> str:
 
 
 def _write_report(path: str, c: evaluate.Comparison) -> None:
-    from producer.report import render_report  # Bokeh: imported only for --report
+    from worker.pages.report import render_report  # Bokeh: imported only for --report
 
     html = render_report(
         c.results["qtable"],

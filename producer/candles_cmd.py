@@ -13,11 +13,12 @@ from rich.table import Table
 
 from model.candles import minute_utc
 from model.defects import OUTLIER_FLAG
-from producer import import_dir, importer, readers
 from producer.console import make_console
 from producer.lazy import LazyDefaultOption
 from producer.options import parse_date
 from worker.errors import BadInput
+from worker.ingest import directory as import_dir
+from worker.ingest import importer, readers
 from worker.settings import Settings
 from worker.store import candles as candles_store
 from worker.store import db

@@ -36,7 +36,7 @@ import click
 
 from model.synthetic import make_candles
 from producer import train_cmd
-from producer.workers import running_workers, start_workers
+from worker.cluster.local import running_workers, start_workers
 from worker.errors import QtrainError
 from worker.pipeline import dispatch
 from worker.redact import redact, redact_text

@@ -143,7 +143,7 @@ def _result(h: dict[str, Any], candles: Candles, fee: float) -> tuple[BacktestRe
 @click.option("--out", "out_path", required=True, help="HTML file to write.")
 def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
     """Equity vs buy-and-hold, trades on price and the decisions, as one self-contained HTML file."""
-    from producer.report import render_report  # Bokeh: imported only here
+    from worker.pages.report import render_report  # Bokeh: imported only here
 
     settings = Settings.from_env()
     out = output_path(out_path, flag="--out")  # before the work: one line, nothing written

@@ -1,7 +1,7 @@
 """Parse candle files into numpy arrays plus a report of every defect found (pure: bytes in).
 
 ``parse_candles`` runs named steps: open the source (unpack a zip or gz), pick its reader by content
-and name (``producer.readers``: CryptoDataDownload both layouts, Binance bulk klines, freqtrade
+and name (``worker.ingest.readers``: CryptoDataDownload both layouts, Binance bulk klines, freqtrade
 feather/json, plain CSV), settle symbol and timeframe (``--symbol``/``--timeframe``, else the file
 name, else the content), validate every row, resolve duplicates, count gaps, flag outliers.
 
@@ -40,8 +40,9 @@ import numpy as np
 
 from model.candles import TIMEFRAME_SECONDS, minute_utc, timeframe_seconds
 from model.defects import OUTLIER_FLAG, outliers
-from producer import readers
-from producer.import_checks import (
+from worker.errors import BadInput
+from worker.ingest import readers
+from worker.ingest.checks import (
     check_symbols,
     count_gaps,
     file_order,
@@ -49,10 +50,9 @@ from producer.import_checks import (
     tally_rejections,
     validate,
 )
-from producer.import_report import NO_VOLUME, ImportReport
-from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
-from producer.readers.names import NameHint, identify
-from worker.errors import BadInput
+from worker.ingest.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
+from worker.ingest.readers.names import NameHint, identify
+from worker.ingest.report import NO_VOLUME, ImportReport
 from worker.symbols import normalize_symbol
 
 #: How duplicate timestamps with different values are resolved (the first one is the default).

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from producer.import_report import ImportReport
-from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
 from worker.errors import BadInput
+from worker.ingest.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
+from worker.ingest.report import ImportReport
 from worker.symbols import normalize_symbol
 
 #: Earliest plausible candle (the Bitcoin genesis block, 2009-01-03 UTC): catches unit mistakes.

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from producer.import_report import ImportReport
-from producer.readers.names import identify
 from worker.errors import BadInput
+from worker.ingest.readers.names import identify
+from worker.ingest.report import ImportReport
 from worker.symbols import normalize_symbol
 
 ENDINGS = (".csv", ".zip", ".feather", ".json", ".json.gz", ".parquet")

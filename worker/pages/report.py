@@ -1,7 +1,7 @@
 """The backtest and paper-account HTML reports (``qtrain backtest --report``, ``qtrain paper
 report``): equity against buy-and-hold, the drawdown under it and the price with the trades, on
 one time axis, then the metrics (and a paper account's decisions). Drawn with Bokeh in the page
-of ``producer.report_page`` (why Bokeh: there). Long series are cut to about ``MAX_POINTS``
+of ``worker.pages.page`` (why Bokeh: there). Long series are cut to about ``MAX_POINTS``
 points per line, keeping each bucket's minimum and maximum so spikes and drawdown troughs survive.
 """
 
@@ -27,7 +27,7 @@ from bokeh.models import (
 from model.backtest import BacktestResult
 from model.candles import Candles, minute_utc
 from model.metrics import METRIC_NAMES, drawdown_series
-from producer.report_page import PALETTE, Section, Table, fmt, page, time_figure, when
+from worker.pages.page import PALETTE, Section, Table, fmt, page, time_figure, when
 
 MAX_POINTS = 4000
 MAX_MARKERS = 3000
