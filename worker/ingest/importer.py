@@ -138,7 +138,7 @@ def parse_candles(
     report = ImportReport(source, cols.fmt, sym, tf, on_conflict, sym_from, tf_from, hint.candle_type)
     report.rows_read, report.blank_lines = len(cols), cols.blank_lines
     report.volume_missing = "volume" not in cols.values
-    reason = validate(cols, report, timeframe_seconds(tf), now)
+    reason = validate(cols, report, now)
     if cols.symbol_cells is not None:
         check_symbols(cols.symbol_cells, reason, sym, sym_from, source)
     valid = tally_rejections(cols, reason, report)
