@@ -1,1 +1,1 @@
-"""Candles coming in: file import (readers, row checks, the report, whole directories) into the store."""
+"""Candles coming in: candle files (readers, row checks, the defect report, directories), synthetic ones."""

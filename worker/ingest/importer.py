@@ -15,6 +15,7 @@ rejection with its reason; nothing is invented):
   empty or non-numeric required field, non-positive price, negative volume, high/low not bounding
   open/close, timestamp not aligned to the timeframe, timestamp before 2009 or in the future.
   NULL/empty *optional* fields (trades, quote volume, taker volume) are stored as NULL and counted.
+  The candle rules among them are ``worker.store.candles.candle_defects``, which ``candles fetch`` uses too.
 - A file without a volume column imports with volume NULL (never 0: that would be a real quiet
   hour); the report says so, and training refuses such a symbol naming the column
   (``worker.store.candles.count_missing_volume``) since the state uses ``volume_z``.
