@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
-from producer import importer  # noqa: E402
+from worker.ingest import importer  # noqa: E402
 from worker.store import candles as candles_store  # noqa: E402
 from worker.store import db
 

@@ -48,9 +48,9 @@ from bench.bench_llm import batch_messages  # noqa: E402
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from model.analyst.answer import ANSWER_SCHEMA  # noqa: E402
 from model.features import WARMUP  # noqa: E402
-from producer.workers import start_workers  # noqa: E402
 from tests.fake_ollama import FakeOllamaProcess  # noqa: E402
 from tests.pipeline_support import qtrain, query, seed_candles  # noqa: E402
+from worker.cluster.local import start_workers  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, BACKEND_DB = 14, 15  # the benchmarks' (tests use 8-13)

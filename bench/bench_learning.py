@@ -3,7 +3,7 @@
 Run from the repository root: ``.venv/bin/python bench/bench_learning.py [--repeat 3] [--epochs 5]``.
 
 Workload: the shared BTC-USDT 1h file (2017-08 .. 2021-06, about 33,400 candles after the
-importer's clean-up; read through ``producer.importer.parse_candles``, never copied) with the
+importer's clean-up; read through ``worker.ingest.importer.parse_candles``, never copied) with the
 heuristic analyst's analyses of 48-candle windows every 24 candles (computed once, not timed).
 Each recipe trains one table on all of it through ``model.learning.training.train_qtable`` (the reducer's
 and the scoreboard's entry point): features, states and shaping (``training_data``) plus the

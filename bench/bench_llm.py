@@ -39,8 +39,8 @@ from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from model.analyst.answer import ANSWER_SCHEMA  # noqa: E402
 from model.analyst.prompt import build_messages  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from producer.workers import start_workers  # noqa: E402
 from tests.pipeline_support import ROOT, qtrain, query, seed_candles  # noqa: E402
+from worker.cluster.local import start_workers  # noqa: E402
 from worker.embedded import llm  # noqa: E402
 from worker.embedded.servers import free_port  # noqa: E402
 from worker.pipeline.analyze import window_context  # noqa: E402

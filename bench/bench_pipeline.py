@@ -28,8 +28,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
-from producer.workers import start_workers  # noqa: E402
 from tests.pipeline_support import seed_candles  # noqa: E402
+from worker.cluster.local import start_workers  # noqa: E402
 
 BROKER = "redis://127.0.0.1:6379/14"
 BACKEND = "redis://127.0.0.1:6379/15"

@@ -36,9 +36,9 @@ from celery import Celery  # noqa: E402
 from bench.bench_inflight import BACKEND_DB, BROKER_DB, REDIS, _flush_redis  # noqa: E402
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
 from model.features import WARMUP  # noqa: E402
-from producer.workers import start_workers  # noqa: E402
 from tests.fake_ollama import FakeOllamaProcess  # noqa: E402
 from tests.pipeline_support import qtrain, query, seed_candles  # noqa: E402
+from worker.cluster.local import start_workers  # noqa: E402
 
 HEAVY = {"SOL-USDT": (21, 100.0), "ADA-USDT": (22, 1.0)}
 

@@ -50,8 +50,8 @@ import psycopg2  # noqa: E402
 import redis  # noqa: E402
 
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
-from producer.demo_cmd import insert_synthetic  # noqa: E402
-from producer.workers import start_workers  # noqa: E402
+from worker.cluster.local import start_workers  # noqa: E402
+from worker.ingest.synthetic import insert_synthetic  # noqa: E402
 from worker.store import batches  # noqa: E402
 
 PAIRS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "ADA-USDT", "XRP-USDT",

@@ -29,9 +29,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throwaway_db import drop_db, fresh_db  # noqa: E402
-from producer.workers import start_workers  # noqa: E402
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from tests.pipeline_support import qtrain, seed_candles  # noqa: E402
+from worker.cluster.local import start_workers  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, BACKEND_DB = 14, 15

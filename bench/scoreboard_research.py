@@ -39,7 +39,7 @@ from model.features import compute_features  # noqa: E402
 from model.learning.states import StateSpace  # noqa: E402
 from model.learning.sweep import value_iteration  # noqa: E402
 from model.learning.training import DEFAULT_RECIPE, RECIPES, AnalysedWindow, SweepRecipe, training_data  # noqa: E402
-from producer.importer import parse_candles, read_file  # noqa: E402
+from worker.ingest.importer import parse_candles, read_file  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOW = 2_000_000_000.0  # fixed "now" for the importer's future-timestamp check: same output every run

@@ -10,26 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from rich.table import Table
 
-from model.candles import Candles, minute_utc
+from model.candles import minute_utc
 from model.evaluation import policy_set
 from model.evaluation.backtest import BacktestResult
-from model.evaluation.lookahead import check_lookahead, default_cut_points
 from model.evaluation.metrics import METRIC_NAMES, json_safe, too_short_to_annualise
-from model.features import compute_features
-from model.learning.qlearning import FastQLearning
-from model.learning.states import StateSpace
 from model.trading.live import trades_from_backtest
 from producer.console import make_console
 from producer.options import output_path, parse_range
 from worker.errors import BadInput
 from worker.evaluation import backtest as evaluate
-from worker.evaluation import walk_forward
+from worker.evaluation import lookahead, walk_forward
 from worker.settings import MAX_EPOCHS, Settings, check_fee
-from worker.store import versions
-from worker.store.candles import load_candles
 from worker.symbols import normalize_symbol
 
 
@@ -64,18 +57,9 @@ def _promoted(c: evaluate.Comparison) -> str:
 
 
 def _write_report(path: str, c: evaluate.Comparison) -> None:
-    from producer.report import render_report  # Bokeh: imported only for --report
+    from worker.pages.report import comparison_page  # Bokeh: imported only for --report
 
-    html = render_report(
-        c.results["qtable"],
-        title=f"qtrain backtest: {c.symbol} Q-table v{c.version} ({_promoted(c)})",
-        candles=c.candles,
-        bh_equity=c.results["buy_and_hold"].equity,
-        metrics_table={
-            k: {m: math.nan if v is None else v for m, v in ms.items()} for k, ms in c.metrics().items()
-        },
-        notes=c.notes,
-    )
+    html = comparison_page(c)
     try:
         Path(path).write_text(html, encoding="utf-8")
     except OSError as exc:
@@ -230,27 +214,6 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
         console.print(f"- {note}")
 
 
-def lookahead_series(
-    candles: Candles, learner: FastQLearning | None, space: StateSpace
-) -> dict[str, np.ndarray]:
-    """The series ``check-lookahead`` checks: every feature, the market state, the Q-table's
-    positions and the ensemble's decisions, computed by the same code as the backtest."""
-    feats = compute_features(candles)
-    out = {f"feature:{k}": v for k, v in feats.items()}
-    out["market_state"] = space.encode(feats)
-    if learner is not None:
-        pset = policy_set.policy_positions(candles, start=0, learner=learner, space=space, rules=None)
-        out["qtable_position"] = pset.positions["qtable"]
-        out["ensemble_action_flat"] = pset.series["ensemble_action_flat"]
-        out["ensemble_action_long"] = pset.series["ensemble_action_long"]
-        out["ensemble_position"] = pset.positions["ensemble"]
-    return out
-
-
-SERIES = lookahead_series
-"""What ``check-lookahead`` computes; tests replace it (``monkeypatch``) to inject a leaky series."""
-
-
 @click.command(name="check-lookahead")
 @click.option("--symbol", required=True, help="e.g. BTC-USDT.")
 @click.option(
@@ -278,41 +241,15 @@ def check_lookahead_cmd(**kw: Any) -> None:
     if kw["cuts"] < 1:
         raise BadInput(f"--cuts must be >= 1, got {kw['cuts']}")
     since, until = parse_range(kw["since"], kw["until"])
-    learner: FastQLearning | None = None
-    space = StateSpace.default()
-    timeframe = kw["timeframe"] or "1h"
-    note = ""
-    try:
-        v = versions.load_version(settings.database_url, symbol, kw["version"], prefer_promoted=True)
-        learner, space, timeframe = v.learner, v.space, kw["timeframe"] or v.timeframe
-        note = f"Q-table {versions.which(v, kw['version'])}"
-    except BadInput:
-        if kw["version"] is not None:
-            raise
-        note = "no Q-table version: features, market states only"
-    candles = load_candles(settings.database_url, symbol, timeframe, since=since, until=until)
-    if len(candles) < 3:
-        raise BadInput(
-            f"fewer than 3 {timeframe} candles for {symbol}: run `qtrain candles import` or"
-            " `qtrain candles fetch`"
-        )
-    cuts = default_cut_points(len(candles), n_cuts=kw["cuts"], min_len=2)
-    report = check_lookahead(candles, lambda c: SERIES(c, learner, space), cut_points=cuts)
+    opts = {k: kw[k] for k in ("version", "timeframe", "cuts")}
+    run = lookahead.run(settings.database_url, symbol, since=since, until=until, **opts)
+    report, candles = run.report, run.candles
     issues = {i.name: i for i in report.issues}
     if kw["as_json"]:
-        found = [
-            {"name": i.name, "first_bad_index": i.first_bad_index, "n_bad": i.n_bad, "first_cut": i.first_cut,
-             "first_bad_ts": int(candles.ts[i.first_bad_index])}
-            for i in report.issues
-        ]  # fmt: skip
-        out = {
-            "symbol": symbol, "timeframe": timeframe, "n_candles": len(candles), "note": note,
-            "cuts": list(report.cut_points), "ok": report.ok, "checked": list(report.names), "issues": found,
-        }  # fmt: skip
-        click.echo(json.dumps(out))
+        click.echo(json.dumps(run.to_json()))
     else:
-        table = Table(title=f"look-ahead check: {symbol} {timeframe}, {len(candles)} candles, "
-                      f"{len(report.cut_points)} cuts ({note})")  # fmt: skip
+        table = Table(title=f"look-ahead check: {symbol} {run.timeframe}, {len(candles)} candles, "
+                      f"{len(report.cut_points)} cuts ({run.note})")  # fmt: skip
         for col in ("series", "result", "first bad index", "first bad candle", "values changed"):
             table.add_column(col)
         for name in report.names:

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import click
-import numpy as np
 from rich.table import Table
 
 from model.candles import minute_utc
-from model.market.defects import OUTLIER_FLAG
-from producer import import_dir, importer, readers
 from producer.console import make_console
 from producer.lazy import LazyDefaultOption
 from producer.options import parse_date
 from worker.errors import BadInput
+from worker.ingest import directory, files, importer, readers
 from worker.settings import Settings
 from worker.store import candles as candles_store
-from worker.store import db
 from worker.symbols import normalize_symbol
 
 _CONFLICT_HELP = (
@@ -34,76 +29,6 @@ _CONFLICT_HELP = (
 @click.group(name="candles")
 def candles() -> None:
     """Import, fetch and list candles."""
-
-
-def import_file(
-    settings: Settings,
-    file: str,
-    symbol: str | None = None,
-    timeframe: str | None = None,
-    *,
-    on_conflict: str = importer.DEFAULT_ON_CONFLICT,
-    fmt: str | None = None,
-) -> importer.ImportReport:
-    """Parse ``file`` and insert its candles in one transaction; the report says what was done."""
-    with db.transaction(settings.database_url) as cur:
-        return _import_into(cur, file, symbol, timeframe, on_conflict, fmt)
-
-
-def import_directory(
-    settings: Settings,
-    directory: str,
-    symbol: str | None = None,
-    timeframe: str | None = None,
-    *,
-    on_conflict: str = importer.DEFAULT_ON_CONFLICT,
-    fmt: str | None = None,
-) -> import_dir.DirectoryImport:
-    """Import every candle file under ``directory`` in ONE transaction (a bad file writes nothing)."""
-    plan = import_dir.plan(directory, symbol, timeframe)
-    with db.transaction(settings.database_url) as cur:
-        for f in plan.files:
-            plan.reports.append(_import_into(cur, str(f.path), f.symbol, f.timeframe, on_conflict, fmt))
-    return plan
-
-
-def _import_into(
-    cur: Any, file: str, symbol: str | None, timeframe: str | None, on_conflict: str, fmt: str | None
-) -> importer.ImportReport:
-    """Parse one file and insert it through ``cur`` (the caller's transaction)."""
-    t0 = time.perf_counter()
-    parsed = importer.parse_candles(
-        importer.read_file(file),
-        symbol=symbol,
-        timeframe=timeframe,
-        on_conflict=on_conflict,
-        source=file,
-        fmt=fmt,
-    )
-    report = parsed.report
-    t1 = time.perf_counter()
-    flags = np.where(parsed.outlier, OUTLIER_FLAG, None)
-    res = candles_store.insert_candles_report(
-        cur,
-        report.symbol,
-        report.timeframe,
-        parsed.ts,
-        parsed.open,
-        parsed.high,
-        parsed.low,
-        parsed.close,
-        parsed.volume,
-        quote_volume=parsed.quote_volume,
-        trades=parsed.trades,
-        taker_buy_volume=parsed.taker_buy_volume,
-        flag=flags,
-    )
-    report.inserted = res.inserted
-    report.already_present = res.already_present
-    report.already_present_differing = res.already_present_differing
-    report.seconds_parse = round(t1 - t0, 4)
-    report.seconds_insert = round(time.perf_counter() - t1, 4)
-    return report
 
 
 @candles.command(name="import")
@@ -147,13 +72,18 @@ def import_cmd(
     """
     settings = Settings.from_env()
     if Path(path).is_dir():
-        result = import_directory(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
+        result = files.import_directory(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
         if as_json:
             click.echo(json.dumps(result.to_dict()))
-        else:
-            make_console().print(import_dir.summary_table(result))
+            return
+        table = Table(title=f"import {result.directory}")
+        for col in directory.COLUMNS:
+            table.add_column(col, overflow="fold")
+        for row in directory.summary_rows(result):
+            table.add_row(*row)
+        make_console().print(table)
         return
-    report = import_file(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
+    report = files.import_file(settings, path, symbol, timeframe, on_conflict=on_conflict, fmt=fmt)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return

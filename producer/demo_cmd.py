@@ -34,15 +34,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
-from model.market.synthetic import make_candles
 from producer import train_cmd
-from producer.workers import running_workers, start_workers
+from worker.cluster.local import running_workers, start_workers
 from worker.errors import QtrainError
+from worker.ingest.synthetic import insert_synthetic
 from worker.pipeline import dispatch
 from worker.redact import redact, redact_text
 from worker.settings import DEFAULT_STRIDE, DEFAULT_WINDOW, Settings
 from worker.store import db, migrate
-from worker.store.candles import candle_spans, insert_candles
+from worker.store.candles import candle_spans
 from worker.symbols import SYNTHETIC_PREFIX
 
 DEMO_SYMBOLS = {f"{SYNTHETIC_PREFIX}1-USDT": (1, 30_000.0), f"{SYNTHETIC_PREFIX}2-USDT": (2, 2_000.0)}
@@ -59,23 +59,6 @@ EMBEDDED_WINDOWS = 3
 EMBEDDED_SKIP = 60
 #: Analyses printed after an ``--llm embedded`` batch.
 SHOWN_ANALYSES = 4
-
-
-def insert_synthetic(database_url: str, n: int, symbols: dict[str, tuple[int, float]]) -> None:
-    """Insert ``n`` seeded synthetic hourly candles per ``symbol -> (seed, start price)`` (idempotent)."""
-    with db.transaction(database_url) as cur:
-        for symbol, (seed, price) in symbols.items():
-            c = make_candles(n, seed=seed, price=price, symbol=symbol)
-            insert_candles(
-                cur, symbol, "1h", c.ts, c.open, c.high, c.low, c.close, c.volume,
-                taker_buy_volume=c.taker_buy_volume,
-            )  # fmt: skip
-
-
-def load_demo_candles(settings: Settings, n: int) -> list[str]:
-    """Insert seeded synthetic candles for the demo symbols; returns the symbols."""
-    insert_synthetic(settings.database_url, n, DEMO_SYMBOLS)
-    return list(DEMO_SYMBOLS)
 
 
 def choose_analyst(settings: Settings, wanted: str) -> tuple[str, str]:
@@ -151,13 +134,14 @@ def demo(**kw: Any) -> None:
     own = "" if explicit else " (the demo's own: your DATABASE_URL's data is never read or written)"
     say(f"database ready: {db.redact(settings.database_url)}{own}")
     if kw["csv_path"]:
-        from producer.candles_cmd import import_file
+        from worker.ingest.files import import_file
 
         report = import_file(settings, kw["csv_path"], kw["symbol"], "1h")  # symbol: else from the name
         symbols = [report.symbol]
         say(f"imported {kw['csv_path']}: {report.inserted} new candles")
     else:
-        symbols = load_demo_candles(settings, kw["n_candles"])
+        symbols = list(DEMO_SYMBOLS)
+        insert_synthetic(settings.database_url, kw["n_candles"], DEMO_SYMBOLS)
         say(
             f"synthetic candles (seeded random walks, not market data): {kw['n_candles']} hourly candles"
             f" for {', '.join(symbols)}"

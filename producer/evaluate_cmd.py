@@ -95,7 +95,7 @@ def evaluate(**kw: Any) -> None:
 
         board = scoreboard.evaluate(settings.database_url, req, progress=step)
     if report is not None:
-        from producer.report_scoreboard import render_scoreboard  # Bokeh: imported only for --report
+        from worker.pages.scoreboard import render_scoreboard  # Bokeh: imported only for --report
 
         try:
             report.write_text(render_scoreboard(board), encoding="utf-8")

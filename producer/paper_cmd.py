@@ -11,12 +11,9 @@ import json
 from typing import Any
 
 import click
-import numpy as np
 from rich.table import Table
 
-from model.candles import Candles, minute_utc, timeframe_seconds
-from model.evaluation.backtest import TRADE_DTYPE, BacktestResult
-from model.evaluation.metrics import compute_metrics
+from model.candles import minute_utc
 from producer.console import make_console
 from producer.options import output_path, parse_range, parse_symbols
 from producer.signal_cmd import agent_options, agent_settings
@@ -105,45 +102,13 @@ def stop_cmd(name: str) -> None:
     click.echo(f"paper account {name!r} stopped")
 
 
-def _result(h: dict[str, Any], candles: Candles, fee: float) -> tuple[BacktestResult, np.ndarray]:
-    """The paper record as a ``BacktestResult`` on ``candles`` (equity per decided candle)."""
-    ts = candles.ts
-    eq_by_ts = {int(d["ts"]): float(d["equity"]) for d in h["decisions"]}
-    equity = np.array([eq_by_ts.get(int(t), np.nan) for t in ts], dtype=np.float64)
-    equity = np.where(np.isnan(equity), h["capital"], equity)
-    fills = h["fills"]
-    buys = [f for f in fills if f["side"] == "buy"]
-    sells = [f for f in fills if f["side"] == "sell"]
-    trades = np.zeros(len(sells), dtype=TRADE_DTYPE)
-    for k, (b, s) in enumerate(zip(buys, sells, strict=False)):
-        pnl = float(s["qty"]) * (float(s["price"]) - float(b["price"])) - float(b["fee"]) - float(s["fee"])
-        ret = pnl / (float(b["qty"]) * float(b["price"])) * 100.0
-        fees = float(b["fee"]) + float(s["fee"])
-        trades[k] = (0, 0, int(b["ts"]), int(s["ts"]), float(b["price"]), float(s["price"]), float(b["qty"]),
-                     pnl, ret, fees)  # fmt: skip
-    pos_by_ts = {int(d["ts"]): int(d["position"]) for d in h["decisions"]}
-    held = np.array([pos_by_ts.get(int(t), 0) for t in ts], dtype=np.int8)
-    prev = np.concatenate(([h["capital"]], equity[:-1]))
-    metrics = compute_metrics(
-        equity, ts, trades, closes=np.asarray(candles.close), position=held.astype(bool),
-        fees_paid=float(sum(float(f["fee"]) for f in fills)),
-        timeframe_seconds=timeframe_seconds(candles.timeframe),
-    )  # fmt: skip
-    result = BacktestResult(equity, equity / prev - 1.0, held, trades, None, 0.0, metrics)
-    opens = np.asarray(candles.open)
-    bh = h["capital"] / ((1.0 + fee) * opens[1]) * np.asarray(candles.close) if len(ts) > 1 else equity.copy()
-    if len(ts) > 1:
-        bh[0] = h["capital"]
-    return result, bh
-
-
 @paper_group.command(name="report")
 @click.argument("name")
 @click.option("--symbol", default=None, help="Which symbol of the account (default: the first).")
 @click.option("--out", "out_path", required=True, help="HTML file to write.")
 def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
     """Equity vs buy-and-hold, trades on price and the decisions, as one self-contained HTML file."""
-    from producer.report import render_report  # Bokeh: imported only here
+    from worker.pages.report import paper_page  # Bokeh: imported only here
 
     settings = Settings.from_env()
     out = output_path(out_path, flag="--out")  # before the work: one line, nothing written
@@ -156,14 +121,7 @@ def report_cmd(name: str, symbol: str | None, out_path: str) -> None:
         raise BadInput(f"paper account {name!r} has no decisions for {sym} yet: wait for the beat's ticks")
     first, last = int(h["decisions"][0]["ts"]), int(h["decisions"][-1]["ts"])
     candles = load_candles(settings.database_url, sym, a.timeframe, since=first, until=last + 1)
-    result, bh = _result(h, candles, a.fee)
-    versions = sorted({int(d["version"]) for d in h["decisions"]})
-    page = render_report(
-        result, title=f"qtrain paper: {name} {sym}", candles=candles, bh_equity=bh,
-        metrics_table={"paper": result.metrics}, decisions=h["decisions"],
-        notes=[f"paper only: no real order was placed; versions used: {', '.join(f'v{v}' for v in versions)}",
-               f"{len(h['fills'])} fills, fee {a.fee:g}/side"],
-    )  # fmt: skip
+    page = paper_page(h, candles, name=name, symbol=sym, fee=a.fee)
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:

@@ -28,7 +28,7 @@ from worker.store import batches
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from producer.liveness import Watch
+    from worker.cluster.liveness import Watch
 
 # worker.pipeline.dispatch (numpy, the model), rich and Celery are imported inside the commands that use
 # them: `qtrain status --json` needs none of them and starts in a fraction of the time.
@@ -193,7 +193,7 @@ def wait(
 ) -> batches.BatchStatus:
     """Poll the batch's state in PostgreSQL, with a progress bar per symbol, until it is done (its
     versions written and gated: the model files are then up to date)."""
-    from producer.liveness import Watch
+    from worker.cluster.liveness import Watch
 
     deadline = None if timeout is None else time.monotonic() + timeout
     watch = Watch(settings.broker_url)
@@ -296,7 +296,7 @@ def status(batch_id: int | None, as_json: bool) -> None:
         raise BadInput(f"batch {batch_id} does not exist")
     idle_line = None
     if st.state not in ("done", "failed"):  # unfinished: does a worker consume its queue? (<= ~2 s)
-        from producer.liveness import consumers, no_worker_line
+        from worker.cluster.liveness import consumers, no_worker_line
 
         queue = ANALYZE_QUEUE if st.finished < st.total else REDUCE_QUEUE
         count = consumers(settings.broker_url, queue)

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from producer.demo_cmd import insert_synthetic
 from tests.services import child_env
 from tests.sql import query  # noqa: F401 - re-exported for the tests that import it from here
+from worker.ingest.synthetic import insert_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = {"BTC-USDT": (11, 30_000.0), "ETH-USDT": (12, 2_000.0)}

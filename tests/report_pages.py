@@ -15,9 +15,9 @@ from model.evaluation.backtest import run_backtest
 from model.evaluation.folds import rolling_folds
 from model.evaluation.policies import buy_and_hold, sma_crossover
 from model.market.synthetic import make_candles
-from producer.report import render_report
-from producer.report_scoreboard import render_scoreboard
 from worker.evaluation.scoreboard import Scoreboard, equity_record
+from worker.pages.report import render_report
+from worker.pages.scoreboard import render_scoreboard
 
 EXTRA_POLICY = "qtable:unlisted"
 """A policy only the data names: the report must draw it like the others."""

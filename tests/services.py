@@ -27,7 +27,7 @@ INHERITED = (
 )  # fmt: skip
 #: Prefixes (and names) of the shell variables qtrain, Celery or Ollama clients read: removed from
 #: the test process's own environment at start (tests/conftest.py), so in-process code and the
-#: processes started with ``{**os.environ, ...}`` (producer/workers.py) see none of them either.
+#: processes started with ``{**os.environ, ...}`` (worker/cluster/local.py) see none of them either.
 QTRAIN_VARIABLES = ("DATABASE_URL", "CELERY_", "OLLAMA_", "QTRAIN_")
 
 

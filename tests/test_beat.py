@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.market.synthetic import make_candles
-from producer.workers import start_workers
 from tests.fake_exchange import FakeKucoin, serve
 from tests.pipeline_support import ROOT, pipeline_env, query, seed_candles, wait_for
 from tests.services import child_env
+from worker.cluster.local import start_workers
 from worker.errors import BadInput
 from worker.pipeline import retrain, schedule
 from worker.settings import Settings

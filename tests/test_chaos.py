@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.workers import LocalWorkers, start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.chaos_support import (
     active_task_pid,
@@ -46,6 +45,7 @@ from tests.chaos_support import (
 )
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles
+from worker.cluster.local import LocalWorkers, start_workers
 from worker.pipeline import dispatch
 from worker.pipeline.analyze import analyze
 from worker.settings import Settings

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.workers import start_workers
 from tests import services
 from tests.conftest import shared_csv
 from tests.pipeline_support import pipeline_env, qtrain, query
 from tests.sql import execute
+from worker.cluster.local import start_workers
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from model.market.synthetic import DEFAULT_START
 from producer.cli import cli
-from producer.workers import start_workers
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, seed_candles, train_json
+from worker.cluster.local import start_workers
 
 FIRST_TEST = datetime.fromtimestamp(DEFAULT_START + 21 * 86400, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 FAST = ("--train-days", "20", "--test-days", "10", "--random-seeds", "5", "--since", FIRST_TEST)

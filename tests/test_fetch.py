@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -176,3 +177,32 @@ def test_missing_spans_property() -> None:
         )
 
     check()
+
+
+def test_fetch_and_import_keep_and_refuse_the_same_candles(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One set of candle checks for both ways in (``worker.store.candles.candle_defects``): the same
+    defective rows, served by the exchange and read from a file, leave the same candles stored."""
+    fake = FakeKucoin()
+    ts = [int(t) for t in fake.add_series("BTC-USDT", start=T0, count=24, seed=5)]
+    rows = fake.candles["BTC-USDT"]  # [time, open, close, high, low, volume, turnover]
+    rows[3][3] = str(float(rows[3][2]) * 0.5)  # high under the close
+    rows[5][4] = "0"  # low 0: a price <= 0
+    rows[7][5] = "-1"  # negative volume
+    rows[9][0] = str(ts[9] + 60)  # not on the hour
+    bad = {ts[3], ts[5], ts[7], ts[9]}
+    with serve(fake):
+        ex = make_exchange("kucoin", api_url=fake.url)
+        got = fetch_symbol(ex, database_url, "BTC-USDT", "1h", since=T0, now=float(ts[-1] + 2 * STEP))
+    csv = tmp_path / "rows.csv"
+    lines = [f"{r[0]},{r[1]},{r[3]},{r[4]},{r[2]},{r[5]}" for r in rows]  # as timestamp,open,high,low,close
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(lines) + "\n")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    args = ["candles", "import", str(csv), "--symbol", "ETH-USDT", "--timeframe", "1h", "--json"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert got.rejected == report["rejected_total"] == len(bad)
+    kept = [t for t in ts if t not in bad]
+    assert _stored(database_url, "BTC-USDT") == _stored(database_url, "ETH-USDT") == kept

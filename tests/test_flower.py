@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from producer.workers import start_workers
 from tests.flower_support import Flower, qtrain_tasks, run_flower, wait_for
 from tests.pipeline_support import pipeline_env, query, seed_candles, train_json
+from worker.cluster.local import start_workers
 
 pytestmark = pytest.mark.integration
 

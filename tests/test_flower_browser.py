@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producer.workers import start_workers
 from tests.flower_support import TASKS_COLUMNS, Flower, qtrain_tasks, run_flower, wait_for
 from tests.pipeline_support import pipeline_env, seed_candles, train_json
 from tests.services import require_chromium
+from worker.cluster.local import start_workers
 
 pytestmark = pytest.mark.integration
 

@@ -227,9 +227,9 @@ def test_httpx_log_lines_are_redacted(caplog) -> None:
 def test_worker_start_up_line_httpx_lines_and_stored_host_are_redacted(
     database_url, redis_url, tmp_path
 ) -> None:
-    from producer.workers import start_workers
     from tests.fake_ollama import FakeOllama
     from tests.pipeline_support import pipeline_env, qtrain, seed_candles, train_json
+    from worker.cluster.local import start_workers
 
     seed_candles(database_url, n=100)
     with FakeOllama(models=("smollm2",), flavor="llama-cpp-python") as fake:

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu.asynchronous.timer import Timer
 
-from producer.workers import start_workers
 from tests.pipeline_support import pipeline_env, seed_candles, train_json, wait_for
+from worker.cluster.local import start_workers
 from worker.errors import BadInput
 from worker.runtime import housekeeping
 from worker.settings import Settings

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.market.defects import OUTLIER_FLAG
-from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv
 from tests.sql import execute, query
 from worker.errors import BadInput
+from worker.ingest import importer
 from worker.store import candles as candles_store
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC

@@ -23,10 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.features import FEATURE_WARMUP, compute_features
-from producer import importer
 from producer.cli import cli
 from tests.conftest import shared_csv
 from tests.sql import query
+from worker.ingest import importer
 from worker.store import candles as candles_store
 
 DATA = Path(__file__).resolve().parent / "data" / "import"

@@ -137,8 +137,11 @@ def test_relative_imports_resolve(tmp_path: Path, relative: str) -> None:
 ROOM_RANK = {
     "store": 1,
     "embedded": 1,
+    "pages": 1,
+    "cluster": 1,
     "clients": 2,
     "evaluation": 3,
+    "ingest": 3,
     "pipeline": 4,
     "trading": 4,
     "runtime": 5,

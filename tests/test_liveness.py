@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.liveness import CONSUMER_TIMEOUT_S, RECHECK_S, START_WORKER, Watch, consumers
-from producer.workers import start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401
 from tests.pipeline_support import ROOT, pipeline_env, qtrain, seed_candles
 from tests.services import child_env
+from worker.cluster.liveness import CONSUMER_TIMEOUT_S, RECHECK_S, START_WORKER, Watch, consumers
+from worker.cluster.local import start_workers
 
 #: Seconds within which ``train --wait`` must say that no worker consumes the queue (the process's
 #: start, the enqueue and one ask of at most ``CONSUMER_TIMEOUT_S`` fit well inside).

@@ -1,4 +1,4 @@
-"""``producer.workers`` pings the broker it is given, whatever the shell's ``CELERY_BROKER_URL``
+"""``worker.cluster.local`` pings the broker it is given, whatever the shell's ``CELERY_BROKER_URL``
 says (Celery lets that variable override an app's configured broker; the demo and the tests pass
 their own). Real Redis and a real worker process."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from producer.workers import running_workers, start_workers
 from tests.pipeline_support import pipeline_env
+from worker.cluster.local import running_workers, start_workers
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import producer.backtest_cmd as backtest_cmd
+import worker.evaluation.lookahead as lookahead
 from model.features import FEATURES
 from producer.cli import cli
 from tests.evaluation_support import heuristic_version, settings_for
@@ -39,7 +39,7 @@ def test_clean_on_stored_candles(env):
 
 
 def test_leaky_series_is_caught(env, monkeypatch):
-    real = backtest_cmd.SERIES
+    real = lookahead.SERIES
 
     def leaky(candles, learner, space):
         out = real(candles, learner, space)
@@ -48,7 +48,7 @@ def test_leaky_series_is_caught(env, monkeypatch):
         out["peeking_signal"] = peek
         return out
 
-    monkeypatch.setattr(backtest_cmd, "SERIES", leaky)
+    monkeypatch.setattr(lookahead, "SERIES", leaky)
     res = CliRunner().invoke(cli, ["check-lookahead", "--symbol", SYMBOL, "--json"])
     assert res.exit_code == 1
     out = json.loads(res.stdout)

@@ -24,13 +24,13 @@ import pytest
 from model.learning.qlearning import FastQLearning
 from model.learning.states import StateSpace
 from model.trading.live import AgentConfig
-from producer.workers import start_workers
 from tests.chaos_support import child_pids
 from tests.evaluation_support import insert_version
 from tests.fake_exchange import FakeKucoin, serve
 from tests.pipeline_support import ROOT, pipeline_env, query, wait_for
 from tests.services import child_env
 from worker.clients.exchange import fetch_symbol, make_exchange
+from worker.cluster.local import start_workers
 from worker.pipeline import promotion
 from worker.settings import Settings
 from worker.trading import paper

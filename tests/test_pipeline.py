@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from model.learning.qlearning import FastQLearning
-from producer.workers import start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles, train_json
+from worker.cluster.local import start_workers
 from worker.pipeline import ablation, promotion, records
 
 pytestmark = pytest.mark.integration

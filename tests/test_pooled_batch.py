@@ -180,9 +180,9 @@ def test_one_symbol_through_real_workers_pools_with_the_stored_peer(
     """``qtrain train --symbols BTC-USDT --wait`` with ETH-USDT stored, through real Celery worker
     processes and the fake LLM over HTTP: the summary names the recipe and the stored peer, BTC's
     version pools ETH up to its training end, ETH gets none; ``--epochs`` says it is ignored."""
-    from producer.workers import start_workers
     from tests.fake_ollama import FakeOllama
     from tests.pipeline_support import pipeline_env, qtrain
+    from worker.cluster.local import start_workers
 
     seed_candles(database_url)
     with FakeOllama(latency_s=0.01, num_parallel=4) as fake:

@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import pytest
 
-from producer.workers import start_workers
 from tests.pipeline_support import ROOT, pipeline_env, qtrain, query, seed_candles
+from worker.cluster.local import start_workers
 from worker.embedded import llm
 from worker.embedded.servers import free_port
 

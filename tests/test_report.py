@@ -18,8 +18,10 @@ from model.evaluation.backtest import run_backtest
 from model.evaluation.policies import buy_and_hold
 from model.evaluation.scoreboard import ablation
 from model.market.synthetic import make_candles
-from producer.report import backtest_charts, decisions_table, keep_indices, render_report
-from producer.report_scoreboard import (
+from tests.report_pages import EXTRA_POLICY, backtest_page, paper_decisions, scoreboard_board
+from worker.evaluation.scoreboard import Scoreboard
+from worker.pages.report import backtest_charts, decisions_table, keep_indices, render_report
+from worker.pages.scoreboard import (
     ablation_table,
     equity_picker,
     parameters_table,
@@ -27,8 +29,6 @@ from producer.report_scoreboard import (
     render_scoreboard,
     sharpe_chart,
 )
-from tests.report_pages import EXTRA_POLICY, backtest_page, paper_decisions, scoreboard_board
-from worker.evaluation.scoreboard import Scoreboard
 
 
 def _tooltips(fig) -> list[list[str]]:

@@ -17,7 +17,6 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from producer.workers import start_workers
 from tests.chaos_support import (
     alive,
     assert_batch_complete,
@@ -30,6 +29,7 @@ from tests.chaos_support import (
 )
 from tests.fake_ollama import FakeOllama
 from tests.pipeline_support import pipeline_env, query, seed_candles
+from worker.cluster.local import start_workers
 
 pytestmark = pytest.mark.integration
 

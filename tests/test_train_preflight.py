@@ -78,8 +78,8 @@ def test_openai_api_end_to_end_with_workers(database_url: str, redis_url: str, t
     models answered anyway): a wrong model is refused in one line before any batch; a real batch
     through a real worker ends with every window final and none failed, tokens stored and shown
     per window; the same batch again makes no LLM call."""
-    from producer.workers import start_workers
     from tests.pipeline_support import train_json
+    from worker.cluster.local import start_workers
 
     seed_candles(database_url, n=150)
     with FakeOllama(models=("smollm2",), flavor="llama-cpp-python") as fake:

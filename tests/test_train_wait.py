@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.workers import start_workers
 from tests.pipeline_support import pipeline_env, qtrain, query, seed_candles, train_json
+from worker.cluster.local import start_workers
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from producer.workers import start_workers
 from tests.brokers import broker_env, broker_fixture, rabbitmq_url_fixture  # noqa: F401 - fixtures
 from tests.chaos_support import start_batch, wait_batch_finished, wait_until
 from tests.fake_ollama import HUGE_BYTES, FakeOllama
@@ -28,6 +27,7 @@ from worker.clients.ollama import (
     OllamaTooOld,
     json_depth,
 )
+from worker.cluster.local import start_workers
 from worker.errors import InvalidModelOutput
 
 MODEL = "qwen2.5-coder:7b"

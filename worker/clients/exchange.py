@@ -8,8 +8,9 @@ candle and moves to the candle after the newest received (or one page further wh
 empty: a gap at the exchange). A range the exchange has no candles for is asked once per run. ccxt's
 ``enableRateLimit`` spaces requests; 429 / ``RateLimitExceeded`` / ``DDoSProtection`` and
 network errors are retried with exponential backoff. A candle is stored only once closed
-(``ts + timeframe <= now``). Each page is committed on its own, so an interrupted fetch resumes
-where it stopped. Outliers are flagged per page with the importer's rule.
+(``ts + timeframe <= now``). Each page is checked and stored as a file's rows are
+(``worker.store.candles``: ``candle_defects``, then ``store_candles`` with the outlier flag) and
+committed on its own, so an interrupted fetch resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import ccxt
 import numpy as np
 
 from model.candles import timeframe_seconds
-from model.market.defects import OUTLIER_FLAG, outliers
+from model.market.defects import outliers
 from worker.errors import BadInput, ServiceUnavailable
 from worker.retry import backoff_s
 from worker.store import candles as candles_store
@@ -178,7 +179,7 @@ def fetch_symbol(
                 continue
             result.open_candle_skipped += sum(1 for r in rows if r[0] // 1000 + step > now_s)
             closed = [r for r in rows if r[0] // 1000 < hi]
-            _store(database_url, symbol, timeframe, step, closed, result)
+            _store(database_url, symbol, timeframe, closed, result, now_s)
             newest = max(r[0] // 1000 for r in rows)
             if not closed or newest + step >= hi:
                 break  # the range is filled, or the exchange has nothing in the rest of it
@@ -197,8 +198,9 @@ def missing_spans(have: np.ndarray, start: int, stop: int, step: int) -> list[tu
 
 
 def _store(
-    database_url: str, symbol: str, timeframe: str, step: int, rows: list[list[Any]], result: FetchResult
+    database_url: str, symbol: str, timeframe: str, rows: list[list[Any]], result: FetchResult, now: float
 ) -> None:
+    """Check a page's closed candles as the importer checks a file's rows and store the good ones."""
     good = [r for r in rows if len(r) >= 6 and all(v is not None for v in r[:6])]
     result.rejected += len(rows) - len(good)
     if not good:
@@ -206,17 +208,15 @@ def _store(
     arr = np.array([r[:6] for r in good], dtype=np.float64)
     ts = (arr[:, 0] // 1000).astype(np.int64)
     o, h, lo, c, v = arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5]
-    ok = (ts % step == 0) & (h >= np.maximum(o, c)) & (lo <= np.minimum(o, c)) & (lo > 0) & (v >= 0)
+    ok = candles_store.candle_defects(ts, o, h, lo, c, v, timeframe=timeframe, now=now) == ""
     result.rejected += int((~ok).sum())
     ts, o, h, lo, c, v = ts[ok], o[ok], h[ok], lo[ok], c[ok], v[ok]
     order = np.argsort(ts, kind="stable")
     ts, o, h, lo, c, v = ts[order], o[order], h[order], lo[order], c[order], v[order]
     flagged = outliers(h, lo, c)
     result.flagged += int(flagged.sum())
-    flags = np.full(len(flagged), None, dtype=object)
-    flags[flagged] = OUTLIER_FLAG
     with db.transaction(database_url) as cur:
-        ins = candles_store.insert_candles_report(cur, symbol, timeframe, ts, o, h, lo, c, v, flag=flags)
+        ins = candles_store.store_candles(cur, symbol, timeframe, ts, o, h, lo, c, v, outlier=flagged)
     result.inserted += ins.inserted
     result.already_present += ins.already_present
     if len(ts):

@@ -1,4 +1,5 @@
-"""Candle storage in PostgreSQL (``btc.candles``): bulk insert, load as ``Candles``, list coverage.
+"""Candle storage in PostgreSQL (``btc.candles``): the checks every candle passes on its way in, bulk
+insert, load as ``Candles``, list coverage.
 
 Inserts go through ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT
 DO NOTHING``: a stored candle is never overwritten, so re-importing a file inserts nothing.
@@ -16,6 +17,7 @@ import psycopg2.extensions
 
 from model.candles import TIMEFRAME_SECONDS, Candles, minute_utc, timeframe_seconds
 from model.features import WARMUP
+from model.market.defects import OUTLIER_FLAG
 from worker.errors import BadInput
 from worker.store import db
 from worker.store.db import Cursor
@@ -153,6 +155,80 @@ def insert_candles(
     return insert_candles_report(
         cur, symbol, timeframe, ts, open, high, low, close, volume, **optional
     ).inserted
+
+
+#: Earliest plausible candle (the Bitcoin genesis block, 2009-01-03 UTC): catches unit mistakes.
+MIN_TS = 1230940800
+
+
+def first_defect(reason: np.ndarray, mask: np.ndarray, why: str) -> None:
+    """Record ``why`` for the rows of ``mask`` that have no reason yet: the first defect found wins."""
+    reason[mask & (reason == "")] = why
+
+
+def candle_defects(
+    ts: np.ndarray,
+    open: np.ndarray,  # noqa: A002 - the column's name
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray | None,
+    *,
+    timeframe: str,
+    now: float,
+    reason: np.ndarray | None = None,
+) -> np.ndarray:
+    """The first defect of each candle ('' = none): the checks every candle passes on its way in, a
+    file's rows (``worker.ingest``) and an exchange's pages (``worker.clients.exchange``) alike.
+
+    In this order: NULL price or volume, price <= 0, negative volume, high/low not bounding
+    open/close, a fraction of a second, not aligned to ``timeframe``, before 2009 or later than
+    ``now`` plus one candle. ``volume`` None: the source has none (stored NULL). ``reason``: the
+    defects the caller found before (kept, and filled in place)."""
+    step = _check_timeframe(timeframe)
+    out = np.full(len(ts), "", dtype=object) if reason is None else reason
+    prices = {"open": open, "high": high, "low": low, "close": close}
+    for name, v in (prices if volume is None else {**prices, "volume": volume}).items():
+        first_defect(out, np.isnan(v), f"NULL or empty {name}")
+    vol = np.full(len(ts), np.nan) if volume is None else volume
+    t = np.asarray(ts, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        first_defect(out, (open <= 0) | (high <= 0) | (low <= 0) | (close <= 0), "price <= 0")
+        first_defect(out, vol < 0, "negative volume")
+        bound = (high < np.maximum(open, close)) | (low > np.minimum(open, close))
+        first_defect(out, bound, "high/low do not bound open/close")
+        first_defect(out, t != np.floor(t), "timestamp has a fraction of a second")
+        whole = np.where(np.isfinite(t), t, 0).astype(np.int64)
+        first_defect(out, whole % step != 0, f"timestamp not aligned to {timeframe}")
+        late = (t < MIN_TS) | (t > now + step)
+        first_defect(out, late, "timestamp out of range (before 2009 or in the future)")
+    return out
+
+
+def store_candles(
+    cur: Cursor,
+    symbol: str,
+    timeframe: str,
+    ts: np.ndarray,
+    open: np.ndarray,  # noqa: A002 - the column's name
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    *,
+    outlier: np.ndarray,
+    quote_volume: np.ndarray | None = None,
+    trades: np.ndarray | None = None,
+    taker_buy_volume: np.ndarray | None = None,
+) -> InsertResult:
+    """Store candles that passed ``candle_defects``, those ``outlier`` marks flagged ``OUTLIER_FLAG``
+    (kept, never dropped): the one way a file's and an exchange's candles reach the table."""
+    optional = {"quote_volume": quote_volume, "trades": trades, "taker_buy_volume": taker_buy_volume}
+    flag = np.full(len(ts), None, dtype=object)
+    flag[np.asarray(outlier, dtype=bool)] = OUTLIER_FLAG
+    return insert_candles_report(
+        cur, symbol, timeframe, ts, open, high, low, close, volume, **optional, flag=flag
+    )
 
 
 def max_ts(cur: Cursor, symbol: str, timeframe: str) -> int | None:

@@ -85,7 +85,7 @@ def start_workers(
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=str(Path(__file__).resolve().parents[1]),
+                cwd=str(Path(__file__).resolve().parents[2]),
             )
         )
     probe = _probe(full_env.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))

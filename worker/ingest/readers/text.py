@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from producer.readers.base import Columns, Source
 from worker.errors import BadInput
+from worker.ingest.readers.base import Columns, Source
 
 NULLS = frozenset({"", "null", "none", "nan", "n/a", "na"})
 #: (lowest magnitude, divisor, name): epoch units told apart per value by magnitude.

@@ -8,9 +8,9 @@ candles are stored with volume NULL.
 
 from __future__ import annotations
 
-from producer.readers import text
-from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns, Source
 from worker.errors import BadInput
+from worker.ingest.readers import text
+from worker.ingest.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns, Source
 
 FORMAT = "plain"
 TS_NAMES = ("timestamp", "time", "date", "datetime", "open_time")

@@ -16,9 +16,9 @@ the older layout (date only) necessarily places those 91 rows 4 hours early. The
 
 from __future__ import annotations
 
-from producer.readers import text
-from producer.readers.base import PRICE_FIELDS, Columns, Source
 from worker.errors import BadInput
+from worker.ingest.readers import text
+from worker.ingest.readers.base import PRICE_FIELDS, Columns, Source
 from worker.symbols import normalize_symbol
 
 FORMAT = "cryptodatadownload"

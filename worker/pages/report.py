@@ -1,7 +1,7 @@
 """The backtest and paper-account HTML reports (``qtrain backtest --report``, ``qtrain paper
 report``): equity against buy-and-hold, the drawdown under it and the price with the trades, on
 one time axis, then the metrics (and a paper account's decisions). Drawn with Bokeh in the page
-of ``producer.report_page`` (why Bokeh: there). Long series are cut to about ``MAX_POINTS``
+of ``worker.pages.page`` (why Bokeh: there). Long series are cut to about ``MAX_POINTS``
 points per line, keeping each bucket's minimum and maximum so spikes and drawdown troughs survive.
 """
 
@@ -24,10 +24,10 @@ from bokeh.models import (
     PrintfTickFormatter,
 )
 
-from model.candles import Candles, minute_utc
-from model.evaluation.backtest import BacktestResult
-from model.evaluation.metrics import METRIC_NAMES, drawdown_series
-from producer.report_page import PALETTE, Section, Table, fmt, page, time_figure, when
+from model.candles import Candles, minute_utc, timeframe_seconds
+from model.evaluation.backtest import TRADE_DTYPE, BacktestResult
+from model.evaluation.metrics import METRIC_NAMES, compute_metrics, drawdown_series
+from worker.pages.page import PALETTE, Section, Table, fmt, page, time_figure, when
 
 MAX_POINTS = 4000
 MAX_MARKERS = 3000
@@ -281,3 +281,84 @@ def render_report(
             )
         )
     return page(title, [span, *notes], sections, [backtest_charts(result, candles, bh, decisions)])
+
+
+def comparison_page(c: Any) -> str:
+    """The ``qtrain backtest --report`` page of ``c`` (a ``worker.evaluation.backtest.Comparison``)."""
+    promoted = "promoted" if c.params.get("promoted") else "not promoted"
+    metrics = {k: {m: math.nan if v is None else v for m, v in ms.items()} for k, ms in c.metrics().items()}
+    return render_report(
+        c.results["qtable"],
+        title=f"qtrain backtest: {c.symbol} Q-table v{c.version} ({promoted})",
+        candles=c.candles,
+        bh_equity=c.results["buy_and_hold"].equity,
+        metrics_table=metrics,
+        notes=c.notes,
+    )
+
+
+def paper_result(h: Mapping[str, Any], candles: Candles, fee: float) -> tuple[BacktestResult, np.ndarray]:
+    """A paper record (``worker.trading.paper.history``) as a ``BacktestResult`` on ``candles`` (equity
+    per decided candle) and buy-and-hold bought, fee paid, at the second candle's open."""
+    ts = candles.ts
+    eq_by_ts = {int(d["ts"]): float(d["equity"]) for d in h["decisions"]}
+    equity = np.array([eq_by_ts.get(int(t), np.nan) for t in ts], dtype=np.float64)
+    equity = np.where(np.isnan(equity), h["capital"], equity)
+    fills = h["fills"]
+    buys = [f for f in fills if f["side"] == "buy"]
+    sells = [f for f in fills if f["side"] == "sell"]
+    trades = np.zeros(len(sells), dtype=TRADE_DTYPE)
+    for k, (b, s) in enumerate(zip(buys, sells, strict=False)):
+        pnl = float(s["qty"]) * (float(s["price"]) - float(b["price"])) - float(b["fee"]) - float(s["fee"])
+        ret = pnl / (float(b["qty"]) * float(b["price"])) * 100.0
+        fees = float(b["fee"]) + float(s["fee"])
+        trades[k] = (
+            0,
+            0,
+            int(b["ts"]),
+            int(s["ts"]),
+            float(b["price"]),
+            float(s["price"]),
+            float(b["qty"]),
+            pnl,
+            ret,
+            fees,
+        )
+    pos_by_ts = {int(d["ts"]): int(d["position"]) for d in h["decisions"]}
+    held = np.array([pos_by_ts.get(int(t), 0) for t in ts], dtype=np.int8)
+    prev = np.concatenate(([h["capital"]], equity[:-1]))
+    metrics = compute_metrics(
+        equity,
+        ts,
+        trades,
+        closes=np.asarray(candles.close),
+        position=held.astype(bool),
+        fees_paid=float(sum(float(f["fee"]) for f in fills)),
+        timeframe_seconds=timeframe_seconds(candles.timeframe),
+    )
+    result = BacktestResult(equity, equity / prev - 1.0, held, trades, None, 0.0, metrics)
+    opens = np.asarray(candles.open)
+    bh = h["capital"] / ((1.0 + fee) * opens[1]) * np.asarray(candles.close) if len(ts) > 1 else equity.copy()
+    if len(ts) > 1:
+        bh[0] = h["capital"]
+    return result, bh
+
+
+def paper_page(h: Mapping[str, Any], candles: Candles, *, name: str, symbol: str, fee: float) -> str:
+    """The ``qtrain paper report`` page of account ``name``'s ``symbol``: its record drawn as a
+    backtest, with the versions that decided as bands and the decisions table."""
+    result, bh = paper_result(h, candles, fee)
+    versions = sorted({int(d["version"]) for d in h["decisions"]})
+    notes = [
+        f"paper only: no real order was placed; versions used: {', '.join(f'v{v}' for v in versions)}",
+        f"{len(h['fills'])} fills, fee {fee:g}/side",
+    ]
+    return render_report(
+        result,
+        title=f"qtrain paper: {name} {symbol}",
+        candles=candles,
+        bh_equity=bh,
+        metrics_table={"paper": result.metrics},
+        decisions=h["decisions"],
+        notes=notes,
+    )

@@ -3,7 +3,7 @@
 ``freqtrade download-data`` writes ``.feather`` (Arrow IPC: columns date (tz-aware datetime), open,
 high, low, close, volume), or with ``--data-format-ohlcv`` ``.json`` (a list of
 ``[ms, open, high, low, close, volume]`` rows), ``.json.gz`` or ``.parquet``. The pair's ``/``
-becomes ``_``: ``BTC_USDT-1h.feather`` is BTC-USDT 1h (see ``producer.readers.names`` for futures).
+becomes ``_``: ``BTC_USDT-1h.feather`` is BTC-USDT 1h (see ``worker.ingest.readers.names`` for futures).
 Reading ``.feather``/``.parquet`` needs pyarrow: ``pip install "qtrain[freqtrade]"``.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from producer.readers import text
-from producer.readers.base import PRICE_FIELDS, Columns, Source
 from worker.errors import BadInput
+from worker.ingest.readers import text
+from worker.ingest.readers.base import PRICE_FIELDS, Columns, Source
 
 FORMAT = "freqtrade"
 FIELDS = ("date", *PRICE_FIELDS, "volume")

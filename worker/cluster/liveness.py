@@ -78,7 +78,7 @@ def _close(channel: Any) -> None:
 
 
 def _broadcast_consumers(broker_url: str, queue: str, timeout: float) -> int | None:
-    from producer.workers import _probe
+    from worker.cluster.local import _probe
 
     probe = _probe(broker_url)
     try:

@@ -1,5 +1,5 @@
 """The ``qtrain evaluate --report`` page: the walk-forward scoreboard drawn with Bokeh (why Bokeh:
-``producer.report_page``).
+``worker.pages.page``).
 
 Sections: the parameters as a table (data range, folds, recipes and their values, fee, baselines,
 seeds), each policy's Sharpe per fold as grouped bars, a fold picker with that fold's equity
@@ -22,7 +22,7 @@ from bokeh.transform import dodge
 
 from model.evaluation.scoreboard import RANDOM_P_TRADE, policy_name
 from model.learning.training import RECIPES, recipe_metadata
-from producer.report import PALETTE, Section, Table, page, time_figure, when
+from worker.pages.report import PALETTE, Section, Table, page, time_figure, when
 
 BH = "buy_and_hold"
 PICK_JS = """

@@ -1,7 +1,7 @@
 """Parse candle files into numpy arrays plus a report of every defect found (pure: bytes in).
 
 ``parse_candles`` runs named steps: open the source (unpack a zip or gz), pick its reader by content
-and name (``producer.readers``: CryptoDataDownload both layouts, Binance bulk klines, freqtrade
+and name (``worker.ingest.readers``: CryptoDataDownload both layouts, Binance bulk klines, freqtrade
 feather/json, plain CSV), settle symbol and timeframe (``--symbol``/``--timeframe``, else the file
 name, else the content), validate every row, resolve duplicates, count gaps, flag outliers.
 
@@ -15,6 +15,7 @@ rejection with its reason; nothing is invented):
   empty or non-numeric required field, non-positive price, negative volume, high/low not bounding
   open/close, timestamp not aligned to the timeframe, timestamp before 2009 or in the future.
   NULL/empty *optional* fields (trades, quote volume, taker volume) are stored as NULL and counted.
+  The candle rules among them are ``worker.store.candles.candle_defects``, which ``candles fetch`` uses too.
 - A file without a volume column imports with volume NULL (never 0: that would be a real quiet
   hour); the report says so, and training refuses such a symbol naming the column
   (``worker.store.candles.count_missing_volume``) since the state uses ``volume_z``.
@@ -40,8 +41,9 @@ import numpy as np
 
 from model.candles import TIMEFRAME_SECONDS, minute_utc, timeframe_seconds
 from model.market.defects import OUTLIER_FLAG, outliers
-from producer import readers
-from producer.import_checks import (
+from worker.errors import BadInput
+from worker.ingest import readers
+from worker.ingest.checks import (
     check_symbols,
     count_gaps,
     file_order,
@@ -49,10 +51,9 @@ from producer.import_checks import (
     tally_rejections,
     validate,
 )
-from producer.import_report import NO_VOLUME, ImportReport
-from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
-from producer.readers.names import NameHint, identify
-from worker.errors import BadInput
+from worker.ingest.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
+from worker.ingest.readers.names import NameHint, identify
+from worker.ingest.report import NO_VOLUME, ImportReport
 from worker.symbols import normalize_symbol
 
 #: How duplicate timestamps with different values are resolved (the first one is the default).
@@ -138,7 +139,7 @@ def parse_candles(
     report = ImportReport(source, cols.fmt, sym, tf, on_conflict, sym_from, tf_from, hint.candle_type)
     report.rows_read, report.blank_lines = len(cols), cols.blank_lines
     report.volume_missing = "volume" not in cols.values
-    reason = validate(cols, report, timeframe_seconds(tf), now)
+    reason = validate(cols, report, now)
     if cols.symbol_cells is not None:
         check_symbols(cols.symbol_cells, reason, sym, sym_from, source)
     valid = tally_rejections(cols, reason, report)

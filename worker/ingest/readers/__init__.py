@@ -3,14 +3,14 @@
 ``open_source`` unwraps containers (a ``.zip`` holding one CSV, a ``.json.gz``), ``detect`` picks
 the reader from the content (magic bytes, first character, header line) with the file name as a
 tie-breaker, and ``names.identify`` reads symbol and timeframe from the file name. Readers only
-turn cells into numbers; validation, duplicates and the report are ``producer.importer``'s job.
+turn cells into numbers; validation, duplicates and the report are ``worker.ingest.importer``'s job.
 """
 
 from __future__ import annotations
 
-from producer.readers import binance, cryptodatadownload, freqtrade, plain
-from producer.readers.base import Columns, Reader, Source
-from producer.readers.detect import FORMATS, detect, open_source
+from worker.ingest.readers import binance, cryptodatadownload, freqtrade, plain
+from worker.ingest.readers.base import Columns, Reader, Source
+from worker.ingest.readers.detect import FORMATS, detect, open_source
 
 __all__ = [
     "FORMATS",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
-from producer.readers import text
-from producer.readers.base import Columns, Source
 from worker.errors import BadInput
+from worker.ingest.readers import text
+from worker.ingest.readers.base import Columns, Source
 
 FORMAT = "binance"
 HEADER = (

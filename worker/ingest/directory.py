@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
-
-from producer.import_report import ImportReport
-from producer.readers.names import identify
 from worker.errors import BadInput
+from worker.ingest.readers.names import identify
+from worker.ingest.report import ImportReport
 from worker.symbols import normalize_symbol
 
 ENDINGS = (".csv", ".zip", ".feather", ".json", ".json.gz", ".parquet")
+#: The columns of ``summary_rows`` (``--json`` has every count).
+COLUMNS = ("file", "format", "symbol", "tf", "candles", "new", "notes")
 _FREQTRADE_ENDINGS = (".feather", ".json", ".json.gz", ".parquet")
 
 
@@ -115,19 +115,17 @@ def _notes(r: ImportReport) -> str:
     return ", ".join(parts) or "ok"
 
 
-def summary_table(result: DirectoryImport) -> Table:
-    """One row per file imported or skipped, then the totals (``--json`` has every count)."""
-    table = Table(title=f"import {result.directory}")
-    for col in ("file", "format", "symbol", "tf", "candles", "new", "notes"):
-        table.add_column(col, overflow="fold")
+def summary_rows(result: DirectoryImport) -> list[list[str]]:
+    """The cells of the summary (``COLUMNS``): a row per file imported or skipped, then the totals."""
+    rows = []
     root = Path(result.directory)
     for r in result.reports:
         rel = str(Path(r.source).relative_to(root))
-        table.add_row(rel, r.format, r.symbol, r.timeframe, str(r.candles), str(r.inserted), _notes(r))
+        rows.append([rel, r.format, r.symbol, r.timeframe, str(r.candles), str(r.inserted), _notes(r)])
     for f, why in result.skipped:
-        table.add_row(f, "", "", "", "", "", f"skipped: {why}")
+        rows.append([f, "", "", "", "", "", f"skipped: {why}"])
     total = sum(r.inserted or 0 for r in result.reports)
     candles = sum(r.candles for r in result.reports)
     others = f"{len(result.skipped)} skipped, {result.ignored} other files ignored"
-    table.add_row(f"{len(result.reports)} files", "", "", "", str(candles), str(total), others)
-    return table
+    rows.append([f"{len(result.reports)} files", "", "", "", str(candles), str(total), others])
+    return rows

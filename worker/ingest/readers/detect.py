@@ -6,9 +6,9 @@ import gzip
 import io
 import zipfile
 
-from producer.readers import binance, cryptodatadownload, freqtrade, plain, text
-from producer.readers.base import Reader, Source
 from worker.errors import BadInput
+from worker.ingest.readers import binance, cryptodatadownload, freqtrade, plain, text
+from worker.ingest.readers.base import Reader, Source
 
 #: Readers in detection order: binary/JSON first, then the CSV layouts from most to least specific.
 READERS: tuple[Reader, ...] = (freqtrade, binance, cryptodatadownload, plain)

@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from producer.import_report import ImportReport
-from producer.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
 from worker.errors import BadInput
+from worker.ingest.readers.base import OPTIONAL_FIELDS, PRICE_FIELDS, Columns
+from worker.ingest.report import ImportReport
+from worker.store.candles import candle_defects, first_defect
 from worker.symbols import normalize_symbol
 
-#: Earliest plausible candle (the Bitcoin genesis block, 2009-01-03 UTC): catches unit mistakes.
-MIN_TS = 1230940800
 _EXAMPLES = 5
 
 
@@ -25,41 +24,32 @@ def time_now() -> float:
     return datetime.now(UTC).timestamp()
 
 
-def validate(cols: Columns, report: ImportReport, step: int, now: float | None) -> np.ndarray:
-    """Reason per row ('' = valid), the first defect found winning; counts NULL optional cells."""
+def validate(cols: Columns, report: ImportReport, now: float | None) -> np.ndarray:
+    """Reason per row ('' = valid), the first defect found winning; counts NULL optional cells. The
+    file's own defects first (unreadable cells, optional fields), then the store's candle checks."""
     reason = cols.reason.copy()
-    n = len(cols)
     required = [*PRICE_FIELDS, *(["volume"] if "volume" in cols.values else [])]
     for name in required:
         v = cols.values[name]
-        _set(reason, np.isnan(v) & ~cols.bad[name], f"NULL or empty {name}")
-        _set(reason, cols.bad[name], f"not a number in {name}")
+        first_defect(reason, np.isnan(v) & ~cols.bad[name], f"NULL or empty {name}")
+        first_defect(reason, cols.bad[name], f"not a number in {name}")
     for name in OPTIONAL_FIELDS:
         if name not in cols.values:
             continue
         v, bad = cols.values[name], cols.bad[name]
         null = np.isnan(v) & ~bad
-        _set(reason, bad, f"not a number in {name}")
+        first_defect(reason, bad, f"not a number in {name}")
         with np.errstate(invalid="ignore"):
-            _set(reason, ~null & ~bad & (v < 0), f"negative {name}")
+            first_defect(reason, ~null & ~bad & (v < 0), f"negative {name}")
             if name == "trades":
-                _set(reason, ~null & ~bad & (v != np.floor(v)), "trades not a whole number")
+                first_defect(reason, ~null & ~bad & (v != np.floor(v)), "trades not a whole number")
         counted = null & (reason == "")
         if counted.any():
             report.null_optional[name] = int(counted.sum())
     o, h, lo, c = (cols.values[k] for k in PRICE_FIELDS)
-    vol = cols.values.get("volume", np.full(n, np.nan))
-    ts = cols.ts
-    with np.errstate(invalid="ignore"):
-        _set(reason, (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "price <= 0")
-        _set(reason, vol < 0, "negative volume")
-        _set(reason, (h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "high/low do not bound open/close")
-        _set(reason, ts != np.floor(ts), "timestamp has a fraction of a second")
-        whole = np.where(np.isfinite(ts), ts, 0).astype(np.int64)
-        _set(reason, whole % step != 0, f"timestamp not aligned to {report.timeframe}")
-        limit = (time_now() if now is None else now) + step
-        _set(reason, (ts < MIN_TS) | (ts > limit), "timestamp out of range (before 2009 or in the future)")
-    return reason
+    at = time_now() if now is None else now
+    vol = cols.values.get("volume")
+    return candle_defects(cols.ts, o, h, lo, c, vol, timeframe=report.timeframe, now=at, reason=reason)
 
 
 def tally_rejections(cols: Columns, reason: np.ndarray, report: ImportReport) -> np.ndarray:
@@ -75,16 +65,6 @@ def tally_rejections(cols: Columns, reason: np.ndarray, report: ImportReport) ->
     for u in np.unique(cols.ts_unit[valid]):
         report.ts_units[str(u)] = int((cols.ts_unit[valid] == u).sum())
     return valid
-
-
-def _set(reason: np.ndarray, mask: np.ndarray, why: str | list[str]) -> None:
-    """Record ``why`` for rows in ``mask`` that have no reason yet (the first defect wins)."""
-    sel = mask & (reason == "")
-    if isinstance(why, list):
-        for i in np.flatnonzero(sel):
-            reason[i] = why[i]
-    else:
-        reason[sel] = why
 
 
 def check_symbols(cells: list[str], reason: np.ndarray, symbol: str, origin: str, source: str) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from producer.readers import binance
 from worker.errors import BadInput
+from worker.ingest.readers import binance
 from worker.symbols import normalize_symbol
 
 #: Candle types of freqtrade files that are price candles of another market than the spot pair.
