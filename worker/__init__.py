@@ -3,7 +3,8 @@ dispatch to promotion (``pipeline``), PostgreSQL (``store``), the LLM servers an
 (``clients``), backtests and the scoreboard on stored data (``evaluation``), the agent on live data
 and paper trading (``trading``), candles coming in from files and exchanges (``ingest``), the HTML
 reports (``pages``), Celery workers seen from outside (``cluster``), and servers for running without
-services (``embedded``); what they share (settings, errors, symbols, retry, redaction) sits at the top. Each room's ``__init__`` says
+services (``embedded``); what they share (settings, errors, symbols, retry, redaction) sits at the
+top. Each room's ``__init__`` says
 what it holds.
 
 ``celery -A worker worker`` finds the app through the lazy ``app`` attribute below, so plain
