@@ -333,6 +333,8 @@ class DirectTransport:
                 raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
             except OSError as exc:
                 raise httpx.ReadError(str(exc)) from exc
+            if resp.length == 0:  # read to its end: release it, the socket stays open (keep-alive)
+                resp.close()
             done = not resp.will_close and resp.isclosed()
         finally:
             if done:
