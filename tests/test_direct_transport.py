@@ -13,7 +13,15 @@ from contextlib import contextmanager
 
 import pytest
 
-from worker.clients.llm import MAX_ERROR_BYTES, AnswerRefused, direct_host, encode_json
+from worker.clients.llm import (
+    MAX_ERROR_BYTES,
+    MAX_JSON_DEPTH,
+    AnswerRefused,
+    direct_host,
+    encode_json,
+    json_depth,
+    too_deep,
+)
 from worker.clients.ollama import OllamaClient
 from worker.errors import OllamaServerError, OllamaTimeout, ServiceUnavailable
 
@@ -214,3 +222,12 @@ def test_which_hosts_the_direct_transport_serves(
     assert (direct_host(host) is not None) == direct
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     assert direct_host(host) is None  # a proxy from the environment: httpx's path honours it
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{}", b"[" * 64 + b"]" * 64, b"[" * 65 + b"]" * 65, b'{"a": "' + b"[" * 100 + b'"}',
+     b'{"a": "' + b"[" * 100 + b'", "b": ' + b"[" * 65 + b"]" * 65 + b"}", b'"\\"[[["'],
+)  # fmt: skip
+def test_too_deep_agrees_with_json_depth(data: bytes) -> None:
+    assert too_deep(data) == (json_depth(data) > MAX_JSON_DEPTH)

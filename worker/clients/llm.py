@@ -127,6 +127,12 @@ def json_depth(data: bytes) -> int:
     return int(np.cumsum(steps).max())
 
 
+def too_deep(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """``json_depth(data) > limit``, without the scan when ``data`` has at most ``limit`` opening
+    brackets in all (strings included: the depth cannot exceed them), as every real answer has."""
+    return data.count(b"[") + data.count(b"{") > limit and json_depth(data) > limit
+
+
 def as_int(x: Any) -> int | None:
     """``x`` when it is an int (not a bool), else None."""
     return x if isinstance(x, int) and not isinstance(x, bool) else None
@@ -487,7 +493,7 @@ class HttpLLM:
 
     def _decode(self, raw: bytes, where: str, not_json: Callable[[str], Exception]) -> Any:
         """A 200 body as JSON: refused when nested too deep, ``not_json(message)`` when it is not JSON."""
-        if json_depth(raw) > MAX_JSON_DEPTH:
+        if too_deep(raw):
             raise AnswerRefused(
                 f"{self.api} {where}: answer nested deeper than {MAX_JSON_DEPTH} levels; refused"
             )
