@@ -229,7 +229,11 @@ def _recursive(
     a = 1.0 - alpha
     contrib = alpha * x
     contrib[events] = 0.0
-    contrib[seeds] = sliding_window_view(x, period)[seeds - period + 1].mean(axis=1)
+    if len(seeds) == 1:  # the usual case: one run; the same mean without a strided view (~15 us)
+        s0 = int(seeds[0])
+        contrib[s0] = x[s0 - period + 1 : s0 + 1].mean()
+    else:
+        contrib[seeds] = sliding_window_view(x, period)[seeds - period + 1].mean(axis=1)
     if a <= 0.0:
         out[kind > 0] = contrib[kind > 0]
         return out

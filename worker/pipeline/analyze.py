@@ -18,17 +18,23 @@ from worker.errors import InvalidModelOutput, PermanentError
 from worker.redact import redact
 from worker.store import analyses
 from worker.store.batches import Window
-from worker.store.candles import load_candles
+from worker.store.candles import SpanCache, load_candles
 
 HEURISTIC = "heuristic"
 
 
-def window_context(database_url: str, w: Window) -> Candles:
-    """The window's candles plus ``WARMUP`` candles of history (what the prompt may depend on)."""
+#: This process's recently read candle spans (a batch's windows overlap: one query per span).
+CANDLES = SpanCache()
+
+
+def window_context(database_url: str, w: Window, *, cached: bool = False) -> Candles:
+    """The window's candles plus ``WARMUP`` candles of history (what the prompt may depend on);
+    ``cached``: from this process's span cache (``analyze`` checks them against the window's hash)."""
     step = timeframe_seconds(w.timeframe)
-    return load_candles(
-        database_url, w.symbol, w.timeframe, since=w.start_ts - WARMUP * step, until=w.end_ts + step
-    )
+    since, until = w.start_ts - WARMUP * step, w.end_ts + step
+    if cached:
+        return CANDLES.get(database_url, w.symbol, w.timeframe, since=since, until=until)
+    return load_candles(database_url, w.symbol, w.timeframe, since=since, until=until)
 
 
 def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
@@ -43,8 +49,12 @@ def analyze(database_url: str, w: Window, client: ChatClient | None) -> str:
             database_url, cached, batch_id=w.batch_id, symbol=w.symbol, idx=w.idx, attempt=w.attempts
         )
         return "cached"
-    ctx = window_context(database_url, w)
+    ctx = window_context(database_url, w, cached=True)
     digest = window_content_hash(ctx, symbol=w.symbol, timeframe=w.timeframe)
+    if digest != w.content_hash:  # the cached span may predate a change: ask PostgreSQL itself
+        CANDLES.forget(database_url, w.symbol, w.timeframe)
+        ctx = window_context(database_url, w)
+        digest = window_content_hash(ctx, symbol=w.symbol, timeframe=w.timeframe)
     if digest != w.content_hash:
         raise PermanentError("the window's candles changed since the batch was created; start a new batch")
     feats = compute_features(ctx)

@@ -8,6 +8,9 @@ DO NOTHING``: a stored candle is never overwritten, so re-importing a file inser
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,18 +263,7 @@ def load_candles(
     """
     symbol = normalize_symbol(symbol)
     _check_timeframe(timeframe)
-    with db.transaction(database_url) as cur:
-        try:
-            cur.execute(
-                "SELECT extract(epoch FROM ts)::bigint, open, high, low, close, volume, taker_buy_volume"
-                " FROM btc.candles WHERE symbol = %s AND timeframe = %s"
-                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
-                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint)) ORDER BY ts",
-                (symbol, timeframe, since, since, until, until),
-            )
-        except psycopg2.errors.UndefinedTable:
-            raise BadInput(NO_SCHEMA) from None
-        rows = cur.fetchall()
+    rows = _candle_rows(database_url, symbol, timeframe, since, until)
     if not rows:
         empty = np.zeros(0)
         return Candles(
@@ -292,6 +284,127 @@ def load_candles(
         symbol=symbol,
         timeframe=timeframe,
     )
+
+
+def _candle_rows(
+    database_url: str, symbol: str, timeframe: str, since: int | None, until: int | None
+) -> list[Any]:
+    """Rows ``(ts, open, high, low, close, volume, taker_buy_volume)`` of ``since <= ts < until``."""
+    with db.transaction(database_url) as cur:
+        try:
+            cur.execute(
+                "SELECT extract(epoch FROM ts)::bigint, open, high, low, close, volume, taker_buy_volume"
+                " FROM btc.candles WHERE symbol = %s AND timeframe = %s"
+                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint)) ORDER BY ts",
+                (symbol, timeframe, since, since, until, until),
+            )
+        except psycopg2.errors.UndefinedTable:
+            raise BadInput(NO_SCHEMA) from None
+        return cur.fetchall()
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Candles of ``[since, until)`` as loaded at ``loaded`` (monotonic s); ``tbv_ok`` marks the
+    rows whose taker-buy volume is stored (``taker_buy_volume`` holds NaN elsewhere)."""
+
+    since: int
+    until: int
+    loaded: float
+    candles: Candles
+    tbv_ok: np.ndarray
+
+
+class SpanCache:
+    """Per process: recently loaded spans of each symbol's candles, so that the windows of a batch
+    (~100 candles each, overlapping) cost one query per ``span`` candles instead of one each.
+
+    ``get`` answers exactly what ``load_candles`` answers for the same range, from a span loaded
+    at most ``max_age_s`` ago (the analyse step checks every window's candles against the content
+    hash the batch recorded and reloads on a mismatch, so a stale span costs a query, never a
+    wrong analysis). One thread loads a missing span while the others that need it wait.
+    """
+
+    def __init__(self, span: int = 2048, max_age_s: float = 30.0, keep: int = 8) -> None:
+        self.span = span
+        self.max_age_s = max_age_s
+        self.keep = keep
+        self._spans: OrderedDict[tuple[str, str, str, int], _Span] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
+        self.loads = 0  # spans loaded (tests, bench)
+
+    def _find(self, key: tuple[str, str, str], since: int, until: int, now: float) -> _Span | None:
+        with self._lock:
+            for k, sp in reversed(self._spans.items()):
+                if (
+                    k[:3] == key
+                    and sp.since <= since
+                    and until <= sp.until
+                    and now - sp.loaded <= self.max_age_s
+                ):
+                    self._spans.move_to_end(k)
+                    return sp
+        return None
+
+    def get(self, url: str, symbol: str, timeframe: str, *, since: int, until: int) -> Candles:
+        """The candles of ``symbol``/``timeframe`` with ``since <= ts < until``, as ``load_candles``."""
+        symbol = normalize_symbol(symbol)
+        step = _check_timeframe(timeframe)
+        key = (url, symbol, timeframe)
+        sp = self._find(key, since, until, time.monotonic())
+        if sp is None:
+            with self._lock:
+                loading = self._loading.setdefault(key, threading.Lock())
+            with loading:
+                sp = self._find(key, since, until, time.monotonic())
+                if sp is None:
+                    sp = self._load(url, symbol, timeframe, since, max(until, since + self.span * step))
+        return self._slice(sp, since, until)
+
+    def _load(self, url: str, symbol: str, timeframe: str, since: int, until: int) -> _Span:
+        loaded = time.monotonic()
+        rows = _candle_rows(url, symbol, timeframe, since, until)
+        n = len(rows)
+        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        arr = np.array([[np.nan if v is None else v for v in r[1:7]] for r in rows], dtype=np.float64)
+        arr = arr.reshape(n, 6)
+        tbv_ok = np.fromiter((r[6] is not None for r in rows), dtype=bool, count=n)
+        cols = [np.ascontiguousarray(arr[:, j]) for j in range(6)]
+        o, h, lo, c, v, tbv = cols
+        sp = _Span(since, until, loaded, Candles(ts, o, h, lo, c, v, tbv, symbol, timeframe), tbv_ok)
+        with self._lock:
+            self._spans[(url, symbol, timeframe, since)] = sp
+            self._spans.move_to_end((url, symbol, timeframe, since))
+            while len(self._spans) > self.keep:
+                self._spans.popitem(last=False)
+            self.loads += 1
+        return sp
+
+    @staticmethod
+    def _slice(sp: _Span, since: int, until: int) -> Candles:
+        c = sp.candles
+        lo, hi = (int(i) for i in np.searchsorted(c.ts, (since, until), side="left"))
+        tbv = c.taker_buy_volume if c.taker_buy_volume is not None else c.volume  # always set in a span
+        return Candles(
+            ts=c.ts[lo:hi].copy(), open=c.open[lo:hi].copy(), high=c.high[lo:hi].copy(),
+            low=c.low[lo:hi].copy(), close=c.close[lo:hi].copy(), volume=c.volume[lo:hi].copy(),
+            taker_buy_volume=tbv[lo:hi].copy() if hi > lo and sp.tbv_ok[lo:hi].all() else None,
+            symbol=c.symbol, timeframe=c.timeframe,
+        )  # fmt: skip
+
+    def forget(self, url: str, symbol: str, timeframe: str) -> None:
+        """Drop the spans of ``symbol``/``timeframe`` (its stored candles differ from a span)."""
+        key = (url, normalize_symbol(symbol), timeframe)
+        with self._lock:
+            for k in [k for k in self._spans if k[:3] == key]:
+                del self._spans[k]
+
+    def clear(self) -> None:
+        """Forget every span (tests; after candles were deleted or re-imported)."""
+        with self._lock:
+            self._spans.clear()
 
 
 def count_missing_volume(
