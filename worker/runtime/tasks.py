@@ -80,6 +80,7 @@ def maybe_reduce(batch_id: int, symbol: str) -> bool:
 @app.task(
     name="qtrain.analyze_window",
     bind=True,
+    ignore_result=True,  # nobody reads it from the backend (Flower shows it from the task events)
     max_retries=None,
     soft_time_limit=ANALYZE_SOFT_LIMIT_S,
     time_limit=ANALYZE_HARD_LIMIT_S,
