@@ -178,7 +178,7 @@ def demo(**kw: Any) -> None:
         created = dispatch.create(settings, req)
         from worker.runtime import publish
 
-        dispatch.enqueue_batch(settings, created.batch_id, req.symbols, enqueue=publish.enqueue)
+        publish.enqueue_batch(settings, created.batch_id, req.symbols)
         say(f"batch {created.batch_id}: {created.windows} windows enqueued")
         final = train_cmd.wait(settings, created.batch_id, timeout=kw["timeout"], quiet=kw["as_json"])
     finally:

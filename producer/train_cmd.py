@@ -7,12 +7,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
-import psycopg2.errors
 
 from producer.lazy import LazyChoice, LazyDefaultOption
 from producer.options import parse_range, parse_symbols
 from producer.pool_option import POOL_HELP, parse_pool
-from worker.errors import BadInput, QtrainError, ServiceUnavailable
+from worker.errors import BadInput, QtrainError
 from worker.settings import (
     ANALYZE_QUEUE,
     DEFAULT_EPOCHS,
@@ -104,7 +103,7 @@ def train(ctx: click.Context, **kw: Any) -> None:
     if kw["wait"]:
         enqueue_with_progress(settings, batch_id, req.symbols, created.windows, quiet=kw["as_json"])
     else:
-        dispatch.enqueue_batch(settings, batch_id, req.symbols, enqueue=publish.enqueue)
+        publish.enqueue_batch(settings, batch_id, req.symbols)
     if not kw["as_json"]:
         skipped = ", ".join(f"{s}: {n}" for s, n in created.skipped.items())
         click.echo(f"batch {batch_id}: {created.windows} windows enqueued (skipped for gaps: {skipped})")
@@ -172,7 +171,6 @@ def enqueue_with_progress(
     settings: Settings, batch_id: int, symbols: tuple[str, ...], total: int, *, quiet: bool = False
 ) -> int:
     """Enqueue a new batch's windows with a progress bar (on stderr) of the messages sent."""
-    from worker.pipeline import dispatch
     from worker.runtime import publish
 
     t0 = time.monotonic()
@@ -183,7 +181,7 @@ def enqueue_with_progress(
             rate = sent / max(1e-9, time.monotonic() - t0)
             progress.update(task, completed=sent, total=max(1, of), detail=f"{rate:,.0f} msg/s")
 
-        sent = dispatch.enqueue_batch(settings, batch_id, symbols, enqueue=publish.enqueue, progress=advance)
+        sent = publish.enqueue_batch(settings, batch_id, symbols, progress=advance)
         progress.update(task, completed=max(1, sent))
     return sent
 
@@ -284,14 +282,12 @@ def print_summary(st: batches.BatchStatus) -> None:
 def status(batch_id: int | None, as_json: bool) -> None:
     """Per symbol: windows total / done / cached / failed / skipped, reducer state, ETA (default: latest)."""
     settings = Settings.from_env()
-    try:  # no separate schema check: a missing table says it (one round trip less)
+    # no separate schema check: a missing table says it (worker.store.db.SchemaMissing), one round trip less
+    if batch_id is None:
+        batch_id = batches.latest_batch_id(settings.database_url)
         if batch_id is None:
-            batch_id = batches.latest_batch_id(settings.database_url)
-            if batch_id is None:
-                raise BadInput("no batch yet: start one with `qtrain train --symbols ...`")
-        st = batches.batch_status(settings.database_url, batch_id)
-    except psycopg2.errors.UndefinedTable as exc:
-        raise ServiceUnavailable("the qtrain schema is missing or old: run `qtrain db init`") from exc
+            raise BadInput("no batch yet: start one with `qtrain train --symbols ...`")
+    st = batches.batch_status(settings.database_url, batch_id)
     if st is None:
         raise BadInput(f"batch {batch_id} does not exist")
     idle_line = None
@@ -319,10 +315,9 @@ def status(batch_id: int | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def resume(batch_id: int, as_json: bool) -> None:
     """Re-enqueue what is not finished (after a broker loss, say); safe any number of times."""
-    from worker.pipeline import dispatch
     from worker.runtime import publish
 
-    out = dispatch.resume(Settings.from_env(), batch_id, enqueue=publish.enqueue)
+    out = publish.resume(Settings.from_env(), batch_id)
     if as_json:
         click.echo(json.dumps(out.to_json()))
     else:

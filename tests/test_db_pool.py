@@ -153,3 +153,30 @@ def test_a_lock_wait_is_bounded(database_url: str, small_pool: None, monkeypatch
             assert cur.fetchone() == (1,)
     finally:
         holder.close()
+
+
+def test_a_missing_table_is_one_error_with_one_text_and_the_connection_stays(
+    database_url: str, small_pool: None
+) -> None:
+    """``db.map_error``: the status read, the candle read and the train preflight all say the schema
+    is missing in the same words (a ``BadInput``: retrying cannot help, `db init` can), and the
+    connection goes back to the pool usable."""
+    from worker.errors import BadInput
+    from worker.store import batches, migrate
+    from worker.store.candles import stored_counts
+
+    with db.transaction(database_url) as cur:
+        cur.execute("DROP SCHEMA btc CASCADE")
+    for read in (
+        lambda: batches.latest_batch_id(database_url),
+        lambda: stored_counts(database_url, "1h"),
+        lambda: migrate.require_schema(database_url),
+    ):
+        with pytest.raises(BadInput) as caught:  # the candle reads' own excepts raise BadInput(NO_SCHEMA)
+            read()
+        assert str(caught.value) == db.SCHEMA_MISSING
+    assert db.SCHEMA_MISSING == "the qtrain schema is missing or old: run `qtrain db init`"
+    with db.transaction(database_url) as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    assert db.pool_peak(database_url) == 1  # the same connection throughout, never discarded

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from tests.pipeline_support import query, seed_candles
-from worker.pipeline import dispatch
+from worker.pipeline import dispatch, names
 from worker.runtime import reaper
 from worker.runtime.heartbeat import Heartbeat
 from worker.settings import Settings
@@ -54,7 +54,7 @@ def test_a_held_claim_outlives_its_lease_and_a_released_one_expires(database_url
             assert beat.beats >= 4
             assert _lease_left(database_url, batch_id, 0) > 0
             assert _lease_left(database_url, batch_id, 1) < 0
-            requeued = [args for name, args in _sent(settings) if name == reaper.ANALYZE_TASK]
+            requeued = [args for name, args in _sent(settings) if name == names.ANALYZE_WINDOW]
             assert requeued == [(batch_id, SYMBOL, 1)]  # the unheld window only
         time.sleep(LEASE_S + 0.2)  # released: nobody renews it any more
         assert _lease_left(database_url, batch_id, 0) < 0

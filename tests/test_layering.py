@@ -287,3 +287,36 @@ def test_no_module_of_the_cli_holds_sql() -> None:
     sql = re.compile(r"\b(SELECT|INSERT INTO|UPDATE btc|DELETE FROM)\b|\.execute\(")
     found = [p.name for p in sorted((ROOT / "producer").rglob("*.py")) if sql.search(p.read_text())]
     assert found == []
+
+
+#: The rooms that may run SQL: the store owns every table; the embedded servers set up their own.
+SQL_ROOMS = ("worker/store", "worker/embedded")
+
+
+def modules_running_sql(root: Path = ROOT) -> list[str]:
+    """Modules of the three packages outside ``SQL_ROOMS`` that call ``.execute(`` (a query)."""
+    rooms = [root / r for r in SQL_ROOMS]
+    return [
+        str(p.relative_to(root))
+        for pkg in PACKAGES
+        for p in sorted((root / pkg).rglob("*.py"))
+        if not any(p.is_relative_to(r) for r in rooms) and ".execute(" in p.read_text()
+    ]
+
+
+def test_only_the_store_runs_sql() -> None:
+    """Every query is a named function of the ``worker/store`` module that owns its table: the
+    pipeline, the runtime, evaluation and trading call those, never a cursor."""
+    assert modules_running_sql() == []
+
+
+def test_the_sql_check_catches_a_query_outside_the_store(tmp_path: Path) -> None:
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+    for room in ("store", "embedded", "runtime"):
+        (tmp_path / "worker" / room).mkdir()
+    query = "def f(cur):\n    cur.execute('SELECT 1')\n"
+    paths = ("worker/store/db.py", "worker/embedded/servers.py", "worker/runtime/reaper.py", "model/a.py")
+    for path in paths:
+        (tmp_path / path).write_text(query)
+    assert modules_running_sql(tmp_path) == ["model/a.py", "worker/runtime/reaper.py"]

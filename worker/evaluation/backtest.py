@@ -20,7 +20,6 @@ before them; decisions are taken on the range only.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from model.evaluation.policy_set import DEFAULT_SEED, heuristic_rules, policy_po
 from model.features import WARMUP
 from worker.errors import BadInput
 from worker.store import db, versions
+from worker.store.backtests import insert_backtest  # also evaluate.insert_backtest for its callers
 from worker.store.candles import load_candles, load_range
 from worker.symbols import is_synthetic  # load_range: also for the gate
 
@@ -164,19 +164,6 @@ def compare(
         random_median=random_median,
         days=days,
     )
-
-
-def insert_backtest(
-    cur: Any, symbol: str, version: int | None, since: int, until: int, policy: str, kind: str,
-    params: dict[str, Any], metrics: dict[str, float],
-) -> int:  # fmt: skip
-    """Insert one ``btc.backtests`` row through the caller's cursor; its id."""
-    cur.execute(
-        "INSERT INTO btc.backtests (symbol, version, since, until, policy, kind, params, metrics)"
-        " VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s) RETURNING id",
-        (symbol, version, since, until, policy, kind, json.dumps(params), json.dumps(json_safe(metrics))),
-    )
-    return int(cur.fetchone()[0])
 
 
 def record(

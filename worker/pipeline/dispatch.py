@@ -36,7 +36,7 @@ from worker.settings import (
     Settings,
     stored_analyst,
 )
-from worker.store import batches, db, versions
+from worker.store import batches, db, migrate, versions
 from worker.store.candles import count_missing_volume, load_candles, stored_counts
 
 #: ``--analyst``: ``llm`` (any LLM server; ``ollama``, its stored name, as before) or ``heuristic``.
@@ -118,10 +118,7 @@ class CreatedBatch:
 
 def check_database(settings: Settings) -> None:
     """PostgreSQL answers and the schema exists (else one line: what to run)."""
-    with db.transaction(settings.database_url) as cur:
-        cur.execute("SELECT to_regclass('btc.windows') IS NOT NULL")
-        if not cur.fetchone()[0]:
-            raise ServiceUnavailable("the qtrain schema is missing: run `qtrain db init`")
+    migrate.require_schema(settings.database_url)
 
 
 def check_broker(settings: Settings) -> None:

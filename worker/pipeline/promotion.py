@@ -58,7 +58,6 @@ sidecar says ``"promoted": false`` (a trader needs a table; nothing vetted exist
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -74,7 +73,7 @@ from model.learning.states import StateSpace
 from worker.errors import BadInput, TemporaryError
 from worker.evaluation import backtest as evaluate
 from worker.settings import Settings
-from worker.store import db, versions
+from worker.store import db, promotions, versions
 
 log = logging.getLogger("qtrain.promotion")
 
@@ -219,20 +218,9 @@ def _switch(
     cur: Any, symbol: str, version: int, *, by: str, kind: str, details: dict[str, Any]
 ) -> int | None:
     """Make ``version`` the one promoted version (caller holds the lock); the previous one or None."""
-    cur.execute("SELECT version FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
-    row = cur.fetchone()
-    previous = None if row is None else int(row[0])
-    cur.execute("UPDATE btc.agent_state SET promoted = false WHERE symbol = %s AND promoted", (symbol,))
-    cur.execute(
-        "UPDATE btc.agent_state SET promoted = true, promoted_at = now(), promoted_by = %s"
-        " WHERE symbol = %s AND version = %s",
-        (by, symbol, version),
-    )
-    cur.execute(
-        "INSERT INTO btc.promotions (symbol, version, previous_version, by, kind, details)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (symbol, version, previous, by, kind, json.dumps(details)),
-    )
+    previous = versions.promoted_number(cur, symbol)
+    versions.mark_promoted(cur, symbol, version, by=by)
+    promotions.log_promotion(cur, symbol, version, previous, by=by, kind=kind, details=details)
     return previous
 
 
@@ -493,11 +481,8 @@ def gate(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
 def record_failure(settings: Settings, symbol: str, version: int, error: str) -> None:
     """Log a gate that could not run (kind ``gate_failed``), so ``models list`` can say so."""
     with db.transaction(settings.database_url) as cur:
-        cur.execute(
-            "INSERT INTO btc.promotions (symbol, version, previous_version, by, kind, details)"
-            " VALUES (%s, %s, NULL, %s, 'gate_failed', %s)",
-            (symbol, version, GATE, json.dumps({"error": error[:500]})),
-        )
+        promotions.log_promotion(cur, symbol, version, None, by=GATE, kind="gate_failed",
+                                 details={"error": error[:500]})  # fmt: skip
         versions.record_gate(cur, symbol, version, {"promoted": False, "error": error[:500]})
         versions.mark_gated(cur, symbol, version)
 
@@ -505,13 +490,8 @@ def record_failure(settings: Settings, symbol: str, version: int, error: str) ->
 def rollback_target(cur: Any, symbol: str) -> int | None:
     """The version promoted before the current one: the promotion log replayed as a stack
     (a promotion pushes, a rollback pops back to its target)."""
-    cur.execute(
-        "SELECT version, kind FROM btc.promotions WHERE symbol = %s"
-        " AND kind IN ('gate', 'manual', 'rollback') ORDER BY id",
-        (symbol,),
-    )
     stack: list[int] = []
-    for version, kind in cur.fetchall():
+    for version, kind in promotions.switch_history(cur, symbol):
         if kind == "rollback":
             while stack and stack[-1] != version:
                 stack.pop()
@@ -538,11 +518,7 @@ def set_promoted(
                     f"{symbol} has no previously promoted version to roll back to: give --to N"
                     f" (`qtrain models list --symbol {symbol}`)"
                 )
-        cur.execute(
-            "SELECT promoted FROM btc.agent_state WHERE symbol = %s AND version = %s", (symbol, version)
-        )
-        row = cur.fetchone()
-        if row is None:
+        if not versions.has_version(cur, symbol, version):
             raise BadInput(versions.no_version(symbol, version))
         kind = "rollback" if rollback else "manual"
         previous = _switch(cur, symbol, version, by=by, kind=kind, details={})

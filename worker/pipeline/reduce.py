@@ -275,7 +275,7 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         if existing is not None:  # a second run, or a concurrent one that won the lock
             return Reduced(symbol, existing[0], created=False, gated=existing[1])
         peers = pool_peers(spec)
-        if any(batches.unfinished_count_in(cur, batch_id, s) > 0 for s in peers or (symbol,)):
+        if not batches.reducer_due_in(cur, batch_id, peers or (symbol,)):
             return Reduced(symbol, None, created=False)
         check_failures(settings, cur, batch_id, peers or (symbol,))
         pooled = is_pooled_batch(spec) and "pool" in spec.params  # (older batches: pooled only with peers)

@@ -29,26 +29,21 @@ from worker.pipeline import dispatch
 from worker.pipeline.dispatch import PlannedWindow
 from worker.pipeline.schedule import RetrainConfig, tick_of
 from worker.settings import DEFAULT_HOLDOUT, Settings
-from worker.store import batches, db
+from worker.store import analyses, batches, db
 from worker.store.candles import load_candles
 
 log = logging.getLogger("qtrain.retrain")
 
-CheckOllama = Callable[[Settings, str], None]
+CheckLLM = Callable[[Settings, str], None]
 
 
 def _not_yet_analysed(cur: Any, symbol: str, found: list[PlannedWindow], model: str) -> list[PlannedWindow]:
     """``found`` minus windows with a stored analysis (same cache key) or in flight in a running batch."""
     keys = {cache_key(w.content_hash, model, PROMPT_VERSION, DEFAULT_PROMPT_STYLE): w for w in found}
-    cur.execute("SELECT cache_key FROM btc.ollama_analyses WHERE cache_key = ANY(%s)", (list(keys),))
-    analysed = {keys[r[0]].content_hash for r in cur.fetchall()}
-    cur.execute(
-        "SELECT DISTINCT w.content_hash FROM btc.windows w JOIN btc.batches b ON b.id = w.batch_id"
-        " WHERE b.state = 'running' AND w.symbol = %s AND w.status = ANY(%s)"
-        " AND b.model = %s AND b.prompt_version = %s AND w.content_hash = ANY(%s)",
-        (symbol, list(batches.UNFINISHED), model, PROMPT_VERSION, [w.content_hash for w in found]),
+    analysed = {keys[k].content_hash for k in analyses.analysed_keys(cur, list(keys))}
+    in_flight = batches.in_flight_hashes(
+        cur, symbol, [w.content_hash for w in found], model=model, prompt_version=PROMPT_VERSION
     )
-    in_flight = {r[0] for r in cur.fetchall()}
     return [w for w in found if w.content_hash not in analysed and w.content_hash not in in_flight]
 
 
@@ -145,28 +140,17 @@ def _batch_spec(
     )
 
 
-def _already_made(cur: Any, tick: str, key: str) -> int | None:
-    """The batch an earlier run of this tick made, if any."""
-    cur.execute(
-        "SELECT id FROM btc.batches WHERE params->>'trigger' = 'beat' AND params->>'tick' = %s"
-        " AND params->>'retrain_key' = %s",
-        (tick, key),
-    )
-    row = cur.fetchone()
-    return None if row is None else int(row[0])
-
-
 def retrain(
     settings: Settings,
     config: RetrainConfig,
     *,
     now: datetime | None = None,
     enqueue: dispatch.Enqueue,
-    check_ollama: CheckOllama = dispatch.check_llm,
+    check_llm: CheckLLM = dispatch.check_llm,
 ) -> dict[str, Any]:
     """One scheduled retrain tick; returns ``{"status": created|locked|duplicate|nothing_new|..., ...}``.
 
-    ``enqueue`` is ``worker.runtime.publish.enqueue`` and ``check_ollama`` ``worker.pipeline.dispatch``'s
+    ``enqueue`` is ``worker.runtime.publish.enqueue`` and ``check_llm`` ``worker.pipeline.dispatch``'s
     (tests may inject stand-ins).
     """
     now = now or datetime.now(UTC)
@@ -176,18 +160,17 @@ def retrain(
     key = _lock_key(config)
     t0 = time.monotonic()
     with db.transaction(settings.database_url) as cur:
-        cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,))
-        if not cur.fetchone()[0]:
+        if not db.try_advisory_xact_lock(cur, key):
             log.warning("retrain tick %s: another retrain of %s is running; skipped", tick, base["symbols"])
             return {**base, "status": "locked"}
-        made = _already_made(cur, tick, key)
+        made = batches.retrain_batch(cur, tick, key)
         if made is not None:
             log.warning("retrain tick %s: batch %s already made for it; skipped", tick, made)
             return {**base, "status": "duplicate", "batch_id": made}
         fetched = fetch_new_candles(settings, config, now=now.timestamp())
         if config.analyst == "ollama":
             try:
-                check_ollama(settings, model)
+                check_llm(settings, model)
             except QtrainError as exc:
                 log.warning("retrain tick %s: Ollama not ready (%s); no batch, next tick retries", tick, exc)
                 return {**base, "status": "ollama_unavailable", "error": str(exc), "fetched": fetched}

@@ -30,11 +30,11 @@ from celery.schedules import crontab
 
 from model.candles import timeframe_seconds
 from worker.errors import BadInput, QtrainError
+from worker.pipeline import names
 from worker.settings import ANALYST_NAMES, REDUCE_QUEUE, stored_analyst
 
 log = logging.getLogger("qtrain.schedule")
 
-RETRAIN_TASK = "qtrain.retrain"
 ENTRY_NAME = "qtrain-retrain"
 ANALYSTS = ANALYST_NAMES
 CRON_HELP = "5 fields 'minute hour day-of-month month day-of-week', e.g. '0 3 * * *'"
@@ -205,7 +205,7 @@ def beat_schedule(config: RetrainConfig | None) -> dict[str, dict[str, Any]]:
         expires = max(30.0, config.every_s)
     return {
         ENTRY_NAME: {
-            "task": RETRAIN_TASK,
+            "task": names.RETRAIN,
             "schedule": schedule,
             "kwargs": config.to_kwargs(),
             "options": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE, "expires": expires},

@@ -35,7 +35,7 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue
 
-from worker.pipeline import schedule
+from worker.pipeline import names, schedule
 from worker.redact import install_log_redaction
 from worker.runtime import housekeeping, reaper
 from worker.settings import (
@@ -107,10 +107,10 @@ app.conf.update(
     ),
     task_default_queue=ANALYZE_QUEUE,
     task_routes={
-        "qtrain.analyze_window": {"queue": ANALYZE_QUEUE, "routing_key": ANALYZE_QUEUE},
-        "qtrain.reduce_symbol": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
-        "qtrain.retrain": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
-        "qtrain.paper_tick": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
+        names.ANALYZE_WINDOW: {"queue": ANALYZE_QUEUE, "routing_key": ANALYZE_QUEUE},
+        names.REDUCE_SYMBOL: {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
+        names.RETRAIN: {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
+        names.PAPER_TICK: {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE},
     },
     **broker_options(),
     result_expires=24 * 3600,

@@ -35,12 +35,14 @@ import logging
 import os
 from typing import Any
 
+from worker.pipeline import names
+
 log = logging.getLogger("qtrain.housekeeping")
 
 #: Seconds between purges of cancelled timer entries in a worker's main process.
 PURGE_INTERVAL_S = 30.0
 #: Tasks after which a pool child hands its free heap pages back to the system.
-HEAVY_TASKS = frozenset({"qtrain.reduce_symbol", "qtrain.retrain", "qtrain.paper_tick"})
+HEAVY_TASKS = frozenset({names.REDUCE_SYMBOL, names.RETRAIN, names.PAPER_TICK})
 
 
 def purge_cancelled(timer: Any) -> int:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from worker.errors import BadInput
+from worker.pipeline import names
 from worker.runtime.app import SETTINGS, app
 from worker.settings import REDUCE_QUEUE
 from worker.trading import paper
@@ -20,7 +21,6 @@ from worker.trading.agent import AgentSettings
 
 log = logging.getLogger("qtrain.paper")
 
-PAPER_TASK = "qtrain.paper_tick"
 ENTRY_NAME = "qtrain-paper"
 PAPER_SOFT_LIMIT_S = 600.0
 PAPER_HARD_LIMIT_S = PAPER_SOFT_LIMIT_S + 60
@@ -37,7 +37,7 @@ def paper_beat_schedule(env: dict[str, str] | Any) -> dict[str, dict[str, Any]]:
         return {}
     return {
         ENTRY_NAME: {
-            "task": PAPER_TASK,
+            "task": names.PAPER_TICK,
             "schedule": timedelta(seconds=every),
             "options": {"queue": REDUCE_QUEUE, "routing_key": REDUCE_QUEUE, "expires": max(30.0, every)},
         }
@@ -47,7 +47,7 @@ def paper_beat_schedule(env: dict[str, str] | Any) -> dict[str, dict[str, Any]]:
 app.conf.beat_schedule.update(paper_beat_schedule(SETTINGS.agent_env))
 
 
-@app.task(name=PAPER_TASK, soft_time_limit=PAPER_SOFT_LIMIT_S, time_limit=PAPER_HARD_LIMIT_S)
+@app.task(name=names.PAPER_TICK, soft_time_limit=PAPER_SOFT_LIMIT_S, time_limit=PAPER_HARD_LIMIT_S)
 def paper_tick(name: str | None = None) -> dict[str, Any]:
     """Catch up every active paper account (or the one named) to the newest closed candle."""
     result = paper.tick(SETTINGS, name=name)

@@ -1,7 +1,10 @@
 """Sending a batch's windows to the workers: one analyse task per window over one connection.
 
-The Celery half of ``qtrain train`` / ``resume`` / the retrain tick: planning
-(``worker.pipeline.dispatch``) decides what to send and is handed ``enqueue`` from here.
+The Celery half of ``qtrain train`` / ``resume`` / the retrain tick, and the one way they send:
+planning (``worker.pipeline.dispatch``) decides what to send and takes the sender as its
+``enqueue`` argument (it sits below the Celery runtime, so it cannot name this module; tests hand
+it stand-ins); ``enqueue_batch`` and ``resume`` here are those calls with ``enqueue`` bound, so a
+command never wires the two together itself.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 
+from worker.pipeline import dispatch
 from worker.pipeline.dispatch import PUBLISH_CHUNK, Progress, task_argsrepr
 from worker.runtime.app import app
 from worker.runtime.tasks import analyze_window, maybe_reduce
@@ -53,3 +57,16 @@ def enqueue(
         if symbol not in pending:
             maybe_reduce(batch_id, symbol)  # nothing to analyse (or all final): reduce now
     return total
+
+
+def enqueue_batch(
+    settings: Settings, batch_id: int, symbols: Sequence[str], *, progress: Progress | None = None
+) -> int:
+    """Enqueue every window of a batch that is not final (``dispatch.enqueue_batch`` sending with
+    ``enqueue``); how many were sent. What ``qtrain train`` and ``demo`` call."""
+    return dispatch.enqueue_batch(settings, batch_id, symbols, enqueue=enqueue, progress=progress)
+
+
+def resume(settings: Settings, batch_id: int) -> dispatch.Resumed:
+    """Re-enqueue what is not finished (``dispatch.resume`` sending with ``enqueue``): ``qtrain resume``."""
+    return dispatch.resume(settings, batch_id, enqueue=enqueue)

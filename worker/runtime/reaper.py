@@ -44,14 +44,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.pipeline import names
 from worker.settings import Settings
-from worker.store import db, versions
+from worker.store import batches, db, versions
 
 log = logging.getLogger("qtrain.reaper")
 
 LOCK_KEY = "qtrain.reaper"
-ANALYZE_TASK = "qtrain.analyze_window"
-REDUCE_TASK = "qtrain.reduce_symbol"
 
 Send = Callable[[str, tuple[Any, ...]], None]
 """How the reaper enqueues a task: ``send(task name, args)`` (the Celery app's ``send_task``)."""
@@ -73,83 +72,29 @@ class Reaped:
         return bool(self.requeued or self.failed or self.reducers or self.batches_done)
 
 
-_EXPIRED = """
-UPDATE btc.windows w SET
-  lost = w.lost + (w.status = 'running')::int,
-  status = CASE WHEN w.lost + (w.status = 'running')::int >= %(max_lost)s THEN 'failed' ELSE 'pending' END,
-  error = CASE WHEN w.lost + (w.status = 'running')::int >= %(max_lost)s
-    THEN 'worker lost ' || (w.lost + 1) || ' times' ELSE w.error END,
-  lease_until = NULL, updated_at = now()
-FROM btc.batches b
-WHERE b.id = w.batch_id AND b.state = 'running' AND w.status IN ('pending', 'running')
-  AND w.lease_until < now()
-RETURNING w.batch_id, w.symbol, w.idx, w.status
-"""
-
-# Symbols of running batches with every window final and no gated version for the batch.
-_UNREDUCED = """
-SELECT w.batch_id, w.symbol, extract(epoch FROM now() - max(w.updated_at))
-FROM btc.windows w JOIN btc.batches b ON b.id = w.batch_id
-WHERE b.state = 'running'
-GROUP BY w.batch_id, w.symbol
-HAVING bool_and(w.status NOT IN ('pending', 'running'))
-  AND NOT EXISTS (SELECT 1 FROM btc.agent_state a WHERE a.batch_id = w.batch_id
-                  AND a.symbol = w.symbol AND a.gated_at IS NOT NULL)
-"""
-
-_GATED_BATCHES = """
-SELECT b.id FROM btc.batches b WHERE b.state = 'running'
-  AND (SELECT count(DISTINCT a.symbol) FROM btc.agent_state a
-       WHERE a.batch_id = b.id AND a.gated_at IS NOT NULL) >= cardinality(b.symbols)
-"""
-
-
 def reap(settings: Settings, send: Send) -> Reaped:
     """One reaper run: re-enqueue windows whose lease expired, fail poison windows, enqueue missed
     reducers, finish fully gated batches. Skipped (``locked=False``) while another worker reaps."""
     conn = db.connect(settings.database_url)  # not pooled: the worker's main process forks children
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (LOCK_KEY,))
-            if not cur.fetchone()[0]:
+            if not db.try_advisory_xact_lock(cur, LOCK_KEY):
                 return Reaped(locked=False)
-            cur.execute(_EXPIRED, {"max_lost": settings.max_attempts})
-            rows = [(int(b), s, int(i), st) for b, s, i, st in cur.fetchall()]
+            rows = batches.reap_expired(cur, settings.max_attempts)
             requeued = sorted((b, s, i) for b, s, i, st in rows if st == "pending")
             failed = sorted((b, s, i) for b, s, i, st in rows if st == "failed")
             for args in requeued:
-                send(ANALYZE_TASK, args)
+                send(names.ANALYZE_WINDOW, args)
             touched = {(b, s) for b, s, _ in failed}
-            cur.execute(_UNREDUCED)
-            due = [(int(b), s) for b, s, idle in cur.fetchall()
-                   if (int(b), s) in touched or float(idle) >= settings.lease_s]  # fmt: skip
-            reducers = sorted(k for k in due if not _reducing(cur, *k))
+            due = [(b, s) for b, s, idle in batches.unreduced_symbols(cur)
+                   if (b, s) in touched or idle >= settings.lease_s]  # fmt: skip
+            reducers = sorted(k for k in due if not versions.reducer_running(cur, *k))
             for args2 in reducers:
-                send(REDUCE_TASK, args2)
-            cur.execute(_GATED_BATCHES)
-            gated = [int(r[0]) for r in cur.fetchall()]
-            if gated:
-                cur.execute(
-                    "UPDATE btc.batches SET state = 'done', finished_at = now()"
-                    " WHERE id = ANY(%s) AND state = 'running'",
-                    (gated,),
-                )
+                send(names.REDUCE_SYMBOL, args2)
+            gated = batches.finish_gated_batches(cur)
     finally:
         conn.close()
     return Reaped(requeued=requeued, failed=failed, reducers=reducers, batches_done=gated)
-
-
-def _reducing(cur: Any, batch_id: int, symbol: str) -> bool:
-    """True while a live reducer of the batch's ``symbol`` holds its lock (the lock dies with its
-    connection, so a dead reducer's is free): a long reducer is not sent a duplicate every run.
-    Probed with a session lock released at once, so a reducer this run enqueues is not kept waiting."""
-    key = versions.reducer_lock_key(batch_id, symbol)
-    cur.execute(
-        "SELECT CASE WHEN pg_try_advisory_lock(hashtext(%s)) THEN NOT pg_advisory_unlock(hashtext(%s))"
-        " ELSE true END",
-        (key, key),
-    )
-    return bool(cur.fetchone()[0])
 
 
 def reap_and_log(settings: Settings, send: Send) -> Reaped | None:

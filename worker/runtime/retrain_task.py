@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.pipeline import names, schedule
 from worker.pipeline import retrain as retrain_tick
-from worker.pipeline import schedule
 from worker.runtime.app import SETTINGS, app
 from worker.runtime.publish import enqueue
 
@@ -14,7 +14,7 @@ RETRAIN_HARD_LIMIT_S = RETRAIN_SOFT_LIMIT_S + 120
 
 
 @app.task(
-    name=schedule.RETRAIN_TASK,
+    name=names.RETRAIN,
     soft_time_limit=RETRAIN_SOFT_LIMIT_S,
     time_limit=RETRAIN_HARD_LIMIT_S,
 )

@@ -18,7 +18,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.errors import PermanentError, ServiceUnavailable, TemporaryError
-from worker.pipeline import completion, reduce
+from worker.pipeline import completion, names, reduce
 from worker.pipeline.analyze import HEURISTIC, analyze
 from worker.redact import redact_text
 from worker.retry import backoff_s
@@ -66,11 +66,11 @@ def maybe_reduce(batch_id: int, symbol: str) -> bool:
     """Enqueue the symbol's reducer when none of its windows is pending or running; in a pooled
     batch (``reduce.pool_peers``) every symbol's, once none of the batch's windows is left."""
     url = SETTINGS.database_url
-    if batches.unfinished_count(url, batch_id, symbol) > 0:
+    if not batches.reducer_due(url, batch_id, (symbol,)):
         return False
     loaded = batches.load_batch(url, batch_id)
     peers = reduce.pool_peers(loaded[0]) if loaded is not None else ()
-    if any(batches.unfinished_count(url, batch_id, s) > 0 for s in peers):
+    if peers and not batches.reducer_due(url, batch_id, peers):
         return False  # the last symbol to finish enqueues them all
     for s in peers or (symbol,):
         reduce_symbol.apply_async((batch_id, s))
@@ -78,7 +78,7 @@ def maybe_reduce(batch_id: int, symbol: str) -> bool:
 
 
 @app.task(
-    name="qtrain.analyze_window",
+    name=names.ANALYZE_WINDOW,
     bind=True,
     ignore_result=True,  # nobody reads it from the backend (Flower shows it from the task events)
     max_retries=None,
@@ -171,7 +171,7 @@ def _analyze_window(
 
 
 @app.task(
-    name="qtrain.reduce_symbol",
+    name=names.REDUCE_SYMBOL,
     bind=True,
     max_retries=5,
     soft_time_limit=REDUCE_SOFT_LIMIT_S,
@@ -194,7 +194,7 @@ def reduce_symbol(self: Any, batch_id: int, symbol: str) -> dict[str, Any]:
         raise
 
 
-@app.task(name="qtrain.ping")
+@app.task(name=names.PING)
 def ping() -> str:
     """A no-op health check (``celery -A worker call qtrain.ping``); also the benchmark baseline."""
     return "pong"

@@ -219,3 +219,9 @@ def shown_analyses(url: str, batch_id: int, limit: int) -> list[ShownAnalysis]:
             (batch_id, limit),
         )
         return [ShownAnalysis(**db.named(cur, r)) for r in cur.fetchall()]
+
+
+def analysed_keys(cur: Cursor, keys: list[str]) -> set[str]:
+    """Which of ``keys`` (cache keys) have a stored analysis, through the caller's cursor."""
+    cur.execute("SELECT cache_key FROM btc.ollama_analyses WHERE cache_key = ANY(%s)", (list(keys),))
+    return {r[0] for r in cur.fetchall()}

@@ -1,11 +1,27 @@
-"""Reading ``btc.backtests``: the held-out runs the promotion gate recorded for each version."""
+"""``btc.backtests``: the runs recorded (by the promotion gate, ``qtrain backtest``, the scoreboard)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from model.evaluation.metrics import json_safe
 from worker.store import db
+from worker.store.db import Cursor
+
+
+def insert_backtest(
+    cur: Cursor, symbol: str, version: int | None, since: int, until: int, policy: str, kind: str,
+    params: dict[str, Any], metrics: dict[str, float],
+) -> int:  # fmt: skip
+    """Insert one ``btc.backtests`` row through the caller's cursor; its id."""
+    cur.execute(
+        "INSERT INTO btc.backtests (symbol, version, since, until, policy, kind, params, metrics)"
+        " VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s) RETURNING id",
+        (symbol, version, since, until, policy, kind, json.dumps(params), json.dumps(json_safe(metrics))),
+    )
+    return int(cur.fetchone()[0])
 
 
 @dataclass(frozen=True)

@@ -332,15 +332,6 @@ def reclaimed_by_symbol(cur: Cursor, batch_id: int) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in cur.fetchall()}
 
 
-def unfinished_count_in(cur: Cursor, batch_id: int, symbol: str) -> int:
-    """How many of a symbol's windows in a batch are still pending or running (caller's cursor)."""
-    cur.execute(
-        "SELECT count(*) FROM btc.windows WHERE batch_id = %s AND symbol = %s AND status = ANY(%s)",
-        (batch_id, symbol, list(UNFINISHED)),
-    )
-    return int(cur.fetchone()[0])
-
-
 def failed_count_in(cur: Cursor, batch_id: int, symbol: str) -> tuple[int, int]:
     """(failed, total) windows of a symbol in a batch (caller's cursor)."""
     cur.execute(
@@ -376,17 +367,85 @@ def failure_reasons(cur: Cursor, batch_id: int) -> dict[str, list[tuple[str, int
     return out
 
 
-def unfinished_count(url: str, batch_id: int, symbol: str) -> int:
-    """How many of a symbol's windows in a batch are still pending or running, from the counters
-    the triggers of migration 0006 keep in the windows' own transactions (called after every
-    analyse task: a few counter rows instead of every window of the symbol)."""
+#: "Is this symbol's reducer due?", its one definition in SQL: none of the symbol's windows in the
+#: batch is pending or running, summed over its rows ``c`` of ``btc.window_counts`` (kept by the
+#: triggers of migration 0006 in the windows' own transactions, so it agrees with the windows in
+#: every snapshot; no row at all: nothing left, due). The analyse task (``reducer_due``), the
+#: reducer under its lock (``reducer_due_in``) and the reaper (``unreduced_symbols``) all ask it.
+_DUE = "coalesce(sum(c.n) FILTER (WHERE c.status = ANY(%(unfinished)s)), 0) = 0"
+
+
+def reducer_due_in(cur: Cursor, batch_id: int, symbols: Iterable[str]) -> bool:
+    """True when none of the batch's windows of ``symbols`` is pending or running (``_DUE``): their
+    reducer may run; one indexed read of a few counter rows per symbol (caller's cursor)."""
+    cur.execute(
+        f"SELECT {_DUE} FROM btc.window_counts c"
+        " WHERE c.batch_id = %(batch)s AND c.symbol = ANY(%(symbols)s)",
+        {"unfinished": list(UNFINISHED), "batch": batch_id, "symbols": list(symbols)},
+    )
+    return bool(cur.fetchone()[0])
+
+
+def reducer_due(url: str, batch_id: int, symbols: Iterable[str]) -> bool:
+    """``reducer_due_in`` in its own transaction: what each analyse task asks once its window is
+    final (a pooled batch: its symbol first, then all its peers)."""
     with db.transaction(url) as cur:
+        return reducer_due_in(cur, batch_id, symbols)
+
+
+def unreduced_symbols(cur: Cursor) -> list[tuple[int, str, float]]:
+    """``(batch_id, symbol, idle seconds)`` of every symbol of a running batch whose reducer is due
+    (``_DUE``, with at least one window) but which has no gated version for the batch yet; idle:
+    since its last window changed. The reaper's list of reducers that may never have run."""
+    cur.execute(
+        "SELECT d.batch_id, d.symbol, (SELECT extract(epoch FROM now() - max(w.updated_at))"
+        " FROM btc.windows w WHERE w.batch_id = d.batch_id AND w.symbol = d.symbol)"
+        " FROM (SELECT c.batch_id, c.symbol FROM btc.window_counts c JOIN btc.batches b ON b.id = c.batch_id"
+        f" WHERE b.state = 'running' GROUP BY c.batch_id, c.symbol HAVING {_DUE} AND sum(c.n) > 0) d"
+        " WHERE NOT EXISTS (SELECT 1 FROM btc.agent_state a WHERE a.batch_id = d.batch_id"
+        " AND a.symbol = d.symbol AND a.gated_at IS NOT NULL)",
+        {"unfinished": list(UNFINISHED)},
+    )
+    return [(int(b), str(s), float(idle)) for b, s, idle in cur.fetchall()]
+
+
+def reap_expired(cur: Cursor, max_lost: int) -> list[tuple[int, str, int, str]]:
+    """Take back every window of a running batch whose lease expired: ``pending`` again, a
+    ``running`` one counting one more lost worker, and ``failed`` ("worker lost N times") at
+    ``max_lost`` losses; ``(batch_id, symbol, idx, new status)`` of each (caller's transaction)."""
+    cur.execute(
+        "UPDATE btc.windows w SET"
+        " lost = w.lost + (w.status = 'running')::int,"
+        " status = CASE WHEN w.lost + (w.status = 'running')::int >= %(max_lost)s THEN 'failed'"
+        " ELSE 'pending' END,"
+        " error = CASE WHEN w.lost + (w.status = 'running')::int >= %(max_lost)s"
+        " THEN 'worker lost ' || (w.lost + 1) || ' times' ELSE w.error END,"
+        " lease_until = NULL, updated_at = now()"
+        " FROM btc.batches b"
+        " WHERE b.id = w.batch_id AND b.state = 'running' AND w.status IN ('pending', 'running')"
+        " AND w.lease_until < now()"
+        " RETURNING w.batch_id, w.symbol, w.idx, w.status",
+        {"max_lost": max_lost},
+    )
+    return [(int(b), s, int(i), st) for b, s, i, st in cur.fetchall()]
+
+
+def finish_gated_batches(cur: Cursor) -> list[int]:
+    """Mark ``done`` every running batch whose symbols all have a gated version (their reducers
+    finished but the last one's "batch done" step never ran); their ids (caller's transaction)."""
+    cur.execute(
+        "SELECT b.id FROM btc.batches b WHERE b.state = 'running'"
+        " AND (SELECT count(DISTINCT a.symbol) FROM btc.agent_state a"
+        " WHERE a.batch_id = b.id AND a.gated_at IS NOT NULL) >= cardinality(b.symbols)"
+    )
+    gated = [int(r[0]) for r in cur.fetchall()]
+    if gated:
         cur.execute(
-            "SELECT coalesce(sum(n), 0) FROM btc.window_counts WHERE batch_id = %s AND symbol = %s"
-            " AND status = ANY(%s)",
-            (batch_id, symbol, list(UNFINISHED)),
+            "UPDATE btc.batches SET state = 'done', finished_at = now()"
+            " WHERE id = ANY(%s) AND state = 'running'",
+            (gated,),
         )
-        return int(cur.fetchone()[0])
+    return gated
 
 
 def unfinished_windows(url: str, batch_id: int) -> list[tuple[str, int]]:
@@ -398,6 +457,31 @@ def unfinished_windows(url: str, batch_id: int) -> list[tuple[str, int]]:
             (batch_id, list(UNFINISHED)),
         )
         return [(r[0], int(r[1])) for r in cur.fetchall()]
+
+
+def in_flight_hashes(
+    cur: Cursor, symbol: str, hashes: list[str], *, model: str, prompt_version: int
+) -> set[str]:
+    """Which of ``hashes`` (window contents of ``symbol``) are pending or running in a running batch
+    of the same model and prompt version: the retrain tick does not plan them again."""
+    cur.execute(
+        "SELECT DISTINCT w.content_hash FROM btc.windows w JOIN btc.batches b ON b.id = w.batch_id"
+        " WHERE b.state = 'running' AND w.symbol = %s AND w.status = ANY(%s)"
+        " AND b.model = %s AND b.prompt_version = %s AND w.content_hash = ANY(%s)",
+        (symbol, list(UNFINISHED), model, prompt_version, hashes),
+    )
+    return {r[0] for r in cur.fetchall()}
+
+
+def retrain_batch(cur: Cursor, tick: str, key: str) -> int | None:
+    """The batch a retrain tick (``params.tick``) of the schedule ``key`` already made, if any."""
+    cur.execute(
+        "SELECT id FROM btc.batches WHERE params->>'trigger' = 'beat' AND params->>'tick' = %s"
+        " AND params->>'retrain_key' = %s",
+        (tick, key),
+    )
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
 
 
 def mark_batch_done_if_complete(url: str, batch_id: int) -> bool:

@@ -38,7 +38,7 @@ _COLUMNS = (
     "taker_buy_volume",
     "flag",
 )
-NO_SCHEMA = "the candles table is missing: run `qtrain db init`"
+NO_SCHEMA = db.SCHEMA_MISSING  # the one text of a missing table (db.map_error)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from worker.errors import ServiceUnavailable
+from worker.errors import BadInput, QtrainError, ServiceUnavailable
 from worker.redact import redact
 
 START_HINT = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
@@ -41,6 +41,31 @@ class PoolExhausted(ServiceUnavailable):
 
 class LockTimeout(ServiceUnavailable):
     """Raised when a statement waited ``LOCK_TIMEOUT_S`` for a lock held by another transaction."""
+
+
+#: The one text of a missing table (a database never initialised, or older than a migration).
+SCHEMA_MISSING = "the qtrain schema is missing or old: run `qtrain db init`"
+
+
+class SchemaMissing(BadInput):
+    """Raised when a qtrain table is missing: the database was never initialised or predates a
+    migration (a ``BadInput``, as the candle reads always raised: retrying cannot help, `db init` can)."""
+
+    def __init__(self, message: str = SCHEMA_MISSING) -> None:
+        super().__init__(message)
+
+
+def map_error(exc: BaseException) -> QtrainError | None:
+    """The qtrain error a PostgreSQL error stands for, or None when it is not one qtrain explains:
+    the one place driver errors become qtrain's (a missing table, a lock wait cut by
+    ``lock_timeout``, a lost connection), like httpx's ``map_httpcore_exceptions``."""
+    if isinstance(exc, psycopg2.errors.UndefinedTable):
+        return SchemaMissing()
+    if isinstance(exc, psycopg2.errors.LockNotAvailable):
+        return LockTimeout(f"waited {LOCK_TIMEOUT_S:g} s for a PostgreSQL lock; will retry")
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return ServiceUnavailable(f"lost the PostgreSQL connection: {exc}".strip())
+    return None
 
 
 _limits = {"max": DEFAULT_POOL_MAX, "wait_s": DEFAULT_POOL_WAIT_S}
@@ -254,19 +279,25 @@ def transaction(url: str, *, durable: bool = True) -> Iterator[Cursor]:
                 cur.execute("SET LOCAL synchronous_commit TO OFF")
             yield cur
         conn.commit()
-    except psycopg2.errors.LockNotAvailable as exc:  # lock_timeout: the connection itself is fine
-        if not conn.closed:
+    except BaseException as exc:
+        mapped = map_error(exc)
+        # lock_timeout (LockNotAvailable is an OperationalError) and a missing table leave the
+        # connection itself fine; any other OperationalError or InterfaceError means it is gone
+        broken = isinstance(mapped, ServiceUnavailable) and not isinstance(mapped, LockTimeout)
+        if not broken and not conn.closed:
             conn.rollback()
-        raise LockTimeout(f"waited {LOCK_TIMEOUT_S:g} s for a PostgreSQL lock; will retry") from exc
-    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        broken = True
-        raise ServiceUnavailable(f"lost the PostgreSQL connection: {exc}".strip()) from exc
-    except BaseException:
-        if not conn.closed:
-            conn.rollback()
-        raise
+        if mapped is None:
+            raise
+        raise mapped from exc
     finally:
         p.put(conn, discard=broken)
+
+
+def try_advisory_xact_lock(cur: Cursor, key: str) -> bool:
+    """Take the transaction-scoped advisory lock named ``key`` (hashed with ``hashtext``) without
+    waiting: False when another transaction holds it (a second reaper or retrain tick then skips)."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,))
+    return bool(cur.fetchone()[0])
 
 
 def close_pools() -> None:

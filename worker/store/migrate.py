@@ -60,3 +60,12 @@ def migrate(url: str) -> dict[str, object]:
     finally:
         conn.close()
     return {"database_created": created, "applied": applied}
+
+
+def require_schema(url: str) -> None:
+    """PostgreSQL answers and the schema exists, else ``db.SchemaMissing`` (one line: what to run):
+    the preflight of ``qtrain train`` and ``resume``, before they plan or enqueue anything."""
+    with db.transaction(url) as cur:
+        cur.execute("SELECT to_regclass('btc.windows') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            raise db.SchemaMissing()

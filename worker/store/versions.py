@@ -140,6 +140,44 @@ def promoted_version(cur: Cursor, symbol: str) -> StoredVersion | None:
     return None if row is None else _stored(row)
 
 
+def promoted_number(cur: Cursor, symbol: str) -> int | None:
+    """The number of ``symbol``'s promoted version through the caller's cursor (None: none is
+    promoted), without reading its table: what a switch logs as previous and a trader runs."""
+    cur.execute("SELECT version FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def has_version(cur: Cursor, symbol: str, version: int) -> bool:
+    """True when ``symbol`` has version ``version`` (read through the caller's cursor)."""
+    cur.execute("SELECT promoted FROM btc.agent_state WHERE symbol = %s AND version = %s", (symbol, version))
+    return cur.fetchone() is not None
+
+
+def mark_promoted(cur: Cursor, symbol: str, version: int, *, by: str) -> None:
+    """Make ``version`` the symbol's one promoted version (the caller holds ``lock_symbol``; the
+    partial unique index of migration 0003 forbids two): the old flag is cleared first."""
+    cur.execute("UPDATE btc.agent_state SET promoted = false WHERE symbol = %s AND promoted", (symbol,))
+    cur.execute(
+        "UPDATE btc.agent_state SET promoted = true, promoted_at = now(), promoted_by = %s"
+        " WHERE symbol = %s AND version = %s",
+        (by, symbol, version),
+    )
+
+
+def reducer_running(cur: Cursor, batch_id: int, symbol: str) -> bool:
+    """True while a live reducer of the batch's ``symbol`` holds its lock (the lock dies with its
+    connection, so a dead reducer's is free). Probed with a session lock released at once, so a
+    reducer enqueued right after is not kept waiting."""
+    key = reducer_lock_key(batch_id, symbol)
+    cur.execute(
+        "SELECT CASE WHEN pg_try_advisory_lock(hashtext(%s)) THEN NOT pg_advisory_unlock(hashtext(%s))"
+        " ELSE true END",
+        (key, key),
+    )
+    return bool(cur.fetchone()[0])
+
+
 def latest_version(cur: Cursor, symbol: str) -> tuple[int, FastQLearning | None, dict[str, Any]]:
     """The newest version number of ``symbol`` (0: none), its table and metadata, through ``cur``."""
     cur.execute(

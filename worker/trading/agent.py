@@ -134,14 +134,13 @@ def load_brain(url: str, symbol: str, version: int | None, *, max_rules: int) ->
     PostgreSQL; versions never change, so each is loaded once per process. BadInput when absent."""
     if version is None:
         with db.transaction(url) as cur:
-            cur.execute("SELECT version FROM btc.agent_state WHERE symbol = %s AND promoted", (symbol,))
-            row = cur.fetchone()
-        if row is None:
+            promoted = versions.promoted_number(cur, symbol)
+        if promoted is None:
             raise BadInput(
                 f"{symbol} has no promoted Q-table version: train one (`qtrain train`) or promote one"
                 f" (`qtrain models promote --symbol {symbol} --version N`)"
             )
-        version = int(row[0])
+        version = promoted
     key = (url, symbol, version, max_rules)
     with _cache_lock:
         hit = _cache.get(key)
