@@ -130,8 +130,12 @@ async def _bare(base: str, model: str, messages: list[list[dict[str, str]]], con
     """
     host, port = base.split("//", 1)[1].rsplit(":", 1)
     options = {"temperature": 0, "seed": 42, "num_ctx": 4096, "num_predict": 1024}
-    bodies = [json.dumps({"model": model, "messages": m, "format": ANSWER_SCHEMA, "stream": False,
-                          "options": options}).encode() for m in messages]  # fmt: skip
+    bodies = [
+        json.dumps(
+            {"model": model, "messages": m, "format": ANSWER_SCHEMA, "stream": False, "options": options}
+        ).encode()
+        for m in messages
+    ]
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
@@ -143,8 +147,10 @@ async def _bare(base: str, model: str, messages: list[list[dict[str, str]]], con
         try:
             while not queue.empty():
                 body = queue.get_nowait()
-                head = (f"POST /api/chat HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json"
-                        f"\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+                head = (
+                    f"POST /api/chat HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json"
+                    f"\r\nContent-Length: {len(body)}\r\n\r\n"
+                )
                 writer.write(head.encode() + body)
                 lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
                 size = next(int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:"))
@@ -159,28 +165,54 @@ async def _bare(base: str, model: str, messages: list[list[dict[str, str]]], con
 
 
 def run_level(
-    c: int, *, url: str, fake: FakeOllamaProcess, args: argparse.Namespace, log_dir: Path, since: str,
+    c: int,
+    *,
+    url: str,
+    fake: FakeOllamaProcess,
+    args: argparse.Namespace,
+    log_dir: Path,
+    since: str,
     until: str,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """One concurrency: qtrain's batch through one threads-pool worker, then the bare loop."""
     model = f"inflight-{c}-{uuid.uuid4().hex[:6]}:latest"
     fake.configure(models=[model])
     fake.reset()
     _flush_redis()
     env = {
-        "DATABASE_URL": url, "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CELERY_RESULT_BACKEND": f"{REDIS}/{BACKEND_DB}", "OLLAMA_HOST": fake.url, "OLLAMA_MODEL": model,
-        "OLLAMA_TIMEOUT": "60", "QTRAIN_MODELS_DIR": str(log_dir / "models"), "QTRAIN_MAX_ATTEMPTS": "3",
-        "QTRAIN_RETRY_BASE_S": "1", "PGAPPNAME": APP_NAME, "QTRAIN_WORKER_NICE": "0",
-    }  # fmt: skip
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "CELERY_RESULT_BACKEND": f"{REDIS}/{BACKEND_DB}",
+        "OLLAMA_HOST": fake.url,
+        "OLLAMA_MODEL": model,
+        "OLLAMA_TIMEOUT": "60",
+        "QTRAIN_MODELS_DIR": str(log_dir / "models"),
+        "QTRAIN_MAX_ATTEMPTS": "3",
+        "QTRAIN_RETRY_BASE_S": "1",
+        "PGAPPNAME": APP_NAME,
+        "QTRAIN_WORKER_NICE": "0",
+    }
     res: dict[str, Any] = {"concurrency": c}
     with start_workers(1, concurrency=c, env=env, log_dir=log_dir, prefix=f"infl{c}-", pool=args.pool) as w:
         with Sampler(w.procs[0].pid, url) as s:
             cpu0 = s.cpu_s()
             t0 = time.perf_counter()
-            proc = qtrain({k: v for k, v in env.items() if k != "PGAPPNAME"}, "train", "--symbols",
-                          "BTC-USDT,ETH-USDT", "--stride", str(STRIDE), "--since", since, "--until", until,
-                          "--seed", "7", "--json", timeout=300)  # fmt: skip
+            proc = qtrain(
+                {k: v for k, v in env.items() if k != "PGAPPNAME"},
+                "train",
+                "--symbols",
+                "BTC-USDT,ETH-USDT",
+                "--stride",
+                str(STRIDE),
+                "--since",
+                since,
+                "--until",
+                until,
+                "--seed",
+                "7",
+                "--json",
+                timeout=300,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"C={c}: qtrain train failed: {proc.stderr[-1500:]}")
             batch_id = int(json.loads(proc.stdout.strip().splitlines()[-1])["batch_id"])
@@ -199,18 +231,29 @@ def run_level(
         res.update(max_rss_mb=round(s.max_rss / 2**20, 1), max_pg_conns=s.max_conns)
     total, final, failed, state = counts(url, batch_id)
     span = (stats["last_end"] or 0.0) - (stats["first_start"] or 0.0)
-    res.update(windows=total, final=final, failed=failed, state=state, llm_calls=stats["llm_calls"],
-               max_in_flight=stats["max_in_flight"], qtrain_wps=round(total / span, 2) if span > 0 else None,
-               cpu_ms_per_window=round(1000 * ((cpu_final or cpu_end) - cpu0) / max(total, 1), 2),
-               reducer_cpu_s=round(cpu_end - (cpu_final or cpu_end), 2))  # fmt: skip
+    res.update(
+        windows=total,
+        final=final,
+        failed=failed,
+        state=state,
+        llm_calls=stats["llm_calls"],
+        max_in_flight=stats["max_in_flight"],
+        qtrain_wps=round(total / span, 2) if span > 0 else None,
+        cpu_ms_per_window=round(1000 * ((cpu_final or cpu_end) - cpu0) / max(total, 1), 2),
+        reducer_cpu_s=round(cpu_end - (cpu_final or cpu_end), 2),
+    )
     # The bare loop: the same messages, the same concurrency, the same server.
     messages = batch_messages(url, batch_id)
     fake.reset()
     bare_failed = asyncio.run(_bare(fake.url, model, messages, c))
     st = fake.stats()
     bspan = (st["last_end"] or 0.0) - (st["first_start"] or 0.0)
-    res.update(bare_wps=round(len(messages) / bspan, 2) if bspan > 0 else None, bare_failed=bare_failed,
-               bare_max_in_flight=st["max_in_flight"], ideal_wps=round(c / args.latency, 1))  # fmt: skip
+    res.update(
+        bare_wps=round(len(messages) / bspan, 2) if bspan > 0 else None,
+        bare_failed=bare_failed,
+        bare_max_in_flight=st["max_in_flight"],
+        ideal_wps=round(c / args.latency, 1),
+    )
     if res["qtrain_wps"] and res["bare_wps"]:
         res["ratio"] = round(res["qtrain_wps"] / res["bare_wps"], 3)
     return res
@@ -241,23 +284,36 @@ def main() -> None:
             for c in args.concurrency:
                 first = WARMUP + 1
                 last = min(len(ts) - 1, first + WINDOW + STRIDE * (c * args.rounds // 2) - 1)
-                row = run_level(c, url=url, fake=fake, args=args, log_dir=Path(tmp),
-                                since=ts[first].isoformat(), until=ts[last].isoformat())  # fmt: skip
+                row = run_level(
+                    c,
+                    url=url,
+                    fake=fake,
+                    args=args,
+                    log_dir=Path(tmp),
+                    since=ts[first].isoformat(),
+                    until=ts[last].isoformat(),
+                )
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         drop_db(url)
         _flush_redis()
-    print(f"fake Ollama at {args.latency} s a call, 1,024 slots; one --pool {args.pool} worker; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    print(
+        f"fake Ollama at {args.latency} s a call, 1,024 slots; one --pool {args.pool} worker; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
+    )
     print()
-    print("| in flight | windows | failed | qtrain w/s | bare w/s | ratio | ideal w/s | RSS MB | PG conns "
-          "| CPU ms/window | reducers CPU s |")  # fmt: skip
+    print(
+        "| in flight | windows | failed | qtrain w/s | bare w/s | ratio | ideal w/s | RSS MB | PG conns "
+        "| CPU ms/window | reducers CPU s |"
+    )
     print("|" + " --- |" * 11)
     for r in rows:
-        print(f"| {r['concurrency']} | {r['windows']} | {r['failed']} | {r['qtrain_wps']} | {r['bare_wps']} "
-              f"| {r.get('ratio')} | {r['ideal_wps']} | {r['max_rss_mb']} | {r['max_pg_conns']} "
-              f"| {r['cpu_ms_per_window']} | {r['reducer_cpu_s']} |")  # fmt: skip
+        print(
+            f"| {r['concurrency']} | {r['windows']} | {r['failed']} | {r['qtrain_wps']} | {r['bare_wps']} "
+            f"| {r.get('ratio')} | {r['ideal_wps']} | {r['max_rss_mb']} | {r['max_pg_conns']} "
+            f"| {r['cpu_ms_per_window']} | {r['reducer_cpu_s']} |"
+        )
     print(json.dumps({"latency_s": args.latency, "pool": args.pool, "rows": rows}))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -86,8 +86,10 @@ def main() -> None:
     analysed = heuristic_analyses(candles, until_ts=int(candles.ts[-1]) + 3600)
     t_an = time.perf_counter() - t0
     space = StateSpace.default()
-    print(f"BTC-USDT 1h: {len(candles):,} candles ({years:.1f} years), {len(analysed):,} heuristic analyses"
-          f" ({t_an:.1f} s, not timed below)")  # fmt: skip
+    print(
+        f"BTC-USDT 1h: {len(candles):,} candles ({years:.1f} years), {len(analysed):,} heuristic analyses"
+        f" ({t_an:.1f} s, not timed below)"
+    )
     rows = []
     for name in sorted(RECIPES, key=lambda r: r != "qlearning"):
         best, learn, stats = float("inf"), 0.0, None

@@ -119,10 +119,24 @@ def run_qtrain(
     with start_workers(case.concurrency, concurrency=1, env=env, log_dir=log_dir, prefix=f"bllm{n}"):
         t0 = time.perf_counter()
         proc = qtrain(
-            env, "train", "--symbols", "BTC-USDT,ETH-USDT", "--epochs", "1", "--stride", str(args.stride),
-            "--since", since_iso(url, args.skip), "--seed", "7", "--wait", "--timeout", "3000", "--json",
+            env,
+            "train",
+            "--symbols",
+            "BTC-USDT,ETH-USDT",
+            "--epochs",
+            "1",
+            "--stride",
+            str(args.stride),
+            "--since",
+            since_iso(url, args.skip),
+            "--seed",
+            "7",
+            "--wait",
+            "--timeout",
+            "3000",
+            "--json",
             timeout=3100,
-        )  # fmt: skip
+        )
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{case.label}: qtrain train failed: {proc.stderr[-1500:]}")
@@ -169,11 +183,17 @@ def bare_loop(
                 with lock:
                     finish = body["choices"][0]["finish_reason"]
                     results.append((u["prompt_tokens"], u["completion_tokens"], dt, finish))
-                    answers.append({
-                        "i": i, "messages": msgs, "text": body["choices"][0]["message"]["content"],
-                        "prompt_tokens": u["prompt_tokens"], "completion_tokens": u["completion_tokens"],
-                        "finish_reason": finish, "seconds": round(dt, 2),
-                    })  # fmt: skip
+                    answers.append(
+                        {
+                            "i": i,
+                            "messages": msgs,
+                            "text": body["choices"][0]["message"]["content"],
+                            "prompt_tokens": u["prompt_tokens"],
+                            "completion_tokens": u["completion_tokens"],
+                            "finish_reason": finish,
+                            "seconds": round(dt, 2),
+                        }
+                    )
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=run, args=(k,)) for k in range(concurrency)]
@@ -191,9 +211,14 @@ def bare_loop(
 def payload(model: str, messages: list[dict[str, str]], max_tokens: int, **extra: Any) -> dict[str, Any]:
     """The request qtrain's OpenAI client ends up sending llama-cpp-python (json_object + schema)."""
     return {
-        "model": model, "messages": messages, "temperature": 0.0, "seed": 42, "max_tokens": max_tokens,
-        "response_format": {"type": "json_object", "schema": ANSWER_SCHEMA}, **extra,
-    }  # fmt: skip
+        "model": model,
+        "messages": messages,
+        "temperature": 0.0,
+        "seed": 42,
+        "max_tokens": max_tokens,
+        "response_format": {"type": "json_object", "schema": ANSWER_SCHEMA},
+        **extra,
+    }
 
 
 def prefix_cache(
@@ -219,9 +244,13 @@ def with_servers(case: Case, gguf: Path, fn: Callable[[llm.LLMServers], Any]) ->
     """Start the case's engine in a scratch directory, warm it with one short call, run ``fn``."""
     with tempfile.TemporaryDirectory(prefix="bench_llm_") as tmp:
         servers = llm.start_llm(
-            Path(tmp), gguf, llm.DEFAULT_ALIAS, processes=case.processes, threads=case.threads,
+            Path(tmp),
+            gguf,
+            llm.DEFAULT_ALIAS,
+            processes=case.processes,
+            threads=case.threads,
             free_port=free_port,
-        )  # fmt: skip
+        )
         try:
             hello = {"model": servers.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
             for base in servers.base_urls:

@@ -55,10 +55,32 @@ def qtrain_batch(env: dict[str, str], windows: int) -> tuple[float, float, int]:
     """Seconds of ``qtrain train --wait`` (CLI start to summary), of the windows alone, and their count."""
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "producer", "train", "--symbols", "BTC-USDT", "--analyst", "heuristic",
-         "--window", "48", "--stride", "1", "--epochs", "1", "--seed", "1", "--wait", "--json"],
-        env={**os.environ, **env}, capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "train",
+            "--symbols",
+            "BTC-USDT",
+            "--analyst",
+            "heuristic",
+            "--window",
+            "48",
+            "--stride",
+            "1",
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--wait",
+            "--json",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
     st = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -104,12 +126,30 @@ def main() -> None:
     per_bare = bare_s / args.windows * 1000
     per_q = batch_s / n * 1000
     per_w = span_s / n * 1000
-    table.add_row("bare Celery (qtrain.ping)", str(args.windows), f"{bare_s:.2f}",
-                  f"{args.windows / bare_s:.0f}", f"{per_bare:.2f}", "1.00")  # fmt: skip
-    table.add_row("qtrain windows (batch created -> last final)", str(n), f"{span_s:.2f}",
-                  f"{n / span_s:.0f}", f"{per_w:.2f}", f"{per_w / per_bare:.2f}")  # fmt: skip
-    table.add_row("qtrain train --wait (CLI start -> summary)", str(n), f"{batch_s:.2f}",
-                  f"{n / batch_s:.0f}", f"{per_q:.2f}", f"{per_q / per_bare:.2f}")  # fmt: skip
+    table.add_row(
+        "bare Celery (qtrain.ping)",
+        str(args.windows),
+        f"{bare_s:.2f}",
+        f"{args.windows / bare_s:.0f}",
+        f"{per_bare:.2f}",
+        "1.00",
+    )
+    table.add_row(
+        "qtrain windows (batch created -> last final)",
+        str(n),
+        f"{span_s:.2f}",
+        f"{n / span_s:.0f}",
+        f"{per_w:.2f}",
+        f"{per_w / per_bare:.2f}",
+    )
+    table.add_row(
+        "qtrain train --wait (CLI start -> summary)",
+        str(n),
+        f"{batch_s:.2f}",
+        f"{n / batch_s:.0f}",
+        f"{per_q:.2f}",
+        f"{per_q / per_bare:.2f}",
+    )
     Console().print(table)
 
 

@@ -73,26 +73,44 @@ def main() -> None:
         ):
             _flush_redis()
             env = {
-                "DATABASE_URL": url, "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-                "CELERY_RESULT_BACKEND": f"{REDIS}/{BACKEND_DB}", "OLLAMA_HOST": fake.url,
-                "OLLAMA_TIMEOUT": "60", "QTRAIN_MODELS_DIR": str(Path(tmp) / "models"),
-                "QTRAIN_WORKER_NICE": "0", "QTRAIN_LEASE_S": "3600",  # no reaper-sent reducers
-            }  # fmt: skip
+                "DATABASE_URL": url,
+                "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
+                "CELERY_RESULT_BACKEND": f"{REDIS}/{BACKEND_DB}",
+                "OLLAMA_HOST": fake.url,
+                "OLLAMA_TIMEOUT": "60",
+                "QTRAIN_MODELS_DIR": str(Path(tmp) / "models"),
+                "QTRAIN_WORKER_NICE": "0",
+                "QTRAIN_LEASE_S": "3600",  # no reaper-sent reducers
+            }
             c = args.concurrency
             # A's analyses first, by a worker that takes no reducer; its reducer messages are dropped
-            with start_workers(1, concurrency=8, env=env, log_dir=Path(tmp), prefix="prep", pool="threads",
-                               queues="analyze"):  # fmt: skip
+            with start_workers(
+                1, concurrency=8, env=env, log_dir=Path(tmp), prefix="prep", pool="threads", queues="analyze"
+            ):
                 a = _train(env, "--symbols", ",".join(HEAVY), "--stride", "168", "--analyst", "heuristic")
-                while query(url, "SELECT count(*) FROM windows WHERE batch_id = %s AND status IN"
-                            " ('pending','running')", (a,))[0][0]:  # fmt: skip
+                while query(
+                    url,
+                    "SELECT count(*) FROM windows WHERE batch_id = %s AND status IN ('pending','running')",
+                    (a,),
+                )[0][0]:
                     time.sleep(0.5)
             redis.Redis.from_url(f"{REDIS}/{BROKER_DB}").delete("reduce")
             queues = "analyze" if args.split else "analyze,reduce"
             reducer: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
             if args.split:
                 reducer = start_workers(1, concurrency=1, env=env, log_dir=Path(tmp), queues="reduce")
-            with reducer, start_workers(1, concurrency=c, env=env, log_dir=Path(tmp), prefix="share",
-                                        pool="threads", queues=queues):  # fmt: skip
+            with (
+                reducer,
+                start_workers(
+                    1,
+                    concurrency=c,
+                    env=env,
+                    log_dir=Path(tmp),
+                    prefix="share",
+                    pool="threads",
+                    queues=queues,
+                ),
+            ):
                 b = _train(env, "--symbols", "BTC-USDT,ETH-USDT", "--stride", "2")
                 time.sleep(args.latency * 5)  # B in its steady state, then A's reducers in the same process
                 sender = Celery(broker=f"{REDIS}/{BROKER_DB}")
@@ -102,12 +120,24 @@ def main() -> None:
                 deadline = time.monotonic() + 1200
                 while time.monotonic() < deadline and "running" in (_state(url, a), _state(url, b)):
                     time.sleep(0.5)
-        ends = [r[0].timestamp() for r in query(
-            url, "SELECT a.created_at FROM windows w JOIN ollama_analyses a ON a.id = w.analysis_id"
-            " WHERE w.batch_id = %s ORDER BY 1", (b,))]  # fmt: skip
-        reducers = [(r[0].timestamp() - float(r[1]), r[2].timestamp(), r[3]) for r in query(
-            url, "SELECT created_at, (metadata->>'train_seconds')::float8, gated_at, symbol FROM agent_state"
-            " WHERE batch_id = %s", (a,))]  # fmt: skip
+        ends = [
+            r[0].timestamp()
+            for r in query(
+                url,
+                "SELECT a.created_at FROM windows w JOIN ollama_analyses a ON a.id = w.analysis_id"
+                " WHERE w.batch_id = %s ORDER BY 1",
+                (b,),
+            )
+        ]
+        reducers = [
+            (r[0].timestamp() - float(r[1]), r[2].timestamp(), r[3])
+            for r in query(
+                url,
+                "SELECT created_at, (metadata->>'train_seconds')::float8, gated_at, symbol FROM agent_state"
+                " WHERE batch_id = %s",
+                (a,),
+            )
+        ]
         states = (_state(url, a), _state(url, b))
     finally:
         drop_db(url)
@@ -121,18 +151,30 @@ def main() -> None:
     inside = [n for t, n in bins.items() if t in busy]
     outside = [n for t, n in bins.items() if t not in busy]
     where = "a separate prefork -Q reduce -c 1 worker" if args.split else "the same process"
-    print(f"one --pool threads -c {c} worker, reducers in {where}; B: {len(ends)} LLM windows at "
-          f"{args.latency} s a call "
-          f"(ideal {c / args.latency:.0f}/s); A: 2 symbols x {args.candles} candles, heuristic; "
-          f"states {states}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"one --pool threads -c {c} worker, reducers in {where}; B: {len(ends)} LLM windows at "
+        f"{args.latency} s a call "
+        f"(ideal {c / args.latency:.0f}/s); A: 2 symbols x {args.candles} candles, heuristic; "
+        f"states {states}; load average {os.getloadavg()[0]:.1f}"
+    )
     for s, f, sym in reducers:
         print(f"  reducer {sym}: {f - s:.1f} s (train + gate)")
     med_in = statistics.median(inside) if inside else float("nan")
     med_out = statistics.median(outside) if outside else float("nan")
-    print(f"B windows/s, median of 1-s bins: {med_out:.1f} outside A's reducers ({len(outside)} bins), "
-          f"{med_in:.1f} while one runs ({len(inside)} bins): ratio {med_in / med_out:.2f}")  # fmt: skip
-    print(json.dumps({"inside": inside, "outside_median": med_out, "inside_median": med_in,
-                      "reducers_s": [round(f - s, 1) for s, f, _ in reducers]}))  # fmt: skip
+    print(
+        f"B windows/s, median of 1-s bins: {med_out:.1f} outside A's reducers ({len(outside)} bins), "
+        f"{med_in:.1f} while one runs ({len(inside)} bins): ratio {med_in / med_out:.2f}"
+    )
+    print(
+        json.dumps(
+            {
+                "inside": inside,
+                "outside_median": med_out,
+                "inside_median": med_in,
+                "reducers_s": [round(f - s, 1) for s, f, _ in reducers],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,18 @@ from worker.cluster.local import start_workers  # noqa: E402
 from worker.ingest.synthetic import insert_synthetic  # noqa: E402
 from worker.store import batches  # noqa: E402
 
-PAIRS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "ADA-USDT", "XRP-USDT",
-         "DOT-USDT", "LTC-USDT", "LINK-USDT", "AVAX-USDT", "ATOM-USDT")  # fmt: skip
+PAIRS = (
+    "BTC-USDT",
+    "ETH-USDT",
+    "SOL-USDT",
+    "ADA-USDT",
+    "XRP-USDT",
+    "DOT-USDT",
+    "LTC-USDT",
+    "LINK-USDT",
+    "AVAX-USDT",
+    "ATOM-USDT",
+)
 WINDOW, STRIDE = 48, 6
 
 
@@ -185,9 +195,27 @@ def run_size(windows: int, n_workers: int, concurrency: int, n_batches: int = 1)
         out["baseline_s"] = bare_send_task(windows)
         out["baseline_minimal_s"] = bare_send_task(windows, minimal=True)
         took, stdout = _run(
-            [py, "-m", "producer", "train", "--symbols", ",".join(symbols), "--analyst", "heuristic",
-             "--window", str(WINDOW), "--stride", str(STRIDE), "--epochs", "1", "--seed", "1", "--json"], env,
-        )  # fmt: skip
+            [
+                py,
+                "-m",
+                "producer",
+                "train",
+                "--symbols",
+                ",".join(symbols),
+                "--analyst",
+                "heuristic",
+                "--window",
+                str(WINDOW),
+                "--stride",
+                str(STRIDE),
+                "--epochs",
+                "1",
+                "--seed",
+                "1",
+                "--json",
+            ],
+            env,
+        )
         created = json.loads(stdout.strip().splitlines()[-1])
         batch_id, n = int(created["batch_id"]), int(created["windows"])
         out.update(windows=n, enqueue_s=took, enqueue_ratio=took / out["baseline_s"])
@@ -224,9 +252,24 @@ def run_size(windows: int, n_workers: int, concurrency: int, n_batches: int = 1)
                 points["end"] = sample(url, pids)
                 out["after_batches"] = [worker_memory(pids)]
                 for k in range(1, n_batches):
-                    more = [py, "-m", "producer", "train", "--symbols", ",".join(symbols), "--analyst",
-                            "heuristic", "--window", str(WINDOW - k), "--stride", str(STRIDE), "--wait",
-                            "--timeout", "7200", "--json"]  # fmt: skip
+                    more = [
+                        py,
+                        "-m",
+                        "producer",
+                        "train",
+                        "--symbols",
+                        ",".join(symbols),
+                        "--analyst",
+                        "heuristic",
+                        "--window",
+                        str(WINDOW - k),
+                        "--stride",
+                        str(STRIDE),
+                        "--wait",
+                        "--timeout",
+                        "7200",
+                        "--json",
+                    ]
                     _, stdout = _run(more, env, timeout=7200)
                     assert json.loads(stdout.strip().splitlines()[-1])["state"] == "done"
                     out["after_batches"].append(worker_memory(pids))
@@ -286,12 +329,19 @@ def show(r: dict[str, Any]) -> None:
         ("main / children RSS by windows final", series),
         ("Redis bytes start / middle / end", red),
         ("PostgreSQL size start / middle / end", " / ".join(_mb(m[k]["pg_bytes"]) for k in points)),
-        ("main / children RSS after each batch", " ; ".join(
-            f"{_mb(b['worker_main_rss'])} / {_mb(b['worker_child_rss'])}" for b in r["after_batches"])),
+        (
+            "main / children RSS after each batch",
+            " ; ".join(
+                f"{_mb(b['worker_main_rss'])} / {_mb(b['worker_child_rss'])}" for b in r["after_batches"]
+            ),
+        ),
         ("reducer s per symbol (worker)", reducers),
-        ("reducer re-run, 1 symbol", f"{probe['seconds']:.1f} s on {probe['candles']:,} candles, peak RSS"
-                                     f" {_mb(probe['peak_rss'])} (+{_mb(probe['delta_rss'])} for training)"),
-    ]  # fmt: skip
+        (
+            "reducer re-run, 1 symbol",
+            f"{probe['seconds']:.1f} s on {probe['candles']:,} candles, peak RSS"
+            f" {_mb(probe['peak_rss'])} (+{_mb(probe['delta_rss'])} for training)",
+        ),
+    ]
     width = max(len(a) for a, _ in rows)
     print(f"\n== {r['windows']:,} windows, batch {r['state']} ==")
     for a, b in rows:
@@ -304,8 +354,12 @@ def enqueue_while_consuming(windows: int, n_workers: int, concurrency: int) -> d
     symbols = PAIRS[:2]
     n_candles = STRIDE * (-(-windows // 2) - 1) + WINDOW
     url = fresh_db("qtrain_bench_scale")
-    env = {**os.environ, "DATABASE_URL": url, "QTRAIN_MODELS_DIR": tempfile.mkdtemp(prefix="qtrain-bench-"),
-           "OLLAMA_HOST": "http://127.0.0.1:9"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "QTRAIN_MODELS_DIR": tempfile.mkdtemp(prefix="qtrain-bench-"),
+        "OLLAMA_HOST": "http://127.0.0.1:9",
+    }
     out: dict[str, Any] = {"windows_asked": windows}
     try:
         insert_synthetic(url, n_candles, {s: (100 + i, 1000.0 * (i + 1)) for i, s in enumerate(symbols)})
@@ -318,9 +372,25 @@ def enqueue_while_consuming(windows: int, n_workers: int, concurrency: int) -> d
                 _run([sys.executable, "-m", "producer", "train", *busy, "--json"], env)
                 out["baseline_s"] = bare_send_task(windows)
                 took, stdout = _run(
-                    [sys.executable, "-m", "producer", "train", "--symbols", ",".join(symbols), "--analyst",
-                     "heuristic", "--stride", str(STRIDE), "--epochs", "1", "--seed", "1", "--json"], env,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "producer",
+                        "train",
+                        "--symbols",
+                        ",".join(symbols),
+                        "--analyst",
+                        "heuristic",
+                        "--stride",
+                        str(STRIDE),
+                        "--epochs",
+                        "1",
+                        "--seed",
+                        "1",
+                        "--json",
+                    ],
+                    env,
+                )
         n = int(json.loads(stdout.strip().splitlines()[-1])["windows"])
         out.update(windows=n, enqueue_s=took, enqueue_ratio=took / out["baseline_s"])
         print(

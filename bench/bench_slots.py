@@ -88,9 +88,22 @@ def run_case(
     with start_workers(case.workers, concurrency=case.concurrency, env=env, log_dir=log_dir, prefix="bench"):
         t0 = time.perf_counter()
         proc = qtrain(
-            env, "train", "--symbols", "BTC-USDT,ETH-USDT", "--epochs", "1", "--stride", str(args.stride),
-            "--seed", "7", "--wait", "--timeout", "120", "--json", timeout=150,
-        )  # fmt: skip
+            env,
+            "train",
+            "--symbols",
+            "BTC-USDT,ETH-USDT",
+            "--epochs",
+            "1",
+            "--stride",
+            str(args.stride),
+            "--seed",
+            "7",
+            "--wait",
+            "--timeout",
+            "120",
+            "--json",
+            timeout=150,
+        )
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"case {case.label!r}: qtrain train failed: {proc.stderr[-1500:]}")

@@ -147,11 +147,14 @@ def null_results(cs: list[FoldCase], rep: int, **params: Any) -> list[dict[str, 
             r[idx] = r[np.random.default_rng([rep, since, len(data)]).permutation(idx)]
             data.append((d.states, r, d.shaping))
         solved = pooled_value_iteration(
-            *zip(*data, strict=True), n_market=space.n_market_states, gamma=rec.gamma,
-            turnover_cost=rec.turnover_cost, cost_per_sigma=rec.cost_per_sigma,
+            *zip(*data, strict=True),
+            n_market=space.n_market_states,
+            gamma=rec.gamma,
+            turnover_cost=rec.turnover_cost,
+            cost_per_sigma=rec.cost_per_sigma,
             prior_strength=rec.prior_strength,
             symbol_strength=math.inf if rec.symbol_strength is None else rec.symbol_strength,
-        )  # fmt: skip
+        )
         for c, (q, _, _) in zip(group, solved, strict=True):
             res[(c.symbol, since)] = scored(c.candles.slice(c.fold.test_lo, c.fold.test_hi), q, c.test_states)
     return [res[(c.symbol, c.fold.test_since)] for c in cs]
@@ -167,8 +170,9 @@ def pooled_results(cs: list[FoldCase], **params: Any) -> list[dict[str, float]]:
         by_date.setdefault(c.fold.test_since, []).append(c)
     res: dict[tuple[str, int], dict[str, float]] = {}
     for since, group in by_date.items():
-        tables = pooled_fold_tables({c.symbol: (c.candles, c.fold, c.analysed) for c in group}, recipe=recipe,
-                                    space=space)  # fmt: skip
+        tables = pooled_fold_tables(
+            {c.symbol: (c.candles, c.fold, c.analysed) for c in group}, recipe=recipe, space=space
+        )
         for c in group:
             test = c.candles.slice(c.fold.test_lo, c.fold.test_hi)
             res[(c.symbol, since)] = scored(test, tables[c.symbol].q, c.test_states)
@@ -280,8 +284,10 @@ def main() -> None:
             for k in ("above_random", "median_sharpe", "above_bh"):
                 x = np.array([s[k] for s in null])
                 above = int((x >= real[k]).sum())
-                print(f"  {key} {k}: real {real[k]:.2f}, null median {np.median(x):.2f} (range {x.min():.2f}"
-                      f" .. {x.max():.2f}), {above}/{len(x)} shuffles at or above real")  # fmt: skip
+                print(
+                    f"  {key} {k}: real {real[k]:.2f}, null median {np.median(x):.2f} (range {x.min():.2f}"
+                    f" .. {x.max():.2f}), {above}/{len(x)} shuffles at or above real"
+                )
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "choice": best["name"]}, default=str, indent=1))
 

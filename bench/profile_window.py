@@ -71,10 +71,14 @@ def main() -> None:
     finally:
         drop_db(url)
     n = len(todo)
-    print(f"{len(plain)} windows unprofiled: {1000 * plain_cpu / len(plain):.2f} ms CPU per window "
-          "(this process: the task body and its HTTP client, not Celery)")  # fmt: skip
-    print(f"{n} windows profiled: {1000 * cpu / n:.2f} ms CPU and {1000 * wall / n:.2f} ms wall per window "
-          f"(the profiler adds its own overhead)")  # fmt: skip
+    print(
+        f"{len(plain)} windows unprofiled: {1000 * plain_cpu / len(plain):.2f} ms CPU per window "
+        "(this process: the task body and its HTTP client, not Celery)"
+    )
+    print(
+        f"{n} windows profiled: {1000 * cpu / n:.2f} ms CPU and {1000 * wall / n:.2f} ms wall per window "
+        f"(the profiler adds its own overhead)"
+    )
     for key in ("tottime", "cumulative"):
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(args.top)

@@ -83,9 +83,14 @@ def null_sharpes(
         r = data.returns.copy()
         r[idx] = r[np.random.default_rng([rep, fold.test_since]).permutation(idx)]
         q, _, _ = value_iteration(
-            data.states, r, data.shaping, n_market=space.n_market_states, gamma=rec.gamma,
-            turnover_cost=rec.turnover_cost, prior_strength=rec.prior_strength,
-        )  # fmt: skip
+            data.states,
+            r,
+            data.shaping,
+            n_market=space.n_market_states,
+            gamma=rec.gamma,
+            turnover_cost=rec.turnover_cost,
+            prior_strength=rec.prior_strength,
+        )
         met = run_backtest(test, qtable_policy(q, m)).metrics
         out.append((float(met["sharpe"]), int(met["n_trades"])))
     return out
@@ -115,18 +120,27 @@ def scoreboard(
 
     def analyses(symbol: str, fold: Fold) -> list[AnalysedWindow]:
         return heuristic_analyses(
-            series[symbol][0], since_ts=fold.train_since, until_ts=fold.train_until, window=window,
-            stride=stride, cache=caches[symbol],
-        )  # fmt: skip
+            series[symbol][0],
+            since_ts=fold.train_since,
+            until_ts=fold.train_until,
+            window=window,
+            stride=stride,
+            cache=caches[symbol],
+        )
 
     pooled = pooled_tables_by_date(series, analyses, recipes=recipes)
     for sym, (candles, folds) in series.items():
         for fold in folds:
             analysed = analyses(sym, fold)
             pol = evaluate_fold(
-                candles, fold, analysed, recipes=recipes, random_seeds=random_seeds, fee=fee,
+                candles,
+                fold,
+                analysed,
+                recipes=recipes,
+                random_seeds=random_seeds,
+                fee=fee,
                 trained=pooled.get(fold.test_since, {}).get(sym),
-            )  # fmt: skip
+            )
             records.append(fold_record(candles.symbol, fold, pol))
             if null:
                 records[-1]["null"] = null_sharpes(candles, fold, analysed, null)
@@ -142,8 +156,10 @@ def print_null(records: list[dict], reps: int) -> None:
         beats_b = sum(s > f["policies"]["buy_and_hold"]["sharpe"] for s, f in zip(sh, records, strict=True))
         trades = np.mean([f["null"][rep][1] for f in records])
         n = len(records)
-        print(f"  shuffle {rep}: median Sharpe {np.median(sh):+.2f}, above random median {beats_r}/{n},"
-              f" above B&H {beats_b}/{n}, {trades:.1f} trades/fold")  # fmt: skip
+        print(
+            f"  shuffle {rep}: median Sharpe {np.median(sh):+.2f}, above random median {beats_r}/{n},"
+            f" above B&H {beats_b}/{n}, {trades:.1f} trades/fold"
+        )
 
 
 def print_summary(summary: dict, n_folds: int) -> None:

@@ -87,8 +87,14 @@ def run_set(symbols: tuple[str, ...]) -> list[dict[str, Any]]:
     caches: dict[str, dict[Any, Any]] = {s: {} for s in series}
 
     def analyses(symbol: str, fold: Any) -> Any:
-        return heuristic_analyses(series[symbol][0], since_ts=fold.train_since, until_ts=fold.train_until,
-                                  window=48, stride=24, cache=caches[symbol])  # fmt: skip
+        return heuristic_analyses(
+            series[symbol][0],
+            since_ts=fold.train_since,
+            until_ts=fold.train_until,
+            window=48,
+            stride=24,
+            cache=caches[symbol],
+        )
 
     tables = pooled_tables_by_date(series, analyses, recipes=("pooled",), space=space)
     rows = []
@@ -104,12 +110,18 @@ def run_set(symbols: tuple[str, ...]) -> list[dict[str, Any]]:
             rnd = [sharpe(close, held_fraction(random_policy(n, seed=s), None)) for s in range(SEEDS)]
             w_sized = held_fraction(pos, target)
             mean_size = float(w_sized[pos == 1].mean()) if pos.any() else 0.0
-            rows.append({
-                "symbol": sym, "test_since": int(f.test_since),
-                "unsized": sharpe(close, held_fraction(pos, None)), "sized": sharpe(close, w_sized),
-                "buy_and_hold": sharpe(close, np.ones(n)), "random_median": float(np.median(rnd)),
-                "exposure": float(np.mean(pos)), "mean_size_when_long": mean_size,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "symbol": sym,
+                    "test_since": int(f.test_since),
+                    "unsized": sharpe(close, held_fraction(pos, None)),
+                    "sized": sharpe(close, w_sized),
+                    "buy_and_hold": sharpe(close, np.ones(n)),
+                    "random_median": float(np.median(rnd)),
+                    "exposure": float(np.mean(pos)),
+                    "mean_size_when_long": mean_size,
+                }
+            )
     return rows
 
 
@@ -140,9 +152,11 @@ def main() -> None:
         keep = keep and wins
         out[name] = {"rows": rows, "unsized": un, "sized": sz, "median_bh": bh, "median_random": rnd}
         for label, s in (("unsized", un), ("sized", sz)):
-            print(f"{name:8s} {label:7s}: {s['above_bh']}/{s['folds']} above B&H,"
-                  f" {s['above_random']}/{s['folds']} above the random median,"
-                  f" median Sharpe {s['median_sharpe']:+.2f} (B&H {bh:+.2f}, random {rnd:+.2f})")  # fmt: skip
+            print(
+                f"{name:8s} {label:7s}: {s['above_bh']}/{s['folds']} above B&H,"
+                f" {s['above_random']}/{s['folds']} above the random median,"
+                f" median Sharpe {s['median_sharpe']:+.2f} (B&H {bh:+.2f}, random {rnd:+.2f})"
+            )
         print(f"{name:8s} sized wins by the rule: {wins}")
     out["keep"] = keep
     print(f"RULE: {'keep' if keep else 'do not keep'} volatility sizing ({time.monotonic() - t0:.0f} s)")

@@ -74,17 +74,23 @@ MAX_CUTS = 10_000
 @click.command()
 @click.option("--symbol", required=True, help="e.g. BTC-USDT.")
 @click.option(
-    "--version", "version", type=int, default=None,
+    "--version",
+    "version",
+    type=int,
+    default=None,
     help="Q-table version (default: the promoted one, else the latest, as `models export`).",
-)  # fmt: skip
+)
 @click.option("--since", default=None, help="Range start (default: the version's held-out tail).")
 @click.option("--until", default=None, help="Range end, exclusive.")
 @click.option("--fee", default=0.001, show_default=True, type=float, help="Fee per side (0.001 = 0.1%).")
 @click.option("--slippage-bps", default=0.0, show_default=True, type=float, help="Worsens every fill.")
 @click.option(
-    "--seed", default=policy_set.DEFAULT_SEED, show_default=True, type=int,
+    "--seed",
+    default=policy_set.DEFAULT_SEED,
+    show_default=True,
+    type=int,
     help="The random policy drawn in --report (the random column is the median of 50, as the gate's).",
-)  # fmt: skip
+)
 @click.option("--walk-forward", is_flag=True, help="Retrain on each fold's past, test on the next segment.")
 @click.option(
     "--folds", default=4, show_default=True, type=click.IntRange(max=MAX_FOLDS), help="With --walk-forward."
@@ -98,9 +104,11 @@ MAX_CUTS = 10_000
 @click.option("--report", "report", default=None, help="Write a self-contained HTML report to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (snake_case, NaN -> null).")
 @click.option(
-    "--trades", "with_trades", is_flag=True,
+    "--trades",
+    "with_trades",
+    is_flag=True,
     help='With --json: each policy\'s fills as {"side", "ts", "price", "qty", "fee"} (as `paper replay`).',
-)  # fmt: skip
+)
 def backtest(**kw: Any) -> None:
     """Compare the Q-table, the ensemble and baselines on the same range (fees, no look-ahead)."""
     settings = Settings.from_env()
@@ -114,9 +122,15 @@ def backtest(**kw: Any) -> None:
         if kw["report"]:
             raise BadInput("--report is for a single backtest, not --walk-forward")
         wf = walk_forward.walk_forward(
-            settings.database_url, symbol, folds=kw["folds"], version=kw["version"], since=since,
-            until=until, epochs=kw["epochs"], **costs,
-        )  # fmt: skip
+            settings.database_url,
+            symbol,
+            folds=kw["folds"],
+            version=kw["version"],
+            since=since,
+            until=until,
+            epochs=kw["epochs"],
+            **costs,
+        )
         ids = walk_forward.record(settings.database_url, wf)
         _print_walk_forward(wf, ids, as_json=kw["as_json"])
         return
@@ -128,10 +142,17 @@ def backtest(**kw: Any) -> None:
         _write_report(kw["report"], c)
     if kw["as_json"]:
         out = {
-            "symbol": c.symbol, "version": c.version, "since": c.since, "until": c.until,
-            "n_candles": len(c.candles), **c.params, "policies": c.metrics(), "notes": list(c.notes),
-            "backtest_ids": ids, "report": kw["report"],
-        }  # fmt: skip
+            "symbol": c.symbol,
+            "version": c.version,
+            "since": c.since,
+            "until": c.until,
+            "n_candles": len(c.candles),
+            **c.params,
+            "policies": c.metrics(),
+            "notes": list(c.notes),
+            "backtest_ids": ids,
+            "report": kw["report"],
+        }
         if kw["with_trades"]:
             out["trades"] = {name: policy_fills(r, fee=kw["fee"]) for name, r in c.results.items()}
         click.echo(json.dumps(out))
@@ -174,11 +195,18 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
                 "test_until": f.test_until,
                 "n_windows": f.n_windows,
                 "policies": {k: json_safe(r.metrics) for k, r in f.results.items()},
-            }  # fmt: skip
+            }
             for f in wf.folds
         ]
-        out = {"symbol": wf.symbol, "version": wf.version, **wf.params, "folds": folds, "aggregate": agg,
-               "notes": list(wf.notes), "backtest_ids": ids}  # fmt: skip
+        out = {
+            "symbol": wf.symbol,
+            "version": wf.version,
+            **wf.params,
+            "folds": folds,
+            "aggregate": agg,
+            "notes": list(wf.notes),
+            "backtest_ids": ids,
+        }
         click.echo(json.dumps(out))
         return
     console = make_console()
@@ -198,16 +226,25 @@ def _print_walk_forward(wf: walk_forward.WalkForward, ids: list[int], *, as_json
             for p in policies
         ]
         table.add_row(
-            str(f.fold), f"{minute_utc(f.train_since)} – {minute_utc(f.train_until)}",
-            f"{minute_utc(f.test_since)} – {minute_utc(f.test_until)}", str(f.n_windows), *cells,
-        )  # fmt: skip
+            str(f.fold),
+            f"{minute_utc(f.train_since)} – {minute_utc(f.train_until)}",
+            f"{minute_utc(f.test_since)} – {minute_utc(f.test_until)}",
+            str(f.n_windows),
+            *cells,
+        )
     any_short = any(too_short_to_annualise((f.test_until - f.test_since) / 86_400) for f in wf.folds)
     for stat in ("mean", "median"):
         table.add_row(
-            stat, "", "", "",
-            *(f"{_fmt(agg[p]['total_return_pct'][stat])} / "
-              + ("n/a" if any_short else _fmt(agg[p]["sharpe"][stat])) for p in policies),
-        )  # fmt: skip
+            stat,
+            "",
+            "",
+            "",
+            *(
+                f"{_fmt(agg[p]['total_return_pct'][stat])} / "
+                + ("n/a" if any_short else _fmt(agg[p]["sharpe"][stat]))
+                for p in policies
+            ),
+        )
     table.add_row("compounded", "", "", "", *(_fmt(agg[p]["compounded_return_pct"]) for p in policies))
     console.print(table)
     for note in wf.notes:
@@ -248,8 +285,10 @@ def check_lookahead_cmd(**kw: Any) -> None:
     if kw["as_json"]:
         click.echo(json.dumps(run.to_json()))
     else:
-        table = Table(title=f"look-ahead check: {symbol} {run.timeframe}, {len(candles)} candles, "
-                      f"{len(report.cut_points)} cuts ({run.note})")  # fmt: skip
+        table = Table(
+            title=f"look-ahead check: {symbol} {run.timeframe}, {len(candles)} candles, "
+            f"{len(report.cut_points)} cuts ({run.note})"
+        )
         for col in ("series", "result", "first bad index", "first bad candle", "values changed"):
             table.add_column(col)
         for name in report.names:

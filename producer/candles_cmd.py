@@ -149,8 +149,17 @@ def fetch_cmd(
         click.echo(json.dumps([r.to_dict() for r in results]))
         return
     table = Table(title=f"fetch {exchange_id} {timeframe}")
-    cols = ("symbol", "from", "missing ranges", "requests", "retries", "received", "inserted", "present",
-            "open skipped")  # fmt: skip
+    cols = (
+        "symbol",
+        "from",
+        "missing ranges",
+        "requests",
+        "retries",
+        "received",
+        "inserted",
+        "present",
+        "open skipped",
+    )
     for col in cols:
         table.add_column(col)
     for r in results:
@@ -202,8 +211,18 @@ def delete_cmd(
     span = f"[{_when(lo) if lo is not None else 'first'}, " + (f"{_when(hi)})" if hi is not None else "last]")
     what = ", ".join(f"{n} {tf}" for tf, n in counts.items()) or "0"
     if as_json:
-        click.echo(json.dumps({"symbol": name, "since": lo, "until": hi, "counts": counts, "total": total,
-                               "deleted": yes and total > 0}))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "symbol": name,
+                    "since": lo,
+                    "until": hi,
+                    "counts": counts,
+                    "total": total,
+                    "deleted": yes and total > 0,
+                }
+            )
+        )
     elif total == 0:
         click.echo(f"no stored candles of {name} in {span}: nothing to delete")
     elif yes:

@@ -97,9 +97,10 @@ def demo_database_url(url: str) -> str:
 
 @click.command()
 @click.option(
-    "--database-url", default=None,
+    "--database-url",
+    default=None,
     help="Run the demo in this database (default: its own, DATABASE_URL's name + _demo, created if missing).",
-)  # fmt: skip
+)
 @click.option("--workers", "n_workers", default=2, show_default=True, help="Worker processes to start.")
 @click.option("--concurrency", default=2, show_default=True, help="Pool processes per worker.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Import this CSV.")
@@ -113,9 +114,12 @@ def demo_database_url(url: str) -> str:
 )
 @click.option("--timeout", default=900.0, show_default=True, help="Give up waiting after this many seconds.")
 @click.option(
-    "--llm", type=click.Choice(["auto", "embedded"]), default="auto", show_default=True,
+    "--llm",
+    type=click.Choice(["auto", "embedded"]),
+    default="auto",
+    show_default=True,
     help="embedded: the real CPU model that scripts/demo --llm embedded starts (fewer windows).",
-)  # fmt: skip
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 def demo(**kw: Any) -> None:
     """Run the whole pipeline on this machine in its own database: db init, synthetic candles,
@@ -186,9 +190,18 @@ def demo(**kw: Any) -> None:
             started.stop()
     synthetic = not kw["csv_path"]
     if kw["as_json"]:
-        click.echo(json.dumps({**final.to_json(), "demo": {
-            "database": db.redact(settings.database_url), "synthetic": synthetic, "models_dir": models_dir,
-        }}))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    **final.to_json(),
+                    "demo": {
+                        "database": db.redact(settings.database_url),
+                        "synthetic": synthetic,
+                        "models_dir": models_dir,
+                    },
+                }
+            )
+        )
         return
     train_cmd.print_summary(final)
     say(dispatch.pool_line(req.symbols, created.recipe, created.pool))

@@ -78,16 +78,30 @@ def evaluate(**kw: Any) -> None:
     since, until = parse_range(kw["since"], kw["until"])
     report = output_path(kw["report"], flag="--report") if kw["report"] else None
     req = scoreboard.EvaluateRequest(
-        symbols=parse_symbols(kw["symbols"]), timeframe=kw["timeframe"], train_days=kw["train_days"],
-        test_days=kw["test_days"], since=since, until=until, analyst=kw["analyst"],
-        recipes=scoreboard.recipes_of(kw["recipes"]), random_seeds=kw["random_seeds"], fee=kw["fee"],
-        model=kw["model"], pool=parse_pool(kw["pool"]),
+        symbols=parse_symbols(kw["symbols"]),
+        timeframe=kw["timeframe"],
+        train_days=kw["train_days"],
+        test_days=kw["test_days"],
+        since=since,
+        until=until,
+        analyst=kw["analyst"],
+        recipes=scoreboard.recipes_of(kw["recipes"]),
+        random_seeds=kw["random_seeds"],
+        fee=kw["fee"],
+        model=kw["model"],
+        pool=parse_pool(kw["pool"]),
         prompt_version=prompt_version(settings.prompt_style) if kw["analyst"] == "cached" else None,
-    )  # fmt: skip
+    )
     check_fee(req.fee)
     console = make_console(stderr=True, quiet=kw["as_json"])
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:  # fmt: skip
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("folds", total=None)
 
         def step(symbol: str, done: int, total: int) -> None:
@@ -123,8 +137,13 @@ def print_summary(board: scoreboard.Scoreboard) -> None:
         table.add_column(col, justify="left" if col == "policy" else "right")
     for name, s in board.summary.items():
         n = s["folds"]
-        table.add_row(name, _num(s["median_sharpe"]), f"{s['beats_random_median']}/{n}",
-                      f"{s['beats_buy_and_hold']}/{n}", _num(s["trades_per_fold"], "{:.0f}"))  # fmt: skip
+        table.add_row(
+            name,
+            _num(s["median_sharpe"]),
+            f"{s['beats_random_median']}/{n}",
+            f"{s['beats_buy_and_hold']}/{n}",
+            _num(s["trades_per_fold"], "{:.0f}"),
+        )
     console = make_console()
     console.print(table)
     versus = ablation_table(board)
@@ -145,8 +164,14 @@ def ablation_table(board: scoreboard.Scoreboard) -> Table | None:
     for name, a in board.ablation.items():
         rows = [(a["unshaped"], a)] + [(v["policy"], v) for v in a.get("controls", {}).values()]
         for other, v in rows:
-            table.add_row(name, other, f"{v['helped']}/{v['folds']}", str(v["hurt"]), str(v["tied"]),
-                          _num(v["median_sharpe_margin"]))  # fmt: skip
+            table.add_row(
+                name,
+                other,
+                f"{v['helped']}/{v['folds']}",
+                str(v["hurt"]),
+                str(v["tied"]),
+                _num(v["median_sharpe_margin"]),
+            )
     return table
 
 

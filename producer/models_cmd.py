@@ -63,11 +63,28 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
     if not rows:
         click.echo("no Q-table versions yet: `qtrain train --symbols ...` creates them")
         return
-    table = Table(title=f"Q-table versions (holdout criterion: {metric}; LLM adds = shaped - unshaped twin;"
-                        " content adds = shaped - best control)")  # fmt: skip
-    cols = ("symbol", "version", "promoted", "created", "batch", "evidence", metric, "vs bh", "vs random",
-            "vs promoted", "LLM adds", "content adds", "table", "return %", "max dd %",
-            "bh return %")  # fmt: skip
+    table = Table(
+        title=f"Q-table versions (holdout criterion: {metric}; LLM adds = shaped - unshaped twin;"
+        " content adds = shaped - best control)"
+    )
+    cols = (
+        "symbol",
+        "version",
+        "promoted",
+        "created",
+        "batch",
+        "evidence",
+        metric,
+        "vs bh",
+        "vs random",
+        "vs promoted",
+        "LLM adds",
+        "content adds",
+        "table",
+        "return %",
+        "max dd %",
+        "bh return %",
+    )
     for col in cols:
         table.add_column(col, justify="right" if col not in ("symbol", "created", "table") else "left")
     for rec in rows:
@@ -78,16 +95,31 @@ def list_cmd(symbol: str | None, as_json: bool) -> None:
         ev = (r.gate or {}).get("evidence")
         hide = ev is not None and metric in ANNUALISED and too_short_to_annualise(ev["days"])
         figures = (
-            ["n/a"] * 6 if hide else  # an annualised figure of a tail under 30 days: not shown
-            [_fmt(h.get("value")), _margin(h, "buy_and_hold"), _margin(h, "random_median"),
-             _margin(h, "incumbent"), _llm(rec.ablation), _content(rec.ablation)]
-        )  # fmt: skip
+            ["n/a"] * 6
+            if hide
+            # an annualised figure of a tail under 30 days: not shown
+            else [
+                _fmt(h.get("value")),
+                _margin(h, "buy_and_hold"),
+                _margin(h, "random_median"),
+                _margin(h, "incumbent"),
+                _llm(rec.ablation),
+                _content(rec.ablation),
+            ]
+        )
         table.add_row(
-            r.symbol, str(r.version), mark, r.created_at.isoformat()[:16].replace("T", " "), _fmt(r.batch_id),
-            _evidence(ev), *figures,
-            TABLE_OF.get(rec.served or "", "–"), _fmt(h.get("total_return_pct")),
-            _fmt(h.get("max_drawdown_pct")), _fmt(h.get("buy_and_hold_return_pct")),
-        )  # fmt: skip
+            r.symbol,
+            str(r.version),
+            mark,
+            r.created_at.isoformat()[:16].replace("T", " "),
+            _fmt(r.batch_id),
+            _evidence(ev),
+            *figures,
+            TABLE_OF.get(rec.served or "", "–"),
+            _fmt(h.get("total_return_pct")),
+            _fmt(h.get("max_drawdown_pct")),
+            _fmt(h.get("buy_and_hold_return_pct")),
+        )
     make_console().print(table)
 
 

@@ -51,9 +51,16 @@ def start_cmd(**kw: Any) -> None:
     symbols = parse_symbols(kw["symbols"])
     name = kw["name"] or "paper-" + "-".join(s.replace("-", "") for s in symbols)
     res = paper.create_account(
-        settings, agent, name=name, symbols=symbols, capital=kw["capital"], fee=kw["fee"],
-        timeframe=kw["timeframe"], exchange=kw["exchange"], fetch=not kw["no_fetch"],
-    )  # fmt: skip
+        settings,
+        agent,
+        name=name,
+        symbols=symbols,
+        capital=kw["capital"],
+        fee=kw["fee"],
+        timeframe=kw["timeframe"],
+        exchange=kw["exchange"],
+        fetch=not kw["no_fetch"],
+    )
     if kw["as_json"]:
         click.echo(json.dumps(res.to_json()))
         return
@@ -78,19 +85,37 @@ def status_cmd(name: str | None, as_json: bool) -> None:
         click.echo("no paper accounts: `qtrain paper start --symbols BTC-USDT --capital 10000`")
         return
     table = Table(title="paper accounts (no real orders)")
-    for col in ("account", "state", "symbol", "position", "equity", "PnL %", "B&H %", "decisions", "fills",
-                "last candle", "last action"):  # fmt: skip
+    for col in (
+        "account",
+        "state",
+        "symbol",
+        "position",
+        "equity",
+        "PnL %",
+        "B&H %",
+        "decisions",
+        "fills",
+        "last candle",
+        "last action",
+    ):
         table.add_column(col)
     for a in rows:
         for p in a["positions"]:
             last = p["last_decision"]
             bh = p["buy_and_hold_pnl_pct"]
             table.add_row(
-                a["name"], a["state"], p["symbol"], p["position"], f"{p['equity']:,.2f}",
-                f"{p['pnl_pct']:+.2f}", "–" if bh is None else f"{bh:+.2f}", str(p["n_decisions"]),
-                str(p["n_fills"]), "–" if p["last_candle"] is None else minute_utc(p["last_candle"]),
+                a["name"],
+                a["state"],
+                p["symbol"],
+                p["position"],
+                f"{p['equity']:,.2f}",
+                f"{p['pnl_pct']:+.2f}",
+                "–" if bh is None else f"{bh:+.2f}",
+                str(p["n_decisions"]),
+                str(p["n_fills"]),
+                "–" if p["last_candle"] is None else minute_utc(p["last_candle"]),
                 "–" if last is None else f"{last['action']} (v{last['version']})",
-            )  # fmt: skip
+            )
     make_console().print(table)
 
 
@@ -149,9 +174,15 @@ def replay_cmd(**kw: Any) -> None:
     if not kw["capital"] > 0:
         raise BadInput(f"--capital must be positive, got {kw['capital']}")
     res = paper.replay(
-        settings, agent, normalize_symbol(kw["symbol"]), since=since, until=until, version=kw["version"],
-        capital=kw["capital"], fee=kw["fee"],
-    )  # fmt: skip
+        settings,
+        agent,
+        normalize_symbol(kw["symbol"]),
+        since=since,
+        until=until,
+        version=kw["version"],
+        capital=kw["capital"],
+        fee=kw["fee"],
+    )
     if kw["as_json"]:
         click.echo(json.dumps(res.to_json()))
         return

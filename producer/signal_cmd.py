@@ -55,8 +55,13 @@ def agent_settings(settings: Settings, kw: dict[str, Any]) -> AgentSettings:
     "--exchange", default=DEFAULT_EXCHANGE, show_default=True, help="ccxt exchange id (public data only)."
 )
 @click.option("--offline", is_flag=True, help="Stored candles only: no fetch, no order book, no trades.")
-@click.option("--position", type=click.Choice(["flat", "long"]), default="flat", show_default=True,
-              help="Position the Q-table component decides for.")  # fmt: skip
+@click.option(
+    "--position",
+    type=click.Choice(["flat", "long"]),
+    default="flat",
+    show_default=True,
+    help="Position the Q-table component decides for.",
+)
 @agent_options
 @click.option("--api-url", envvar="QTRAIN_EXCHANGE_API_URL", default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per symbol in a list.")
@@ -73,10 +78,18 @@ def signal(**kw: Any) -> None:
         raise BadInput(f"--timeframe: {exc}") from None
     now = time.time()
     out = [
-        signal_one(settings, agent, s, timeframe=kw["timeframe"], exchange=kw["exchange"],
-                   offline=kw["offline"], position=1 if kw["position"] == "long" else 0, now=now)
+        signal_one(
+            settings,
+            agent,
+            s,
+            timeframe=kw["timeframe"],
+            exchange=kw["exchange"],
+            offline=kw["offline"],
+            position=1 if kw["position"] == "long" else 0,
+            now=now,
+        )
         for s in symbols
-    ]  # fmt: skip
+    ]
     if kw["as_json"]:
         click.echo(json.dumps(out))
         return
@@ -90,9 +103,15 @@ def signal(**kw: Any) -> None:
             cells.append("–" if c["score"] is None else f"{c['score']:+.2f} ×{c['weight']:.2f}")
         score = "–" if r["score"] is None else f"{r['score']:+.3f}"
         table.add_row(
-            r["symbol"], r["action"], f"{r['confidence']:.2f}", score, *cells, f"v{r['version']}",
-            r["candle_time"][:16], f"{r['data_age_s'] / 60:.0f} min",
-        )  # fmt: skip
+            r["symbol"],
+            r["action"],
+            f"{r['confidence']:.2f}",
+            score,
+            *cells,
+            f"v{r['version']}",
+            r["candle_time"][:16],
+            f"{r['data_age_s'] / 60:.0f} min",
+        )
     console = make_console()
     console.print(table)
     for r in out:

@@ -42,9 +42,12 @@ class BatchFailed(QtrainError):
 @click.command()
 @click.option("--symbols", required=True, help="Comma list, e.g. BTC-USDT,ETH-USDT.")
 @click.option(
-    "--epochs", default=DEFAULT_EPOCHS, show_default=True, type=int,
+    "--epochs",
+    default=DEFAULT_EPOCHS,
+    show_default=True,
+    type=int,
     help="Q-learning passes in the reducer: recipe qlearning only (pooled and sweep solve to convergence).",
-)  # fmt: skip
+)
 @click.option("--timeframe", default=DEFAULT_TIMEFRAME, show_default=True)
 @click.option(
     "--window", default=DEFAULT_WINDOW, show_default=True, type=int, help="Candles per analysed window."
@@ -56,13 +59,21 @@ class BatchFailed(QtrainError):
 @click.option("--until", default=None, help="End of range, exclusive.")
 @click.option("--model", default=None, help="The LLM's model (default: QTRAIN_LLM_MODEL, else OLLAMA_MODEL).")
 @click.option(
-    "--analyst", type=LazyChoice("worker.pipeline.dispatch.ANALYSTS"), default="llm", show_default=True,
+    "--analyst",
+    type=LazyChoice("worker.pipeline.dispatch.ANALYSTS"),
+    default="llm",
+    show_default=True,
     help="llm: the server QTRAIN_LLM_API names (ollama: the same, its stored name); heuristic: no LLM.",
 )
 @click.option("--seed", default=None, type=int, help="Seed of the Q-learning (default: random, recorded).")
-@click.option("--recipe", type=LazyChoice("model.learning.training.RECIPES"), cls=LazyDefaultOption,
-              lazy_default="model.learning.training.DEFAULT_RECIPE", show_default=True,
-              help="How the reducer trains the Q-table (compare them with `qtrain evaluate`).")  # fmt: skip
+@click.option(
+    "--recipe",
+    type=LazyChoice("model.learning.training.RECIPES"),
+    cls=LazyDefaultOption,
+    lazy_default="model.learning.training.DEFAULT_RECIPE",
+    show_default=True,
+    help="How the reducer trains the Q-table (compare them with `qtrain evaluate`).",
+)
 @click.option("--pool", default=None, metavar="SYMBOLS|none", help=POOL_HELP)
 @click.option(
     "--holdout", default=DEFAULT_HOLDOUT, show_default=True, type=float, help="Tail share kept for backtests."
@@ -257,8 +268,13 @@ def print_summary(st: batches.BatchStatus) -> None:
         table.add_column(col, justify="right" if col != "symbol" else "left")
     for sym, s in st.symbols.items():
         q = f"v{s.q_version}" if s.reduced else "not yet"
-        table.add_row(sym, *(str(v) for v in (s.total, s.done, s.cached, s.failed, s.skipped)),
-                      str(s.pending + s.running), str(s.reclaimed), q)  # fmt: skip
+        table.add_row(
+            sym,
+            *(str(v) for v in (s.total, s.done, s.cached, s.failed, s.skipped)),
+            str(s.pending + s.running),
+            str(s.reclaimed),
+            q,
+        )
     console = make_console()
     console.print(table)
     console.print(f"tokens {st.tokens:,}  LLM seconds {st.llm_seconds:.1f}  windows/s {st.windows_per_s:.2f}")

@@ -99,11 +99,21 @@ class Browser:
         exe = require_chromium()
         self.width, self.height = width, height
         cmd = [
-            exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-            "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
-            f"--window-size={width},{height}", "about:blank",
-        ]  # fmt: skip
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--remote-debugging-port=0",
+            "--remote-allow-origins=*",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         assert self.proc.stderr is not None
         seen = []
@@ -140,10 +150,20 @@ class Browser:
         page = Page(ws)
         for domain in ("Runtime", "Log", "Network", "Page"):
             await page.call(f"{domain}.enable")
-        await page.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                        uploadThroughput=-1)  # fmt: skip
-        await page.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                        deviceScaleFactor=1, mobile=False)  # fmt: skip
+        await page.call(
+            "Network.emulateNetworkConditions",
+            offline=True,
+            latency=0,
+            downloadThroughput=-1,
+            uploadThroughput=-1,
+        )
+        await page.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         await page.call("Page.navigate", url=url)
         await page.wait_for("document.readyState === 'complete'")
         return page

@@ -46,8 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say which servers the tests use and which shell variables they ignore."""
-    lines = [f"qtrain services: PostgreSQL {services.PG_HOST}:{services.PG_PORT},"
-             f" Redis {services.REDIS_HOST}:{services.REDIS_PORT}"]  # fmt: skip
+    lines = [
+        f"qtrain services: PostgreSQL {services.PG_HOST}:{services.PG_PORT},"
+        f" Redis {services.REDIS_HOST}:{services.REDIS_PORT}"
+    ]
     if SCRUBBED:
         lines.append(f"qtrain: ignoring the shell's {', '.join(SCRUBBED)} (tests build their own)")
     return lines

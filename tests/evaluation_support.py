@@ -55,13 +55,28 @@ def insert_candles_of(database_url: str, c: Candles) -> None:
     """Store ``c`` (1h) under its symbol."""
     with db.transaction(database_url) as cur:
         insert_candles(
-            cur, c.symbol, c.timeframe, c.ts, c.open, c.high, c.low, c.close, c.volume,
+            cur,
+            c.symbol,
+            c.timeframe,
+            c.ts,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
             taker_buy_volume=c.taker_buy_volume,
-        )  # fmt: skip
+        )
 
 
-def zigzag_candles(n: int, *, symbol: str = "ZIG-USDT", up: float = 0.01, down: float = -0.012,
-                   leg: int = 20, start: int = 1_700_000_000 - 1_700_000_000 % 3600) -> Candles:  # fmt: skip
+def zigzag_candles(
+    n: int,
+    *,
+    symbol: str = "ZIG-USDT",
+    up: float = 0.01,
+    down: float = -0.012,
+    leg: int = 20,
+    start: int = 1_700_000_000 - 1_700_000_000 % 3600,
+) -> Candles:
     """A market of alternating ``leg``-candle runs (up then down): momentum wins, buy-and-hold drifts."""
     steps = np.where((np.arange(n) // leg) % 2 == 0, up, down)
     close = 100.0 * np.exp(np.cumsum(steps))
@@ -93,19 +108,33 @@ def momentum_table(kind: str) -> FastQLearning:
 
 
 def insert_version(
-    database_url: str, symbol: str, learner: FastQLearning, space: StateSpace, *,
-    train_since: int, train_until: int, holdout_until: int, timeframe: str = "1h",
-) -> int:  # fmt: skip
+    database_url: str,
+    symbol: str,
+    learner: FastQLearning,
+    space: StateSpace,
+    *,
+    train_since: int,
+    train_until: int,
+    holdout_until: int,
+    timeframe: str = "1h",
+) -> int:
     """Store ``learner`` as the symbol's next version (not promoted); its version number."""
     with db.transaction(database_url) as cur:
         cur.execute("SELECT coalesce(max(version), 0) + 1 FROM btc.agent_state WHERE symbol = %s", (symbol,))
         version = int(cur.fetchone()[0])
         meta = {
-            "symbol": symbol, "timeframe": timeframe, "version": version, "batch_id": None,
-            "state_space": space.to_json(), "train_since": train_since, "train_until": train_until,
-            "holdout_until": holdout_until, "hyper_parameters": {"epochs": 1, "seed": 0},
-            "model": "hand-made", "analyst": "test",
-        }  # fmt: skip
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "version": version,
+            "batch_id": None,
+            "state_space": space.to_json(),
+            "train_since": train_since,
+            "train_until": train_until,
+            "holdout_until": holdout_until,
+            "hyper_parameters": {"epochs": 1, "seed": 0},
+            "model": "hand-made",
+            "analyst": "test",
+        }
         blob = learner.to_bytes(meta)
         cur.execute(
             "INSERT INTO btc.agent_state (symbol, version, batch_id, npz, sha256, metadata)"

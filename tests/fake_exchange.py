@@ -41,21 +41,45 @@ KUCOIN_TYPES = {
 }
 
 _CURRENCIES = [
-    {"currency": c, "name": c, "fullName": c, "precision": 8, "confirms": None, "contractAddress": None,
-     "isMarginEnabled": True, "isDebitEnabled": True, "chains": []}
+    {
+        "currency": c,
+        "name": c,
+        "fullName": c,
+        "precision": 8,
+        "confirms": None,
+        "contractAddress": None,
+        "isMarginEnabled": True,
+        "isDebitEnabled": True,
+        "chains": [],
+    }
     for c in ("BTC", "ETH", "USDT")
-]  # fmt: skip
+]
 
 
 def _symbol(base: str, quote: str) -> dict[str, object]:
     return {
-        "symbol": f"{base}-{quote}", "name": f"{base}-{quote}", "baseCurrency": base, "quoteCurrency": quote,
-        "feeCurrency": quote, "market": "USDS", "baseMinSize": "0.00001", "quoteMinSize": "0.1",
-        "baseMaxSize": "10000000000", "quoteMaxSize": "99999999", "baseIncrement": "0.00000001",
-        "quoteIncrement": "0.000001", "priceIncrement": "0.01", "priceLimitRate": "0.1", "minFunds": "0.1",
-        "isMarginEnabled": True, "enableTrading": True, "feeCategory": 1, "makerFeeCoefficient": "1.00",
-        "takerFeeCoefficient": "1.00", "st": False,
-    }  # fmt: skip
+        "symbol": f"{base}-{quote}",
+        "name": f"{base}-{quote}",
+        "baseCurrency": base,
+        "quoteCurrency": quote,
+        "feeCurrency": quote,
+        "market": "USDS",
+        "baseMinSize": "0.00001",
+        "quoteMinSize": "0.1",
+        "baseMaxSize": "10000000000",
+        "quoteMaxSize": "99999999",
+        "baseIncrement": "0.00000001",
+        "quoteIncrement": "0.000001",
+        "priceIncrement": "0.01",
+        "priceLimitRate": "0.1",
+        "minFunds": "0.1",
+        "isMarginEnabled": True,
+        "enableTrading": True,
+        "feeCategory": 1,
+        "makerFeeCoefficient": "1.00",
+        "takerFeeCoefficient": "1.00",
+        "st": False,
+    }
 
 
 @dataclass
@@ -138,11 +162,15 @@ class FakeKucoin:
             return 200, {"code": "200000", "data": data}
         n = 0 if mode == "empty" else 50
         trades = [
-            {"sequence": str(clock * 100 + i), "price": f"{price:.2f}",
-             "size": f"{rng.uniform(0.01, 1.0):.6f}", "side": "buy" if rng.random() < 0.55 else "sell",
-             "time": (clock + self.step - 60 + i) * 10**9}
+            {
+                "sequence": str(clock * 100 + i),
+                "price": f"{price:.2f}",
+                "size": f"{rng.uniform(0.01, 1.0):.6f}",
+                "side": "buy" if rng.random() < 0.55 else "sell",
+                "time": (clock + self.step - 60 + i) * 10**9,
+            }
             for i in range(n)
-        ]  # fmt: skip
+        ]
         return 200, {"code": "200000", "data": trades}
 
     def answer(self, path: str, query: dict[str, str]) -> tuple[int, object]:

@@ -561,14 +561,28 @@ class _Handler(BaseHTTPRequestHandler):
             eval_tokens = cap if isinstance(cap, int) and cap > 0 else max(1, eval_tokens // 2)
             content, reason = content[: eval_tokens * 4], "length"
         if api == "openai":
-            self._send_json(200, {
-                "id": f"chatcmpl-{st.llm_calls}", "object": "chat.completion", "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "logprobs": None, "finish_reason": reason}],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": eval_tokens,
-                          "total_tokens": n_prompt + eval_tokens},
-            })  # fmt: skip
+            self._send_json(
+                200,
+                {
+                    "id": f"chatcmpl-{st.llm_calls}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "logprobs": None,
+                            "finish_reason": reason,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": n_prompt,
+                        "completion_tokens": eval_tokens,
+                        "total_tokens": n_prompt + eval_tokens,
+                    },
+                },
+            )
             return
         elapsed_ns = int((t1 - t0) * 1e9) + 1
         usage = {

@@ -59,9 +59,17 @@ def run_flower(env: dict[str, str], log_dir: Path, *extra: str, timeout: float =
     port = free_port()
     log = log_dir / "flower.log"
     cmd = [
-        sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1",
-        f"--basic-auth={USER}:{PASSWORD}", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+        f"--basic-auth={USER}:{PASSWORD}",
+        *extra,
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
     flower = Flower(f"http://127.0.0.1:{port}", port, (USER, PASSWORD), log, proc)

@@ -58,17 +58,32 @@ def qtrain(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.
 def train_json(env: dict[str, str], *extra: str, symbols: str = "BTC-USDT,ETH-USDT") -> dict[str, Any]:
     """``qtrain train ... --wait --json`` and its final status (fails the test on a non-zero exit)."""
     proc = qtrain(
-        env, "train", "--symbols", symbols, "--epochs", "2", "--seed", "7", "--wait", "--timeout", "180",
-        "--json", *extra,
-    )  # fmt: skip
+        env,
+        "train",
+        "--symbols",
+        symbols,
+        "--epochs",
+        "2",
+        "--seed",
+        "7",
+        "--wait",
+        "--timeout",
+        "180",
+        "--json",
+        *extra,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def wait_for(
-    what: str, check: Callable[[], Any], *, procs: Sequence[tuple[Any, Path]] = (), timeout: float = 40.0,
+    what: str,
+    check: Callable[[], Any],
+    *,
+    procs: Sequence[tuple[Any, Path]] = (),
+    timeout: float = 40.0,
     poll_s: float = 0.1,
-) -> Any:  # fmt: skip
+) -> Any:
     """Poll ``check()`` until it returns something truthy (returned); fail early, with its log, when a
     process of ``procs`` (``(Popen, log path)``) exits, and with their logs after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -29,9 +29,13 @@ def backtest_page(n: int = 3000) -> str:
     res = run_backtest(c, sma_crossover(c.close, 12, 48))
     bh = run_backtest(c, buy_and_hold(len(c)))
     return render_report(
-        res, title="qtrain backtest: BTC-USDT Q-table v3 <&>", candles=c, bh_equity=bh.equity,
-        metrics_table={"qtable": res.metrics, "buy_and_hold": bh.metrics}, notes=["fee 0.001/side"],
-    )  # fmt: skip
+        res,
+        title="qtrain backtest: BTC-USDT Q-table v3 <&>",
+        candles=c,
+        bh_equity=bh.equity,
+        metrics_table={"qtable": res.metrics, "buy_and_hold": bh.metrics},
+        notes=["fee 0.001/side"],
+    )
 
 
 def paper_decisions(n: int = 600, switch: int = 400) -> tuple[Any, Any, list[dict[str, Any]]]:
@@ -40,11 +44,19 @@ def paper_decisions(n: int = 600, switch: int = 400) -> tuple[Any, Any, list[dic
     c = make_candles(n, seed=5)
     res = run_backtest(c, sma_crossover(c.close, 6, 24))
     decisions = [
-        {"ts": int(t), "version": 3 if i < switch else 4, "action": int(res.position[i]), "confidence": 0.62,
-         "score": 0.1, "components": {"qtable": 0.2, "technical": -0.1}, "missing": ["orderbook"],
-         "source": "beat", "equity": float(res.equity[i])}
+        {
+            "ts": int(t),
+            "version": 3 if i < switch else 4,
+            "action": int(res.position[i]),
+            "confidence": 0.62,
+            "score": 0.1,
+            "components": {"qtable": 0.2, "technical": -0.1},
+            "missing": ["orderbook"],
+            "source": "beat",
+            "equity": float(res.equity[i]),
+        }
         for i, t in enumerate(c.ts)
-    ]  # fmt: skip
+    ]
     return c, res, decisions
 
 
@@ -52,9 +64,13 @@ def paper_page() -> str:
     """``qtrain paper report``'s page for the account of ``paper_decisions``."""
     c, res, decisions = paper_decisions()
     return render_report(
-        res, title="qtrain paper: demo BTC-USDT", candles=c, metrics_table={"paper": res.metrics},
-        decisions=decisions, notes=["paper only: no real order was placed; versions used: v3, v4"],
-    )  # fmt: skip
+        res,
+        title="qtrain paper: demo BTC-USDT",
+        candles=c,
+        metrics_table={"paper": res.metrics},
+        decisions=decisions,
+        notes=["paper only: no real order was placed; versions used: v3, v4"],
+    )
 
 
 @cache
@@ -76,9 +92,17 @@ def scoreboard_board() -> Scoreboard:
             rec["equity"] = equity_record(c.ts[f.test_lo : f.test_hi], curves)
             records.append(rec)
     params = {
-        "timeframe": "1h", "train_days": 20, "test_days": 10, "analyst": "heuristic", "recipes": ["pooled"],
-        "random_seeds": 5, "fee": 0.001, "seed": 0, "window": 48, "stride": 24,
-    }  # fmt: skip
+        "timeframe": "1h",
+        "train_days": 20,
+        "test_days": 10,
+        "analyst": "heuristic",
+        "recipes": ["pooled"],
+        "random_seeds": 5,
+        "fee": 0.001,
+        "seed": 0,
+        "window": 48,
+        "stride": 24,
+    }
     return Scoreboard(folds=records, summary=ms.summarise(records), notes=["a note <b>"], params=params)
 
 

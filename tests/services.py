@@ -22,9 +22,22 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 #: Every qtrain setting (DATABASE_URL, CELERY_*, OLLAMA_*, QTRAIN_*) comes from the test itself,
 #: so a user's exported ``.env`` cannot point test workers at another broker or database.
 INHERITED = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
-    "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CI", "SYSTEMROOT",
-)  # fmt: skip
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "LD_LIBRARY_PATH",
+    "VIRTUAL_ENV",
+    "CI",
+    "SYSTEMROOT",
+)
 #: Prefixes (and names) of the shell variables qtrain, Celery or Ollama clients read: removed from
 #: the test process's own environment at start (tests/conftest.py), so in-process code and the
 #: processes started with ``{**os.environ, ...}`` (worker/cluster/local.py) see none of them either.

@@ -319,8 +319,21 @@ def test_schema_lists_features_and_required_fields() -> None:
 
 #: JSON-schema keywords llama.cpp's grammar (json-schema-to-grammar, also Ollama's and
 #: llama-cpp-python's) honours; others are skipped silently (grammars/README.md, "unsupported").
-GRAMMAR_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-                    "enum", "const", "minLength", "maxLength", "description", "title"}  # fmt: skip
+GRAMMAR_KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "minLength",
+    "maxLength",
+    "description",
+    "title",
+}
 #: Honoured on integers only.
 INTEGER_ONLY = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 
@@ -352,8 +365,11 @@ def _grammar_problems(node: Any, path: str = "$") -> list[str]:
 def test_the_schema_stays_inside_what_llama_cpp_grammar_supports() -> None:
     assert _grammar_problems(ANSWER_SCHEMA) == []
     # the walker finds what it is meant to find
-    props = {"c": {"type": "number", "minimum": 0}, "s": {"type": "string", "maxLength": 5000},
-             "u": {"type": "array", "uniqueItems": True, "items": {"type": "string"}}}  # fmt: skip
+    props = {
+        "c": {"type": "number", "minimum": 0},
+        "s": {"type": "string", "maxLength": 5000},
+        "u": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
+    }
     bad = {"type": "object", "properties": props}
     found = " ".join(_grammar_problems(bad))
     assert "$.c.minimum" in found and "$.s.maxLength=5000" in found and "$.u.uniqueItems" in found

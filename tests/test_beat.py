@@ -58,10 +58,14 @@ def test_cron_entry_from_env() -> None:
 
 def test_every_s_entry_and_options() -> None:
     env = {
-        **BASE_ENV, "QTRAIN_RETRAIN_EVERY_S": "2", "QTRAIN_RETRAIN_EPOCHS": "3",
-        "QTRAIN_RETRAIN_EXCHANGE": "binance", "QTRAIN_RETRAIN_TIMEFRAME": "4h",
-        "QTRAIN_EXCHANGE_API_URL": "http://127.0.0.1:1", "QTRAIN_RETRAIN_FETCH": "0",
-    }  # fmt: skip
+        **BASE_ENV,
+        "QTRAIN_RETRAIN_EVERY_S": "2",
+        "QTRAIN_RETRAIN_EPOCHS": "3",
+        "QTRAIN_RETRAIN_EXCHANGE": "binance",
+        "QTRAIN_RETRAIN_TIMEFRAME": "4h",
+        "QTRAIN_EXCHANGE_API_URL": "http://127.0.0.1:1",
+        "QTRAIN_RETRAIN_FETCH": "0",
+    }
     entry = schedule.beat_schedule_from_env(env)[schedule.ENTRY_NAME]
     assert entry["schedule"] == timedelta(seconds=2)
     config = schedule.RetrainConfig.from_kwargs(entry["kwargs"])
@@ -100,8 +104,12 @@ def test_bad_cron_at_process_start_prints_one_line() -> None:
     env = child_env({**BASE_ENV, "QTRAIN_RETRAIN_CRON": "0 25 * * *"})
     proc = subprocess.run(
         [sys.executable, "-c", "import worker.runtime.app as a; print(len(a.app.conf.beat_schedule))"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "0"
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -113,9 +121,12 @@ def test_bad_cron_at_process_start_prints_one_line() -> None:
 
 def _matches(cron: Any, t: datetime) -> bool:
     return (
-        t.minute in cron.minute and t.hour in cron.hour and t.day in cron.day_of_month
-        and t.month in cron.month_of_year and t.isoweekday() % 7 in cron.day_of_week
-    )  # fmt: skip
+        t.minute in cron.minute
+        and t.hour in cron.hour
+        and t.day in cron.day_of_month
+        and t.month in cron.month_of_year
+        and t.isoweekday() % 7 in cron.day_of_week
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,8 +137,15 @@ def _matches(cron: Any, t: datetime) -> bool:
     now=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)),
 )
 def test_previous_fire_is_the_latest_matching_minute(minutes, hours, dows, now) -> None:
-    text = " ".join((",".join(map(str, sorted(minutes))), ",".join(map(str, sorted(hours))), "*", "*",
-                     ",".join(map(str, sorted(dows)))))  # fmt: skip
+    text = " ".join(
+        (
+            ",".join(map(str, sorted(minutes))),
+            ",".join(map(str, sorted(hours))),
+            "*",
+            "*",
+            ",".join(map(str, sorted(dows))),
+        )
+    )
     cron = schedule.parse_cron(text)
     now = now.replace(tzinfo=UTC)
     got = schedule.previous_fire(cron, now)
@@ -260,10 +278,25 @@ def test_beat_makes_one_batch_per_tick_with_new_data(
     with start_workers(1, concurrency=2, env=env, log_dir=tmp_path, loglevel="INFO") as workers:
         with beat_log.open("wb") as out:
             beat = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
-                 "-s", str(tmp_path / "beat-schedule"), "--pidfile", str(tmp_path / "beat.pid")],
-                env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "-s",
+                    str(tmp_path / "beat-schedule"),
+                    "--pidfile",
+                    str(tmp_path / "beat.pid"),
+                ],
+                env=child_env(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
         procs = ((beat, beat_log), *zip(workers.procs, workers.logs, strict=True))
         try:
 

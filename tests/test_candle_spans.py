@@ -22,9 +22,17 @@ def _seed(url: str, n: int, drop: tuple[int, ...] = (), no_tbv: tuple[int, ...] 
     tbv[list(no_tbv)] = np.nan
     with db.transaction(url) as cur:
         insert_candles(
-            cur, "BTC-USDT", "1h", c.ts[keep], c.open[keep], c.high[keep], c.low[keep], c.close[keep],
-            c.volume[keep], taker_buy_volume=tbv[keep],
-        )  # fmt: skip
+            cur,
+            "BTC-USDT",
+            "1h",
+            c.ts[keep],
+            c.open[keep],
+            c.high[keep],
+            c.low[keep],
+            c.close[keep],
+            c.volume[keep],
+            taker_buy_volume=tbv[keep],
+        )
     return np.asarray(c.ts[keep])
 
 

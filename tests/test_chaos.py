@@ -82,8 +82,11 @@ def _in_flight(fake: FakeOllama, n: int) -> bool:
 def test_sigkilled_pool_child_has_its_task_requeued(env, database_url, fake, tmp_path) -> None:
     with _worker(env, tmp_path) as workers:
         main = workers.procs[0].pid
-        children = wait_until(lambda: len(child_pids(main)) == 2 and child_pids(main), timeout=10,
-                              what="two prefork pool children")  # fmt: skip
+        children = wait_until(
+            lambda: len(child_pids(main)) == 2 and child_pids(main),
+            timeout=10,
+            what="two prefork pool children",
+        )
         batch_id = start_batch(env, ",".join(SYMBOLS))
         # one worker, two children, one task each: two calls in flight means each child is in one
         wait_until(lambda: _in_flight(fake, 2), timeout=30, what="both pool children in an LLM call")
@@ -108,8 +111,11 @@ def test_sigkilled_worker_is_recovered_by_resume_with_a_new_worker(
     first = _worker(env, tmp_path, prefix="doomed")
     try:
         main = first.procs[0]
-        children = wait_until(lambda: len(child_pids(main.pid)) == 2 and child_pids(main.pid), timeout=10,
-                              what="two prefork pool children")  # fmt: skip
+        children = wait_until(
+            lambda: len(child_pids(main.pid)) == 2 and child_pids(main.pid),
+            timeout=10,
+            what="two prefork pool children",
+        )
         batch_id = start_batch(env, ",".join(SYMBOLS))
 
         def mid_batch() -> bool:
@@ -153,8 +159,11 @@ def test_terminated_database_connections_do_not_stop_the_batch(env, database_url
             wait_until(lambda: _in_flight(fake, 2), timeout=30, what="two LLM calls in flight")
             calls = fake.stats()["llm_calls"]
             ended += terminate_backends(database_url)
-            wait_until(lambda calls=calls: fake.stats()["llm_calls"] >= calls + 2, timeout=30,
-                       what="two more LLM calls after the connections were terminated")  # fmt: skip
+            wait_until(
+                lambda calls=calls: fake.stats()["llm_calls"] >= calls + 2,
+                timeout=30,
+                what="two more LLM calls after the connections were terminated",
+            )
         assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
         log = workers.logs[0].read_text(errors="replace")
     assert ended >= 3, "every injection must have ended at least one worker connection"
@@ -179,8 +188,11 @@ def test_database_outage_mid_batch_leaves_no_window_stuck(env, database_url, fak
         try:
             terminate_backends(database_url)
             # both answers come back while the database is away: recording them must fail, twice
-            wait_until(lambda: workers.logs[0].read_text(errors="replace").count(REFUSED) >= 2, timeout=30,
-                       what="both tasks to meet the outage")  # fmt: skip
+            wait_until(
+                lambda: workers.logs[0].read_text(errors="replace").count(REFUSED) >= 2,
+                timeout=30,
+                what="both tasks to meet the outage",
+            )
         finally:
             allow_connections(database_url, True)
         assert wait_batch_finished(database_url, batch_id, timeout=FINISH_TIMEOUT_S) == "done"
@@ -194,8 +206,11 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(database_u
         cur.execute("SELECT pg_backend_pid()")
         (old_pid,) = cur.fetchone()
     assert terminate_backends(database_url) >= 1  # the idle pooled connection among them
-    wait_until(lambda: not query(database_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (old_pid,)),
-               timeout=10, what="the terminated backend to go away")  # fmt: skip
+    wait_until(
+        lambda: not query(database_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (old_pid,)),
+        timeout=10,
+        what="the terminated backend to go away",
+    )
     with db.transaction(database_url) as cur:  # no ServiceUnavailable: the dead one was dropped
         cur.execute("SELECT pg_backend_pid()")
         (new_pid,) = cur.fetchone()
@@ -265,8 +280,11 @@ def test_sigkilled_worker_heals_without_a_command(
     workers = start_workers(2, concurrency=2, env=env, log_dir=tmp_path, prefix="heal", loglevel="INFO")
     try:
         victim = workers.procs[0]
-        children = wait_until(lambda: len(child_pids(victim.pid)) == 2 and child_pids(victim.pid), timeout=10,
-                              what="the victim's two pool children")  # fmt: skip
+        children = wait_until(
+            lambda: len(child_pids(victim.pid)) == 2 and child_pids(victim.pid),
+            timeout=10,
+            what="the victim's two pool children",
+        )
         batch_id = start_batch(env, symbols)
 
         def mid_batch() -> bool:
@@ -279,11 +297,17 @@ def test_sigkilled_worker_heals_without_a_command(
         killed_at = time.monotonic()
         victim.wait(10)
         wait_until(lambda: not any(alive(p) for p in children), timeout=10, what="the children to die")
-        wait_until(lambda: reclaimed_windows(url, batch_id) >= 1, timeout=HEAL_TIMEOUT_S,
-                   what="the dead worker's windows to be taken back")  # fmt: skip
+        wait_until(
+            lambda: reclaimed_windows(url, batch_id) >= 1,
+            timeout=HEAL_TIMEOUT_S,
+            what="the dead worker's windows to be taken back",
+        )
         reclaimed_at = time.monotonic()
-        wait_until(lambda: not {"pending", "running"} & set(window_counts(url, batch_id)),
-                   timeout=HEAL_TIMEOUT_S, what="every window final")  # fmt: skip
+        wait_until(
+            lambda: not {"pending", "running"} & set(window_counts(url, batch_id)),
+            timeout=HEAL_TIMEOUT_S,
+            what="every window final",
+        )
         final_at = time.monotonic()
         assert wait_batch_finished(url, batch_id, timeout=HEAL_TIMEOUT_S) == "done"
         done_at = time.monotonic()
@@ -301,10 +325,12 @@ def test_sigkilled_worker_heals_without_a_command(
     assert sum(s["reclaimed"] for s in shown.values()) == reclaimed
     to_reclaim, to_final, to_done = (t - killed_at for t in (reclaimed_at, final_at, done_at))
     kind = broker.split(":", 1)[0]
-    print(f"\nRECOVERY broker={kind} lease_s={HEAL_SETTINGS['QTRAIN_LEASE_S']}"
-          f" reap_interval_s={HEAL_SETTINGS['QTRAIN_REAP_INTERVAL_S']} reclaimed={reclaimed}"
-          f" kill->reclaim={to_reclaim:.1f}s kill->all-final={to_final:.1f}s"
-          f" kill->batch-done={to_done:.1f}s")  # fmt: skip
+    print(
+        f"\nRECOVERY broker={kind} lease_s={HEAL_SETTINGS['QTRAIN_LEASE_S']}"
+        f" reap_interval_s={HEAL_SETTINGS['QTRAIN_REAP_INTERVAL_S']} reclaimed={reclaimed}"
+        f" kill->reclaim={to_reclaim:.1f}s kill->all-final={to_final:.1f}s"
+        f" kill->batch-done={to_done:.1f}s"
+    )
     if kind == "amqp":  # RabbitMQ redelivers when the connection drops, long before the lease ends
         assert to_reclaim < float(HEAL_SETTINGS["QTRAIN_LEASE_S"]) - 5, to_reclaim
     else:  # Redis: the surviving worker's reaper, once the lease expired
@@ -317,18 +343,24 @@ def test_a_window_that_always_kills_its_worker_ends_failed(
     """Its pool process is SIGKILLed every time it runs (as an OOM kill or a segfault would): after
     ``QTRAIN_MAX_ATTEMPTS`` lost workers the window is ``failed`` and the batch finishes."""
     seed_candles(database_url, n=N_CANDLES)
-    env = {**broker_env(pipeline_env(database_url, redis_url, fake.url, tmp_path / "m"), broker),
-           "QTRAIN_MAX_ATTEMPTS": "3"}  # fmt: skip
+    env = {
+        **broker_env(pipeline_env(database_url, redis_url, fake.url, tmp_path / "m"), broker),
+        "QTRAIN_MAX_ATTEMPTS": "3",
+    }
     batch_id = start_batch(env, "ETH-USDT")  # no worker yet: the messages wait in the queue
     poison = 2
-    (start,) = query(database_url, "SELECT start_ts FROM windows WHERE batch_id = %s AND idx = %s",
-                     (batch_id, poison))[0]  # fmt: skip
+    (start,) = query(
+        database_url, "SELECT start_ts FROM windows WHERE batch_id = %s AND idx = %s", (batch_id, poison)
+    )[0]
     # the poison window's call hangs, so that its task is surely running when the test kills it
     fake.configure(faults=[{"mode": "hang", "match": f"ETH-USDT 1h, 48 candles, {start:%Y-%m-%d %H:%M}"}])
 
     def poison_state() -> tuple[str, int]:
-        status, attempts = query(database_url, "SELECT status, attempts FROM windows WHERE batch_id = %s"
-                                 " AND idx = %s", (batch_id, poison))[0]  # fmt: skip
+        status, attempts = query(
+            database_url,
+            "SELECT status, attempts FROM windows WHERE batch_id = %s AND idx = %s",
+            (batch_id, poison),
+        )[0]
         return str(status), int(attempts)
 
     kills = 0

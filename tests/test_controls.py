@@ -57,8 +57,13 @@ def test_derangement_depends_on_the_seed():
 
 
 @settings(max_examples=150, deadline=None)
-@given(given_answers=answers, seed=st.integers(0, 10_000), lo=st.integers(0, 10), span=st.integers(0, 40),
-       order=st.randoms(use_true_random=False))  # fmt: skip
+@given(
+    given_answers=answers,
+    seed=st.integers(0, 10_000),
+    lo=st.integers(0, 10),
+    span=st.integers(0, 40),
+    order=st.randoms(use_true_random=False),
+)
 def test_shuffled_moves_every_answer_off_its_window_inside_the_range(given_answers, seed, lo, span, order):
     analysed = [window(k, a, c) for k, (a, c) in enumerate(given_answers)]
     since, until = 1_600_000_000 + lo * 24 * H, 1_600_000_000 + (lo + span) * 24 * H

@@ -226,8 +226,14 @@ def test_which_hosts_the_direct_transport_serves(
 
 @pytest.mark.parametrize(
     "data",
-    [b"{}", b"[" * 64 + b"]" * 64, b"[" * 65 + b"]" * 65, b'{"a": "' + b"[" * 100 + b'"}',
-     b'{"a": "' + b"[" * 100 + b'", "b": ' + b"[" * 65 + b"]" * 65 + b"}", b'"\\"[[["'],
-)  # fmt: skip
+    [
+        b"{}",
+        b"[" * 64 + b"]" * 64,
+        b"[" * 65 + b"]" * 65,
+        b'{"a": "' + b"[" * 100 + b'"}',
+        b'{"a": "' + b"[" * 100 + b'", "b": ' + b"[" * 65 + b"]" * 65 + b"}",
+        b'"\\"[[["',
+    ],
+)
 def test_too_deep_agrees_with_json_depth(data: bytes) -> None:
     assert too_deep(data) == (json_depth(data) > MAX_JSON_DEPTH)

@@ -103,8 +103,12 @@ def test_servers_start_are_shared_by_holders_and_stop_with_the_last(base: Path) 
 def _script(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / name), *args],
-        env=child_env(env), capture_output=True, text=True, timeout=300, cwd=str(ROOT),
-    )  # fmt: skip
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(ROOT),
+    )
 
 
 @pytest.mark.parametrize(
@@ -181,9 +185,12 @@ def test_llm_starts_with_the_servers_exports_the_openai_settings_and_stops_with_
 def test_llm_gguf_that_is_not_a_file_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "worker.embedded", "start", "--dir", str(tmp_path), "--only", "llm"],
-        env=child_env({"QTRAIN_LLM_GGUF": str(tmp_path / "nowhere.gguf")}), capture_output=True, text=True,
-        timeout=60, cwd=str(ROOT),
-    )  # fmt: skip
+        env=child_env({"QTRAIN_LLM_GGUF": str(tmp_path / "nowhere.gguf")}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"qtrain embedded: QTRAIN_LLM_GGUF={tmp_path / 'nowhere.gguf'} is not a file;"

@@ -99,8 +99,16 @@ def test_cached_analyst_uses_a_real_batchs_analyses_and_calls_no_llm(
         assert fake.stats()["llm_calls"] == calls  # not one LLM call
         # the batch's analyses were written from the anonymous prompt: a named-prompt scoreboard
         # does not use them (the two styles never mix)
-        named = qtrain({**env, "QTRAIN_PROMPT": "named"}, "evaluate", "--symbols", "BTC-USDT", *FAST,
-                       "--analyst", "cached", "--json")  # fmt: skip
+        named = qtrain(
+            {**env, "QTRAIN_PROMPT": "named"},
+            "evaluate",
+            "--symbols",
+            "BTC-USDT",
+            *FAST,
+            "--analyst",
+            "cached",
+            "--json",
+        )
         assert named.returncode == 0, named.stderr[-2000:]
     out = json.loads(proc.stdout)
     (note,) = [n for n in out["notes"] if n.startswith("cached analyst")]

@@ -62,15 +62,24 @@ def test_pooled_recipe_in_one_call_says_what_it_pooled_and_is_byte_identical(db)
 def test_pooled_tables_are_those_of_the_fold_date_across_all_symbols(db) -> None:
     """The scoreboard's pooled policy on one fold is the greedy policy of ``pooled_fold_tables``
     over the three symbols' folds of that date (its trade count matches), not a per-symbol pool."""
-    req = EvaluateRequest(symbols=tuple(SYMBOLS), train_days=20, test_days=10, random_seeds=5,
-                          since=DEFAULT_START + 21 * 86_400, recipes=("sweep", "pooled"))  # fmt: skip
+    req = EvaluateRequest(
+        symbols=tuple(SYMBOLS),
+        train_days=20,
+        test_days=10,
+        random_seeds=5,
+        since=DEFAULT_START + 21 * 86_400,
+        recipes=("sweep", "pooled"),
+    )
     plans = plan(db, req)
     k = 1
     parts = {
-        p.symbol: (p.candles, p.folds[k], heuristic_analyses(p.candles, since_ts=p.folds[k].train_since,
-                                                             until_ts=p.folds[k].test_since))
+        p.symbol: (
+            p.candles,
+            p.folds[k],
+            heuristic_analyses(p.candles, since_ts=p.folds[k].train_since, until_ts=p.folds[k].test_since),
+        )
         for p in plans
-    }  # fmt: skip
+    }
     tables = pooled_fold_tables(parts)
     alone = pooled_fold_tables({"BTC-USDT": parts["BTC-USDT"]})
     res = run("--symbols", ",".join(SYMBOLS), *FAST, "--json")
@@ -96,8 +105,9 @@ def _btc_policy(parts: dict, k: int) -> dict:
 def test_one_symbol_pools_with_the_stored_others_or_alone_with_pool_none(db) -> None:
     """BTC-USDT alone in the call: its table pools ETH's and DASH's stored candles of the fold's
     training range (unshaped, not scored); ``--pool none``: BTC alone; ``--pool ETH-USDT``: ETH only."""
-    req = EvaluateRequest(symbols=tuple(SYMBOLS), train_days=20, test_days=10, random_seeds=5,
-                          since=DEFAULT_START + 21 * 86_400)  # fmt: skip
+    req = EvaluateRequest(
+        symbols=tuple(SYMBOLS), train_days=20, test_days=10, random_seeds=5, since=DEFAULT_START + 21 * 86_400
+    )
     plans = {p.symbol: p for p in plan(db, req)}
     k = 1
     btc = plans["BTC-USDT"]
@@ -130,9 +140,12 @@ def test_one_symbol_pools_with_the_stored_others_or_alone_with_pool_none(db) -> 
 
 @pytest.mark.parametrize(
     ("value", "says"),
-    [("XRP-USDT", "--pool XRP-USDT: no 1h candles stored"), ("b@d", "--pool 'b@d': invalid symbol"),
-     (",", "--pool is empty")],
-)  # fmt: skip
+    [
+        ("XRP-USDT", "--pool XRP-USDT: no 1h candles stored"),
+        ("b@d", "--pool 'b@d': invalid symbol"),
+        (",", "--pool is empty"),
+    ],
+)
 def test_a_bad_pool_is_one_line_and_exit_2(db, value: str, says: str) -> None:
     res = run("--symbols", "BTC-USDT", *FAST, "--pool", value)
     assert res.exit_code == 2 and says in res.output, res.output

@@ -229,9 +229,18 @@ def test_busy_body_is_ollamas() -> None:
 def test_response_shapes(fake: FakeOllama) -> None:
     chat = httpx.post(f"{fake.url}/api/chat", json={"model": MODEL, "messages": MSGS, "stream": False}).json()
     assert set(chat) == {
-        "model", "created_at", "message", "done_reason", "done", "total_duration", "load_duration",
-        "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
-    }  # fmt: skip
+        "model",
+        "created_at",
+        "message",
+        "done_reason",
+        "done",
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    }
     assert chat["message"]["role"] == "assistant" and chat["done"] is True
     gen = httpx.post(
         f"{fake.url}/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False}
@@ -421,8 +430,9 @@ def test_the_fake_serves_512_concurrent_calls() -> None:
         return int(lines[0].split()[1])
 
     async def burst(port: int) -> list[int]:
-        body = json.dumps({"model": "qwen2.5-coder:7b", "stream": False,
-                           "messages": [{"role": "user", "content": "hi"}]}).encode()  # fmt: skip
+        body = json.dumps(
+            {"model": "qwen2.5-coder:7b", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+        ).encode()
         return await asyncio.gather(*(one(port, body) for _ in range(512)))
 
     with FakeOllama(latency_s=1.0, num_parallel=1024, max_queue=1024) as fake:

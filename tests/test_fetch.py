@@ -129,9 +129,13 @@ def test_delete_asks_for_yes_then_fetch_since_fills_the_gap_and_the_older_part(
         assert _stored(database_url, "BTC-USDT") == ts[:10] + ts[20:48]
         first = _delete(["--symbol", "BTC-USDT", "--until", "2024-01-01T05:00", "--yes", "--json"])
         assert json.loads(first.stdout) == {
-            "symbol": "BTC-USDT", "since": None, "until": T0 + 5 * STEP, "counts": {"1h": 5}, "total": 5,
+            "symbol": "BTC-USDT",
+            "since": None,
+            "until": T0 + 5 * STEP,
+            "counts": {"1h": 5},
+            "total": 5,
             "deleted": True,
-        }  # fmt: skip
+        }
         n_before = len(fake.candle_requests())
         again = CliRunner().invoke(cli, args)
         asked = [int(r["startAt"]) for r in fake.candle_requests()[n_before:]]

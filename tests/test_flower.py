@@ -193,8 +193,11 @@ def test_qtrain_flower_listens_on_loopback_with_credentials_off_its_command_line
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "producer", "flower", f"--port={port}"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-        )  # fmt: skip
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
     flower = Flower(f"http://127.0.0.1:{port}", port, ("me", "s3cret-pass"), log, proc)
     try:
         wait_for("qtrain flower to answer", lambda: _healthy(flower), flower=flower)

@@ -25,11 +25,21 @@ def _browse(
 ) -> subprocess.CompletedProcess[str]:
     user, password = flower.auth
     cmd = [
-        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-        f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=8000", *extra,
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=8000",
+        *extra,
         f"http://{user}:{password}@127.0.0.1:{flower.port}{path}",
-    ]  # fmt: skip
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
 
 
@@ -60,8 +70,13 @@ def test_flower_tasks_page_shows_qtrain_tasks(database_url: str, redis_url: str,
                 }
                 assert shown == {0, 1, 2, 3}, (symbol, shown)
             # A task's own page (server-rendered) has its name, args and state.
-            uuid = next(iter(t for t, info in flower.get("/api/tasks").json().items()
-                             if info["name"] == "qtrain.analyze_window"))  # fmt: skip
+            uuid = next(
+                iter(
+                    t
+                    for t, info in flower.get("/api/tasks").json().items()
+                    if info["name"] == "qtrain.analyze_window"
+                )
+            )
             page = _browse(exe, flower, f"/task/{uuid}", tmp_path / "p3", "--dump-dom").stdout
             assert "qtrain.analyze_window" in page and "SUCCESS" in page
             assert re.search(rf"\({batch}, (?:'|&#39;)(BTC|ETH)-USDT(?:'|&#39;), \d\)", page), page[-1500:]

@@ -165,11 +165,24 @@ def test_the_root_is_never_written_to(database_url) -> None:
     root = Path("/nonexistent")
     if root.exists():
         pytest.skip("/nonexistent exists on this machine")
-    res = run("backtest", "--symbol", "BTC-USDT", "--report", "/nonexistent/dir/r.html",
-              env={"DATABASE_URL": database_url})  # fmt: skip
+    res = run(
+        "backtest",
+        "--symbol",
+        "BTC-USDT",
+        "--report",
+        "/nonexistent/dir/r.html",
+        env={"DATABASE_URL": database_url},
+    )
     one_line(res, "directory /nonexistent/dir does not exist")
-    res = run("models", "export", "--symbol", "BTC-USDT", "--out", "/nonexistent/dir/x.npz",
-              env={"DATABASE_URL": database_url})  # fmt: skip
+    res = run(
+        "models",
+        "export",
+        "--symbol",
+        "BTC-USDT",
+        "--out",
+        "/nonexistent/dir/x.npz",
+        env={"DATABASE_URL": database_url},
+    )
     one_line(res, "directory /nonexistent/dir does not exist")
     assert not root.exists()
 

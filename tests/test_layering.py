@@ -124,8 +124,11 @@ def test_relative_imports_resolve(tmp_path: Path, relative: str) -> None:
     (tmp_path / "worker" / "__init__.py").write_text("")
     (tmp_path / "worker" / "db.py").write_text("")
     (tmp_path / "worker" / "x.py").write_text(relative + "\n")
-    modules = {"worker": tmp_path / "worker/__init__.py", "worker.db": tmp_path / "worker/db.py",
-               "worker.x": tmp_path / "worker/x.py"}  # fmt: skip
+    modules = {
+        "worker": tmp_path / "worker/__init__.py",
+        "worker.db": tmp_path / "worker/db.py",
+        "worker.x": tmp_path / "worker/x.py",
+    }
     assert import_graph(modules)["worker.x"] == {"worker.db"}
 
 

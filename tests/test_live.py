@@ -83,7 +83,7 @@ def test_rules_score_vote_no_rules_and_nothing_fired() -> None:
         st.tuples(st.sampled_from([HOLD, BUY, SELL]), st.floats(0, 1), st.floats(0, 100)),
         min_size=1,
         max_size=12,
-    ),  # fmt: skip
+    ),
     rsi=st.lists(st.floats(0, 100), min_size=1, max_size=20),
 )
 def test_rules_score_is_in_range(votes: list[tuple[int, float, float]], rsi: list[float]) -> None:

@@ -92,13 +92,20 @@ def _report(**over: Any) -> dict[str, Any]:
     r: dict[str, Any] = {
         "validity": {"answers": 10, "parsed": 10, "repaired": 0, "failed": 0, "reasons": {}},
         "tokens": {"prompt_median": 900.0, "answer_median": 120.0, "seconds_median": 9.0},
-        "sensitivity": {"mode_share": {"value": 0.5, "n": 10}, "mode_action": "BUY",
-                        "regime_agreement": {"value": 0.7, "n": 8}, "mirror_flip": {"value": 0.6, "n": 9}},
-        "memory": {"asset": {"value": 0.1, "n": 10, "chance": 0.125},
-                   "year": {"value": 0.1, "n": 10, "chance": 0.125},
-                   "next24_named": {"value": 0.5, "n": 8}, "next24_anonymous": {"value": 0.5, "n": 8},
-                   "names_gap": 0.0},
-    }  # fmt: skip
+        "sensitivity": {
+            "mode_share": {"value": 0.5, "n": 10},
+            "mode_action": "BUY",
+            "regime_agreement": {"value": 0.7, "n": 8},
+            "mirror_flip": {"value": 0.6, "n": 9},
+        },
+        "memory": {
+            "asset": {"value": 0.1, "n": 10, "chance": 0.125},
+            "year": {"value": 0.1, "n": 10, "chance": 0.125},
+            "next24_named": {"value": 0.5, "n": 8},
+            "next24_anonymous": {"value": 0.5, "n": 8},
+            "names_gap": 0.0,
+        },
+    }
     for path, value in over.items():
         key, sub = path.split("__")
         r[key][sub] = value
@@ -110,8 +117,11 @@ def test_the_verdict_names_the_most_serious_finding() -> None:
     assert "9.0 s a window" in verdict(_report())
     failing = verdict(_report(validity__failed=4, validity__reasons={"AnswerCut": 4}))
     assert failing.startswith("not usable: 4 of 10 answers failed (mostly AnswerCut)")
-    constant = verdict(_report(sensitivity__mode_share={"value": 1.0, "n": 10},
-                               sensitivity__mirror_flip={"value": 0.0, "n": 10}))  # fmt: skip
+    constant = verdict(
+        _report(
+            sensitivity__mode_share={"value": 1.0, "n": 10}, sensitivity__mirror_flip={"value": 0.0, "n": 10}
+        )
+    )
     assert constant.startswith("answers ignore the window (100% BUY, a mirrored window flips 0%)")
     remembers = verdict(_report(memory__year={"value": 0.6, "n": 10, "chance": 0.125}, memory__names_gap=0.3))
     assert "names the year from an anonymous window (60% vs chance 12%)" in remembers
@@ -129,8 +139,13 @@ def _reader(body: dict[str, Any]) -> dict[str, Any]:
     if "Guess which asset" in body["messages"][0]["content"]:
         return {"asset": "BTC", "year": 2019}
     up = float(_RETURN.search(user).group(1)) > 0  # type: ignore[union-attr]
-    return {"regime": "bull" if up else "bear", "action": "BUY" if up else "SELL", "confidence": 0.6,
-            "rules": [], "summary": "reads the window"}  # fmt: skip
+    return {
+        "regime": "bull" if up else "bear",
+        "action": "BUY" if up else "SELL",
+        "confidence": 0.6,
+        "rules": [],
+        "summary": "reads the window",
+    }
 
 
 def _constant(body: dict[str, Any]) -> dict[str, Any]:
@@ -145,14 +160,18 @@ def _client(answer: Callable[[dict[str, Any]], Any], seen: list[dict[str, Any]])
         seen.append(body)
         text = answer(body)
         content = text if isinstance(text, str) else json.dumps(text)
-        return httpx.Response(200, json={
-            "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 800, "completion_tokens": 60},
-        })  # fmt: skip
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 800, "completion_tokens": 60},
+            },
+        )
 
     transport = httpx.MockTransport(handler)
-    return OpenAIClient(("http://llm/v1",), "m", client=httpx.Client(transport=transport), max_retries=0,
-                        sleep=lambda _: None)  # fmt: skip
+    return OpenAIClient(
+        ("http://llm/v1",), "m", client=httpx.Client(transport=transport), max_retries=0, sleep=lambda _: None
+    )
 
 
 @pytest.fixture
@@ -253,9 +272,10 @@ def test_the_command_prints_its_json_keys(stored: str) -> None:
 
     with FakeOllama(flavor="llama-cpp-python") as fake:
         res = CliRunner().invoke(
-            cli, ["llm", "check", "--windows", "2", "--symbols", "ETH-USDT", "--reason-first", "--json"],
+            cli,
+            ["llm", "check", "--windows", "2", "--symbols", "ETH-USDT", "--reason-first", "--json"],
             env=_env(stored, OPENAI_BASE_URL=fake.openai_url),
-        )  # fmt: skip
+        )
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
     assert {"validity", "tokens", "sensitivity", "memory", "verdict"} <= set(r)

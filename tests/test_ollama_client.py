@@ -320,8 +320,10 @@ def test_404_on_a_preflight_path_is_not_model_not_found() -> None:
 LONG = [{"role": "user", "content": "x" * 8000}]  # about 2,000 tokens
 
 
-@pytest.mark.parametrize(("version", "sent"), [("0.12.4", True), ("0.13.1", True), ("0.0.0", True),
-                                               ("0.12.3", False), ("0.6.2", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "sent"),
+    [("0.12.4", True), ("0.13.1", True), ("0.0.0", True), ("0.12.3", False), ("0.6.2", False)],
+)
 def test_truncate_false_goes_to_ollama_from_0_12_4(version: str, sent: bool) -> None:
     client, rec, _ = make(
         [httpx.Response(200, json=chat_body())], version=version, num_ctx=8192, max_tokens=256
@@ -354,8 +356,14 @@ def test_a_silently_cut_prompt_fails_unless_the_cache_explains_it() -> None:
 
 
 def test_ollamas_context_error_is_permanent_with_both_numbers() -> None:
-    inner = {"error": {"code": 400, "message": "request (5001 tokens) exceeds the available context size"
-                       " (4096 tokens), try increasing it", "type": "exceed_context_size_error"}}  # fmt: skip
+    inner = {
+        "error": {
+            "code": 400,
+            "message": "request (5001 tokens) exceeds the available context size"
+            " (4096 tokens), try increasing it",
+            "type": "exceed_context_size_error",
+        }
+    }
     client, rec, sleeps = make([httpx.Response(400, json={"error": json.dumps(inner)})], version="0.12.4")
     with pytest.raises(ContextExceeded, match=r"\(5001 tokens\) exceeds the context \(4096 tokens\)"):
         client.chat(MSGS)

@@ -43,16 +43,26 @@ MSGS = [{"role": "system", "content": "sys"}, {"role": "user", "content": "BTC-U
 ANSWER = '{"regime": "bull", "action": "BUY", "confidence": 0.7, "rules": [], "summary": "up"}'
 
 
-def completion(content: str | None = ANSWER, finish: str = "stop", prompt: int = 321, answer: int = 45,
-               **extra: Any) -> dict[str, Any]:  # fmt: skip
+def completion(
+    content: str | None = ANSWER, finish: str = "stop", prompt: int = 321, answer: int = 45, **extra: Any
+) -> dict[str, Any]:
     """A /v1/chat/completions body as llama-server, llama-cpp-python and vLLM send it."""
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None,
-                     "finish_reason": finish}],
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer},
         **extra,
-    }  # fmt: skip
+    }
 
 
 def models_body(*ids: str) -> dict[str, Any]:
@@ -80,8 +90,9 @@ class Server:
         return [json.loads(r.content) for r in self.chats]
 
 
-def make(script: list[Any], hosts: tuple[str, ...] = (BASE,), served: tuple[str, ...] = (MODEL,),
-         **kw: Any) -> tuple[OpenAIClient, Server, list[float]]:  # fmt: skip
+def make(
+    script: list[Any], hosts: tuple[str, ...] = (BASE,), served: tuple[str, ...] = (MODEL,), **kw: Any
+) -> tuple[OpenAIClient, Server, list[float]]:
     server = Server(script, served)
     sleeps: list[float] = []
     kw.setdefault("rng", random.Random(0))
@@ -99,12 +110,21 @@ def raise_(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
 
 
 # llama-cpp-python 0.3.36, seen against the real server: json_schema is a 500 naming response_format.
-LLAMA_CPP_PYTHON_REFUSES_SCHEMA = httpx.Response(500, json={"error": {
-    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'),"
-               " 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}\n\n  File"
-               " \"llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
-               "    POST /v1/chat/completions",
-    "type": "internal_server_error", "param": None, "code": None}})  # fmt: skip
+LLAMA_CPP_PYTHON_REFUSES_SCHEMA = httpx.Response(
+    500,
+    json={
+        "error": {
+            "message": "1 validation error:\n  {'type': 'literal_error', "
+            "'loc': ('body', 'response_format', 'type'),"
+            " 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}\n\n  File"
+            ' "llama_cpp/server/app.py", line 376, in create_chat_completion\n'
+            "    POST /v1/chat/completions",
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    },
+)
 LMSTUDIO_REFUSES_OBJECT = httpx.Response(400, json={"error": "'response_format.type' must be 'json_schema'"})
 
 
@@ -121,12 +141,17 @@ def test_payload_standard_shape_and_result() -> None:
     assert req.method == "POST" and str(req.url) == f"{BASE}/chat/completions"
     assert "authorization" not in req.headers
     assert server.bodies()[0] == {
-        "model": MODEL, "messages": MSGS, "temperature": 0.0, "seed": 7, "max_tokens": 512, "stream": False,
+        "model": MODEL,
+        "messages": MSGS,
+        "temperature": 0.0,
+        "seed": 7,
+        "max_tokens": 512,
+        "stream": False,
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "qtrain_analysis", "schema": ANSWER_SCHEMA, "strict": True},
         },
-    }  # fmt: skip
+    }
     assert sleeps == []
 
 
@@ -164,8 +189,9 @@ def test_a_server_that_ignores_the_shape_answers_prose_and_the_parser_counts_it(
 
 
 def test_finish_reason_length_is_an_answer_cut_at_the_cap() -> None:
-    client, _, _ = make([httpx.Response(200, json=completion('{"regime": "bu', finish="length", answer=64))],
-                        max_tokens=64)  # fmt: skip
+    client, _, _ = make(
+        [httpx.Response(200, json=completion('{"regime": "bu', finish="length", answer=64))], max_tokens=64
+    )
     with pytest.raises(AnswerCut, match=r"answer cut at 64 tokens \(QTRAIN_LLM_MAX_TOKENS=64\)"):
         client.chat(MSGS)
 
@@ -190,20 +216,50 @@ def test_a_prompt_that_cannot_fit_is_refused_before_any_request() -> None:
     ("body", "asked", "ctx"),
     [
         # llama.cpp llama-server
-        ({"error": {"code": 400, "message": "request (5012 tokens) exceeds the available context size"
-                    " (4096 tokens), try increasing it", "type": "exceed_context_size_error",
-                    "n_prompt_tokens": 5012, "n_ctx": 4096}}, "5012", "4096"),
+        (
+            {
+                "error": {
+                    "code": 400,
+                    "message": "request (5012 tokens) exceeds the available context size"
+                    " (4096 tokens), try increasing it",
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": 5012,
+                    "n_ctx": 4096,
+                }
+            },
+            "5012",
+            "4096",
+        ),
         # llama-cpp-python (seen against the real server)
-        ({"error": {"message": "This model's maximum context length is 4096 tokens. However, you"
+        (
+            {
+                "error": {
+                    "message": "This model's maximum context length is 4096 tokens. However, you"
                     " requested 6034 tokens (6031 in the messages, 3 in the completion). Please reduce the"
-                    " length of the messages or completion.", "type": "invalid_request_error",
-                    "param": "messages", "code": "context_length_exceeded"}}, "6034", "4096"),
+                    " length of the messages or completion.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            },
+            "6034",
+            "4096",
+        ),
         # vLLM, flat error body
-        ({"object": "error", "message": "This model's maximum context length is 2048 tokens. However, your"
-          " request has 3000 input tokens. Please reduce the length of the input messages.",
-          "type": "BadRequestError", "param": None, "code": 400}, "3000", "2048"),
+        (
+            {
+                "object": "error",
+                "message": "This model's maximum context length is 2048 tokens. However, your"
+                " request has 3000 input tokens. Please reduce the length of the input messages.",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            },
+            "3000",
+            "2048",
+        ),
     ],
-)  # fmt: skip
+)
 def test_context_exceeded_is_permanent_with_both_numbers(body: dict[str, Any], asked: str, ctx: str) -> None:
     client, server, sleeps = make([httpx.Response(400, json=body)])
     with pytest.raises(ContextExceeded) as info:
@@ -217,15 +273,32 @@ def test_context_exceeded_is_permanent_with_both_numbers(body: dict[str, Any], a
     "step",
     [
         # vLLM: an unknown model is a 404 with the flat body
-        httpx.Response(404, json={"object": "error", "message": "The model `nope` does not exist.",
-                                  "type": "NotFoundError", "param": None, "code": 404}),
+        httpx.Response(
+            404,
+            json={
+                "object": "error",
+                "message": "The model `nope` does not exist.",
+                "type": "NotFoundError",
+                "param": None,
+                "code": 404,
+            },
+        ),
         # Ollama's /v1
-        httpx.Response(404, json={"error": {"message": 'model "nope" not found, try pulling it first',
-                                            "type": "api_error", "param": None, "code": None}}),
+        httpx.Response(
+            404,
+            json={
+                "error": {
+                    "message": 'model "nope" not found, try pulling it first',
+                    "type": "api_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        ),
         # LM Studio
         httpx.Response(400, json={"error": "Model 'nope' not found. Load it first."}),
     ],
-)  # fmt: skip
+)
 def test_unknown_model_is_permanent_and_names_the_served_ones(step: httpx.Response) -> None:
     client, server, sleeps = make([step], served=("smollm2", "qwen2.5-7b-instruct"))
     with pytest.raises(
@@ -238,19 +311,27 @@ def test_unknown_model_is_permanent_and_names_the_served_ones(step: httpx.Respon
 @pytest.mark.parametrize(
     ("step", "exc"),
     [
-        (httpx.Response(429, json={"error": {"message": "Too many requests", "type": "rate_limit_error"}}),
-         LLMBusy),
+        (
+            httpx.Response(429, json={"error": {"message": "Too many requests", "type": "rate_limit_error"}}),
+            LLMBusy,
+        ),
         # llama-server while it loads the model
-        (httpx.Response(503, json={"error": {"code": 503, "message": "Loading model",
-                                             "type": "unavailable_error"}}), LLMBusy),
-        (httpx.Response(500, json={"object": "error", "message": "CUDA out of memory", "code": 500}),
-         LLMServerError),
+        (
+            httpx.Response(
+                503, json={"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+            ),
+            LLMBusy,
+        ),
+        (
+            httpx.Response(500, json={"object": "error", "message": "CUDA out of memory", "code": 500}),
+            LLMServerError,
+        ),
         (httpx.Response(502, text="<html>bad gateway</html>"), LLMServerError),
         (httpx.Response(200, text="<html>proxy</html>"), LLMServerError),
         (raise_(httpx.ReadTimeout("timed out")), LLMTimeout),
         (raise_(httpx.ConnectError("connection refused")), ServiceUnavailable),
     ],
-)  # fmt: skip
+)
 def test_temporary_errors_are_retried_then_raised(step: Any, exc: type[Exception]) -> None:
     client, server, sleeps = make([step], max_retries=2, backoff_base_s=0.5, backoff_max_s=1.0)
     with pytest.raises(exc) as info:
@@ -353,13 +434,19 @@ def test_preflight_failures_name_the_base_url() -> None:
     [
         (b'{"error": {"message": "m1", "type": "t1", "code": "c1"}}', "m1", "c1"),
         (b'{"error": "plain text error"}', "plain text error", ""),
-        (b'{"object": "error", "message": "flat", "type": "BadRequestError", "code": 400}', "flat",
-         "BadRequestError"),
-        (b'{"detail": [{"loc": ["body"], "msg": "field required"}]}',
-         '[{"loc": ["body"], "msg": "field required"}]', ""),
+        (
+            b'{"object": "error", "message": "flat", "type": "BadRequestError", "code": 400}',
+            "flat",
+            "BadRequestError",
+        ),
+        (
+            b'{"detail": [{"loc": ["body"], "msg": "field required"}]}',
+            '[{"loc": ["body"], "msg": "field required"}]',
+            "",
+        ),
         (b"<html>\n oops \n</html>", "<html> oops </html>", ""),
     ],
-)  # fmt: skip
+)
 def test_error_bodies_of_every_shape_are_read(raw: bytes, message: str, code: str) -> None:
     got_message, got_code, _ = error_info(raw)
     assert (got_message, got_code) == (message, code)
@@ -367,9 +454,13 @@ def test_error_bodies_of_every_shape_are_read(raw: bytes, message: str, code: st
 
 def test_settings_and_factory_choose_the_api() -> None:
     env = {
-        "QTRAIN_LLM_API": "openai", "OPENAI_BASE_URL": "http://a:8000/v1/, b:8001/v1", "OLLAMA_MODEL": "old",
-        "QTRAIN_LLM_MODEL": "smollm2", "QTRAIN_LLM_NUM_CTX": "8192", "QTRAIN_LLM_MAX_TOKENS": "256",
-    }  # fmt: skip
+        "QTRAIN_LLM_API": "openai",
+        "OPENAI_BASE_URL": "http://a:8000/v1/, b:8001/v1",
+        "OLLAMA_MODEL": "old",
+        "QTRAIN_LLM_MODEL": "smollm2",
+        "QTRAIN_LLM_NUM_CTX": "8192",
+        "QTRAIN_LLM_MAX_TOKENS": "256",
+    }
     s = Settings.from_env(env)
     assert (
         s.openai_base_urls == ("http://a:8000/v1", "http://b:8001/v1") and s.llm_hosts == s.openai_base_urls

@@ -52,8 +52,14 @@ def test_fills_equal_the_backtest_engine(actions: list[int], fee: float, seed: i
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
     open_ = np.concatenate(([100.0], close[:-1])) * (1 + rng.normal(0, 0.001, n))
-    c = Candles(T0 + STEP * np.arange(n), open_, np.maximum(open_, close) * 1.01,
-                np.minimum(open_, close) * 0.99, close, np.ones(n))  # fmt: skip
+    c = Candles(
+        T0 + STEP * np.arange(n),
+        open_,
+        np.maximum(open_, close) * 1.01,
+        np.minimum(open_, close) * 0.99,
+        close,
+        np.ones(n),
+    )
     pos = positions_from_actions(np.array(actions))
     book, fills, equity = Book(cash=10_000.0), [], 10_000.0
     for t in range(n):
@@ -82,8 +88,9 @@ def _random_version(url: str, symbol: str, *, seed: int, since: int, until: int)
     learner = FastQLearning(space.n_states, seed=0)
     learner.q[...] = np.random.default_rng(seed).normal(0.0, 1.0, learner.q.shape)
     learner.visits[...] = 1
-    return insert_version(url, symbol, learner, space, train_since=since - 90 * 86400, train_until=since,
-                          holdout_until=until)  # fmt: skip
+    return insert_version(
+        url, symbol, learner, space, train_since=since - 90 * 86400, train_until=since, holdout_until=until
+    )
 
 
 def _cli(url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
@@ -104,10 +111,36 @@ def test_replay_trades_equal_backtest_ensemble_trades(
     s, u = parse_date(since, flag="s"), parse_date(until, flag="u")
     assert s is not None and u is not None
     version = _random_version(database_url, "BTC-USDT", seed=3, since=s, until=u)
-    bt = _cli(database_url, monkeypatch, "backtest", "--symbol", "BTC-USDT", "--version", str(version),
-              "--since", since, "--until", until, "--json", "--trades")  # fmt: skip
-    rp = _cli(database_url, monkeypatch, "paper", "replay", "--symbol", "BTC-USDT", "--version", str(version),
-              "--since", since, "--until", until, "--json")  # fmt: skip
+    bt = _cli(
+        database_url,
+        monkeypatch,
+        "backtest",
+        "--symbol",
+        "BTC-USDT",
+        "--version",
+        str(version),
+        "--since",
+        since,
+        "--until",
+        until,
+        "--json",
+        "--trades",
+    )
+    rp = _cli(
+        database_url,
+        monkeypatch,
+        "paper",
+        "replay",
+        "--symbol",
+        "BTC-USDT",
+        "--version",
+        str(version),
+        "--since",
+        since,
+        "--until",
+        until,
+        "--json",
+    )
     want, got = bt["trades"]["ensemble"], rp["trades"]
     assert len(want) >= 10, "the parity check needs trades to compare"
     assert rp["n_decisions"] == bt["n_candles"]
@@ -161,8 +194,16 @@ def test_tick_catches_up_in_order_is_idempotent_and_hot_reloads(versions_env: Se
         fake.now = float(ts[120])  # candles 0..119 closed
         fetch_symbol(make_exchange("kucoin", api_url=fake.url), url, "BTC-USDT", "1h", since=T0)
         agent = AgentSettings(api_url=fake.url)
-        res = paper.create_account(versions_env, agent, name="acct", symbols=("BTC-USDT",), capital=1000.0,
-                                   fee=0.001, timeframe="1h", exchange="kucoin")  # fmt: skip
+        res = paper.create_account(
+            versions_env,
+            agent,
+            name="acct",
+            symbols=("BTC-USDT",),
+            capital=1000.0,
+            fee=0.001,
+            timeframe="1h",
+            exchange="kucoin",
+        )
         assert res.first_candle["BTC-USDT"] == int(ts[120])
         assert paper.tick(versions_env, fetch=False)["acct"][0].decided == []
         live_settings = Settings(database_url=url, agent_env={"QTRAIN_EXCHANGE_API_URL": fake.url})

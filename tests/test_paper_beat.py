@@ -52,14 +52,30 @@ def _setup(url: str, fake: FakeKucoin, models: Path) -> Settings:
     learner = FastQLearning(space.n_states, seed=0)
     learner.q[...] = np.random.default_rng(11).normal(size=learner.q.shape)
     learner.visits[...] = 1
-    v = insert_version(url, "BTC-USDT", learner, space, train_since=T0, train_until=T0 + 50 * STEP,
-                       holdout_until=T0 + 100 * STEP)  # fmt: skip
+    v = insert_version(
+        url,
+        "BTC-USDT",
+        learner,
+        space,
+        train_since=T0,
+        train_until=T0 + 50 * STEP,
+        holdout_until=T0 + 100 * STEP,
+    )
     promotion.set_promoted(settings, "BTC-USDT", v, by="test")
     # a jumpier agent than the default (the account keeps its configuration): more fills to compare
-    agent = AgentSettings(config=AgentConfig(buy_threshold=0.05, sell_threshold=-0.05, min_confidence=0.1),
-                          api_url=fake.url)  # fmt: skip
-    paper.create_account(settings, agent, name="live", symbols=("BTC-USDT",),
-                         capital=10_000.0, fee=0.001, timeframe="1h", exchange="kucoin")  # fmt: skip
+    agent = AgentSettings(
+        config=AgentConfig(buy_threshold=0.05, sell_threshold=-0.05, min_confidence=0.1), api_url=fake.url
+    )
+    paper.create_account(
+        settings,
+        agent,
+        name="live",
+        symbols=("BTC-USDT",),
+        capital=10_000.0,
+        fee=0.001,
+        timeframe="1h",
+        exchange="kucoin",
+    )
     return settings
 
 
@@ -125,10 +141,25 @@ def test_paper_48_hours_with_worker_kill_and_double_tick_equals_undisturbed_run(
         workers = start_workers(1, concurrency=2, env=env, log_dir=tmp_path, loglevel="INFO")
         with beat_log.open("wb") as out:
             beat = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
-                 "-s", str(tmp_path / "beat-schedule"), "--pidfile", str(tmp_path / "beat.pid")],
-                env=child_env(env), stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "-s",
+                    str(tmp_path / "beat-schedule"),
+                    "--pidfile",
+                    str(tmp_path / "beat.pid"),
+                ],
+                env=child_env(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
         restarted = None
         try:
             procs = [(beat, beat_log), *zip(workers.procs, workers.logs, strict=True)]
@@ -146,8 +177,10 @@ def test_paper_48_hours_with_worker_kill_and_double_tick_equals_undisturbed_run(
                     registered = client.control.inspect(timeout=5).registered() or {}
                     assert any("qtrain.paper_tick" in tasks for tasks in registered.values()), registered
                 if hour == TWICE_AT:
-                    sent = [client.send_task("qtrain.paper_tick", queue="reduce", routing_key="reduce")
-                            for _ in range(2)]  # fmt: skip
+                    sent = [
+                        client.send_task("qtrain.paper_tick", queue="reduce", routing_key="reduce")
+                        for _ in range(2)
+                    ]
                     for r in sent:
                         r.get(timeout=60)
                 decided = lambda h=hour: _decided(disturbed) >= h  # noqa: E731

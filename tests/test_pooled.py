@@ -108,9 +108,17 @@ def test_pooled_value_iteration_equals_plain_loops(seed):
         r[rng.random(n) < 0.1] = np.nan
         series.append((m, r, rng.normal(0.0, 0.001, (n, 3))))
     gamma, k, j, z = [0.0, 0.5, 0.9][seed % 3], [0.0, 5.0][seed % 2], [0.0, 3.0, 25.0][seed % 3], 0.35
-    got = pooled_value_iteration(*zip(*series, strict=True), n_market=nm, gamma=gamma, turnover_cost=0.003,
-                                 cost_per_sigma=z, prior_strength=k, symbol_strength=j, tol=0.0,
-                                 max_sweeps=30)  # fmt: skip
+    got = pooled_value_iteration(
+        *zip(*series, strict=True),
+        n_market=nm,
+        gamma=gamma,
+        turnover_cost=0.003,
+        cost_per_sigma=z,
+        prior_strength=k,
+        symbol_strength=j,
+        tol=0.0,
+        max_sweeps=30,
+    )
     sig = [np.nanstd(np.where(m >= 0, r, np.nan)) for m, r, _ in series]
     cost = [max(0.003, z * s) for s in sig]
     ref = reference_pooled(series, n_market=nm, gamma=gamma, cost=cost, k=k, j=j, sweeps=30)
@@ -148,9 +156,17 @@ def test_volatility_calibrated_cost_trades_less_on_a_volatile_pair():
         ms = [np.repeat(rng.integers(0, nm, n), rng.geometric(1 / 1.5, n))[:n] for _ in range(2)]
         rs = [rng.normal(0, 0.01, n), rng.normal(0, 0.03, n)]
         z = np.zeros((n, 3))
-        out = pooled_value_iteration(ms, rs, [z, z], n_market=nm, gamma=0.9, turnover_cost=0.003,
-                                     cost_per_sigma=cost_per_sigma, prior_strength=5.0,
-                                     symbol_strength=0.0)  # fmt: skip
+        out = pooled_value_iteration(
+            ms,
+            rs,
+            [z, z],
+            n_market=nm,
+            gamma=0.9,
+            turnover_cost=0.003,
+            cost_per_sigma=cost_per_sigma,
+            prior_strength=5.0,
+            symbol_strength=0.0,
+        )
         q = out[1][0].reshape(nm, 2, 3)
         test = rng.integers(0, nm, 2184)
         pos, total = 0, 0
@@ -165,8 +181,10 @@ def test_volatility_calibrated_cost_trades_less_on_a_volatile_pair():
 
 
 def test_pooled_tables_are_order_free_and_deterministic():
-    parts = {s: (c, folds_of(c)[1], heuristic_analyses(c, until_ts=folds_of(c)[1].test_since))
-             for s, c in (("AAA-USDT", A), ("BBB-USDT", B), ("CCC-USDT", C))}  # fmt: skip
+    parts = {
+        s: (c, folds_of(c)[1], heuristic_analyses(c, until_ts=folds_of(c)[1].test_since))
+        for s, c in (("AAA-USDT", A), ("BBB-USDT", B), ("CCC-USDT", C))
+    }
     first = pooled_fold_tables(parts)
     again = pooled_fold_tables(dict(reversed(list(parts.items()))))
     meta = {"symbol": "x", "timeframe": "1h", "state_space": SPACE.to_json()}

@@ -117,8 +117,11 @@ def test_a_one_symbol_batch_pools_with_a_stored_peer_up_to_its_training_end(
     btc = load_candles(database_url, "BTC-USDT", "1h")
     cut = int(btc.ts[int(round(len(btc) * (1.0 - DEFAULT_HOLDOUT))) - 1]) + 3600
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:  # ETH after the cut: wild prices
-        cur.execute("UPDATE btc.candles SET close = close * 7, high = high * 7 WHERE symbol = 'ETH-USDT'"
-                    " AND ts >= to_timestamp(%s)", (cut,))  # fmt: skip
+        cur.execute(
+            "UPDATE btc.candles SET close = close * 7, high = high * 7 WHERE symbol = 'ETH-USDT'"
+            " AND ts >= to_timestamp(%s)",
+            (cut,),
+        )
     _analyse(settings, created.batch_id, "BTC-USDT")
     assert completion.complete_symbol(settings, created.batch_id, "BTC-USDT")["version"] == 1
     assert query(database_url, "SELECT DISTINCT symbol FROM agent_state") == [("BTC-USDT",)]
@@ -188,8 +191,19 @@ def test_one_symbol_through_real_workers_pools_with_the_stored_peer(
     with FakeOllama(latency_s=0.01, num_parallel=4) as fake:
         env = pipeline_env(database_url, redis_url, fake.url, tmp_path / "models")
         with start_workers(1, concurrency=2, env=env, log_dir=tmp_path, loglevel="INFO"):
-            proc = qtrain(env, "train", "--symbols", "BTC-USDT", "--seed", "7", "--epochs", "2", "--wait",
-                          "--timeout", "180")  # fmt: skip
+            proc = qtrain(
+                env,
+                "train",
+                "--symbols",
+                "BTC-USDT",
+                "--seed",
+                "7",
+                "--epochs",
+                "2",
+                "--wait",
+                "--timeout",
+                "180",
+            )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "recipe pooled: BTC-USDT pooled with the stored ETH-USDT" in proc.stdout
     assert "--epochs is ignored by recipe pooled" in proc.stderr

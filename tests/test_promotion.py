@@ -117,8 +117,11 @@ def test_config_from_env():
         {"QTRAIN_PROMOTION_METRIC": "sortino", "QTRAIN_PROMOTION_MARGIN": "0.5"}
     )
     assert cfg.beats(2.0, 1.4) and not cfg.beats(1.9, 1.4) and not cfg.beats(math.nan, 0.0)
-    for env in ({"QTRAIN_PROMOTION_METRIC": "luck"}, {"QTRAIN_PROMOTION_MARGIN": "x"},
-                {"QTRAIN_PROMOTION_MARGIN": "-1"}):  # fmt: skip
+    for env in (
+        {"QTRAIN_PROMOTION_METRIC": "luck"},
+        {"QTRAIN_PROMOTION_MARGIN": "x"},
+        {"QTRAIN_PROMOTION_MARGIN": "-1"},
+    ):
         with pytest.raises(BadInput):
             promotion.PromotionConfig.from_env(env)
 
@@ -244,7 +247,7 @@ def _twin_batch(database_url, tmp_path, seed, twin="better", controls="show"):
         promotion_controls=controls,
         promotion_min_days="0",
         promotion_min_trades="0",
-    )  # fmt: skip  (a 3-day tail: the twin's logic without the evidence rule)
+    )  # a 3-day tail: the twin's logic without the evidence rule
     return settings, heuristic_batch(settings, "BTC-USDT", recipe="sweep")  # seeds picked on sweep's tables
 
 
@@ -352,8 +355,13 @@ def test_a_tie_with_the_promoted_version_is_named_in_the_line(zig_long):
     assert res["margins"]["buy_and_hold"] > 0 and res["margins"]["random_median"] > 0
     rec = records.version_records(settings.database_url, SYMBOL, cfg)[1]
     line = records.gate_line(rec)
-    for needle in ("vs buy-and-hold", "vs random median", f"vs promoted version {first}", "+0.00, a tie",
-                   f"not promoted (decided by promoted version {first})"):  # fmt: skip
+    for needle in (
+        "vs buy-and-hold",
+        "vs random median",
+        f"vs promoted version {first}",
+        "+0.00, a tie",
+        f"not promoted (decided by promoted version {first})",
+    ):
         assert needle in line, line
     assert "promoted (closest: promoted version" not in line
     first_line = records.gate_line(records.version_records(settings.database_url, SYMBOL, cfg)[0])
@@ -439,8 +447,14 @@ def test_choose_with_controls_and_the_setting():
     assert lost.served == "unshaped" and lost.controls_beaten is False  # beats shuffled, not constant
     assert ablation.choose(show, {"sharpe": 0.85}, {"sharpe": 0.5}, ctl).served == "llm_shaped"
     assert ablation.choose(show, {"sharpe": 0.85}, {"sharpe": 0.5}).to_json().keys() == {
-        "metric", "llm_shaped", "unshaped", "margin", "served", "rule", "metrics"
-    }  # fmt: skip
+        "metric",
+        "llm_shaped",
+        "unshaped",
+        "margin",
+        "served",
+        "rule",
+        "metrics",
+    }
     low = promotion.PromotionConfig(metric="max_drawdown_pct")  # lower is better: the best is the lowest
     dd_ctl = {"shuffled": {"max_drawdown_pct": 4.0}, "constant": {"max_drawdown_pct": 7.0}}
     dd = ablation.choose(low, {"max_drawdown_pct": 5.0}, {"max_drawdown_pct": 9.0}, dd_ctl)
@@ -539,8 +553,11 @@ def test_evidence_settings_from_env_and_their_defaults():
         {"QTRAIN_PROMOTION_MIN_DAYS": "60", "QTRAIN_PROMOTION_MIN_TRADES": "0"}
     )
     assert (cfg.min_days, cfg.min_trades) == (60.0, 0)
-    runs = {"qtable": {"sharpe": 1.0, "n_trades": 2.0, "exposure_pct": 5.0},
-            "buy_and_hold": {"sharpe": 0.5}, "random_median": {"sharpe": 0.2}}  # fmt: skip
+    runs = {
+        "qtable": {"sharpe": 1.0, "n_trades": 2.0, "exposure_pct": 5.0},
+        "buy_and_hold": {"sharpe": 0.5},
+        "random_median": {"sharpe": 0.2},
+    }
     assert promotion._decide(cfg, runs, None, days=60.0)["promoted"]
     out = promotion._decide(cfg, runs, None, days=59.9)
     assert not out["promoted"] and out["evidence"]["enough"] is False and "59.9 days" in out["reason"]

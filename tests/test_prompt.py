@@ -208,8 +208,16 @@ def test_no_anonymous_prompt_names_the_asset_the_calendar_or_a_price(
     time, no open/high/low/close of the window at any usual precision, in system + user messages."""
     step = {"1h": 3600, "4h": 14400, "1d": 86400}[timeframe]
     start = 1262304000 + start_day * 86400  # 2010-01-01 + days
-    candles = make_candles(WARMUP + n, seed=seed, start=start, step=step, price=10.0**log10_price, vol=vol,
-                           symbol=symbol, timeframe=timeframe)  # fmt: skip
+    candles = make_candles(
+        WARMUP + n,
+        seed=seed,
+        start=start,
+        step=step,
+        price=10.0**log10_price,
+        vol=vol,
+        symbol=symbol,
+        timeframe=timeframe,
+    )
     feats = compute_features(candles)
     w = candles.slice(WARMUP, WARMUP + n)
     fw = {k: v[WARMUP:] for k, v in feats.items()}
@@ -232,8 +240,9 @@ def test_the_checks_of_the_property_test_catch_the_named_prompt() -> None:
     candles = make_candles(WARMUP + WINDOW, seed=9, price=9234.5678, start=1584000000)  # 2020-03-12
     feats = compute_features(candles)
     w = candles.slice(WARMUP, WARMUP + WINDOW)
-    named = build_messages(w, {k: v[WARMUP:] for k, v in feats.items()}, symbol="BTC-USDT", timeframe="1h",
-                           style="named")  # fmt: skip
+    named = build_messages(
+        w, {k: v[WARMUP:] for k, v in feats.items()}, symbol="BTC-USDT", timeframe="1h", style="named"
+    )
     text = "\n".join(m["content"] for m in named)
     assert re.search(r"\bbtc\b", text, re.IGNORECASE)
     assert re.search(r"(?<![\d.])(19|20)\d\d(?![\d])", text) and _DATE_TIME.search(text)

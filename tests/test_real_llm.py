@@ -70,14 +70,16 @@ def _calls(engine: Engine) -> int:
 def env(database_url: str, redis_url: str, engine: Engine, tmp_path: Path) -> dict[str, str]:
     seed_candles(database_url, n=CANDLES)
     e = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "models")
-    e.update({
-        "QTRAIN_LLM_API": "openai",
-        "OPENAI_BASE_URL": ",".join(engine.servers.base_urls),
-        "QTRAIN_LLM_MODEL": engine.servers.model,
-        "QTRAIN_LLM_MAX_TOKENS": "512",
-        "OLLAMA_TIMEOUT": "600",  # a call's timeout, either API: a loaded 2-core box is slow
-        "QTRAIN_MAX_ATTEMPTS": "2",
-    })  # fmt: skip
+    e.update(
+        {
+            "QTRAIN_LLM_API": "openai",
+            "OPENAI_BASE_URL": ",".join(engine.servers.base_urls),
+            "QTRAIN_LLM_MODEL": engine.servers.model,
+            "QTRAIN_LLM_MAX_TOKENS": "512",
+            "OLLAMA_TIMEOUT": "600",  # a call's timeout, either API: a loaded 2-core box is slow
+            "QTRAIN_MAX_ATTEMPTS": "2",
+        }
+    )
     return e
 
 
@@ -92,9 +94,25 @@ def _since(database_url: str) -> str:
 
 def _train(env: dict[str, str], since: str, *extra: str) -> dict[str, object]:
     proc = qtrain(
-        env, "train", "--symbols", "BTC-USDT,ETH-USDT", "--epochs", "1", "--since", since, "--stride",
-        str(STRIDE), "--seed", "7", "--wait", "--timeout", "1200", "--json", *extra, timeout=1300,
-    )  # fmt: skip
+        env,
+        "train",
+        "--symbols",
+        "BTC-USDT,ETH-USDT",
+        "--epochs",
+        "1",
+        "--since",
+        since,
+        "--stride",
+        str(STRIDE),
+        "--seed",
+        "7",
+        "--wait",
+        "--timeout",
+        "1200",
+        "--json",
+        *extra,
+        timeout=1300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
@@ -142,9 +160,15 @@ def test_a_model_the_engine_does_not_serve_is_refused_before_any_window(
     env: dict[str, str], database_url: str, engine: Engine
 ) -> None:
     proc = qtrain(
-        env, "train", "--symbols", "BTC-USDT", "--model", "qwen2.5:7b-nowhere", "--since",
+        env,
+        "train",
+        "--symbols",
+        "BTC-USDT",
+        "--model",
+        "qwen2.5:7b-nowhere",
+        "--since",
         _since(database_url),
-    )  # fmt: skip
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

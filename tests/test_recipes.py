@@ -165,8 +165,9 @@ def test_sweep_learns_a_known_edge():
     """A market whose state tells the next candle's direction (0.3 %/candle, noise 1 %): long in the
     rising state, flat in the falling one, and few trades (it waits for the state to change)."""
     m, r = blocks_market(4000, 0.003)
-    q, _, _ = value_iteration(m, r, np.zeros((len(m), 3)), n_market=2, gamma=0.9, turnover_cost=0.003,
-                              prior_strength=5.0)  # fmt: skip
+    q, _, _ = value_iteration(
+        m, r, np.zeros((len(m), 3)), n_market=2, gamma=0.9, turnover_cost=0.003, prior_strength=5.0
+    )
     best = q.reshape(2, 2, 3).argmax(axis=2)
     assert best[0, 0] == BUY and best[0, 1] == HOLD  # rising state: buy when flat, keep when long
     assert best[1, 1] == SELL and best[1, 0] in (HOLD, SELL)  # falling state: sell when long
@@ -190,10 +191,18 @@ def noise_trades(seed: int) -> tuple[int, int]:
     r = rng.normal(0.0, 0.01, n)
     zero = np.zeros((n, 3))
     rec = RECIPES["sweep"]
-    q, _, _ = value_iteration(m, r, zero, n_market=n_market, gamma=rec.gamma, turnover_cost=rec.turnover_cost,
-                              prior_strength=rec.prior_strength)  # fmt: skip
-    raw, _, _ = value_iteration(m, r, zero, n_market=n_market, gamma=rec.gamma, turnover_cost=0.001,
-                                prior_strength=0.0)  # fmt: skip
+    q, _, _ = value_iteration(
+        m,
+        r,
+        zero,
+        n_market=n_market,
+        gamma=rec.gamma,
+        turnover_cost=rec.turnover_cost,
+        prior_strength=rec.prior_strength,
+    )
+    raw, _, _ = value_iteration(
+        m, r, zero, n_market=n_market, gamma=rec.gamma, turnover_cost=0.001, prior_strength=0.0
+    )
     m_test = noise_states(rng, 2184, n_market)
     return trades_of(q, m_test), trades_of(raw, m_test)
 

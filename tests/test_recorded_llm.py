@@ -56,9 +56,13 @@ def _client(a: dict[str, Any], seen: list[dict[str, Any]]) -> OllamaClient:
 
     transport = httpx.MockTransport(handler)
     return OllamaClient(
-        ("http://ollama:11434",), RECORDED["model"], client=httpx.Client(transport=transport),
-        max_tokens=RECORDED["max_tokens"], max_retries=0, sleep=lambda _: None,
-    )  # fmt: skip
+        ("http://ollama:11434",),
+        RECORDED["model"],
+        client=httpx.Client(transport=transport),
+        max_tokens=RECORDED["max_tokens"],
+        max_retries=0,
+        sleep=lambda _: None,
+    )
 
 
 def test_the_fixture_is_what_it_says() -> None:

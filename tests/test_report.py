@@ -127,9 +127,10 @@ def test_evaluate_parameters_are_a_table_not_json() -> None:
 def test_evaluate_page_without_per_fold_equity_says_so() -> None:
     board = scoreboard_board()
     old = Scoreboard(
-        folds=[{k: v for k, v in f.items() if k != "equity"} for f in board.folds], summary=board.summary,
+        folds=[{k: v for k, v in f.items() if k != "equity"} for f in board.folds],
+        summary=board.summary,
         params=board.params,
-    )  # fmt: skip
+    )
     html = render_scoreboard(old)
     assert "This scoreboard has no per-fold equity." in html and "fold_picker" not in html
 
@@ -137,10 +138,16 @@ def test_evaluate_page_without_per_fold_equity_says_so() -> None:
 def test_evaluate_page_shows_what_the_analyses_add_against_each_control() -> None:
     board = scoreboard_board()
     records = [
-        {**f, "policies": {**f["policies"], "qtable:shuffled": {"sharpe": 0.0},
-                           "qtable:constant": {"sharpe": 9.0}}}
+        {
+            **f,
+            "policies": {
+                **f["policies"],
+                "qtable:shuffled": {"sharpe": 0.0},
+                "qtable:constant": {"sharpe": 9.0},
+            },
+        }
         for f in board.folds
-    ]  # fmt: skip
+    ]
     with_controls = dataclasses.replace(board, folds=records, ablation=ablation(records))
     table = ablation_table(with_controls)
     assert table is not None

@@ -60,9 +60,19 @@ def test_bulk_hashes_refuse_bad_ranges() -> None:
 
 def _spec(symbols: tuple[str, ...]) -> batches.BatchSpec:
     return batches.BatchSpec(
-        symbols=symbols, timeframe="1h", window_size=48, stride=6, since=None, until=None, epochs=1,
-        model="heuristic", analyst="heuristic", prompt_version=1, seed=1, params={},
-    )  # fmt: skip
+        symbols=symbols,
+        timeframe="1h",
+        window_size=48,
+        stride=6,
+        since=None,
+        until=None,
+        epochs=1,
+        model="heuristic",
+        analyst="heuristic",
+        prompt_version=1,
+        seed=1,
+        params={},
+    )
 
 
 def _rows(symbols: tuple[str, ...], per_symbol: int) -> list[tuple[str, int, int, int, str]]:
@@ -206,8 +216,11 @@ def test_status_queries_scan_no_windows_sequentially(
 def _imported_after(code: str) -> list[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"],
-        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
     assert out.returncode == 0, out.stderr
     modules = json.loads(out.stdout.strip().splitlines()[-1])
     return sorted({m.split(".")[0] for m in modules} & set(HEAVY))
@@ -253,8 +266,19 @@ def test_enqueue_publishes_every_window_once_with_progress(
 
     seed_candles(database_url, n=1200)
     env = pipeline_env(database_url, redis_url, "http://127.0.0.1:9", tmp_path / "models")
-    proc = qtrain(env, "train", "--symbols", "BTC-USDT,ETH-USDT", "--analyst", "heuristic", "--stride", "1",
-                  "--wait", "--timeout", "1")  # fmt: skip
+    proc = qtrain(
+        env,
+        "train",
+        "--symbols",
+        "BTC-USDT,ETH-USDT",
+        "--analyst",
+        "heuristic",
+        "--stride",
+        "1",
+        "--wait",
+        "--timeout",
+        "1",
+    )
     assert proc.returncode == 2, proc.stderr
     assert "enqueue" in proc.stderr and "not done after" in proc.stderr.strip().splitlines()[-1]
     batch_id = int(query(database_url, "SELECT max(id) FROM batches")[0][0])

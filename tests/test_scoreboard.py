@@ -78,8 +78,10 @@ def test_no_leakage_truncating_the_future_leaves_the_tables_byte_identical(k):
     fold = FOLDS[k]
     recipes = ("sweep", "qlearning")
     past = analyses_for(CANDLES, fold)
-    future = [AnalysedWindow(int(CANDLES.ts[i]), int(CANDLES.ts[i + 47]), BUY, 0.9, ())
-              for i in range(fold.test_lo - 24, fold.test_hi - 48, 24)]  # fmt: skip
+    future = [
+        AnalysedWindow(int(CANDLES.ts[i]), int(CANDLES.ts[i + 47]), BUY, 0.9, ())
+        for i in range(fold.test_lo - 24, fold.test_hi - 48, 24)
+    ]
     full = fold_tables(CANDLES, fold, past + future, recipes=recipes, seed=3)
     truncated = fold_tables(cut(CANDLES, 0, fold.test_lo), fold, past, recipes=recipes, seed=3)
     for r in recipes:
@@ -94,8 +96,9 @@ def test_fold_metrics_ignore_data_outside_the_fold():
     base = evaluate_fold(CANDLES, fold, an, random_seeds=5)
     shorter = evaluate_fold(cut(CANDLES, 0, fold.test_hi), fold, an, random_seeds=5)
     lo = fold.train_lo
-    shifted = dataclasses.replace(fold, train_lo=0, train_hi=fold.train_hi - lo, test_lo=fold.test_lo - lo,
-                                  test_hi=fold.test_hi - lo)  # fmt: skip
+    shifted = dataclasses.replace(
+        fold, train_lo=0, train_hi=fold.train_hi - lo, test_lo=fold.test_lo - lo, test_hi=fold.test_hi - lo
+    )
     later_start = evaluate_fold(cut(CANDLES, lo, len(CANDLES)), shifted, an, random_seeds=5)
     dump = json.dumps(base, sort_keys=True, allow_nan=False)
     assert dump == json.dumps(shorter, sort_keys=True) == json.dumps(later_start, sort_keys=True)
@@ -137,7 +140,7 @@ def test_summary_counts(rows):
                 "random": {"sharpe": r, "n_trades": 27},
                 "buy_and_hold": {"sharpe": b, "n_trades": 0},
             }
-        }  # fmt: skip
+        }
         for q, r, b, n in rows
     ]
     s = summarise(folds)["qtable"]
@@ -230,8 +233,15 @@ def test_a_pooled_recipe_needs_its_control_tables():
     an = analyses_for(CANDLES, fold)
     tables = fold_tables(CANDLES, fold, an)[DEFAULT_RECIPE]
     with pytest.raises(ValueError, match="trained_controls"):
-        evaluate_fold(CANDLES, fold, an, recipes=("pooled",), random_seeds=3, controls=CONTROLS,
-                      trained={"pooled": (tables, tables)})  # fmt: skip
+        evaluate_fold(
+            CANDLES,
+            fold,
+            an,
+            recipes=("pooled",),
+            random_seeds=3,
+            controls=CONTROLS,
+            trained={"pooled": (tables, tables)},
+        )
     assert control_name("pooled", "shuffled") == "qtable:shuffled"  # the default recipe's is bare
     assert control_name("sweep", "shuffled") == "qtable:sweep:shuffled"
 
@@ -240,10 +250,16 @@ def test_a_pooled_recipe_needs_its_control_tables():
 @given(st.lists(st.tuples(sharpe, sharpe, sharpe, sharpe), min_size=0, max_size=12))
 def test_ablation_counts_the_folds_against_each_control(rows):
     folds = [
-        {"policies": {"qtable": {"sharpe": a}, "qtable:unshaped": {"sharpe": b},
-                      "qtable:shuffled": {"sharpe": s}, "qtable:constant": {"sharpe": k}}}
+        {
+            "policies": {
+                "qtable": {"sharpe": a},
+                "qtable:unshaped": {"sharpe": b},
+                "qtable:shuffled": {"sharpe": s},
+                "qtable:constant": {"sharpe": k},
+            }
+        }
         for a, b, s, k in rows
-    ]  # fmt: skip
+    ]
     got = ablation(folds)["qtable"]
     if not rows:
         assert "controls" not in got
@@ -262,8 +278,13 @@ def test_ablation_counts_the_folds_against_each_control(rows):
     assert len(lines) == 3
     assert lines[1].startswith("heuristic analyses' content beat qtable:shuffled (shuffled control) in")
     assert ablation([{"policies": {"qtable": {"sharpe": 1.0}}}])["qtable"].keys() == {
-        "unshaped", "helped", "hurt", "tied", "folds", "median_sharpe_margin"
-    }  # fmt: skip
+        "unshaped",
+        "helped",
+        "hurt",
+        "tied",
+        "folds",
+        "median_sharpe_margin",
+    }
 
 
 def test_pooled_controls_apply_each_symbols_control_before_pooling():

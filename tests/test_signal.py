@@ -113,8 +113,15 @@ def _hand_made(url: str, space: StateSpace, tmp_path: Path) -> int:
     learner = FastQLearning(space.n_states, seed=0)
     learner.q[...] = np.random.default_rng(0).normal(size=learner.q.shape)
     learner.visits[...] = 1
-    v = insert_version(url, "BTC-USDT", learner, space, train_since=T0, train_until=T0 + 10 * STEP,
-                       holdout_until=T0 + 20 * STEP)  # fmt: skip
+    v = insert_version(
+        url,
+        "BTC-USDT",
+        learner,
+        space,
+        train_since=T0,
+        train_until=T0 + 10 * STEP,
+        holdout_until=T0 + 20 * STEP,
+    )
     promotion.set_promoted(_settings(url, tmp_path), "BTC-USDT", v, by="test")
     return v
 

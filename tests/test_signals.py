@@ -80,9 +80,13 @@ def test_flow_window_is_causal_volume_weighted_and_nan_where_undefined() -> None
     ts = np.arange(4, dtype=np.int64) * 3600
     ones = np.ones(4)
     c = Candles(
-        ts, ones, np.array([2.0, 2.0, 1.0, 2.0]), np.array([1.0, 1.0, 1.0, 1.0]),
-        np.array([2.0, 1.0, 1.0, 1.5]), np.array([1.0, 3.0, 5.0, 0.0]),
-    )  # fmt: skip
+        ts,
+        ones,
+        np.array([2.0, 2.0, 1.0, 2.0]),
+        np.array([1.0, 1.0, 1.0, 1.0]),
+        np.array([2.0, 1.0, 1.0, 1.5]),
+        np.array([1.0, 3.0, 5.0, 0.0]),
+    )
     per = flow_score_from_candles(c).score
     np.testing.assert_allclose(per, [1.0, -1.0, np.nan, np.nan])  # row 2: no range; row 3: no volume
     rolled = flow_score_from_candles(c, window=2).score

@@ -29,9 +29,14 @@ def _to_file(env: dict[str, str], log: Path, *args: str) -> str:
     """``qtrain ARGS``, stdout to ``log`` and stderr (the progress) to ``log.err``; stdout's text."""
     with log.open("w", encoding="utf-8") as fh, log.with_suffix(".err").open("w", encoding="utf-8") as err:
         proc = subprocess.run(
-            [sys.executable, "-m", "producer", *args], env=child_env(env), stdout=fh, stderr=err,
-            text=True, timeout=300, cwd=str(ROOT),
-        )  # fmt: skip
+            [sys.executable, "-m", "producer", *args],
+            env=child_env(env),
+            stdout=fh,
+            stderr=err,
+            text=True,
+            timeout=300,
+            cwd=str(ROOT),
+        )
     assert proc.returncode == 0, log.with_suffix(".err").read_text()[-2000:]
     return log.read_text(encoding="utf-8")
 
@@ -58,7 +63,7 @@ def test_demo_status_and_models_list_in_a_file_keep_names_whole(
         "300",
         "--epochs",
         "1",
-    )  # fmt: skip  (in the test's database, so that status and models list see its batch)
+    )  # in the test's database, so that status and models list see its batch
     status = _to_file(env, tmp_path / "status.log", "status")
     listed = _to_file(env, tmp_path / "models.log", "models", "list")
     for name, text in (("demo", demo), ("status", status), ("models list", listed)):

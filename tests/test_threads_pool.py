@@ -72,8 +72,11 @@ def test_a_threads_pool_worker_runs_a_batch_with_many_calls_in_flight(
 ) -> None:
     seed_candles(database_url, n=240)  # window 48, stride 2: 97 windows per symbol
     with FakeOllama(latency_s=1.0, num_parallel=64) as fake:
-        env = {**pipeline_env(database_url, redis_url, fake.url, tmp_path / "models"),
-               "PGAPPNAME": APP_NAME, "QTRAIN_DB_POOL": "4"}  # fmt: skip
+        env = {
+            **pipeline_env(database_url, redis_url, fake.url, tmp_path / "models"),
+            "PGAPPNAME": APP_NAME,
+            "QTRAIN_DB_POOL": "4",
+        }
         with (
             start_workers(1, concurrency=32, env=env, log_dir=tmp_path, prefix="thr", pool="threads") as w,
             PgConnections(database_url) as pg,
@@ -109,8 +112,9 @@ def test_a_long_call_keeps_its_window_and_a_killed_worker_loses_it_within_a_leas
         "QTRAIN_REAP_INTERVAL_S": str(REAP_S),
         "OLLAMA_TIMEOUT": "60",
     }
-    victim = start_workers(1, concurrency=4, env=env, log_dir=tmp_path, prefix="victim", pool="threads",
-                           loglevel="INFO")  # fmt: skip
+    victim = start_workers(
+        1, concurrency=4, env=env, log_dir=tmp_path, prefix="victim", pool="threads", loglevel="INFO"
+    )
     try:
         batch_id = start_batch(env, "ETH-USDT")
         wait_until(lambda: slow_fake.stats()["in_flight"] >= 4, timeout=60, what="four calls in flight")
@@ -120,8 +124,11 @@ def test_a_long_call_keeps_its_window_and_a_killed_worker_loses_it_within_a_leas
         wait_until(lambda: time.monotonic() - started > LONG_CALL_S - 1.5, timeout=30, what="most of a call")
         assert reclaimed_windows(database_url, batch_id) == 0
         assert slow_fake.stats()["llm_calls"] == 4  # nobody started a second copy of a running window
-        wait_until(lambda: window_counts(database_url, batch_id).get("done", 0) >= 4, timeout=30,
-                   what="the first four long calls to finish")  # fmt: skip
+        wait_until(
+            lambda: window_counts(database_url, batch_id).get("done", 0) >= 4,
+            timeout=30,
+            what="the first four long calls to finish",
+        )
         wait_until(lambda: slow_fake.stats()["in_flight"] >= 4, timeout=30, what="the next four calls")
         pid = victim.procs[0].pid
         sigkill(pid)
@@ -132,18 +139,24 @@ def test_a_long_call_keeps_its_window_and_a_killed_worker_loses_it_within_a_leas
         victim.stop(5)
     assert reclaimed_windows(database_url, batch_id) == 0
     slow_fake.configure(latency_s=0.05)
-    with start_workers(1, concurrency=4, env=env, log_dir=tmp_path, prefix="survivor", pool="threads",
-                       loglevel="INFO") as survivor:  # fmt: skip
-        wait_until(lambda: reclaimed_windows(database_url, batch_id) >= 4, timeout=60,
-                   what="the killed worker's four windows to be taken back")  # fmt: skip
+    with start_workers(
+        1, concurrency=4, env=env, log_dir=tmp_path, prefix="survivor", pool="threads", loglevel="INFO"
+    ) as survivor:
+        wait_until(
+            lambda: reclaimed_windows(database_url, batch_id) >= 4,
+            timeout=60,
+            what="the killed worker's four windows to be taken back",
+        )
         reclaimed_after = time.monotonic() - killed_at
         assert wait_batch_finished(database_url, batch_id, timeout=60) == "done"
         log = survivor.logs[0].read_text(errors="replace")
     rows = assert_batch_complete(database_url, batch_id, ("ETH-USDT",))
     assert all(r[2] == "done" for r in rows), rows
     assert "reaper: re-enqueued" in log, log[-3000:]
-    print(f"\nRECOVERY threads pool lease_s={LEASE_S} reap_interval_s={REAP_S} call={LONG_CALL_S}s"
-          f" kill->reclaimed={reclaimed_after:.1f}s")  # fmt: skip
+    print(
+        f"\nRECOVERY threads pool lease_s={LEASE_S} reap_interval_s={REAP_S} call={LONG_CALL_S}s"
+        f" kill->reclaimed={reclaimed_after:.1f}s"
+    )
     # the lease ran out at most LEASE_S after the last renewal, and the survivor reaps every REAP_S
     # (plus its start-up, a few seconds on a busy machine)
     assert reclaimed_after < LEASE_S + REAP_S + 15, reclaimed_after

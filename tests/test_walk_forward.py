@@ -126,9 +126,14 @@ def test_walk_forward_trains_with_the_reducers_recipe(env):
         analysed = []
     hp = meta["recipe"]["params"]
     learner, _, data = train_qtable(
-        train, analysed, space=StateSpace.default(), recipe=meta["recipe"]["name"],
-        epochs=meta["hyper_parameters"]["epochs"], seed=meta["hyper_parameters"]["seed"], **hp,
-    )  # fmt: skip
+        train,
+        analysed,
+        space=StateSpace.default(),
+        recipe=meta["recipe"]["name"],
+        epochs=meta["hyper_parameters"]["epochs"],
+        seed=meta["hyper_parameters"]["seed"],
+        **hp,
+    )
     assert (
         data.n_windows == (meta["n_analysed_windows"] if analysed else 0) and meta["n_analysed_windows"] > 0
     )

@@ -121,10 +121,18 @@ def test_hostile_answers_fail_their_window_with_one_line_and_the_batch_finishes(
     database_url: str, redis_url: str, fake: FakeOllama, tmp_path: Path
 ) -> None:
     seed_candles(database_url, n=150)
-    env = {**pipeline_env(database_url, redis_url, fake.url, tmp_path / "m"), "OLLAMA_TIMEOUT": "2",
-           "QTRAIN_MAX_FAILED_SHARE": "1"}  # fmt: skip  (3 of the few windows fail: the batch still goes on)
-    fake.configure(faults=[{"mode": "huge", "calls": [1]}, {"mode": "deep", "calls": [2]},
-                           {"mode": "endless", "calls": [3]}])  # fmt: skip
+    env = {
+        **pipeline_env(database_url, redis_url, fake.url, tmp_path / "m"),
+        "OLLAMA_TIMEOUT": "2",
+        "QTRAIN_MAX_FAILED_SHARE": "1",
+    }  # 3 of the few windows fail: the batch still goes on
+    fake.configure(
+        faults=[
+            {"mode": "huge", "calls": [1]},
+            {"mode": "deep", "calls": [2]},
+            {"mode": "endless", "calls": [3]},
+        ]
+    )
     with start_workers(1, concurrency=1, env=env, log_dir=tmp_path, prefix="wire"):
         batch_id = start_batch(env, "BTC-USDT")
         assert wait_batch_finished(database_url, batch_id, timeout=120) == "done"
@@ -150,8 +158,11 @@ def test_train_and_worker_start_refuse_an_old_ollama(
     assert "Traceback" not in proc.stderr
     assert query(database_url, "SELECT count(*) FROM batches")[0][0] == 0
     with start_workers(1, concurrency=1, env=env, log_dir=tmp_path, prefix="old", loglevel="INFO") as w:
-        log = wait_until(lambda: "REFUSED" in (t := w.logs[0].read_text(errors="replace")) and t, timeout=30,
-                         what="the worker's start-up line about the old host")  # fmt: skip
+        log = wait_until(
+            lambda: "REFUSED" in (t := w.logs[0].read_text(errors="replace")) and t,
+            timeout=30,
+            what="the worker's start-up line about the old host",
+        )
     line = next(ln for ln in log.splitlines() if "REFUSED" in ln)
     assert fake.url in line and "0.4.7" in line
 
@@ -167,8 +178,12 @@ def test_the_payload_would_leave_a_trace_if_anything_unpickled_it(tmp_path: Path
     import sys
 
     trace = tmp_path / "control"
-    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
-                   input=_evil_pickle(trace), check=True, timeout=30)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
+        input=_evil_pickle(trace),
+        check=True,
+        timeout=30,
+    )
     assert trace.exists()
 
 
@@ -183,19 +198,36 @@ def test_a_pickle_pushed_onto_the_analyze_queue_is_rejected_unexecuted(
     trace = tmp_path / f"pickle-ran-{uuid.uuid4().hex[:6]}"
     with start_workers(1, concurrency=1, env=env, log_dir=tmp_path, prefix="wire", loglevel="INFO") as w:
         task_id = str(uuid.uuid4())
-        headers = {"lang": "py", "task": "qtrain.analyze_window", "id": task_id, "root_id": task_id,
-                   "parent_id": None, "group": None, "retries": 0, "eta": None, "expires": None,
-                   "argsrepr": "(1, 'BTC-USDT', 0)", "kwargsrepr": "{}", "origin": "test"}  # fmt: skip
+        headers = {
+            "lang": "py",
+            "task": "qtrain.analyze_window",
+            "id": task_id,
+            "root_id": task_id,
+            "parent_id": None,
+            "group": None,
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "argsrepr": "(1, 'BTC-USDT', 0)",
+            "kwargsrepr": "{}",
+            "origin": "test",
+        }
         queue = Queue("analyze", Exchange("analyze", durable=True), routing_key="analyze", durable=True)
         with Connection(env["CELERY_BROKER_URL"]) as conn:
             conn.Producer().publish(
-                _evil_pickle(trace), exchange=queue.exchange, routing_key="analyze", declare=[queue],
-                content_type="application/x-python-serialize", content_encoding="binary", headers=headers,
-            )  # fmt: skip
+                _evil_pickle(trace),
+                exchange=queue.exchange,
+                routing_key="analyze",
+                declare=[queue],
+                content_type="application/x-python-serialize",
+                content_encoding="binary",
+                headers=headers,
+            )
         log = wait_until(
             lambda: "untrusted content" in (t := w.logs[0].read_text(errors="replace")) and t,
-            timeout=60, what="the worker to refuse the pickle",
-        )  # fmt: skip
+            timeout=60,
+            what="the worker to refuse the pickle",
+        )
         # the worker is still serving JSON tasks after it
         probe = Celery(broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
         probe.conf.update(accept_content=["json"], task_serializer="json", result_serializer="json")

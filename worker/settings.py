@@ -110,10 +110,17 @@ def analyze_hard_limit_s(llm_timeout_s: float) -> float:
 RETRAIN_PREFIXES = ("QTRAIN_RETRAIN_", "QTRAIN_EXCHANGE_API_URL")
 """Variables of the beat's scheduled retraining (``worker.pipeline.schedule``)."""
 AGENT_PREFIXES = (
-    "QTRAIN_WEIGHTS", "QTRAIN_BUY_THRESHOLD", "QTRAIN_SELL_THRESHOLD", "QTRAIN_MIN_CONFIDENCE",
-    "QTRAIN_BOOK_DEPTH", "QTRAIN_TRADES_LIMIT", "QTRAIN_LLM_MAX_RULES", "QTRAIN_PAPER_", "QTRAIN_MARKET_",
+    "QTRAIN_WEIGHTS",
+    "QTRAIN_BUY_THRESHOLD",
+    "QTRAIN_SELL_THRESHOLD",
+    "QTRAIN_MIN_CONFIDENCE",
+    "QTRAIN_BOOK_DEPTH",
+    "QTRAIN_TRADES_LIMIT",
+    "QTRAIN_LLM_MAX_RULES",
+    "QTRAIN_PAPER_",
+    "QTRAIN_MARKET_",
     "QTRAIN_EXCHANGE_API_URL",
-)  # fmt: skip
+)
 """Variables of the run-time agent (``qtrain signal``, paper trading; parsed by ``worker.trading.agent``)."""
 
 

@@ -491,12 +491,27 @@ def parse_answer(text: str) -> Analysis:
 
 #: Repairs an answer generated under ``ANSWER_SCHEMA`` as a grammar cannot need: seen in an answer
 #: that was sent with the schema, they mean the server ignored the constraint (free text, 200).
-OFF_SCHEMA_REPAIRS = frozenset({
-    "code_fence", "prose_stripped", "key_case", "extra_key_ignored", "missing_field", "null_field",
-    "string_number", "enum_case", "unknown_enum", "action_index", "wrapped_in_list",
-    "unknown_feature_dropped", "unknown_op_dropped", "bad_value_dropped", "too_many_conditions",
-    "rules_capped", "not_a_string",
-})  # fmt: skip
+OFF_SCHEMA_REPAIRS = frozenset(
+    {
+        "code_fence",
+        "prose_stripped",
+        "key_case",
+        "extra_key_ignored",
+        "missing_field",
+        "null_field",
+        "string_number",
+        "enum_case",
+        "unknown_enum",
+        "action_index",
+        "wrapped_in_list",
+        "unknown_feature_dropped",
+        "unknown_op_dropped",
+        "bad_value_dropped",
+        "too_many_conditions",
+        "rules_capped",
+        "not_a_string",
+    }
+)
 
 
 def note_schema_ignored(analysis: Analysis) -> Analysis:

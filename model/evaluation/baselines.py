@@ -19,9 +19,14 @@ DEFAULT_RANDOM_SEEDS = 50
 
 
 def random_policy_metrics(
-    test: Candles, *, seeds: int = DEFAULT_RANDOM_SEEDS, base_seed: int = 0, fee: float = 0.001,
-    slippage_bps: float = 0.0, p_trade: float = 0.05,
-) -> dict[str, float]:  # fmt: skip
+    test: Candles,
+    *,
+    seeds: int = DEFAULT_RANDOM_SEEDS,
+    base_seed: int = 0,
+    fee: float = 0.001,
+    slippage_bps: float = 0.0,
+    p_trade: float = 0.05,
+) -> dict[str, float]:
     """Median of every metric over ``seeds`` random policies (seeds ``base_seed..+seeds-1``) on
     ``test``, plus ``sharpe_p90`` (90th percentile); NaN runs are left out of each median (a metric
     NaN for every seed stays NaN)."""

@@ -108,9 +108,9 @@ def _sums(ms: NDArray[np.int64], w: NDArray[np.float64], n_market: int) -> NDArr
     return np.bincount(ms, weights=w, minlength=n_market).astype(np.float64)
 
 
-def _transitions(ms: NDArray[np.int64], nxt: NDArray[np.int64], n_market: int) -> tuple[
-    NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]
-]:  # fmt: skip
+def _transitions(
+    ms: NDArray[np.int64], nxt: NDArray[np.int64], n_market: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     """Distinct live (m, m') pairs and their counts: the continuation sums in one bincount."""
     live = nxt >= 0
     key = ms[live] * n_market + nxt[live]
@@ -139,8 +139,12 @@ def pooled_value_iteration(
         raise ValueError("need one market_states, returns and shaping array per symbol, at least one symbol")
     if not 0.0 <= gamma < 1.0:
         raise ValueError(f"gamma must be in [0, 1) for value iteration to converge, got {gamma}")
-    for name, v in (("turnover_cost", turnover_cost), ("cost_per_sigma", cost_per_sigma),
-                    ("prior_strength", prior_strength), ("symbol_strength", symbol_strength)):  # fmt: skip
+    for name, v in (
+        ("turnover_cost", turnover_cost),
+        ("cost_per_sigma", cost_per_sigma),
+        ("prior_strength", prior_strength),
+        ("symbol_strength", symbol_strength),
+    ):
         if not v >= 0 or (math.isinf(v) and name != "symbol_strength"):
             raise ValueError(f"{name} must be finite and >= 0 (symbol_strength may be inf), got {v}")
     series = [_series(m, r, s, n_market) for m, r, s in zip(market_states, returns, shaping, strict=True)]
@@ -203,9 +207,14 @@ def pooled_value_iteration(
             n_market * N_POSITIONS, N_ACTIONS
         )
         stats = SweepStats(
-            sweeps=sweeps, converged=bool(delta <= tol), max_delta=delta, steps=int(s.ms.size),
-            skipped=int(s.n - s.ms.size), states_seen=int((n_own > 0).sum()), warm_start_used=False,
+            sweeps=sweeps,
+            converged=bool(delta <= tol),
+            max_delta=delta,
+            steps=int(s.ms.size),
+            skipped=int(s.n - s.ms.size),
+            states_seen=int((n_own > 0).sum()),
+            warm_start_used=False,
             seconds=time.perf_counter() - t0,
-        )  # fmt: skip
+        )
         out.append((q.reshape(n_market * N_POSITIONS, N_ACTIONS), visits, stats))
     return out

@@ -239,11 +239,16 @@ def train_pooled(
     names = sorted(trains)
     data = {s: training_data(trains[s], analysed.get(s, ()), space=space, kappa=r.kappa) for s in names}
     solved = pooled_value_iteration(
-        [data[s].states for s in names], [data[s].returns for s in names], [data[s].shaping for s in names],
-        n_market=space.n_market_states, gamma=r.gamma, turnover_cost=r.turnover_cost,
-        cost_per_sigma=r.cost_per_sigma, prior_strength=r.prior_strength,
+        [data[s].states for s in names],
+        [data[s].returns for s in names],
+        [data[s].shaping for s in names],
+        n_market=space.n_market_states,
+        gamma=r.gamma,
+        turnover_cost=r.turnover_cost,
+        cost_per_sigma=r.cost_per_sigma,
+        prior_strength=r.prior_strength,
         symbol_strength=math.inf if r.symbol_strength is None else r.symbol_strength,
-    )  # fmt: skip
+    )
     out = {}
     for s, (q, visits, stats) in zip(names, solved, strict=True):
         table = FastQLearning(

@@ -218,15 +218,24 @@ def decide_last(
     model = config.model()
     if not any(model.weights[k] > 0 for k, v in values.items() if v is not None):
         decision = Decision(
-            action=HOLD, confidence=0.0, score=float("nan"), components={}, weights_used={},
-            missing=COMPONENTS, note="no weighted component has data (indicator warm-up): HOLD",
-        )  # fmt: skip
+            action=HOLD,
+            confidence=0.0,
+            score=float("nan"),
+            components={},
+            weights_used={},
+            missing=COMPONENTS,
+            note="no weighted component has data (indicator warm-up): HOLD",
+        )
     else:
         decision = model.decide(**values)
     return LiveDecision(
-        ts=int(ctx.ts[-1]), close=float(ctx.close[-1]), position=position, decision=decision,
-        flow_source=source, notes=tuple(notes),
-    )  # fmt: skip
+        ts=int(ctx.ts[-1]),
+        close=float(ctx.close[-1]),
+        position=position,
+        decision=decision,
+        flow_source=source,
+        notes=tuple(notes),
+    )
 
 
 def next_position(position: int, action: int) -> int:

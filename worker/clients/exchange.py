@@ -104,9 +104,14 @@ def _replace_urls(node: Any, base: str) -> Any:
 
 
 def ccxt_call(
-    fn: Callable[[], Any], *, what: str, symbol: str, max_attempts: int, sleep: Callable[[float], None],
+    fn: Callable[[], Any],
+    *,
+    what: str,
+    symbol: str,
+    max_attempts: int,
+    sleep: Callable[[float], None],
     on_retry: Callable[[], None] = lambda: None,
-) -> Any:  # fmt: skip
+) -> Any:
     """``fn()`` (one ccxt request) with exponential backoff on rate limits and network errors;
     ccxt's errors become one-line ``ServiceUnavailable`` / ``BadInput`` naming ``what``."""
     for attempt in range(max_attempts):
@@ -169,9 +174,12 @@ def fetch_symbol(
             result.requests += 1
             page = ccxt_call(
                 partial(exchange.fetch_ohlcv, market, timeframe, cursor * 1000, limit),
-                what=result.exchange, symbol=symbol, max_attempts=max_attempts, sleep=sleep,
+                what=result.exchange,
+                symbol=symbol,
+                max_attempts=max_attempts,
+                sleep=sleep,
                 on_retry=result.count_retry,
-            )  # fmt: skip
+            )
             rows = [r for r in page if r and r[0] is not None and r[0] // 1000 >= cursor]
             result.received += len(rows)
             if not rows:

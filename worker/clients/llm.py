@@ -469,9 +469,15 @@ class HttpLLM:
         return status, raw, limit_s
 
     def _direct_exchange(
-        self, target: tuple[str, str, int, str], method: str, host: str, path: str, json: Any,
-        headers: Mapping[str, str] | None, limit_s: float,
-    ) -> tuple[int, bytes]:  # fmt: skip
+        self,
+        target: tuple[str, str, int, str],
+        method: str,
+        host: str,
+        path: str,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        limit_s: float,
+    ) -> tuple[int, bytes]:
         """``_exchange`` through the direct transport: the same body bytes, bounds and errors."""
         assert self._direct is not None
         body = None if json is None else encode_json(json)
@@ -484,9 +490,15 @@ class HttpLLM:
             )
 
         return self._direct.exchange(
-            target, method, path, body, headers, timeout_s=limit_s,
-            connect_s=min(limit_s, CONNECT_TIMEOUT_S), read=read,
-        )  # fmt: skip
+            target,
+            method,
+            path,
+            body,
+            headers,
+            timeout_s=limit_s,
+            connect_s=min(limit_s, CONNECT_TIMEOUT_S),
+            read=read,
+        )
 
     def _read(self, resp: httpx.Response, where: str, cap: int, deadline: float, limit_s: float) -> bytes:
         """The body, at most ``cap`` bytes and complete before ``deadline``; else refused (permanent)."""

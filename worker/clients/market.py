@@ -83,9 +83,14 @@ def fetch_market(
 
 
 def _fetch_both(
-    exchange: ccxt.Exchange, market: str, data: MarketData, depth: int, trades_limit: int, max_attempts: int,
+    exchange: ccxt.Exchange,
+    market: str,
+    data: MarketData,
+    depth: int,
+    trades_limit: int,
+    max_attempts: int,
     sleep: Callable[[float], None],
-) -> None:  # fmt: skip
+) -> None:
     try:
         book = _retry(lambda: exchange.fetch_order_book(market), data, "order book", max_attempts, sleep)
         bids, asks = book.get("bids") or [], book.get("asks") or []

@@ -61,14 +61,24 @@ from worker.errors import (
 from worker.settings import DEFAULT_LLM_MAX_TOKENS, DEFAULT_LLM_NUM_CTX, Settings
 
 __all__ = [
-    "MAX_JSON_DEPTH", "MAX_RESPONSE_BYTES", "PREFLIGHT_TIMEOUT_S", "ChatClient", "ChatResult",
-    "OllamaClient", "OllamaTooOld", "json_depth", "parse_version", "too_old", "too_old_message",
-]  # fmt: skip
+    "MAX_JSON_DEPTH",
+    "MAX_RESPONSE_BYTES",
+    "PREFLIGHT_TIMEOUT_S",
+    "ChatClient",
+    "ChatResult",
+    "OllamaClient",
+    "OllamaTooOld",
+    "json_depth",
+    "parse_version",
+    "too_old",
+    "too_old_message",
+]
 
 #: Oldest Ollama with JSON-schema ``format`` (structured outputs came in 0.5.0).
 MIN_OLLAMA_VERSION = (0, 5, 0)
 #: First Ollama whose /api/chat takes ``"truncate": false`` (an overflow is then an error, not a cut).
 TRUNCATE_FLAG_VERSION = (0, 12, 4)
+
 
 class OllamaTooOld(PermanentError):
     """Raised when an Ollama host is older than 0.5.0 and so cannot take a JSON-schema ``format``."""
@@ -153,10 +163,18 @@ class OllamaClient(HttpLLM):
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(
-            hosts, model, client=client, timeout_s=timeout_s, max_retries=max_retries,
-            backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, sleep=sleep, rng=rng, clock=clock,
+            hosts,
+            model,
+            client=client,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            sleep=sleep,
+            rng=rng,
+            clock=clock,
             max_response_bytes=max_response_bytes,
-        )  # fmt: skip
+        )
         if num_ctx < 1 or max_tokens < 1:
             raise ValueError(f"num_ctx and max_tokens must be >= 1, got {num_ctx} and {max_tokens}")
         self.keep_alive = keep_alive

@@ -145,10 +145,18 @@ class OpenAIClient(HttpLLM):
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(
-            base_urls, model, client=client, timeout_s=timeout_s, max_retries=max_retries,
-            backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, sleep=sleep, rng=rng, clock=clock,
+            base_urls,
+            model,
+            client=client,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            sleep=sleep,
+            rng=rng,
+            clock=clock,
             max_response_bytes=max_response_bytes,
-        )  # fmt: skip
+        )
         if num_ctx < 1 or max_tokens < 1:
             raise ValueError(f"num_ctx and max_tokens must be >= 1, got {num_ctx} and {max_tokens}")
         self.temperature = temperature

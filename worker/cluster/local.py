@@ -42,17 +42,37 @@ class LocalWorkers:
 
 
 def worker_command(
-    *, name: str, concurrency: int, queues: str = "analyze,reduce", loglevel: str = "WARNING",
+    *,
+    name: str,
+    concurrency: int,
+    queues: str = "analyze,reduce",
+    loglevel: str = "WARNING",
     pool: str | None = None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The ``celery -A worker worker`` command line qtrain recommends, for one worker process
     (``pool="threads"``: many calls in flight in one process, README "Scaling")."""
     return [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
-        "-c", str(concurrency), "-n", f"{name}@%h", "--prefetch-multiplier", "1",
-        "--without-gossip", "--without-mingle", "-E", "--loglevel", loglevel,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--prefetch-multiplier",
+        "1",
+        "--without-gossip",
+        "--without-mingle",
+        "-E",
+        "--loglevel",
+        loglevel,
         *(["--pool", pool] if pool else []),
-    ]  # fmt: skip
+    ]
 
 
 def start_workers(
@@ -121,9 +141,12 @@ def _probe(broker_url: str) -> Any:
 
     probe = Celery(broker=broker_url)
     probe.conf.update(
-        broker_read_url=broker_url, broker_write_url=broker_url,
-        accept_content=["json"], task_serializer="json", result_serializer="json",
-    )  # fmt: skip
+        broker_read_url=broker_url,
+        broker_write_url=broker_url,
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+    )
     return probe
 
 

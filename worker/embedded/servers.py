@@ -193,9 +193,15 @@ def _run_pg(args: list[str], account: tuple[int, int] | None, log: Path, timeout
         kwargs = {"user": account[0], "group": account[1], "extra_groups": []}
     with log.open("ab") as out:
         proc = subprocess.run(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            timeout=timeout, check=False, **kwargs,
-        )  # fmt: skip
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=timeout,
+            check=False,
+            **kwargs,
+        )
     if proc.returncode != 0:
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
         raise EmbeddedError(f"{Path(args[0]).name} failed (exit {proc.returncode}): {tail} (log {log})")
@@ -218,10 +224,22 @@ def start_postgres(base: Path) -> Server:
         if data.exists():
             shutil.rmtree(data)  # a half-made cluster from an interrupted initdb
         _run_pg(
-            [str(pg_bin("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-             "--no-locale", "--no-sync", "--no-instructions"],
-            account, root / "initdb.log", timeout=180,
-        )  # fmt: skip
+            [
+                str(pg_bin("initdb")),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            account,
+            root / "initdb.log",
+            timeout=180,
+        )
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(PG_CONF)
     stale, old = data / "postmaster.pid", _postmaster_pid(data)
@@ -235,8 +253,10 @@ def start_postgres(base: Path) -> Server:
     # checks the port.
     _run_pg(
         [str(pg_bin("pg_ctl")), "-D", str(data), "-l", str(log), "-W", "-o", f"-p {port}", "start"],
-        account, root / "pg_ctl.log", timeout=60,
-    )  # fmt: skip
+        account,
+        root / "pg_ctl.log",
+        timeout=60,
+    )
     try:
         _wait(lambda: _ready(data) and answers(port), 90, f"PostgreSQL not ready on port {port}", log)
     except EmbeddedError:
@@ -269,8 +289,10 @@ def stop_postgres(base: Path, server: Server) -> None:
     try:
         _run_pg(
             [str(pg_bin("pg_ctl")), "-D", str(root / "data"), "-m", "fast", "-w", "-t", "30", "stop"],
-            _pg_account(), root / "pg_ctl.log", timeout=60,
-        )  # fmt: skip
+            _pg_account(),
+            root / "pg_ctl.log",
+            timeout=60,
+        )
     except (EmbeddedError, subprocess.TimeoutExpired):
         _kill(server.pid)
         return
@@ -292,12 +314,33 @@ def start_redis(base: Path) -> Server:
     if not binary.exists():
         raise EmbeddedError(f"{binary} is missing; reinstall the optional extra: {EXTRA_HINT}")
     subprocess.run(
-        [str(binary), "--bind", HOST, "--port", str(port), "--daemonize", "yes", "--pidfile", str(pidfile),
-         "--dir", str(root), "--logfile", str(log), "--save", "", "--appendonly", "no",
-         "--databases", "16"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+        [
+            str(binary),
+            "--bind",
+            HOST,
+            "--port",
+            str(port),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(pidfile),
+            "--dir",
+            str(root),
+            "--logfile",
+            str(log),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--databases",
+            "16",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
         timeout=30,
-    )  # fmt: skip
+    )
     try:
         _wait(lambda: answers(port) and _pid_in(pidfile) is not None, 30, f"Redis not up on port {port}", log)
     except EmbeddedError:
@@ -388,9 +431,13 @@ def _holds(holder: int) -> bool:
 
 
 def start(
-    base: Path, services: tuple[str, ...] = SERVICES, holder: int | None = None, *,
-    llm_gguf: str | None = None, llm_processes: int = llm.DEFAULT_PROCESSES,
-) -> dict[str, Any]:  # fmt: skip
+    base: Path,
+    services: tuple[str, ...] = SERVICES,
+    holder: int | None = None,
+    *,
+    llm_gguf: str | None = None,
+    llm_processes: int = llm.DEFAULT_PROCESSES,
+) -> dict[str, Any]:
     """Start (or reuse) the embedded ``services`` under ``base``; registers ``holder``; returns the state.
 
     ``holder`` None: started by hand, held until ``stop(base)`` without a holder. ``llm_gguf``
@@ -533,8 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qtrain embedded: {exc}", file=sys.stderr)
         return 2
     except subprocess.TimeoutExpired as exc:
-        print(f"qtrain embedded: {Path(str(exc.cmd[0])).name} did not finish within {exc.timeout:.0f} s",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"qtrain embedded: {Path(str(exc.cmd[0])).name} did not finish within {exc.timeout:.0f} s",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -150,8 +150,14 @@ def compare(
             f"{days:.1f} days: annualised figures ({', '.join(ANNUALISED)}) are not shown under"
             f" {MIN_DAYS_TO_ANNUALISE:g} days (they would extrapolate a few days' luck to a year)"
         )
-    params = {"fee": fee, "slippage_bps": slippage_bps, "seed": seed, "range": source,
-              "random_seeds": DEFAULT_RANDOM_SEEDS, "promoted": v.promoted}  # fmt: skip
+    params = {
+        "fee": fee,
+        "slippage_bps": slippage_bps,
+        "seed": seed,
+        "range": source,
+        "random_seeds": DEFAULT_RANDOM_SEEDS,
+        "promoted": v.promoted,
+    }
     return Comparison(
         symbol=symbol,
         version=v.version,

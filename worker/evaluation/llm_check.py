@@ -154,8 +154,14 @@ def _messages(
     feats = compute_features(ctx)
     inside = slice(WARMUP, WARMUP + window)
     fw = {k: v[inside] for k, v in feats.items()}
-    return build_messages(ctx.slice(WARMUP, WARMUP + window), fw, symbol=symbol, timeframe=ctx.timeframe,
-                          style=style, reason_first=reason_first)  # fmt: skip
+    return build_messages(
+        ctx.slice(WARMUP, WARMUP + window),
+        fw,
+        symbol=symbol,
+        timeframe=ctx.timeframe,
+        style=style,
+        reason_first=reason_first,
+    )
 
 
 def memory_messages(user: str, assets: Sequence[str], years: Sequence[int]) -> list[dict[str, str]]:
@@ -248,9 +254,13 @@ def _guesses(guesses: list[str | None], truths: list[str], options: int) -> dict
 
 
 def run_check(
-    settings: Settings, req: CheckRequest, client: ChatClient, *, progress: Progress | None = None,
+    settings: Settings,
+    req: CheckRequest,
+    client: ChatClient,
+    *,
+    progress: Progress | None = None,
     picked: list[Picked] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Ask ``client`` about the picked windows (``pick_windows``'s, unless the caller picked them
     already) and measure the answers; the JSON of ``llm check``."""
     picked = pick_windows(settings, req) if picked is None else picked

@@ -92,8 +92,13 @@ class Scoreboard:
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``qtrain evaluate --json`` (issue 10's shape, plus ``params``, ``notes`` and
         ``ablation``)."""
-        return {"folds": self.folds, "summary": self.summary, "params": self.params, "notes": self.notes,
-                "ablation": self.ablation}  # fmt: skip
+        return {
+            "folds": self.folds,
+            "summary": self.summary,
+            "params": self.params,
+            "notes": self.notes,
+            "ablation": self.ablation,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,13 @@ def plan(url: str, req: EvaluateRequest) -> list[SymbolPlan]:
     for symbol in req.symbols:
         candles = load_candles(url, symbol, req.timeframe)
         folds = rolling_folds(
-            candles.ts, timeframe=req.timeframe, train_days=req.train_days, test_days=req.test_days,
-            since=req.since, until=req.until,
-        )  # fmt: skip
+            candles.ts,
+            timeframe=req.timeframe,
+            train_days=req.train_days,
+            test_days=req.test_days,
+            since=req.since,
+            until=req.until,
+        )
         if not folds:
             raise BadInput(
                 f"{symbol}: no fold of {req.train_days} training + {req.test_days} test days fits the stored"
@@ -130,13 +139,22 @@ def _analyses_for(
     """The analyses a fold trains with: heuristic ones of its training part, or the cached LLM ones."""
     if req.analyst == "heuristic":
         return scoreboard.heuristic_analyses(
-            p.candles, since_ts=fold.train_since, until_ts=fold.test_since, window=DEFAULT_WINDOW,
-            stride=DEFAULT_STRIDE, cache=cache,
-        )  # fmt: skip
+            p.candles,
+            since_ts=fold.train_since,
+            until_ts=fold.test_since,
+            window=DEFAULT_WINDOW,
+            stride=DEFAULT_STRIDE,
+            cache=cache,
+        )
     return analyses.cached_analyses(
-        url, p.symbol, req.timeframe, since=fold.train_since, until=fold.test_since, model=req.model,
+        url,
+        p.symbol,
+        req.timeframe,
+        since=fold.train_since,
+        until=fold.test_since,
+        model=req.model,
         prompt_version=req.prompt_version,
-    )  # fmt: skip
+    )
 
 
 def evaluate(
@@ -155,13 +173,21 @@ def evaluate(
     peers = stored_peers(url, req, plans)
     alone = req.pool == ()
     pooled = pooled_folds.pooled_tables_by_date(  # pooled recipes: each fold date across the symbols
-        series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes,
-        peers=peers, alone=alone,
-    )  # fmt: skip
+        series,
+        lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]),
+        recipes=req.recipes,
+        peers=peers,
+        alone=alone,
+    )
     pooled_controls = pooled_folds.pooled_controls_by_date(
-        series, lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]), recipes=req.recipes,
-        controls=CONTROLS, seed=req.seed, peers=peers, alone=alone,
-    )  # fmt: skip
+        series,
+        lambda s, f: _analyses_for(url, req, by_symbol[s], f, caches[s]),
+        recipes=req.recipes,
+        controls=CONTROLS,
+        seed=req.seed,
+        peers=peers,
+        alone=alone,
+    )
     for p in plans:
         cache = caches[p.symbol]
         for fold in p.folds:
@@ -169,10 +195,18 @@ def evaluate(
             cached_found += len(analysed) if req.analyst == "cached" else 0
             curves: dict[str, Any] = {}
             policies = scoreboard.evaluate_fold(
-                p.candles, fold, analysed, recipes=req.recipes, random_seeds=req.random_seeds, fee=req.fee,
-                seed=req.seed, equity=curves, trained=pooled.get(fold.test_since, {}).get(p.symbol),
-                controls=CONTROLS, trained_controls=pooled_controls.get(fold.test_since, {}).get(p.symbol),
-            )  # fmt: skip
+                p.candles,
+                fold,
+                analysed,
+                recipes=req.recipes,
+                random_seeds=req.random_seeds,
+                fee=req.fee,
+                seed=req.seed,
+                equity=curves,
+                trained=pooled.get(fold.test_since, {}).get(p.symbol),
+                controls=CONTROLS,
+                trained_controls=pooled_controls.get(fold.test_since, {}).get(p.symbol),
+            )
             records.append(scoreboard.fold_record(p.symbol, fold, policies))
             records[-1]["equity"] = equity_record(p.candles.ts[fold.test_lo : fold.test_hi], curves)
             done += 1
@@ -186,10 +220,17 @@ def evaluate(
     ablation = scoreboard.ablation(records, req.recipes)
     notes.extend(scoreboard.ablation_note(ablation, req.analyst))
     params = {
-        "timeframe": req.timeframe, "train_days": req.train_days, "test_days": req.test_days,
-        "analyst": req.analyst, "recipes": list(req.recipes), "random_seeds": req.random_seeds,
-        "fee": req.fee, "seed": req.seed, "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE,
-    }  # fmt: skip
+        "timeframe": req.timeframe,
+        "train_days": req.train_days,
+        "test_days": req.test_days,
+        "analyst": req.analyst,
+        "recipes": list(req.recipes),
+        "random_seeds": req.random_seeds,
+        "fee": req.fee,
+        "seed": req.seed,
+        "window": DEFAULT_WINDOW,
+        "stride": DEFAULT_STRIDE,
+    }
     pool = pooled_folds.pool_record(series, req.recipes, peers=peers, alone=alone)
     if pool:  # which recipe pooled what (absent without a pooled recipe: older outputs stay byte-identical)
         params["pooled"] = pool

@@ -120,9 +120,16 @@ def _trained_with(v: versions.StoredVersion | None, epochs: int | None) -> dict[
 
 
 def _fold(
-    candles: Candles, k: int, bounds: np.ndarray, windows: list[AnalysedWindow], trained: dict[str, Any], *,
-    fee: float, slippage_bps: float, seed: int,
-) -> tuple[SegmentFold, tuple[str, ...]]:  # fmt: skip
+    candles: Candles,
+    k: int,
+    bounds: np.ndarray,
+    windows: list[AnalysedWindow],
+    trained: dict[str, Any],
+    *,
+    fee: float,
+    slippage_bps: float,
+    seed: int,
+) -> tuple[SegmentFold, tuple[str, ...]]:
     """Train on segments ``0..k`` with the analyses that ended before segment k+1; test on it."""
     a, b = int(bounds[k + 1]), int(bounds[k + 2])
     train: Candles = candles.slice(0, a)
@@ -130,9 +137,14 @@ def _fold(
     past = [w for w in windows if w.end_ts < test_since]
     space = StateSpace.default()
     learner, _, data = train_qtable(
-        train, past, space=space, recipe=trained["recipe"], epochs=trained["epochs"], seed=trained["seed"],
+        train,
+        past,
+        space=space,
+        recipe=trained["recipe"],
+        epochs=trained["epochs"],
+        seed=trained["seed"],
         **trained["overrides"],
-    )  # fmt: skip
+    )
     lo = max(0, a - WARMUP)
     ctx = candles.slice(lo, b)
     rules = policy_set.heuristic_rules(train) if len(train) > WARMUP else None
@@ -143,9 +155,14 @@ def _fold(
     twin = learner
     if past:  # the same fold without analyses (else it is the same table)
         twin = train_qtable(
-            train, [], space=space, recipe=trained["recipe"], epochs=trained["epochs"], seed=trained["seed"],
+            train,
+            [],
+            space=space,
+            recipe=trained["recipe"],
+            epochs=trained["epochs"],
+            seed=trained["seed"],
             **trained["overrides"],
-        )[0]  # fmt: skip
+        )[0]
     m = space.encode(compute_features(ctx))[a - lo :]
     positions = {"qtable": pset.positions["qtable"], "qtable_unshaped": qtable_policy(twin.q, m)}
     for c in CONTROLS:  # the negative controls of the same past (without analyses: the twin)
@@ -153,9 +170,14 @@ def _fold(
         if past:
             moved = control(c, past, since=int(candles.ts[0]), until=test_since, seed=trained["seed"])
             table = train_qtable(
-                train, moved, space=space, recipe=trained["recipe"], epochs=trained["epochs"],
-                seed=trained["seed"], **trained["overrides"],
-            )[0]  # fmt: skip
+                train,
+                moved,
+                space=space,
+                recipe=trained["recipe"],
+                epochs=trained["epochs"],
+                seed=trained["seed"],
+                **trained["overrides"],
+            )[0]
         positions[f"qtable_{c}"] = qtable_policy(table.q, m)
     positions.update(pset.positions)
     results = evaluate.run_policies(test, positions, fee=fee, slippage_bps=slippage_bps)
@@ -216,10 +238,16 @@ def walk_forward(
         out.append(fold)
         notes.extend(n for n in fold_notes if n not in notes)
     params = {
-        "fee": fee, "slippage_bps": slippage_bps, "seed": seed, "folds": folds, "recipe": trained["recipe"],
+        "fee": fee,
+        "slippage_bps": slippage_bps,
+        "seed": seed,
+        "folds": folds,
+        "recipe": trained["recipe"],
         "epochs": trained["epochs"],
-        "train_seed": trained["seed"], "analyses_model": model, "analyses_available": len(windows),
-    }  # fmt: skip
+        "train_seed": trained["seed"],
+        "analyses_model": model,
+        "analyses_available": len(windows),
+    }
     return WalkForward(symbol, v.version if v is not None else None, tuple(out), tuple(notes), params)
 
 
@@ -228,8 +256,13 @@ def record(url: str, wf: WalkForward) -> list[int]:
     ids = []
     with db.transaction(url) as cur:
         for f in wf.folds:
-            params = {**wf.params, "fold": f.fold, "train_since": f.train_since, "train_until": f.train_until,
-                      "n_windows": f.n_windows}  # fmt: skip
+            params = {
+                **wf.params,
+                "fold": f.fold,
+                "train_since": f.train_since,
+                "train_until": f.train_until,
+                "n_windows": f.n_windows,
+            }
             for policy, r in f.results.items():
                 ids.append(
                     evaluate.insert_backtest(
@@ -242,6 +275,6 @@ def record(url: str, wf: WalkForward) -> list[int]:
                         "walk_forward",
                         params,
                         r.metrics,
-                    )  # fmt: skip
+                    )
                 )
     return ids

@@ -73,20 +73,31 @@ class Ablation:
     def to_json(self) -> dict[str, Any]:
         """The ``ablation`` entry of the version's metadata (the control keys only with controls)."""
         out = {
-            "metric": self.metric, "llm_shaped": self.llm_shaped, "unshaped": self.unshaped,
-            "margin": self.margin, "served": self.served, "rule": self.rule, "metrics": self.metrics,
-        }  # fmt: skip
+            "metric": self.metric,
+            "llm_shaped": self.llm_shaped,
+            "unshaped": self.unshaped,
+            "margin": self.margin,
+            "served": self.served,
+            "rule": self.rule,
+            "metrics": self.metrics,
+        }
         if self.controls is not None:
-            out.update(controls=self.controls, best_control=self.best_control,
-                       content_margin=self.content_margin, controls_rule=self.controls_rule,
-                       controls_beaten=self.controls_beaten)  # fmt: skip
+            out.update(
+                controls=self.controls,
+                best_control=self.best_control,
+                content_margin=self.content_margin,
+                controls_rule=self.controls_rule,
+                controls_beaten=self.controls_beaten,
+            )
         return out
 
 
 def choose(
-    cfg: PromotionConfig, shaped: dict[str, Any], unshaped: dict[str, Any],
+    cfg: PromotionConfig,
+    shaped: dict[str, Any],
+    unshaped: dict[str, Any],
     controls: dict[str, dict[str, Any]] | None = None,
-) -> Ablation:  # fmt: skip
+) -> Ablation:
     """The ablation of the tables' tail metrics (JSON-safe; ``controls``: control name -> metrics):
     the margins and which table the version keeps under ``cfg.twin`` and ``cfg.controls`` (module
     docstring)."""
@@ -98,18 +109,32 @@ def choose(
         served = UNSHAPED  # its content did not beat its own controls: not served
     best, content = content_margin(cfg, a, values)
     return Ablation(
-        metric=cfg.metric, llm_shaped=a, unshaped=b, margin=cfg.margin_of(a, b), served=served, rule=cfg.twin,
+        metric=cfg.metric,
+        llm_shaped=a,
+        unshaped=b,
+        margin=cfg.margin_of(a, b),
+        served=served,
+        rule=cfg.twin,
         metrics={SHAPED: shaped, UNSHAPED: unshaped, **(controls or {})},
-        controls=values if controls else None, best_control=best, content_margin=content,
-        controls_rule=cfg.controls, controls_beaten=beaten,
-    )  # fmt: skip
+        controls=values if controls else None,
+        best_control=best,
+        content_margin=content,
+        controls_rule=cfg.controls,
+        controls_beaten=beaten,
+    )
 
 
 def measure(
-    url: str, symbol: str, timeframe: str, tail: tuple[int, int], space: StateSpace,
-    shaped: FastQLearning, twin: FastQLearning, cfg: PromotionConfig,
+    url: str,
+    symbol: str,
+    timeframe: str,
+    tail: tuple[int, int],
+    space: StateSpace,
+    shaped: FastQLearning,
+    twin: FastQLearning,
+    cfg: PromotionConfig,
     controls: dict[str, FastQLearning] | None = None,
-) -> Ablation | None:  # fmt: skip
+) -> Ablation | None:
     """Backtest ``shaped``, its unshaped ``twin`` and its ``controls`` (name -> table) on the tail
     ``[since, until)``; None when the tail holds fewer than 2 candles (the gate will say so)."""
     if tail[1] <= tail[0]:

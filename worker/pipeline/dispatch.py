@@ -72,9 +72,11 @@ class TrainRequest:
         if self.analyst not in ANALYSTS:
             raise BadInput(f"--analyst must be one of {', '.join(ANALYSTS)}, got {self.analyst!r}")
         for flag, value, low, high in (
-            ("--epochs", self.epochs, 1, MAX_EPOCHS), ("--window", self.window, 2, MAX_WINDOW),
-            ("--stride", self.stride, 1, MAX_STRIDE), ("--seed", self.seed, 0, MAX_SEED),
-        ):  # fmt: skip
+            ("--epochs", self.epochs, 1, MAX_EPOCHS),
+            ("--window", self.window, 2, MAX_WINDOW),
+            ("--stride", self.stride, 1, MAX_STRIDE),
+            ("--seed", self.seed, 0, MAX_SEED),
+        ):
             if value is not None and not low <= value <= high:
                 raise BadInput(f"{flag} must be from {low:,} to {high:,}, got {value:,}")
         if not 0.0 <= self.holdout < 0.9:
@@ -223,8 +225,12 @@ def create(settings: Settings, req: TrainRequest) -> CreatedBatch:
         found, skipped[symbol] = _symbol_windows(settings, req, symbol)
         planned.extend(found)
     pool = pool_param(settings, req)
-    params: dict[str, Any] = {"skipped": skipped, "holdout": req.holdout, "recipe": req.recipe,
-                              "prompt": settings.prompt_style}  # fmt: skip
+    params: dict[str, Any] = {
+        "skipped": skipped,
+        "holdout": req.holdout,
+        "recipe": req.recipe,
+        "prompt": settings.prompt_style,
+    }
     if pool is not None:
         params["pool"] = pool
     seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
@@ -340,9 +346,12 @@ def enqueue_batch(
 ) -> int:
     """Enqueue every window of a batch that is not final (a new batch: all of them)."""
     return enqueue(
-        settings, batch_id, batches.unfinished_windows(settings.database_url, batch_id), symbols,
+        settings,
+        batch_id,
+        batches.unfinished_windows(settings.database_url, batch_id),
+        symbols,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,14 @@ MAX_MIN_DAYS = 3650.0
 MAX_MIN_TRADES = 100_000
 INSUFFICIENT = "insufficient evidence"
 LOWER_IS_BETTER = frozenset(
-    {"max_drawdown_pct", "max_drawdown_duration_candles", "max_drawdown_duration_days", "volatility_ann_pct",
-     "fees_paid"}
-)  # fmt: skip
+    {
+        "max_drawdown_pct",
+        "max_drawdown_duration_candles",
+        "max_drawdown_duration_days",
+        "volatility_ann_pct",
+        "fees_paid",
+    }
+)
 GATE = "gate"
 TWIN_RULES = ("better", "bar", "allow")
 """Values of ``QTRAIN_PROMOTION_TWIN`` (module docstring); the first is the default."""
@@ -146,25 +151,37 @@ class PromotionConfig:
         """Read ``QTRAIN_PROMOTION_METRIC``, ``_MARGIN``, ``_TWIN``, ``_CONTROLS``, ``_MIN_DAYS`` and
         ``_MIN_TRADES`` of ``env`` (unset: defaults)."""
         return cls.parse(
-            env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC), env.get("QTRAIN_PROMOTION_MARGIN"),
-            env.get("QTRAIN_PROMOTION_TWIN"), env.get("QTRAIN_PROMOTION_CONTROLS"),
-            min_days=env.get("QTRAIN_PROMOTION_MIN_DAYS"), min_trades=env.get("QTRAIN_PROMOTION_MIN_TRADES"),
-        )  # fmt: skip
+            env.get("QTRAIN_PROMOTION_METRIC", DEFAULT_METRIC),
+            env.get("QTRAIN_PROMOTION_MARGIN"),
+            env.get("QTRAIN_PROMOTION_TWIN"),
+            env.get("QTRAIN_PROMOTION_CONTROLS"),
+            min_days=env.get("QTRAIN_PROMOTION_MIN_DAYS"),
+            min_trades=env.get("QTRAIN_PROMOTION_MIN_TRADES"),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PromotionConfig:
         """The criterion of a process's settings (its environment, read once by ``Settings``)."""
         return cls.parse(
-            settings.promotion_metric, settings.promotion_margin, settings.promotion_twin,
-            settings.promotion_controls, min_days=settings.promotion_min_days,
+            settings.promotion_metric,
+            settings.promotion_margin,
+            settings.promotion_twin,
+            settings.promotion_controls,
+            min_days=settings.promotion_min_days,
             min_trades=settings.promotion_min_trades,
-        )  # fmt: skip
+        )
 
     @classmethod
     def parse(
-        cls, metric: str, margin: str | None, twin: str | None = None, controls: str | None = None, *,
-        min_days: str | None = None, min_trades: str | None = None,
-    ) -> PromotionConfig:  # fmt: skip
+        cls,
+        metric: str,
+        margin: str | None,
+        twin: str | None = None,
+        controls: str | None = None,
+        *,
+        min_days: str | None = None,
+        min_trades: str | None = None,
+    ) -> PromotionConfig:
         """Validate the texts of the settings; BadInput (one line) naming the bad one."""
         raw = str(DEFAULT_MARGIN) if margin is None else margin
         try:
@@ -177,8 +194,14 @@ class PromotionConfig:
         trades = _number(
             "QTRAIN_PROMOTION_MIN_TRADES", min_trades, DEFAULT_MIN_TRADES, MAX_MIN_TRADES, whole=True
         )
-        return cls(metric=metric.strip(), margin=value, twin=rule, controls=need, min_days=days,
-                   min_trades=int(trades))  # fmt: skip
+        return cls(
+            metric=metric.strip(),
+            margin=value,
+            twin=rule,
+            controls=need,
+            min_days=days,
+            min_trades=int(trades),
+        )
 
     def margin_of(self, new: float | None, old: float | None) -> float | None:
         """How much better ``new`` is than ``old`` in the metric's units (positive: better; None: unknown)."""
@@ -283,10 +306,15 @@ def _decide(
     out["incumbent_value"] = json_safe({"v": bars["incumbent"]})["v"] if "incumbent" in bars else None
     out["margins"] = {name: cfg.margin_of(value, bar) for name, bar in bars.items()}
     out["bars"] = [
-        {"bar": name, "label": labels[name], "value": json_safe({"v": bar})["v"],
-         "margin": out["margins"][name], "beaten": cfg.beats(value, bar)}
+        {
+            "bar": name,
+            "label": labels[name],
+            "value": json_safe({"v": bar})["v"],
+            "margin": out["margins"][name],
+            "beaten": cfg.beats(value, bar),
+        }
         for name, bar in bars.items()
-    ]  # fmt: skip
+    ]
     lost = [b for b in out["bars"] if not b["beaten"]]
     out["promoted"] = not lost
     if lost:
@@ -304,10 +332,11 @@ def _decide(
             out.update(promoted=False, decided_by=["evidence"], reason=found["reason"])
         elif found["never_trades"] and "incumbent" in bars:
             out.update(
-                promoted=False, decided_by=["never_trades"],
+                promoted=False,
+                decided_by=["never_trades"],
                 reason="it never trades on the held-out tail: doing nothing does not displace"
                 f" {labels['incumbent']}",
-            )  # fmt: skip
+            )
     return out
 
 
@@ -326,9 +355,13 @@ def evidence(cfg: PromotionConfig, table: Mapping[str, float], days: float | Non
     if n < cfg.min_trades:
         short.append(f">= {cfg.min_trades} closed trades")
     out: dict[str, Any] = {
-        "days": round(days, 2), "closed_trades": n, "never_trades": never, "min_days": cfg.min_days,
-        "min_trades": cfg.min_trades, "enough": not short,
-    }  # fmt: skip
+        "days": round(days, 2),
+        "closed_trades": n,
+        "never_trades": never,
+        "min_days": cfg.min_days,
+        "min_trades": cfg.min_trades,
+        "enough": not short,
+    }
     if short:
         out["reason"] = (
             f"{INSUFFICIENT}: {days:.1f} days and {n} closed trade{'s' if n != 1 else ''} on the held-out"
@@ -367,9 +400,13 @@ def _why_not(cfg: PromotionConfig, margin: float | None) -> str:
 
 
 def evaluate_and_promote(
-    settings: Settings, symbol: str, version: int, *, config: PromotionConfig | None = None,
+    settings: Settings,
+    symbol: str,
+    version: int,
+    *,
+    config: PromotionConfig | None = None,
     once: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Backtest ``version`` on its held-out tail, record it, promote it if it wins, mark it gated;
     a tiny summary with the margins. ``once``: when the version's gate has already run (a duplicate
     reducer task got there first, under the lock), return its recorded verdict and change nothing."""
@@ -398,8 +435,13 @@ def evaluate_and_promote(
         if ablation is not None:  # the reducer's backtests of both tables on this tail
             for name, m in new.metadata["ablation"]["metrics"].items():  # stored JSON-safe: None is NaN
                 runs[f"qtable_{name}"] = {k: math.nan if v is None else v for k, v in m.items()}
-        params: dict[str, Any] = {"fee": FEE, "slippage_bps": 0.0, "metric": cfg.metric, "margin": cfg.margin,
-                                  "random_seeds": DEFAULT_RANDOM_SEEDS}  # fmt: skip
+        params: dict[str, Any] = {
+            "fee": FEE,
+            "slippage_bps": 0.0,
+            "metric": cfg.metric,
+            "margin": cfg.margin,
+            "random_seeds": DEFAULT_RANDOM_SEEDS,
+        }
         if "incumbent_qtable" in runs and incumbent is not None:
             params["incumbent_version"] = incumbent.version
         for policy, metrics in runs.items():
@@ -434,15 +476,23 @@ def twin_record(cfg: PromotionConfig, ablation: Mapping[str, Any] | None) -> dic
     shaped = ablation["metrics"]["llm_shaped"].get(cfg.metric)
     unshaped = ablation["metrics"]["unshaped"].get(cfg.metric)
     out = {
-        "metric": cfg.metric, "llm_shaped": shaped, "unshaped": unshaped,
-        "margin": cfg.margin_of(shaped, unshaped), "served": ablation["served"], "rule": ablation["rule"],
-    }  # fmt: skip
+        "metric": cfg.metric,
+        "llm_shaped": shaped,
+        "unshaped": unshaped,
+        "margin": cfg.margin_of(shaped, unshaped),
+        "served": ablation["served"],
+        "rule": ablation["rule"],
+    }
     found = {c: ablation["metrics"][c].get(cfg.metric) for c in CONTROL_NAMES if c in ablation["metrics"]}
     if found:  # versions made before the controls have none
         best, margin = content_margin(cfg, shaped, found)
-        out.update(controls=found, best_control=best, content_margin=margin,
-                   controls_rule=ablation.get("controls_rule", CONTROL_RULES[0]),
-                   controls_beaten=ablation.get("controls_beaten"))  # fmt: skip
+        out.update(
+            controls=found,
+            best_control=best,
+            content_margin=margin,
+            controls_rule=ablation.get("controls_rule", CONTROL_RULES[0]),
+            controls_beaten=ablation.get("controls_beaten"),
+        )
     return out
 
 
@@ -481,8 +531,9 @@ def gate(settings: Settings, symbol: str, version: int) -> dict[str, Any]:
 def record_failure(settings: Settings, symbol: str, version: int, error: str) -> None:
     """Log a gate that could not run (kind ``gate_failed``), so ``models list`` can say so."""
     with db.transaction(settings.database_url) as cur:
-        promotions.log_promotion(cur, symbol, version, None, by=GATE, kind="gate_failed",
-                                 details={"error": error[:500]})  # fmt: skip
+        promotions.log_promotion(
+            cur, symbol, version, None, by=GATE, kind="gate_failed", details={"error": error[:500]}
+        )
         versions.record_gate(cur, symbol, version, {"promoted": False, "error": error[:500]})
         versions.mark_gated(cur, symbol, version)
 
@@ -523,5 +574,11 @@ def set_promoted(
         kind = "rollback" if rollback else "manual"
         previous = _switch(cur, symbol, version, by=by, kind=kind, details={})
     path = versions.sync_model_file(settings, symbol)
-    return {"symbol": symbol, "version": version, "previous": previous, "kind": kind, "by": by,
-            "model_file": str(path) if path else None}  # fmt: skip
+    return {
+        "symbol": symbol,
+        "version": version,
+        "previous": previous,
+        "kind": kind,
+        "by": by,
+        "model_file": str(path) if path else None,
+    }

@@ -39,11 +39,18 @@ class VersionRecord:
         """The entry of ``qtrain models list --json``."""
         r = self.row
         return {
-            "symbol": r.symbol, "version": r.version, "batch_id": r.batch_id,
-            "created_at": r.created_at.isoformat(), "promoted": r.promoted,
-            "promoted_at": r.promoted_at.isoformat() if r.promoted_at else None, "promoted_by": r.promoted_by,
-            "sha256": r.sha256, "holdout": self.holdout, "ablation": self.ablation, "gate": r.gate,
-        }  # fmt: skip
+            "symbol": r.symbol,
+            "version": r.version,
+            "batch_id": r.batch_id,
+            "created_at": r.created_at.isoformat(),
+            "promoted": r.promoted,
+            "promoted_at": r.promoted_at.isoformat() if r.promoted_at else None,
+            "promoted_by": r.promoted_by,
+            "sha256": r.sha256,
+            "holdout": self.holdout,
+            "ablation": self.ablation,
+            "gate": r.gate,
+        }
 
 
 def _holdout(
@@ -54,18 +61,23 @@ def _holdout(
     if q is None:
         return None
     value = q.get(cfg.metric)
-    bars = {"buy_and_hold": runs.get("buy_and_hold", {}).get(cfg.metric),
-            "random_median": runs.get("random_median", {}).get(cfg.metric)}  # fmt: skip
+    bars = {
+        "buy_and_hold": runs.get("buy_and_hold", {}).get(cfg.metric),
+        "random_median": runs.get("random_median", {}).get(cfg.metric),
+    }
     if "incumbent_qtable" in runs:
         bars["incumbent"] = runs["incumbent_qtable"].get(cfg.metric)
     return {
-        "metric": cfg.metric, "value": value, **{k: q.get(k) for k in HOLDOUT_METRICS},
-        "buy_and_hold_value": bars["buy_and_hold"], "random_median_value": bars["random_median"],
+        "metric": cfg.metric,
+        "value": value,
+        **{k: q.get(k) for k in HOLDOUT_METRICS},
+        "buy_and_hold_value": bars["buy_and_hold"],
+        "random_median_value": bars["random_median"],
         "incumbent_value": bars.get("incumbent"),
         "incumbent_version": (gate or {}).get("incumbent"),
         "margins": {k: cfg.margin_of(value, v) for k, v in bars.items()},
         "buy_and_hold_return_pct": q.get("buy_and_hold_return_pct"),
-    }  # fmt: skip
+    }
 
 
 def version_records(url: str, symbol: str | None, cfg: PromotionConfig) -> list[VersionRecord]:
@@ -77,7 +89,7 @@ def version_records(url: str, symbol: str | None, cfg: PromotionConfig) -> list[
             row,
             _holdout(runs.get((row.symbol, row.version), {}), cfg, row.gate),
             twin_record(cfg, row.metadata.get("ablation")),
-        )  # fmt: skip
+        )
         for row in rows
     ]
 
@@ -102,8 +114,10 @@ def gate_line(rec: VersionRecord) -> str:
     bars = gate.get("bars")
     if bars is None:  # gated before verdicts were recorded: the bars of its holdout runs
         old = (("buy_and_hold", "buy-and-hold"), ("random_median", "random median"))
-        bars = [{"bar": k, "label": label, "value": h.get(f"{k}_value"), "margin": h["margins"].get(k)}
-                for k, label in old]  # fmt: skip
+        bars = [
+            {"bar": k, "label": label, "value": h.get(f"{k}_value"), "margin": h["margins"].get(k)}
+            for k, label in old
+        ]
     parts = []
     for b in bars:
         label = {"the random-policy median": "random median"}.get(b["label"], b["label"])

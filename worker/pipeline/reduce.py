@@ -167,9 +167,12 @@ def stored_peers(spec: batches.BatchSpec) -> tuple[str, ...]:
 
 
 def build_pool(
-    settings: Settings, batch_id: int, spec: batches.BatchSpec, peers: tuple[str, ...],
+    settings: Settings,
+    batch_id: int,
+    spec: batches.BatchSpec,
+    peers: tuple[str, ...],
     stored: tuple[str, ...] = (),
-) -> Pool:  # fmt: skip
+) -> Pool:
     """Every peer's training inputs, cut at the earliest training end, and the ``stored`` symbols'
     candles of the batch's training range (from the peers' first candle to that end; a stored
     symbol with fewer than 2 there, or a candle without volume, is left out): see the module doc."""
@@ -219,9 +222,16 @@ def _analysed(spec: batches.BatchSpec, inputs: TrainInputs, control: str | None)
 
 
 def _train(
-    spec: batches.BatchSpec, inputs: TrainInputs, initial: FastQLearning | None, space: StateSpace, *,
-    shaped: bool = True, pool: Pool | None = None, symbol: str = "", control: str | None = None,
-) -> Any:  # fmt: skip
+    spec: batches.BatchSpec,
+    inputs: TrainInputs,
+    initial: FastQLearning | None,
+    space: StateSpace,
+    *,
+    shaped: bool = True,
+    pool: Pool | None = None,
+    symbol: str = "",
+    control: str | None = None,
+) -> Any:
     """The batch's table; ``shaped=False``: its unshaped twin (no analysis: shaping off, all else
     equal); ``control``: trained on that negative control of the analyses (each symbol's own, with
     a pool); with a ``pool``: ``symbol``'s table trained across the pool."""
@@ -231,15 +241,26 @@ def _train(
         analysed = {s: _analysed(spec, i, control) for s, i in pool.inputs.items()} if shaped else {}
         return train_pooled(trains, analysed, space=space, recipe=recipe, **overrides)[symbol]
     return train_qtable(
-        inputs.train, _analysed(spec, inputs, control) if shaped else (), space=space, recipe=recipe,
-        epochs=spec.epochs, seed=spec.seed, initial=initial, **overrides,
-    )  # fmt: skip
+        inputs.train,
+        _analysed(spec, inputs, control) if shaped else (),
+        space=space,
+        recipe=recipe,
+        epochs=spec.epochs,
+        seed=spec.seed,
+        initial=initial,
+        **overrides,
+    )
 
 
 def _with_twin(
-    settings: Settings, spec: batches.BatchSpec, symbol: str, inputs: TrainInputs,
-    initial: FastQLearning | None, space: StateSpace, pool: Pool | None = None,
-) -> tuple[Any, Any, Any, ablation.Ablation | None]:  # fmt: skip
+    settings: Settings,
+    spec: batches.BatchSpec,
+    symbol: str,
+    inputs: TrainInputs,
+    initial: FastQLearning | None,
+    space: StateSpace,
+    pool: Pool | None = None,
+) -> tuple[Any, Any, Any, ablation.Ablation | None]:
     """The batch's table, stats and data, and its ablation: when analyses shaped it, the unshaped
     twin and the negative controls trained and all backtested on the tail; the table kept is the
     one ``ablation.choose`` keeps."""
@@ -289,8 +310,17 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
         learner, stats, data, ablated = _with_twin(settings, spec, symbol, inputs, initial, space, pool)
         version = prev_version + 1
         warm = initial is not None and bool(getattr(stats, "warm_start_used", True))
-        metadata = _metadata(spec, batch_id, symbol, version, inputs, space, stats, data.n_windows,
-                             warm=prev_version if warm else None)  # fmt: skip
+        metadata = _metadata(
+            spec,
+            batch_id,
+            symbol,
+            version,
+            inputs,
+            space,
+            stats,
+            data.n_windows,
+            warm=prev_version if warm else None,
+        )
         if pool is not None:
             metadata["pooled"] = pool.to_json()
         if ablated is not None and ablated.served == ablation.UNSHAPED:
@@ -305,9 +335,17 @@ def make_version(settings: Settings, batch_id: int, symbol: str) -> Reduced:
 
 
 def _metadata(
-    spec: batches.BatchSpec, batch_id: int, symbol: str, version: int, inputs: TrainInputs,
-    space: StateSpace, stats: Any, n_windows: int, *, warm: int | None,
-) -> dict[str, Any]:  # fmt: skip
+    spec: batches.BatchSpec,
+    batch_id: int,
+    symbol: str,
+    version: int,
+    inputs: TrainInputs,
+    space: StateSpace,
+    stats: Any,
+    n_windows: int,
+    *,
+    warm: int | None,
+) -> dict[str, Any]:
     """The version's metadata (saved inside the .npz and in ``agent_state``): the recipe (name and
     every parameter), the seed and epochs, the spans trained and held out."""
     recipe, overrides = batch_recipe(spec)

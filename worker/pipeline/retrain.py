@@ -109,9 +109,15 @@ def _lock_key(config: RetrainConfig) -> str:
 
 
 def _batch_spec(
-    config: RetrainConfig, new: list[PlannedWindow], skipped: dict[str, int], *, model: str, tick: str,
-    key: str, fetched: dict[str, Any],
-) -> batches.BatchSpec:  # fmt: skip
+    config: RetrainConfig,
+    new: list[PlannedWindow],
+    skipped: dict[str, int],
+    *,
+    model: str,
+    tick: str,
+    key: str,
+    fetched: dict[str, Any],
+) -> batches.BatchSpec:
     """The batch of one tick: only symbols with new windows, over the new windows' range (+ warm-up)."""
     step = timeframe_seconds(config.timeframe)
     with_new = {w.symbol for w in new}
@@ -185,9 +191,16 @@ def retrain(
 
 
 def _enqueue_tick(
-    settings: Settings, enqueue: dispatch.Enqueue, spec: batches.BatchSpec, batch_id: int,
-    rows: list[tuple[str, int, int, int, str]], *, base: dict[str, Any], fetched: dict[str, Any], t0: float,
-) -> dict[str, Any]:  # fmt: skip
+    settings: Settings,
+    enqueue: dispatch.Enqueue,
+    spec: batches.BatchSpec,
+    batch_id: int,
+    rows: list[tuple[str, int, int, int, str]],
+    *,
+    base: dict[str, Any],
+    fetched: dict[str, Any],
+    t0: float,
+) -> dict[str, Any]:
     """Enqueue the tick's new batch and report it (a failure says how to recover: ``qtrain resume``)."""
     tick = base["tick"]
     try:
@@ -205,7 +218,17 @@ def _enqueue_tick(
         per_symbol[s] = per_symbol.get(s, 0) + 1
     log.warning(
         "retrain tick %s: batch %s with %s new windows (%s) in %.1f s",
-        tick, batch_id, n, ", ".join(f"{s}: {c}" for s, c in per_symbol.items()), time.monotonic() - t0,
-    )  # fmt: skip
-    return {**base, "status": "created", "batch_id": batch_id, "windows": n, "per_symbol": per_symbol,
-            "fetched": fetched}  # fmt: skip
+        tick,
+        batch_id,
+        n,
+        ", ".join(f"{s}: {c}" for s, c in per_symbol.items()),
+        time.monotonic() - t0,
+    )
+    return {
+        **base,
+        "status": "created",
+        "batch_id": batch_id,
+        "windows": n,
+        "per_symbol": per_symbol,
+        "fetched": fetched,
+    }

@@ -47,9 +47,13 @@ def enqueue(
             with batch(max_size=2 * PUBLISH_CHUNK + 8) if batch is not None else nullcontext():
                 for symbol, idx in chunk:
                     analyze_window.apply_async(
-                        (batch_id, symbol, idx), producer=producer, ignore_result=True, declare=[],
-                        argsrepr=task_argsrepr(batch_id, symbol, idx), kwargsrepr="{}",
-                    )  # fmt: skip
+                        (batch_id, symbol, idx),
+                        producer=producer,
+                        ignore_result=True,
+                        declare=[],
+                        argsrepr=task_argsrepr(batch_id, symbol, idx),
+                        kwargsrepr="{}",
+                    )
             if progress is not None:
                 progress(lo + len(chunk), total)
     pending = {s for s, _ in windows}

@@ -86,8 +86,11 @@ def reap(settings: Settings, send: Send) -> Reaped:
             for args in requeued:
                 send(names.ANALYZE_WINDOW, args)
             touched = {(b, s) for b, s, _ in failed}
-            due = [(b, s) for b, s, idle in batches.unreduced_symbols(cur)
-                   if (b, s) in touched or idle >= settings.lease_s]  # fmt: skip
+            due = [
+                (b, s)
+                for b, s, idle in batches.unreduced_symbols(cur)
+                if (b, s) in touched or idle >= settings.lease_s
+            ]
             reducers = sorted(k for k in due if not versions.reducer_running(cur, *k))
             for args2 in reducers:
                 send(names.REDUCE_SYMBOL, args2)
@@ -105,14 +108,24 @@ def reap_and_log(settings: Settings, send: Send) -> Reaped | None:
         log.warning("reaper: skipped this run (%s: %s)", type(exc).__name__, str(exc).splitlines()[0:1])
         return None
     if done.requeued:
-        log.warning("reaper: re-enqueued %d window(s) whose worker was lost (lease expired): %s",
-                    len(done.requeued), _names(done.requeued))  # fmt: skip
+        log.warning(
+            "reaper: re-enqueued %d window(s) whose worker was lost (lease expired): %s",
+            len(done.requeued),
+            _names(done.requeued),
+        )
     if done.failed:
-        log.warning("reaper: %d poison window(s) failed after losing %d workers: %s",
-                    len(done.failed), settings.max_attempts, _names(done.failed))  # fmt: skip
+        log.warning(
+            "reaper: %d poison window(s) failed after losing %d workers: %s",
+            len(done.failed),
+            settings.max_attempts,
+            _names(done.failed),
+        )
     if done.reducers:
-        log.warning("reaper: enqueued %d reducer(s) that never ran: %s", len(done.reducers),
-                    ", ".join(f"{b}/{s}" for b, s in done.reducers))  # fmt: skip
+        log.warning(
+            "reaper: enqueued %d reducer(s) that never ran: %s",
+            len(done.reducers),
+            ", ".join(f"{b}/{s}" for b, s in done.reducers),
+        )
     if done.batches_done:
         log.warning("reaper: marked batch(es) %s done (every symbol gated)", done.batches_done)
     return done

@@ -78,8 +78,10 @@ def _check_openai(settings: Settings) -> None:
                 log.error(
                     "REFUSED openai host %s: model %s is not served there (it serves: %s); set"
                     " QTRAIN_LLM_MODEL to one of them: its windows would all fail",
-                    redact(host), settings.llm_model, ", ".join(names) or "no model",
-                )  # fmt: skip
+                    redact(host),
+                    settings.llm_model,
+                    ", ".join(names) or "no model",
+                )
                 continue
             log.warning("openai host %s: serves model %s", redact(host), settings.llm_model)
     finally:

@@ -138,9 +138,14 @@ def _analyze_window(
 ) -> dict[str, Any]:
     url = SETTINGS.database_url
     window, final = batches.claim_window(
-        url, batch_id, symbol, idx, lease_s=SETTINGS.lease_s, max_lost=SETTINGS.max_attempts,
+        url,
+        batch_id,
+        symbol,
+        idx,
+        lease_s=SETTINGS.lease_s,
+        max_lost=SETTINGS.max_attempts,
         handover=handover,
-    )  # fmt: skip
+    )
     if window is None:
         if final is not None:
             maybe_reduce(batch_id, symbol)  # a redelivery (or a poison window): the reducer may be due

@@ -75,24 +75,44 @@ def save_and_finish(
             " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT (cache_key) DO NOTHING RETURNING id",
             (
-                rec.cache_key, rec.content_hash, rec.symbol, rec.timeframe,
-                batches.ts_to_dt(rec.start_ts), batches.ts_to_dt(rec.end_ts), rec.model,
-                rec.prompt_version, rec.analyst, analysis.regime, analysis.action,
-                analysis.confidence, analysis.summary, rec.raw_text, json.dumps(analysis.repairs),
-                rec.prompt_tokens, rec.completion_tokens, rec.total_duration_ms,
-                rec.eval_duration_ms, rec.host,
+                rec.cache_key,
+                rec.content_hash,
+                rec.symbol,
+                rec.timeframe,
+                batches.ts_to_dt(rec.start_ts),
+                batches.ts_to_dt(rec.end_ts),
+                rec.model,
+                rec.prompt_version,
+                rec.analyst,
+                analysis.regime,
+                analysis.action,
+                analysis.confidence,
+                analysis.summary,
+                rec.raw_text,
+                json.dumps(analysis.repairs),
+                rec.prompt_tokens,
+                rec.completion_tokens,
+                rec.total_duration_ms,
+                rec.eval_duration_ms,
+                rec.host,
             ),
-        )  # fmt: skip
+        )
         row = cur.fetchone()
         created = row is not None
         if created:
             analysis_id = int(row[0])
             if analysis.rules:  # one statement for all the rules (a round trip each cost ~0.1 ms CPU)
                 values = [
-                    (analysis_id, i, json.dumps(rule_to_json(rule)["conditions"]), rule.action,
-                     rule.confidence, rule.rationale)
+                    (
+                        analysis_id,
+                        i,
+                        json.dumps(rule_to_json(rule)["conditions"]),
+                        rule.action,
+                        rule.confidence,
+                        rule.rationale,
+                    )
                     for i, rule in enumerate(analysis.rules)
-                ]  # fmt: skip
+                ]
                 cur.execute(
                     "INSERT INTO btc.ollama_trading_rules (analysis_id, idx, conditions, action,"
                     " confidence, rationale) VALUES "
@@ -157,9 +177,15 @@ def batch_analyses(url: str, batch_id: int, symbol: str) -> list[AnalysedWindow]
 
 
 def cached_analyses(
-    url: str, symbol: str, timeframe: str, *, until: int, since: int | None = None, model: str | None = None,
+    url: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    until: int,
+    since: int | None = None,
+    model: str | None = None,
     prompt_version: int | None = None,
-) -> list[AnalysedWindow]:  # fmt: skip
+) -> list[AnalysedWindow]:
     """Stored analyses of ``symbol`` whose window lies in ``[since, until)`` (one per window: the
     newest), in window order, with their rules; only those of ``model`` and of ``prompt_version``
     (a prompt style's: named and anonymous analyses never mix) when given. No LLM call."""

@@ -12,9 +12,16 @@ from worker.store.db import Cursor
 
 
 def insert_backtest(
-    cur: Cursor, symbol: str, version: int | None, since: int, until: int, policy: str, kind: str,
-    params: dict[str, Any], metrics: dict[str, float],
-) -> int:  # fmt: skip
+    cur: Cursor,
+    symbol: str,
+    version: int | None,
+    since: int,
+    until: int,
+    policy: str,
+    kind: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+) -> int:
     """Insert one ``btc.backtests`` row through the caller's cursor; its id."""
     cur.execute(
         "INSERT INTO btc.backtests (symbol, version, since, until, policy, kind, params, metrics)"

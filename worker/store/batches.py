@@ -154,11 +154,19 @@ _SPEC_COLS = (
 def _spec(r: dict[str, Any]) -> BatchSpec:
     """The ``BatchSpec`` of a row (by name, ``db.named``) that has the ``_SPEC_COLS``."""
     return BatchSpec(
-        symbols=tuple(r["symbols"]), timeframe=r["timeframe"], window_size=r["window_size"],
-        stride=r["stride"], since=dt_to_ts(r["since"]), until=dt_to_ts(r["until"]), epochs=r["epochs"],
-        model=r["model"], analyst=r["analyst"], prompt_version=r["prompt_version"], seed=int(r["seed"]),
+        symbols=tuple(r["symbols"]),
+        timeframe=r["timeframe"],
+        window_size=r["window_size"],
+        stride=r["stride"],
+        since=dt_to_ts(r["since"]),
+        until=dt_to_ts(r["until"]),
+        epochs=r["epochs"],
+        model=r["model"],
+        analyst=r["analyst"],
+        prompt_version=r["prompt_version"],
+        seed=int(r["seed"]),
         params=r["params"],
-    )  # fmt: skip
+    )
 
 
 def load_batch(url: str, batch_id: int) -> tuple[BatchSpec, str] | None:
@@ -187,13 +195,20 @@ _WINDOW_COLS = (
 def _window(r: dict[str, Any]) -> Window:
     """The ``Window`` of a row (by name, ``db.named``) that has the ``_WINDOW_COLS``."""
     return Window(
-        batch_id=int(r["batch_id"]), symbol=r["symbol"], idx=int(r["idx"]),
-        start_ts=int(r["start_ts"].timestamp()), end_ts=int(r["end_ts"].timestamp()),
-        content_hash=r["content_hash"], status=r["status"], attempts=int(r["attempts"]),
-        timeframe=r["timeframe"], model=r["model"], analyst=r["analyst"],
+        batch_id=int(r["batch_id"]),
+        symbol=r["symbol"],
+        idx=int(r["idx"]),
+        start_ts=int(r["start_ts"].timestamp()),
+        end_ts=int(r["end_ts"].timestamp()),
+        content_hash=r["content_hash"],
+        status=r["status"],
+        attempts=int(r["attempts"]),
+        timeframe=r["timeframe"],
+        model=r["model"],
+        analyst=r["analyst"],
         prompt_version=int(r["prompt_version"]),
         prompt_style=prompt_style(r["prompt_version"], r["prompt_style"]),
-    )  # fmt: skip
+    )
 
 
 class Superseded(QtrainError):
@@ -215,9 +230,15 @@ class Claim(NamedTuple):
 
 
 def claim_window(
-    url: str, batch_id: int, symbol: str, idx: int, *, lease_s: float = DEFAULT_LEASE_S,
-    max_lost: int = DEFAULT_MAX_ATTEMPTS, handover: int | None = None,
-) -> Claim:  # fmt: skip
+    url: str,
+    batch_id: int,
+    symbol: str,
+    idx: int,
+    *,
+    lease_s: float = DEFAULT_LEASE_S,
+    max_lost: int = DEFAULT_MAX_ATTEMPTS,
+    handover: int | None = None,
+) -> Claim:
     """Mark a pending/running window running, count the attempt and give it a lease of ``lease_s``;
     (window, None) when claimed. ``window.attempts`` is the fencing token of this claim.
 
@@ -240,9 +261,16 @@ def claim_window(
             " ELSE now() + make_interval(secs => %(lease)s) END, updated_at = now()"
             " FROM btc.batches b WHERE b.id = w.batch_id AND w.batch_id = %(batch)s AND w.symbol = %(symbol)s"
             f" AND w.idx = %(idx)s AND w.status = ANY(%(unfinished)s) RETURNING {_WINDOW_COLS}",
-            {"handover": handover, "max_lost": max_lost, "lease": float(lease_s), "batch": batch_id,
-             "symbol": symbol, "idx": idx, "unfinished": list(UNFINISHED)},
-        )  # fmt: skip
+            {
+                "handover": handover,
+                "max_lost": max_lost,
+                "lease": float(lease_s),
+                "batch": batch_id,
+                "symbol": symbol,
+                "idx": idx,
+                "unfinished": list(UNFINISHED),
+            },
+        )
         row = cur.fetchone()
         if row is not None:
             window = _window(db.named(cur, row))
@@ -280,9 +308,16 @@ def renew_leases(cur: Cursor, claims: Iterable[WindowClaim], lease_s: float) -> 
 
 
 def finish_window(
-    cur: Cursor, batch_id: int, symbol: str, idx: int, status: str, *, analysis_id: int | None = None,
-    error: str | None = None, attempt: int | None = None,
-) -> None:  # fmt: skip
+    cur: Cursor,
+    batch_id: int,
+    symbol: str,
+    idx: int,
+    status: str,
+    *,
+    analysis_id: int | None = None,
+    error: str | None = None,
+    attempt: int | None = None,
+) -> None:
     """Set a window's final status inside the caller's transaction.
 
     ``attempt`` (the claim's fencing token): only that attempt, still holding its claim, may write;
@@ -300,9 +335,16 @@ def finish_window(
 
 
 def set_window_status(
-    url: str, batch_id: int, symbol: str, idx: int, status: str, error: str, *,
-    attempt: int | None = None, lease_s: float | None = None,
-) -> bool:  # fmt: skip
+    url: str,
+    batch_id: int,
+    symbol: str,
+    idx: int,
+    status: str,
+    error: str,
+    *,
+    attempt: int | None = None,
+    lease_s: float | None = None,
+) -> bool:
     """Record a failure (``failed``) or a pending retry (``pending``) with its one-line reason; True
     when written.
 
@@ -685,20 +727,34 @@ def batch_status(url: str, batch_id: int) -> BatchStatus | None:
     for sym in spec.symbols:
         by = counts.get(sym, dict.fromkeys(STATUSES, 0))
         version, gated = made.get(sym, (None, False))
-        symbols[sym] = SymbolStatus(total=sum(by.values()), **by, skipped=int(skipped.get(sym, 0)),
-                                    q_version=version, gated=gated,
-                                    reclaimed=reclaimed.get(sym, 0),
-                                    failure_reasons=tuple({"reason": why, "count": n}
-                                                          for why, n in reasons.get(sym, [])))  # fmt: skip
+        symbols[sym] = SymbolStatus(
+            total=sum(by.values()),
+            **by,
+            skipped=int(skipped.get(sym, 0)),
+            q_version=version,
+            gated=gated,
+            reclaimed=reclaimed.get(sym, 0),
+            failure_reasons=tuple({"reason": why, "count": n} for why, n in reasons.get(sym, [])),
+        )
     total = sum(v.total for v in symbols.values())
     finished = sum(v.finished for v in symbols.values())
     elapsed = float(elapsed or 0.0)
     rate = finished / elapsed if elapsed > 0 and finished else 0.0
     eta = 0.0 if finished >= total else ((total - finished) / rate if rate > 0 else None)
     return BatchStatus(
-        batch_id=batch_id, state=state, error=error, created_at=created_at, finished_at=finished_at,
-        analyst=spec.analyst, model=spec.model, epochs=spec.epochs, windows_per_s=round(rate, 3),
-        eta_s=None if eta is None else round(eta, 1), tokens=int(tokens),
-        llm_seconds=round(float(llm_seconds), 2), symbols=symbols, medians=medians,
+        batch_id=batch_id,
+        state=state,
+        error=error,
+        created_at=created_at,
+        finished_at=finished_at,
+        analyst=spec.analyst,
+        model=spec.model,
+        epochs=spec.epochs,
+        windows_per_s=round(rate, 3),
+        eta_s=None if eta is None else round(eta, 1),
+        tokens=int(tokens),
+        llm_seconds=round(float(llm_seconds), 2),
+        symbols=symbols,
+        medians=medians,
         prompt=prompt_style(spec.prompt_version, spec.params.get("prompt")),
-    )  # fmt: skip
+    )

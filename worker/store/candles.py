@@ -388,11 +388,16 @@ class SpanCache:
         lo, hi = (int(i) for i in np.searchsorted(c.ts, (since, until), side="left"))
         tbv = c.taker_buy_volume if c.taker_buy_volume is not None else c.volume  # always set in a span
         return Candles(
-            ts=c.ts[lo:hi].copy(), open=c.open[lo:hi].copy(), high=c.high[lo:hi].copy(),
-            low=c.low[lo:hi].copy(), close=c.close[lo:hi].copy(), volume=c.volume[lo:hi].copy(),
+            ts=c.ts[lo:hi].copy(),
+            open=c.open[lo:hi].copy(),
+            high=c.high[lo:hi].copy(),
+            low=c.low[lo:hi].copy(),
+            close=c.close[lo:hi].copy(),
+            volume=c.volume[lo:hi].copy(),
             taker_buy_volume=tbv[lo:hi].copy() if hi > lo and sp.tbv_ok[lo:hi].all() else None,
-            symbol=c.symbol, timeframe=c.timeframe,
-        )  # fmt: skip
+            symbol=c.symbol,
+            timeframe=c.timeframe,
+        )
 
     def forget(self, url: str, symbol: str, timeframe: str) -> None:
         """Drop the spans of ``symbol``/``timeframe`` (its stored candles differ from a span)."""
@@ -493,9 +498,14 @@ def candle_spans(url: str, symbols: list[str], timeframe: str) -> list[tuple[str
 
 
 def delete_candles(
-    url: str, symbol: str, *, timeframe: str | None = None, since: int | None = None,
-    until: int | None = None, dry_run: bool = True,
-) -> dict[str, int]:  # fmt: skip
+    url: str,
+    symbol: str,
+    *,
+    timeframe: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    dry_run: bool = True,
+) -> dict[str, int]:
     """Count (``dry_run``) or delete the stored candles of ``symbol`` (one ``timeframe``, or every
     one) with ``since <= ts < until``, in one transaction; timeframe -> candles counted or deleted."""
     symbol = normalize_symbol(symbol)

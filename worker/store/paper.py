@@ -40,10 +40,16 @@ class Account:
 def _account(r: dict[str, Any]) -> Account:
     cfg = r["config"] if isinstance(r["config"], dict) else json.loads(r["config"])
     return Account(
-        id=int(r["id"]), name=r["name"], symbols=tuple(r["symbols"]), timeframe=r["timeframe"],
-        exchange=r["exchange"], capital=float(r["capital"]), fee=float(r["fee"]), config=cfg,
+        id=int(r["id"]),
+        name=r["name"],
+        symbols=tuple(r["symbols"]),
+        timeframe=r["timeframe"],
+        exchange=r["exchange"],
+        capital=float(r["capital"]),
+        fee=float(r["fee"]),
+        config=cfg,
         state=r["state"],
-    )  # fmt: skip
+    )
 
 
 def accounts(url: str, *, active_only: bool = False, name: str | None = None) -> list[Account]:
@@ -76,9 +82,17 @@ class NewPosition:
 
 
 def insert_account(
-    url: str, *, name: str, symbols: tuple[str, ...], timeframe: str, exchange: str, capital: float,
-    fee: float, config: dict[str, Any], positions: list[NewPosition],
-) -> int | None:  # fmt: skip
+    url: str,
+    *,
+    name: str,
+    symbols: tuple[str, ...],
+    timeframe: str,
+    exchange: str,
+    capital: float,
+    fee: float,
+    config: dict[str, Any],
+    positions: list[NewPosition],
+) -> int | None:
     """Write an account and its positions in one transaction; its id, or None when the name is taken."""
     with db.transaction(url) as cur:
         cur.execute(
@@ -157,12 +171,26 @@ def save_step(
         " position, target, components, weights, missing, notes, close, cash, qty, equity, source)"
         " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
         (
-            account_id, symbol, _dt(step.decided.ts), version, d.action, d.confidence, score,
-            step.decided.position, step.book.target, json.dumps(d.components), json.dumps(d.weights_used),
-            list(d.missing), json.dumps([*notes, d.note]), step.decided.close, step.book.cash,
-            step.book.qty, step.equity, source,
+            account_id,
+            symbol,
+            _dt(step.decided.ts),
+            version,
+            d.action,
+            d.confidence,
+            score,
+            step.decided.position,
+            step.book.target,
+            json.dumps(d.components),
+            json.dumps(d.weights_used),
+            list(d.missing),
+            json.dumps([*notes, d.note]),
+            step.decided.close,
+            step.book.cash,
+            step.book.qty,
+            step.equity,
+            source,
         ),
-    )  # fmt: skip
+    )
     if step.fill is not None:
         f = step.fill
         cur.execute(
@@ -234,10 +262,16 @@ def position_record(url: str, account: Account, symbol: str, step_s: int) -> Pos
     last = None
     if r["l_ts"] is not None:
         last = LastDecision(
-            ts=int(r["l_ts"]), version=int(r["l_version"]), action=ACTIONS[int(r["l_action"])],
-            confidence=float(r["l_confidence"]), score=r["l_score"], close=float(r["l_close"]),
-            equity=float(r["l_equity"]), source=r["l_source"], decided_at=r["l_decided_at"].isoformat(),
-        )  # fmt: skip
+            ts=int(r["l_ts"]),
+            version=int(r["l_version"]),
+            action=ACTIONS[int(r["l_action"])],
+            confidence=float(r["l_confidence"]),
+            score=r["l_score"],
+            close=float(r["l_close"]),
+            equity=float(r["l_equity"]),
+            source=r["l_source"],
+            decided_at=r["l_decided_at"].isoformat(),
+        )
     entry = None if r["entry_open"] is None else float(r["entry_open"])
     return PositionRecord(
         _position(r), last, int(r["n_decisions"]), int(r["n_fills"]), float(r["fees_paid"]), entry
@@ -245,9 +279,21 @@ def position_record(url: str, account: Account, symbol: str, step_s: int) -> Pos
 
 
 _DECISION_COLS = (
-    "ts", "version", "action", "confidence", "score", "position", "target", "components", "weights",
-    "missing", "notes", "close", "equity", "source",
-)  # fmt: skip
+    "ts",
+    "version",
+    "action",
+    "confidence",
+    "score",
+    "position",
+    "target",
+    "components",
+    "weights",
+    "missing",
+    "notes",
+    "close",
+    "equity",
+    "source",
+)
 _FILL_COLS = ("ts", "side", "price", "qty", "fee", "version")
 
 

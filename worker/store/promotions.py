@@ -10,9 +10,15 @@ from worker.store.db import Cursor
 
 
 def log_promotion(
-    cur: Cursor, symbol: str, version: int, previous: int | None, *, by: str, kind: str,
+    cur: Cursor,
+    symbol: str,
+    version: int,
+    previous: int | None,
+    *,
+    by: str,
+    kind: str,
     details: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     """Append one entry (``kind``: gate, manual, rollback or gate_failed) in the caller's transaction."""
     cur.execute(
         "INSERT INTO btc.promotions (symbol, version, previous_version, by, kind, details)"

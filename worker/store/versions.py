@@ -93,9 +93,7 @@ def _stored(row: Any) -> StoredVersion:
     blob = bytes(row[6])
     learner, _ = FastQLearning.from_bytes(blob)
     meta = row[7] if isinstance(row[7], dict) else json.loads(row[7])
-    return StoredVersion(
-        row[0], int(row[1]), row[2], row[3], row[4], bool(row[5]), blob, meta, learner
-    )  # fmt: skip
+    return StoredVersion(row[0], int(row[1]), row[2], row[3], row[4], bool(row[5]), blob, meta, learner)
 
 
 def load_version(
@@ -280,7 +278,7 @@ def version_rows(url: str, symbol: str | None = None) -> list[VersionRow]:
             sha256=r[7],
             metadata=_json(r[8]) or {},
             gate=_json(r[9]),
-        )  # fmt: skip
+        )
         for r in rows
     ]
 

@@ -133,8 +133,11 @@ def create_account(
     for symbol in symbols:
         v = load_brain(url, symbol, None, max_rules=0).stored
         if v.timeframe != timeframe:
-            raise BadInput(timeframe_mismatch(symbol, v.version, v.timeframe, timeframe,
-                                               f"use --timeframe {v.timeframe}"))  # fmt: skip
+            raise BadInput(
+                timeframe_mismatch(
+                    symbol, v.version, v.timeframe, timeframe, f"use --timeframe {v.timeframe}"
+                )
+            )
     if rows.account_exists(url, name):
         raise BadInput(f"paper account {name!r} exists: pick another --name or `qtrain paper stop {name}`")
     factory = exchange_factory or default_exchange_factory(agent.api_url)
@@ -160,17 +163,28 @@ def create_account(
     config = _account_config(agent)
     positions = [rows.NewPosition(s, share, starts[s] - WARMUP * step, starts[s]) for s in symbols]
     account_id = rows.insert_account(
-        url, name=name, symbols=symbols, timeframe=timeframe, exchange=exchange, capital=capital, fee=fee,
-        config=config, positions=positions,
-    )  # fmt: skip
+        url,
+        name=name,
+        symbols=symbols,
+        timeframe=timeframe,
+        exchange=exchange,
+        capital=capital,
+        fee=fee,
+        config=config,
+        positions=positions,
+    )
     if account_id is None:
         raise BadInput(f"paper account {name!r} exists: pick another --name")
     return Opened(name, account_id, list(symbols), timeframe, exchange, capital, fee, starts, fetched, config)
 
 
 def _account_config(agent: AgentSettings) -> dict[str, Any]:
-    return {**agent.config.to_json(), "book_depth": agent.book_depth, "trades_limit": agent.trades_limit,
-            "max_rules": agent.max_rules}  # fmt: skip
+    return {
+        **agent.config.to_json(),
+        "book_depth": agent.book_depth,
+        "trades_limit": agent.trades_limit,
+        "max_rules": agent.max_rules,
+    }
 
 
 def stop_account(settings: Settings, name: str) -> None:
@@ -231,16 +245,23 @@ def tick_position(
     except BadInput as exc:
         return _waiting(out, account, symbol, int(ctx.ts[todo[0]]), str(exc))
     if loaded.stored.timeframe != account.timeframe:
-        why = timeframe_mismatch(symbol, loaded.brain.version, loaded.stored.timeframe, account.timeframe,
-                                  "the account keeps waiting")  # fmt: skip
+        why = timeframe_mismatch(
+            symbol,
+            loaded.brain.version,
+            loaded.stored.timeframe,
+            account.timeframe,
+            "the account keeps waiting",
+        )
         return _waiting(out, account, symbol, int(ctx.ts[todo[0]]), why)
     market: MarketData | None = None
     if fetched_ok and ex is not None:  # the newest candle is the exchange's newest: read its book now
         market = fetch_market(
-            ex, symbol, depth=int(account.config.get("book_depth", DEFAULT_BOOK_DEPTH)),
+            ex,
+            symbol,
+            depth=int(account.config.get("book_depth", DEFAULT_BOOK_DEPTH)),
             trades_limit=int(account.config.get("trades_limit", DEFAULT_TRADES_LIMIT)),
             timeout_s=market_timeout_s,
-        )  # fmt: skip
+        )
     cfg = AgentConfig.from_json(account.config)
     for k, i in enumerate(todo):
         notes: list[str] = []
@@ -260,26 +281,39 @@ def tick_position(
             if now.last_ts is not None and now.last_ts >= ts:
                 continue  # another tick decided this candle first
             step = paper_step(now.book, ctx.slice(0, i + 1), loaded.brain, cfg, fee=account.fee, live=live)
-            rows.save_step(cur, account.id, symbol, step, loaded.brain.version, source,
-                           [*notes, *step.decided.notes])  # fmt: skip
+            rows.save_step(
+                cur, account.id, symbol, step, loaded.brain.version, source, [*notes, *step.decided.notes]
+            )
         out.decided.append(
-            {"ts": ts, "action": step.decided.action_name, "version": loaded.brain.version,
-             "fill": None if step.fill is None else step.fill.to_json(), "source": source}
-        )  # fmt: skip
+            {
+                "ts": ts,
+                "action": step.decided.action_name,
+                "version": loaded.brain.version,
+                "fill": None if step.fill is None else step.fill.to_json(),
+                "source": source,
+            }
+        )
     return out
 
 
 def _fetch_new(
-    settings: Settings, account: Account, symbol: str, since: int, exchange_factory: ExchangeFactory | None,
-    fetch: bool, api_url: str | None, out: PositionTick,
-) -> tuple[ccxt.Exchange | None, bool]:  # fmt: skip
+    settings: Settings,
+    account: Account,
+    symbol: str,
+    since: int,
+    exchange_factory: ExchangeFactory | None,
+    fetch: bool,
+    api_url: str | None,
+    out: PositionTick,
+) -> tuple[ccxt.Exchange | None, bool]:
     """Fetch the position's new closed candles; the exchange and whether the fetch succeeded."""
     if not fetch:
         return None, False
     try:
         ex = (exchange_factory or default_exchange_factory(api_url))(account.exchange)
-        fetch_symbol(ex, settings.database_url, symbol, account.timeframe, since=since,
-                     max_attempts=LIVE_MAX_ATTEMPTS)  # fmt: skip
+        fetch_symbol(
+            ex, settings.database_url, symbol, account.timeframe, since=since, max_attempts=LIVE_MAX_ATTEMPTS
+        )
         return ex, True
     except QtrainError as exc:
         out.notes.append(f"candle fetch failed, using stored candles: {exc}")
@@ -310,9 +344,16 @@ def tick(
         for symbol in account.symbols:
             try:
                 per.append(
-                    tick_position(settings, account, symbol, exchange_factory=exchange_factory, fetch=fetch,
-                                  api_url=agent.api_url, market_timeout_s=agent.market_timeout_s)
-                )  # fmt: skip
+                    tick_position(
+                        settings,
+                        account,
+                        symbol,
+                        exchange_factory=exchange_factory,
+                        fetch=fetch,
+                        api_url=agent.api_url,
+                        market_timeout_s=agent.market_timeout_s,
+                    )
+                )
             except QtrainError as exc:
                 log.error("paper %s %s: tick failed: %s", account.name, symbol, exc)
                 per.append(PositionTick(symbol, error=str(exc)))
@@ -375,16 +416,33 @@ def _position_status(rec: rows.PositionRecord, symbol: str, fee: float) -> Posit
     if last is not None and rec.entry_open is not None and last.ts > p.start_ts:
         bh = buy_and_hold_equity(capital, entry_open=rec.entry_open, close=last.close, fee=fee)
     return PositionStatus(
-        symbol=symbol, position="long" if p.book.held else "flat", qty=p.book.qty, cash=p.book.cash,
-        equity=equity, capital=capital, pnl=equity - capital, pnl_pct=(equity / capital - 1.0) * 100.0,
-        buy_and_hold_equity=bh, buy_and_hold_pnl_pct=None if bh is None else (bh / capital - 1.0) * 100.0,
-        first_candle=p.start_ts, last_candle=p.last_ts, n_decisions=rec.n_decisions, n_fills=rec.n_fills,
+        symbol=symbol,
+        position="long" if p.book.held else "flat",
+        qty=p.book.qty,
+        cash=p.book.cash,
+        equity=equity,
+        capital=capital,
+        pnl=equity - capital,
+        pnl_pct=(equity / capital - 1.0) * 100.0,
+        buy_and_hold_equity=bh,
+        buy_and_hold_pnl_pct=None if bh is None else (bh / capital - 1.0) * 100.0,
+        first_candle=p.start_ts,
+        last_candle=p.last_ts,
+        n_decisions=rec.n_decisions,
+        n_fills=rec.n_fills,
         fees_paid=rec.fees_paid,
-        last_decision=None if last is None else {
-            "ts": last.ts, "version": last.version, "action": last.action, "confidence": last.confidence,
-            "score": last.score, "source": last.source, "decided_at": last.decided_at,
+        last_decision=None
+        if last is None
+        else {
+            "ts": last.ts,
+            "version": last.version,
+            "action": last.action,
+            "confidence": last.confidence,
+            "score": last.score,
+            "source": last.source,
+            "decided_at": last.decided_at,
         },
-    )  # fmt: skip
+    )
 
 
 def status(settings: Settings, name: str | None = None) -> list[AccountStatus]:
@@ -402,12 +460,23 @@ def status(settings: Settings, name: str | None = None) -> list[AccountStatus]:
         bh_pct = (
             None if any(b is None for b in bhs) else (sum(b or 0.0 for b in bhs) / a.capital - 1.0) * 100.0
         )
-        out.append(AccountStatus(
-            name=a.name, state=a.state, symbols=list(a.symbols), timeframe=a.timeframe, exchange=a.exchange,
-            capital=a.capital, fee=a.fee, equity=equity, pnl=equity - a.capital,
-            pnl_pct=(equity / a.capital - 1.0) * 100.0, buy_and_hold_pnl_pct=bh_pct, positions=positions,
-            config=a.config,
-        ))  # fmt: skip
+        out.append(
+            AccountStatus(
+                name=a.name,
+                state=a.state,
+                symbols=list(a.symbols),
+                timeframe=a.timeframe,
+                exchange=a.exchange,
+                capital=a.capital,
+                fee=a.fee,
+                equity=equity,
+                pnl=equity - a.capital,
+                pnl_pct=(equity / a.capital - 1.0) * 100.0,
+                buy_and_hold_pnl_pct=bh_pct,
+                positions=positions,
+                config=a.config,
+            )
+        )
     return out
 
 
@@ -461,10 +530,15 @@ def replay(
         if step.fill is not None:
             fills.append(step.fill.to_json())
     return Replay(
-        symbol=symbol, version=loaded.brain.version, since=int(ctx.ts[start]),
-        until=int(ctx.ts[-1]) + timeframe_seconds(ctx.timeframe), trades=fills, equity_final=equity,
-        n_decisions=len(ctx) - start, position="long" if book.held else "flat",
-    )  # fmt: skip
+        symbol=symbol,
+        version=loaded.brain.version,
+        since=int(ctx.ts[start]),
+        until=int(ctx.ts[-1]) + timeframe_seconds(ctx.timeframe),
+        trades=fills,
+        equity_final=equity,
+        n_decisions=len(ctx) - start,
+        position="long" if book.held else "flat",
+    )
 
 
 def signal_candles(settings: Settings, symbol: str, timeframe: str) -> Candles:

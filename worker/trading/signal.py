@@ -27,9 +27,16 @@ def _iso(ts: int) -> str:
 
 
 def signal_one(
-    settings: Settings, agent: AgentSettings, symbol: str, *, timeframe: str, exchange: str, offline: bool,
-    position: int, now: float,
-) -> dict[str, Any]:  # fmt: skip
+    settings: Settings,
+    agent: AgentSettings,
+    symbol: str,
+    *,
+    timeframe: str,
+    exchange: str,
+    offline: bool,
+    position: int,
+    now: float,
+) -> dict[str, Any]:
     """The decision for one symbol now, with every component, its weight and what was missing."""
     loaded = load_brain(settings.database_url, symbol, None, max_rules=agent.max_rules)
     v = loaded.stored
@@ -48,9 +55,14 @@ def signal_one(
             ex = make_exchange(exchange, api_url=agent.api_url)
             since = int(now) // step * step - 4 * WARMUP * step
             fetch_symbol(
-                ex, settings.database_url, symbol, timeframe, since=since, now=now,
+                ex,
+                settings.database_url,
+                symbol,
+                timeframe,
+                since=since,
+                now=now,
                 max_attempts=LIVE_MAX_ATTEMPTS,
-            )  # fmt: skip
+            )
         except BadInput:
             raise
         except QtrainError as exc:
@@ -58,12 +70,18 @@ def signal_one(
             ex = None
         if ex is not None:
             market = fetch_market(
-                ex, symbol, depth=agent.book_depth, trades_limit=agent.trades_limit,
+                ex,
+                symbol,
+                depth=agent.book_depth,
+                trades_limit=agent.trades_limit,
                 timeout_s=agent.market_timeout_s,
-            )  # fmt: skip
+            )
             live = LiveInputs(orderbook=market.orderbook, flow=market.flow, notes=market.notes())
-            market_info = {"book_levels": market.book_levels, "n_trades": market.n_trades,
-                           "retries": market.retries}  # fmt: skip
+            market_info = {
+                "book_levels": market.book_levels,
+                "n_trades": market.n_trades,
+                "retries": market.retries,
+            }
         else:
             notes.append("exchange unreachable: no order book or trades")
     ctx = signal_candles(settings, symbol, timeframe)
@@ -89,10 +107,21 @@ def signal_one(
         notes.append(d.note)
     candle_close = decided.ts + step
     return {
-        "symbol": symbol, "action": decided.action_name, "confidence": d.confidence,
-        "score": None if math.isnan(d.score) else d.score, "position": "long" if position else "flat",
-        "components": components, "missing": missing, "version": v.version, "timeframe": timeframe,
-        "candle_ts": decided.ts, "candle_time": _iso(decided.ts), "close": decided.close,
-        "data_age_s": round(max(0.0, now - candle_close), 1), "offline": offline,
-        "n_rules": len(loaded.brain.rules), **market_info, "notes": notes,
-    }  # fmt: skip
+        "symbol": symbol,
+        "action": decided.action_name,
+        "confidence": d.confidence,
+        "score": None if math.isnan(d.score) else d.score,
+        "position": "long" if position else "flat",
+        "components": components,
+        "missing": missing,
+        "version": v.version,
+        "timeframe": timeframe,
+        "candle_ts": decided.ts,
+        "candle_time": _iso(decided.ts),
+        "close": decided.close,
+        "data_age_s": round(max(0.0, now - candle_close), 1),
+        "offline": offline,
+        "n_rules": len(loaded.brain.rules),
+        **market_info,
+        "notes": notes,
+    }
