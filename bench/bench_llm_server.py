@@ -14,7 +14,10 @@ llama-cpp-python's json_object + schema when refused, temperature 0, seed 42, th
 ``max_tokens``) from N threads. Reported per row: windows/s, answer tokens/s, median latency, the
 answers that parse (``model.answer.parse_answer``) and those that also follow the schema (no
 repair a grammar-constrained answer cannot need), the ``response_format`` shape the server took,
-and the 1-minute load average before and after the row.
+and the 1-minute load average before and after the row. Both servers turn the schema into a grammar,
+but llama.cpp's (json-schema-to-grammar) lets the model write newlines and up to 20 spaces of
+indentation between tokens where llama-cpp-python's allows one optional space: the same answers
+come out longer from llama-server, so read answer tok/s (the engine) beside windows/s (qtrain).
 
 Build ``llama-server`` first (not done here; nothing of llama.cpp is kept in this repository).
 ``scripts/bootstrap.sh venv --llm`` builds it into ``~/.cache/qtrain/llama-server/`` when it can;
