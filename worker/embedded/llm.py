@@ -12,6 +12,10 @@ other GGUF instead (not checked: the user's file).
 analyse workers are served by N processes on N loopback ports with ``cpu_count // N`` threads each
 (``OPENAI_BASE_URL`` is then a comma list, shared round-robin by the client); bench/README.md
 has the measurement (2 processes x 1 thread against 1 process x 2 threads on 2 cores).
+llama.cpp's own ``llama-server --parallel N`` (continuous batching, one process) was measured
+against this layout (bench/bench_llm_server.py, issue 30): on 2 shared cores it serves 0.33-0.54x
+the windows/s at 2, 4 and 8 calls in flight (as many answer tokens/s, but its json_schema grammar
+lets this model write indented JSON, about 2.7x the tokens per answer), so it is not used here.
 """
 
 from __future__ import annotations
