@@ -7,12 +7,12 @@ starts them; each answers one request at a time), against llama.cpp's own ``llam
 continuous batching, one process, ``--parallel N`` slots of ``--slot-ctx`` tokens each
 (``-c N*slot_ctx``) and ``-t cpu_count`` threads. For every in-flight level N (``--levels``),
 each repeat runs A then B (interleaved, A B A B, so that the shared machine's load falls on both):
-the same prompts (qtrain's real prompt builder, ``model.prompt.build_messages``, on synthetic
+the same prompts (qtrain's real prompt builder, ``model.analyst.prompt.build_messages``, on synthetic
 hourly candles, window 48, stride ``--stride``), sent by qtrain's real client
 (``worker.clients.openai.OpenAIClient``: its ``response_format`` json_schema, switched to
 llama-cpp-python's json_object + schema when refused, temperature 0, seed 42, the same
 ``max_tokens``) from N threads. Reported per row: windows/s, answer tokens/s, median latency, the
-answers that parse (``model.answer.parse_answer``) and those that also follow the schema (no
+answers that parse (``model.analyst.answer.parse_answer``) and those that also follow the schema (no
 repair a grammar-constrained answer cannot need), the ``response_format`` shape the server took,
 and the 1-minute load average before and after the row. Both servers turn the schema into a grammar,
 but llama.cpp's (json-schema-to-grammar) lets the model write newlines and up to 20 spaces of
@@ -57,10 +57,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.answer import AnswerError, note_schema_ignored, parse_answer  # noqa: E402
+from model.analyst.answer import AnswerError, note_schema_ignored, parse_answer  # noqa: E402
+from model.analyst.prompt import build_messages  # noqa: E402
 from model.features import compute_features  # noqa: E402
-from model.prompt import build_messages  # noqa: E402
-from model.synthetic import make_candles  # noqa: E402
+from model.market.synthetic import make_candles  # noqa: E402
 from worker.clients.openai import OpenAIClient  # noqa: E402
 from worker.embedded import llm  # noqa: E402
 from worker.embedded.servers import free_port  # noqa: E402
