@@ -291,16 +291,13 @@ def _candle_rows(
 ) -> list[Any]:
     """Rows ``(ts, open, high, low, close, volume, taker_buy_volume)`` of ``since <= ts < until``."""
     with db.transaction(database_url) as cur:
-        try:
-            cur.execute(
-                "SELECT extract(epoch FROM ts)::bigint, open, high, low, close, volume, taker_buy_volume"
-                " FROM btc.candles WHERE symbol = %s AND timeframe = %s"
-                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
-                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint)) ORDER BY ts",
-                (symbol, timeframe, since, since, until, until),
-            )
-        except psycopg2.errors.UndefinedTable:
-            raise BadInput(NO_SCHEMA) from None
+        cur.execute(
+            "SELECT extract(epoch FROM ts)::bigint, open, high, low, close, volume, taker_buy_volume"
+            " FROM btc.candles WHERE symbol = %s AND timeframe = %s"
+            " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+            " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint)) ORDER BY ts",
+            (symbol, timeframe, since, since, until, until),
+        )
         return cur.fetchall()
 
 
@@ -427,15 +424,12 @@ def count_missing_volume(
     symbol = normalize_symbol(symbol)
     _check_timeframe(timeframe)
     with db.transaction(database_url) as cur:
-        try:
-            cur.execute(
-                "SELECT count(*) FROM btc.candles WHERE symbol = %s AND timeframe = %s AND volume IS NULL"
-                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
-                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))",
-                (symbol, timeframe, since, since, until, until),
-            )
-        except psycopg2.errors.UndefinedTable:
-            raise BadInput(NO_SCHEMA) from None
+        cur.execute(
+            "SELECT count(*) FROM btc.candles WHERE symbol = %s AND timeframe = %s AND volume IS NULL"
+            " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+            " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))",
+            (symbol, timeframe, since, since, until, until),
+        )
         row = cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -459,10 +453,7 @@ def list_candles(database_url: str) -> list[dict[str, Any]]:
         " ORDER BY d.symbol, d.timeframe"
     )
     with db.transaction(database_url) as cur:
-        try:
-            cur.execute(query, params)
-        except psycopg2.errors.UndefinedTable:
-            raise BadInput(NO_SCHEMA) from None
+        cur.execute(query, params)
         rows = cur.fetchall()
     keys = ("symbol", "timeframe", "first", "last", "count", "gaps", "longest_gap", "flagged", "no_volume")
     return [dict(zip(keys, (r[0], r[1], *(int(x) for x in r[2:])), strict=True)) for r in rows]
@@ -518,12 +509,7 @@ def delete_candles(
     )
     args = (symbol, timeframe, timeframe, since, since, until, until)
     with db.transaction(url) as cur:
-        try:
-            cur.execute(
-                f"SELECT timeframe, count(*) FROM btc.candles{where} GROUP BY timeframe ORDER BY 1", args
-            )
-        except psycopg2.errors.UndefinedTable:
-            raise BadInput(NO_SCHEMA) from None
+        cur.execute(f"SELECT timeframe, count(*) FROM btc.candles{where} GROUP BY timeframe ORDER BY 1", args)
         counts = {str(r[0]): int(r[1]) for r in cur.fetchall()}
         if not dry_run and counts:
             cur.execute(f"DELETE FROM btc.candles{where}", args)
@@ -550,14 +536,11 @@ def stored_counts(
     for every symbol with candles there and none of them without volume (what a pool can train on)."""
     _check_timeframe(timeframe)
     with db.transaction(url) as cur:
-        try:
-            cur.execute(
-                "SELECT symbol, count(*) FROM btc.candles WHERE timeframe = %s"
-                " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
-                " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))"
-                " GROUP BY symbol HAVING count(*) FILTER (WHERE volume IS NULL) = 0 ORDER BY symbol",
-                (timeframe, since, since, until, until),
-            )
-        except psycopg2.errors.UndefinedTable:
-            raise BadInput(NO_SCHEMA) from None
+        cur.execute(
+            "SELECT symbol, count(*) FROM btc.candles WHERE timeframe = %s"
+            " AND (%s::bigint IS NULL OR ts >= to_timestamp(%s::bigint))"
+            " AND (%s::bigint IS NULL OR ts < to_timestamp(%s::bigint))"
+            " GROUP BY symbol HAVING count(*) FILTER (WHERE volume IS NULL) = 0 ORDER BY symbol",
+            (timeframe, since, since, until, until),
+        )
         return {str(r[0]): int(r[1]) for r in cur.fetchall()}
